@@ -1,0 +1,44 @@
+"""sandboxrunner: background jobs for Python on Redis.
+
+Public API: run_job, arun_job, enqueue, get_result, register_job, and the errors.
+"""
+
+from .client import JobHandle, arun_job, enqueue, get_result, run_job
+from .errors import (
+    ConfigError,
+    DeadlockError,
+    InvalidJobData,
+    JobError,
+    JobFailed,
+    JobLoadError,
+    JobNotFound,
+    JobTimeout,
+    NoSupervisor,
+    RedisUnavailable,
+    SandboxRunnerError,
+    UnknownJob,
+    WaitTimeout,
+)
+from .registry import register_job
+
+__all__ = [
+    "ConfigError",
+    "DeadlockError",
+    "InvalidJobData",
+    "JobError",
+    "JobFailed",
+    "JobHandle",
+    "JobLoadError",
+    "JobNotFound",
+    "JobTimeout",
+    "NoSupervisor",
+    "RedisUnavailable",
+    "SandboxRunnerError",
+    "UnknownJob",
+    "WaitTimeout",
+    "arun_job",
+    "enqueue",
+    "get_result",
+    "register_job",
+    "run_job",
+]

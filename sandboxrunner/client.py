@@ -1,0 +1,403 @@
+"""Calling jobs: run_job, arun_job, enqueue, get_result.
+
+A call validates everything before anything reaches Redis (known name, JSON data under
+the size limit, a positive timeout, a JSON singleton key), then enqueues with one script
+call naming this process's client id as the one to notify, and waits on the process's
+shared `Listener`.
+
+Waiting never hangs silently. ``wait_timeout`` (ms) bounds the whole wait when given;
+by default a caller waits as long as the job needs, but if no live supervisor serves the
+job's queue for a whole lease (config ``lease_ms``, 10 s by default) the call raises
+`NoSupervisor`; the job stays queued and runs once a supervisor starts. While waiting,
+the caller re-reads the job's state once per lease, which also covers a result published
+while the listener was reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config, load_config
+from .context import current_job
+from .errors import DeadlockError, InvalidJobData, JobNotFound, NoSupervisor, WaitTimeout
+from .job import Outcome, canonical_json, encode_data
+from .keys import queue_of_job
+from .listener import Listener
+from .registry import JobSpec, Registry, load_registry
+from .store import AsyncStore, EnqueueResult, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    spec: JobSpec
+    job_id: str
+    data_json: str
+    timeout_ms: int
+    singleton_key: str
+
+
+def singleton_key(spec: JobSpec, data: Any) -> str:
+    """The Redis-side singleton key of a call: '' when the job is not a singleton."""
+    if spec.singleton is None or spec.singleton is False:
+        return ""
+    if spec.singleton is True:
+        return spec.name
+    try:
+        key = spec.singleton(data)
+    except Exception as exc:
+        raise InvalidJobData(f"singleton key function of job {spec.name!r} raised "
+                             f"{type(exc).__name__}: {exc}") from exc
+    try:
+        return f"{spec.name}:{canonical_json(key)}"
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobData(f"singleton key of job {spec.name!r} is not JSON-serialisable: "
+                             f"{exc}") from exc
+
+
+def check_timeout(timeout: Any) -> int:
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
+        raise InvalidJobData(f"timeout must be a positive whole number of milliseconds, "
+                             f"got {timeout!r}")
+    return timeout
+
+
+class Client:
+    """Enqueues and waits; one per process is created on demand by the module functions."""
+
+    def __init__(self, config: Config, registry: Registry, url: str) -> None:
+        self.config = config
+        self.registry = registry
+        self.url = url
+        self.store = Store(config, url)
+        self._listener: Listener | None = None
+        self._lock = threading.Lock()
+        self._async_stores: dict[int, AsyncStore] = {}
+        self.max_data_bytes = int(config.max_data_size * 1024 * 1024)
+
+    @property
+    def listener(self) -> Listener:
+        with self._lock:
+            if self._listener is None:
+                self._listener = Listener(self.store)
+            return self._listener
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        self.store.close()
+
+    async def aclose(self) -> None:
+        """Close the connections this client holds for the running event loop."""
+        store = self._async_stores.pop(id(asyncio.get_running_loop()), None)
+        if store is not None:
+            await store.close()
+
+    # -- preparing -------------------------------------------------------------------
+    def prepare(self, name: str, data: Any, timeout: int | None) -> PreparedJob:
+        spec = self.registry.get(name)
+        data_json = encode_data(data, self.max_data_bytes)
+        timeout_ms = check_timeout(timeout if timeout is not None
+                                   else spec.timeout_ms or self.config.job_timeout)
+        return PreparedJob(spec, f"{spec.queue}-{uuid.uuid4().hex}", data_json, timeout_ms,
+                           singleton_key(spec, data))
+
+    def _enqueue(self, job: PreparedJob, reply_cid: str) -> EnqueueResult:
+        return self.store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
+                                  job.timeout_ms, reply_cid, job.singleton_key,
+                                  job.spec.retries, _backoff_json(job.spec))
+
+    # -- sync ------------------------------------------------------------------------
+    def run_job(self, name: str, data: Any = None, timeout: int | None = None,
+                wait_timeout: int | None = None) -> Any:
+        job = self.prepare(name, data, timeout)
+        self._check_nested(job.spec.queue)
+        listener = self.listener
+        waiter = _SyncWaiter()
+        listener.register(job.job_id, waiter)
+        try:
+            result = self._enqueue(job, listener.cid)
+        except BaseException:
+            listener.unregister(job.job_id, waiter)
+            raise
+        job_id = result.job_id
+        if result.attached:
+            listener.unregister(job.job_id, waiter)
+            listener.register(job_id, waiter)
+        if result.live_supervisors == 0:
+            log.warning("no live supervisor serves queue %r; job %s waits for one "
+                        "(start one with `sandboxrunner start`)", job.spec.queue, job_id)
+        with _nested_wait(job.spec.queue):
+            outcome = self._wait(job_id, waiter, wait_timeout, result.live_supervisors)
+        return _named(outcome, job.spec.name).value()
+
+    def enqueue(self, name: str, data: Any = None, timeout: int | None = None) -> JobHandle:
+        job = self.prepare(name, data, timeout)
+        result = self._enqueue(job, "")
+        return JobHandle(result.job_id, self)
+
+    def get_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
+        try:
+            queue_of_job(job_id)
+        except ValueError as exc:
+            raise JobNotFound(str(exc)) from exc
+        listener = self.listener
+        waiter = _SyncWaiter()
+        listener.register(job_id, waiter)
+        got = self.store.attach(job_id, listener.cid)
+        if isinstance(got, Outcome):
+            listener.unregister(job_id, waiter)
+            return got.value()
+        if got == "":
+            listener.unregister(job_id, waiter)
+            raise JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
+                              f"(result_ttl {self.config.result_ttl} ms)")
+        outcome = self._wait(job_id, waiter, wait_timeout, 1)
+        return outcome.value()
+
+    def _wait(self, job_id: str, waiter: _SyncWaiter, wait_timeout: int | None,
+              live: int) -> Outcome:
+        started = time.monotonic()
+        check_s = self.config.lease_ms / 1000
+        while True:
+            slice_s = check_s
+            if wait_timeout is not None:
+                left = wait_timeout / 1000 - (time.monotonic() - started)
+                if left <= 0:
+                    self.listener.unregister(job_id, waiter)
+                    raise WaitTimeout(job_id, wait_timeout)
+                slice_s = min(slice_s, left)
+            if waiter.event.wait(slice_s):
+                return waiter.outcome
+            live = self._recheck(job_id, live)
+
+    def _recheck(self, job_id: str, live_before: int) -> int:
+        got = self.store.attach(job_id, self.listener.cid)
+        if isinstance(got, Outcome):
+            self.listener.deliver(got)
+            return live_before
+        live = self.store.live_supervisors(queue_of_job(job_id))
+        if live == 0 and live_before == 0 and got in ("queued", "active"):
+            raise NoSupervisor(
+                f"no live supervisor serves queue {queue_of_job(job_id)!r} (none for "
+                f"{self.config.lease_ms} ms); job {job_id} stays queued and runs when one "
+                "starts (`sandboxrunner start`); fetch it later with get_result()"
+            )
+        return live
+
+    def _check_nested(self, queue: str) -> None:
+        ctx = current_job.get()
+        slots = getattr(ctx, "slots", None)
+        if slots is None or slots.queue != queue:
+            return
+        with slots.cond:
+            would_block_all = slots.nested_waiting + 1 >= slots.capacity
+        if would_block_all and self.store.live_supervisors(queue) <= 1:
+            raise DeadlockError(
+                f"run_job from inside job {ctx.job.name!r} would wait for a free slot of "
+                f"queue {queue!r}, but every one of its {slots.capacity} slot(s) is held by a "
+                "job waiting the same way and no other supervisor serves the queue; raise "
+                "concurrency, use enqueue() without waiting, or put the inner job on the "
+                "other queue"
+            )
+
+    # -- asyncio ---------------------------------------------------------------------
+    def _async_store(self) -> AsyncStore:
+        # asyncio connections belong to one event loop: one store per loop (an app has
+        # one long-lived loop; call aclose() before a short-lived loop ends)
+        loop_id = id(asyncio.get_running_loop())
+        store = self._async_stores.get(loop_id)
+        if store is None:
+            store = self._async_stores[loop_id] = AsyncStore(self.config, self.url)
+        return store
+
+    async def arun_job(self, name: str, data: Any = None, timeout: int | None = None,
+                       wait_timeout: int | None = None) -> Any:
+        job = self.prepare(name, data, timeout)
+        listener = self.listener
+        store = self._async_store()
+        waiter = _AsyncWaiter(asyncio.get_running_loop())
+        listener.register(job.job_id, waiter)
+        try:
+            result = await store.enqueue(job.spec.queue, job.job_id, job.spec.name,
+                                         job.data_json, job.timeout_ms, listener.cid,
+                                         job.singleton_key, job.spec.retries,
+                                         _backoff_json(job.spec))
+        except BaseException:
+            listener.unregister(job.job_id, waiter)
+            raise
+        if result.attached:
+            listener.unregister(job.job_id, waiter)
+            listener.register(result.job_id, waiter)
+        outcome = await self._await(result.job_id, waiter, wait_timeout,
+                                    result.live_supervisors)
+        return _named(outcome, job.spec.name).value()
+
+    async def aget_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
+        listener = self.listener
+        waiter = _AsyncWaiter(asyncio.get_running_loop())
+        listener.register(job_id, waiter)
+        got = await self._async_store().attach(job_id, listener.cid)
+        if isinstance(got, Outcome):
+            listener.unregister(job_id, waiter)
+            return got.value()
+        if got == "":
+            listener.unregister(job_id, waiter)
+            raise JobNotFound(f"no job {job_id}: never enqueued, or its result expired")
+        return (await self._await(job_id, waiter, wait_timeout, 1)).value()
+
+    async def _await(self, job_id: str, waiter: _AsyncWaiter, wait_timeout: int | None,
+                     live: int) -> Outcome:
+        started = time.monotonic()
+        check_s = self.config.lease_ms / 1000
+        store = self._async_store()
+        while True:
+            slice_s = check_s
+            if wait_timeout is not None:
+                left = wait_timeout / 1000 - (time.monotonic() - started)
+                if left <= 0:
+                    self.listener.unregister(job_id, waiter)
+                    raise WaitTimeout(job_id, wait_timeout)
+                slice_s = min(slice_s, left)
+            done, _ = await asyncio.wait({waiter.future}, timeout=slice_s)
+            if done:
+                return waiter.future.result()
+            got = await store.attach(job_id, self.listener.cid)
+            if isinstance(got, Outcome):
+                return got
+            now_live = await store.live_supervisors(queue_of_job(job_id))
+            if now_live == 0 and live == 0 and got in ("queued", "active"):
+                raise NoSupervisor(f"no live supervisor serves queue {queue_of_job(job_id)!r}; "
+                                   f"job {job_id} stays queued and runs when one starts")
+            live = now_live
+
+
+class _SyncWaiter:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.outcome: Outcome = Outcome("", "", "")
+
+    def __call__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.event.set()
+
+
+class _AsyncWaiter:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Outcome] = loop.create_future()
+
+    def __call__(self, outcome: Outcome) -> None:
+        def resolve() -> None:
+            if not self.future.done():
+                self.future.set_result(outcome)
+
+        self.loop.call_soon_threadsafe(resolve)
+
+
+class _nested_wait:
+    """Counts a job's slot as waiting on a nested run_job while the call waits."""
+
+    def __init__(self, queue: str) -> None:
+        ctx = current_job.get()
+        slots = getattr(ctx, "slots", None)
+        self.slots = slots if slots is not None and slots.queue == queue else None
+
+    def __enter__(self) -> None:
+        if self.slots is not None:
+            with self.slots.cond:
+                self.slots.nested_waiting += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if self.slots is not None:
+            with self.slots.cond:
+                self.slots.nested_waiting -= 1
+
+
+def _named(outcome: Outcome, name: str) -> Outcome:
+    return outcome if outcome.name else Outcome(outcome.job_id, outcome.status, outcome.body,
+                                                name)
+
+
+def _backoff_json(spec: JobSpec) -> str:
+    import json
+
+    return json.dumps(spec.backoff) if spec.backoff else ""
+
+
+class JobHandle:
+    """A job enqueued without waiting: ``.result()``, or ``await handle``."""
+
+    def __init__(self, job_id: str, client: Client) -> None:
+        self.id = job_id
+        self._client = client
+
+    def result(self, wait_timeout: int | None = None) -> Any:
+        return self._client.get_result(self.id, wait_timeout)
+
+    def __await__(self) -> Any:
+        return self._client.aget_result(self.id).__await__()
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r})"
+
+
+# -- the process's default client ------------------------------------------------------
+_default: tuple[int, Client] | None = None
+_default_lock = threading.Lock()
+
+
+def resolve_redis_url(config: Config) -> str:
+    if config.redis_url:
+        return config.redis_url
+    from .embedded import ensure_embedded
+
+    return ensure_embedded(config.project_dir)
+
+
+def default_client() -> Client:
+    """The client of this process, built from the project's config on first use."""
+    global _default
+    with _default_lock:
+        if _default is None or _default[0] != os.getpid():  # a forked child builds its own
+            config = load_config()
+            registry = load_registry(config.jobs_dir)
+            _default = (os.getpid(), Client(config, registry, resolve_redis_url(config)))
+        return _default[1]
+
+
+def set_default_client(client: Client | None) -> None:
+    """Use CLIENT for the module-level functions (init_worker and tests do)."""
+    global _default
+    with _default_lock:
+        _default = (os.getpid(), client) if client is not None else None
+
+
+def run_job(name: str, data: Any = None, timeout: int | None = None,
+            wait_timeout: int | None = None) -> Any:
+    """Run job NAME with DATA, wait, and return its result (or raise its error)."""
+    return default_client().run_job(name, data, timeout, wait_timeout)
+
+
+async def arun_job(name: str, data: Any = None, timeout: int | None = None,
+                   wait_timeout: int | None = None) -> Any:
+    """The asyncio twin of run_job."""
+    return await default_client().arun_job(name, data, timeout, wait_timeout)
+
+
+def enqueue(name: str, data: Any = None, timeout: int | None = None) -> JobHandle:
+    """Enqueue job NAME without waiting; the handle fetches the result later."""
+    return default_client().enqueue(name, data, timeout)
+
+
+def get_result(job_id: str, wait_timeout: int | None = None) -> Any:
+    """Wait for the job with this id (from any process) and return or raise its outcome."""
+    return default_client().get_result(job_id, wait_timeout)

@@ -1,0 +1,392 @@
+"""The runtime configuration: one frozen `Config`, built once from four layers.
+
+Precedence, lowest first (a later layer wins key by key):
+
+  1. the defaults below;
+  2. ``[tool.sandboxrunner]`` in ``<project_dir>/pyproject.toml``; project_dir is the
+     nearest ancestor of the current directory holding a pyproject.toml (else the cwd);
+  3. the environment: ``REDIS_URL``, ``WORKERS`` (comma-separated),
+     ``SANDBOXRUNNER_ENV=production|development`` and ``SANDBOXRUNNER_<KEY>`` for every
+     other key below (booleans as 1/true/yes/on or 0/false/no/off, child_limits as JSON);
+     an empty variable counts as unset;
+  4. ``overrides``: CLI flags and init_worker keyword arguments; None means "not given".
+
+Keys (all durations are integer milliseconds, all sizes MiB):
+
+  redis_url               None       redis://, rediss:// or unix:// URL; None starts the
+                                     embedded server
+  jobs_dir                worker_jobs  job files; a relative path is taken from project_dir
+  workers                 default,priority  queues this process serves (list or comma string)
+  concurrency             None       jobs at once; None is 300 with threads and the CPU
+                                     count with separate processes
+  job_timeout             30000      time limit of a job that sets no `timeout`
+  use_separate_process    false      run each job in a pre-forked child, not a thread
+  result_ttl              3600000    how long a settled job's record and result are kept
+  lease_ms                10000      silence after which a supervisor's jobs are taken back;
+                                     at least twice heartbeat_ms
+  heartbeat_ms            1000       how often a supervisor proves it is alive
+  max_stalled             1          times a job may be taken back before it fails (>= 0)
+  key_prefix              sr         Redis key prefix; no braces or whitespace
+  history_size            1000       settled job ids kept per queue for the dashboard
+  log_max_lines           1000       ctx.log lines kept per job
+  max_data_size           0.5        largest job data accepted (MiB, may be fractional)
+  grace_period            30000      on SIGTERM, how long running jobs may finish
+  max_jobs_per_child      None       recycle a child after this many jobs
+  max_memory_per_child    None       recycle a child whose RSS grew past this (MiB)
+  memory_limit_per_child  None       hard memory limit of a child (MiB)
+  child_limits            None       {"address_space_mib", "cpu_seconds", "open_files"}
+  auto_start              true       start a supervisor in-process when none is running
+  auto_start_production   true       ... and do so in production too
+  production              false      also set by SANDBOXRUNNER_ENV=production
+
+Every value is validated; a bad one is a `ConfigError` naming its source (the pyproject
+file and key, the environment variable, or the override) and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sandboxrunner.errors import ConfigError
+from sandboxrunner.keys import QUEUES
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+CHILD_LIMIT_KEYS = ("address_space_mib", "cpu_seconds", "open_files")
+THREAD_CONCURRENCY = 300
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one process; build it with `load_config`, never mutate it."""
+
+    redis_url: str | None = None
+    jobs_dir: Path = Path("worker_jobs")
+    workers: tuple[str, ...] = QUEUES
+    concurrency: int | None = None
+    job_timeout: int = 30_000
+    use_separate_process: bool = False
+    result_ttl: int = 3_600_000
+    lease_ms: int = 10_000
+    heartbeat_ms: int = 1_000
+    max_stalled: int = 1
+    key_prefix: str = "sr"
+    history_size: int = 1000
+    log_max_lines: int = 1000
+    max_data_size: float = 0.5
+    grace_period: int = 30_000
+    max_jobs_per_child: int | None = None
+    max_memory_per_child: int | None = None
+    memory_limit_per_child: int | None = None
+    child_limits: dict[str, int] | None = None
+    auto_start: bool = True
+    auto_start_production: bool = True
+    production: bool = False
+    project_dir: Path = Path(".")
+
+    def effective_concurrency(self) -> int:
+        """How many jobs run at once when `concurrency` is not set."""
+        if self.concurrency is not None:
+            return self.concurrency
+        if self.use_separate_process:
+            # One child per core: more would only make CPU-bound jobs contend.
+            return os.cpu_count() or 1
+        return THREAD_CONCURRENCY
+
+    def redacted_redis_url(self) -> str | None:
+        return None if self.redis_url is None else redact_url(self.redis_url)
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ``***``, safe to print or log."""
+    # Plain string surgery rather than urllib: urlunsplit turns unix:///path into unix:/path.
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority_end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    if "@" in authority:
+        userinfo, _, hostport = authority.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        # A lone userinfo (redis://secret@host) was read as the password by redis-py < 4.
+        authority = f"{user}:***@{hostport}" if has_password else f"***@{hostport}"
+    tail, has_fragment, fragment = tail.partition("#")
+    path, has_query, query = tail.partition("?")
+    if has_query:
+        query = "&".join(
+            f"{key}=***" if key.lower() == "password" else item
+            for item, key in ((item, item.partition("=")[0]) for item in query.split("&"))
+        )
+    return f"{scheme}://{authority}{path}{has_query}{query}{has_fragment}{fragment}"
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def _bad(where: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{where}: expected {expected}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass, but `job_timeout = true` is a mistake, not 1 ms.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_at_least(minimum: int, expected: str) -> Callable[[Any, str], int]:
+    def check(value: Any, where: str) -> int:
+        if not _is_int(value) or value < minimum:
+            raise _bad(where, expected, value)
+        return int(value)
+
+    return check
+
+
+_duration_ms = _int_at_least(1, "a positive integer (milliseconds)")
+_positive_int = _int_at_least(1, "a positive integer")
+_mebibytes = _int_at_least(1, "a positive integer (MiB)")
+
+
+def _check_bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(where, "true or false", value)
+    return value
+
+
+def _check_data_size(value: Any, where: str) -> float:
+    if (not isinstance(value, int | float) or isinstance(value, bool)
+            or not math.isfinite(value) or value <= 0):
+        raise _bad(where, "a positive number of MiB", value)
+    return float(value)
+
+
+def _check_redis_url(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith(REDIS_SCHEMES):
+        shown = redact_url(value) if isinstance(value, str) else value
+        raise _bad(where, f"a URL starting with {', '.join(REDIS_SCHEMES)}", shown)
+    return value
+
+
+def _check_jobs_dir(value: Any, where: str) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise _bad(where, "a directory path", value)
+    return Path(value).expanduser()
+
+
+def _check_workers(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        items = list(value)
+    else:
+        raise _bad(where, "a list of queue names or a comma-separated string", value)
+    names = [item.strip() for item in items if item.strip()]
+    if not names:
+        raise ConfigError(f"{where}: no worker given; expected some of: {', '.join(QUEUES)}")
+    unknown = [n for n in names if n not in QUEUES]
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown worker {', '.join(map(repr, unknown))}; "
+            f"expected some of: {', '.join(QUEUES)}"
+        )
+    return tuple(dict.fromkeys(names))  # drops duplicates, keeps the given order
+
+
+def _check_key_prefix(value: Any, where: str) -> str:
+    # Braces would break the {prefix:queue} hash tag that keeps a queue in one slot.
+    if (not isinstance(value, str) or not value
+            or any(c in "{}" or c.isspace() for c in value)):
+        raise _bad(where, "a non-empty prefix without braces or whitespace", value)
+    return value
+
+
+def _check_child_limits(value: Any, where: str) -> dict[str, int]:
+    expected = f"a table/JSON object with some of {', '.join(CHILD_LIMIT_KEYS)}"
+    if not isinstance(value, Mapping):
+        raise _bad(where, expected, value)
+    unknown = sorted(set(value) - set(CHILD_LIMIT_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}; expected {expected}")
+    for key, limit in value.items():
+        _positive_int(limit, f"{where}.{key}")
+    return dict(value)
+
+
+# --------------------------------------------------------------------------- environment text
+
+
+def _text_int(text: str) -> Any:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return text  # left as text so the check reports the original value
+
+
+def _text_float(text: str) -> Any:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return text
+
+
+def _text_bool(text: str) -> Any:
+    word = text.strip().lower()
+    if word in _TRUE_WORDS or word in _FALSE_WORDS:
+        return word in _TRUE_WORDS
+    return text
+
+
+def _text_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _text_str(text: str) -> Any:
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class _Key:
+    check: Callable[[Any, str], Any]
+    from_text: Callable[[str], Any] = _text_str
+
+
+_KEYS: dict[str, _Key] = {
+    "redis_url": _Key(_check_redis_url),
+    "jobs_dir": _Key(_check_jobs_dir),
+    "workers": _Key(_check_workers),
+    "concurrency": _Key(_positive_int, _text_int),
+    "job_timeout": _Key(_duration_ms, _text_int),
+    "use_separate_process": _Key(_check_bool, _text_bool),
+    "result_ttl": _Key(_duration_ms, _text_int),
+    "lease_ms": _Key(_duration_ms, _text_int),
+    "heartbeat_ms": _Key(_duration_ms, _text_int),
+    "max_stalled": _Key(_int_at_least(0, "a non-negative integer"), _text_int),
+    "key_prefix": _Key(_check_key_prefix),
+    "history_size": _Key(_positive_int, _text_int),
+    "log_max_lines": _Key(_positive_int, _text_int),
+    "max_data_size": _Key(_check_data_size, _text_float),
+    "grace_period": _Key(_duration_ms, _text_int),
+    "max_jobs_per_child": _Key(_positive_int, _text_int),
+    "max_memory_per_child": _Key(_mebibytes, _text_int),
+    "memory_limit_per_child": _Key(_mebibytes, _text_int),
+    "child_limits": _Key(_check_child_limits, _text_json),
+    "auto_start": _Key(_check_bool, _text_bool),
+    "auto_start_production": _Key(_check_bool, _text_bool),
+    "production": _Key(_check_bool, _text_bool),
+}
+# project_dir is where the configuration was found, so it cannot itself be configured.
+assert set(_KEYS) == {f.name for f in fields(Config)} - {"project_dir"}
+
+_ENV_NAMES = {"redis_url": "REDIS_URL", "workers": "WORKERS"}
+
+# Each layer maps a key to (validated value, where it came from).
+Layer = dict[str, tuple[Any, str]]
+
+
+def env_var_name(key: str) -> str:
+    """The environment variable that sets `key`."""
+    return _ENV_NAMES.get(key, f"SANDBOXRUNNER_{key.upper()}")
+
+
+def _reject_unknown(keys: Any, where: str) -> None:
+    unknown = sorted(str(k) for k in keys if k not in _KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(_KEYS))}"
+        )
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _pyproject_layer(project_dir: Path) -> Layer:
+    path = project_dir / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as TOML: {exc}") from exc
+    section = document.get("tool", {}).get("sandboxrunner", {})
+    where = f"{path} [tool.sandboxrunner]"
+    if not isinstance(section, dict):
+        raise _bad(where, "a table", section)
+    _reject_unknown(section, where)
+    return {k: (_KEYS[k].check(v, f"{where} {k}"), f"{where} {k}") for k, v in section.items()}
+
+
+def _env_layer(env: Mapping[str, str]) -> Layer:
+    layer: Layer = {}
+    for key, spec in _KEYS.items():
+        var = env_var_name(key)
+        text = env.get(var, "")
+        if text.strip():  # `REDIS_URL= cmd` is the shell idiom for "unset"
+            where = f"environment {var}"
+            layer[key] = (spec.check(spec.from_text(text), where), where)
+    mode = env.get("SANDBOXRUNNER_ENV", "").strip().lower()
+    if mode:
+        where = "environment SANDBOXRUNNER_ENV"
+        if mode not in ("production", "development"):
+            raise _bad(where, "'production' or 'development'", env["SANDBOXRUNNER_ENV"])
+        given = layer.get("production")
+        if given is not None and given[0] != (mode == "production"):
+            raise ConfigError(f"{where}={mode} contradicts {given[1]}; set only one of them")
+        layer["production"] = (mode == "production", where)
+    return layer
+
+
+def _override_layer(overrides: Mapping[str, Any]) -> Layer:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    _reject_unknown(given, "overrides")
+    return {k: (_KEYS[k].check(v, f"override {k}"), f"override {k}") for k, v in given.items()}
+
+
+def _check_consistency(layer: Layer) -> None:
+    lease_ms, lease_from = layer["lease_ms"]
+    heartbeat_ms, heartbeat_from = layer["heartbeat_ms"]
+    # One late heartbeat must not be enough for another host to take the jobs back.
+    if lease_ms < 2 * heartbeat_ms:
+        raise ConfigError(
+            f"lease_ms ({lease_ms}, from {lease_from}) must be at least twice "
+            f"heartbeat_ms ({heartbeat_ms}, from {heartbeat_from})"
+        )
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The nearest ancestor of `start` (default: cwd) holding pyproject.toml, else start."""
+    start = (start if start is not None else Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return start
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    project_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults < pyproject.toml < environment < overrides, validated into a Config."""
+    project_dir = find_project_dir() if project_dir is None else Path(project_dir).resolve()
+    defaults = Config()
+    merged: Layer = {k: (getattr(defaults, k), "defaults") for k in _KEYS}
+    merged.update(_pyproject_layer(project_dir))
+    merged.update(_env_layer(os.environ if env is None else env))
+    merged.update(_override_layer(overrides or {}))
+    _check_consistency(merged)
+    values = {k: value for k, (value, _) in merged.items()}
+    jobs_dir: Path = values.pop("jobs_dir")
+    if not jobs_dir.is_absolute():
+        jobs_dir = project_dir / jobs_dir
+    return Config(**values, jobs_dir=jobs_dir, project_dir=project_dir)

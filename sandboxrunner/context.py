@@ -1,0 +1,72 @@
+"""What a running handler gets as ``ctx``, and which job the current code runs in.
+
+``ctx.job`` is the `JobRecord`; ``ctx.log(msg, data=None, err=None)`` and its ``warn`` and
+``error`` variants record log lines of that job through a `LogSink` (straight to Redis in
+thread mode, over the pipe to the supervisor in a child process).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .job import JobRecord
+
+
+class LogSink(Protocol):
+    def emit(self, job_id: str, queue: str, line: dict[str, Any]) -> None: ...
+
+
+def log_line(level: str, message: Any, data: Any = None, err: BaseException | None = None,
+             source: str = "log") -> dict[str, Any]:
+    """One log line as stored: level, message, time, optional data and error."""
+    line: dict[str, Any] = {"ts": time.time(), "level": level, "msg": str(message)}
+    if data is not None:
+        line["data"] = data
+    if err is not None:
+        line["err"] = {
+            "type": type(err).__name__,
+            "message": str(err),
+            "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
+        }
+    if source != "log":
+        line["source"] = source
+    return line
+
+
+class JobLogger:
+    """``ctx.log``: call it for info lines; ``.warn`` and ``.error`` for the other levels."""
+
+    def __init__(self, sink: LogSink, job_id: str, queue: str) -> None:
+        self._sink, self._job_id, self._queue = sink, job_id, queue
+
+    def __call__(self, message: Any, data: Any = None, err: BaseException | None = None) -> None:
+        self._sink.emit(self._job_id, self._queue, log_line("info", message, data, err))
+
+    def info(self, message: Any, data: Any = None, err: BaseException | None = None) -> None:
+        self(message, data, err)
+
+    def warn(self, message: Any, data: Any = None, err: BaseException | None = None) -> None:
+        self._sink.emit(self._job_id, self._queue, log_line("warn", message, data, err))
+
+    warning = warn
+
+    def error(self, message: Any, data: Any = None, err: BaseException | None = None) -> None:
+        self._sink.emit(self._job_id, self._queue, log_line("error", message, data, err))
+
+
+@dataclass
+class JobContext:
+    job: JobRecord
+    log: JobLogger
+    # set by the supervisor that runs the job; lets run_job spot a nested call that would
+    # wait for a slot its own caller holds
+    slots: Any = field(default=None, repr=False)
+
+
+current_job: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "sandboxrunner_current_job", default=None
+)

@@ -1,0 +1,1 @@
+"""Executors run claimed jobs: threads in the supervisor, or pre-forked child processes."""

@@ -1,0 +1,226 @@
+"""Thread-mode executor: jobs run on threads of the supervisor process.
+
+Sync handlers run on threads started on demand (up to ``concurrency``) and kept for
+reuse while work keeps coming; async handlers run on one event loop thread shared by the
+executor and take no thread of their own. A watchdog thread enforces deadlines.
+
+A thread cannot be killed. At its deadline a job is reported failed with a timeout and
+its slot is freed; the thread runs on in the background and whatever it returns later is
+discarded (the job already left the lease). Use ``--separate-process`` for a hard kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import queue as queue_mod
+import threading
+import time
+from typing import Any
+
+from ..context import JobContext, JobLogger, LogSink, current_job
+from ..registry import Registry
+from ..store import ClaimedJob, Settlement
+from .base import (
+    Report,
+    RunningJob,
+    deadline_after,
+    job_record,
+    raised,
+    resolve,
+    success,
+    timed_out,
+)
+
+log = logging.getLogger(__name__)
+
+IDLE_THREAD_EXIT_S = 60.0
+
+
+class Slots:
+    """Counts busy slots of one queue; lets a nested run_job see if it would deadlock."""
+
+    def __init__(self, queue: str, capacity: int) -> None:
+        self.queue = queue
+        self.capacity = capacity
+        self.busy = 0
+        self.nested_waiting = 0
+        self.cond = threading.Condition()
+
+    def take(self) -> None:
+        with self.cond:
+            self.busy += 1
+
+    def give(self) -> None:
+        with self.cond:
+            self.busy -= 1
+            self.cond.notify_all()
+
+    def free(self) -> int:
+        return self.capacity - self.busy
+
+
+class ThreadExecutor:
+    def __init__(self, queue: str, registry: Registry, concurrency: int, report: Report,
+                 log_sink: LogSink) -> None:
+        self.queue = queue
+        self.registry = registry
+        self.report = report
+        self.log_sink = log_sink
+        self.slots = Slots(queue, concurrency)
+        self._lock = threading.Lock()
+        self._running: dict[str, RunningJob] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self._tasks: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
+        self._idle_threads = 0
+        self._threads = 0
+        self._stopping = threading.Event()
+        self._watch_cond = threading.Condition(self._lock)
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever,
+                                             name=f"sr-{queue}-asyncio", daemon=True)
+        self._loop_thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name=f"sr-{queue}-watchdog",
+                                          daemon=True)
+        self._watchdog.start()
+
+    # -- Executor protocol -----------------------------------------------------------
+    def free_slots(self) -> int:
+        return self.slots.free()
+
+    def wait_for_slot(self, timeout_s: float) -> bool:
+        with self.slots.cond:
+            if self.slots.free() <= 0:
+                self.slots.cond.wait(timeout_s)
+            return self.slots.free() > 0
+
+    def submit(self, job: ClaimedJob) -> None:
+        resolved = resolve(job, self.registry)
+        if not isinstance(resolved, tuple):
+            self.report(resolved)
+            return
+        spec, data = resolved
+        record = job_record(job, self.queue, data)
+        ctx = JobContext(job=record, log=JobLogger(self.log_sink, job.id, self.queue),
+                         slots=self.slots)
+        with self._lock:
+            self._running[job.id] = RunningJob(job.id, job.name, self.queue, time.time(),
+                                               job.timeout_ms, "thread")
+            heapq.heappush(self._deadlines, (deadline_after(job.timeout_ms), job.id))
+            self._watch_cond.notify()
+        self.slots.take()
+        if spec.is_async:
+            coro = self._run_async(spec, data, ctx)
+            asyncio.run_coroutine_threadsafe(coro, self._loop)
+        else:
+            self._start_thread_task((spec, data, ctx))
+
+    def running(self) -> list[RunningJob]:
+        with self._lock:
+            return list(self._running.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"threads": self._threads, "idle_threads": self._idle_threads,
+                    "running": len(self._running), "capacity": self.slots.capacity}
+
+    def shutdown(self, grace_ms: int) -> list[str]:
+        end = time.monotonic() + grace_ms / 1000
+        with self.slots.cond:
+            while self.slots.busy > 0 and time.monotonic() < end:
+                self.slots.cond.wait(min(0.1, max(0.0, end - time.monotonic())))
+        self._stopping.set()
+        with self._lock:
+            self._watch_cond.notify()
+            left = list(self._running)
+        for _ in range(self._threads):
+            self._tasks.put(None)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=5)
+        if not self._loop.is_running():
+            self._loop.close()
+        return left
+
+    # -- internals -------------------------------------------------------------------
+    def _start_thread_task(self, task: Any) -> None:
+        with self._lock:
+            spawn = self._idle_threads == 0
+            if spawn:
+                self._threads += 1
+            else:
+                self._idle_threads -= 1
+        self._tasks.put(task)
+        if spawn:
+            threading.Thread(target=self._thread_main, name=f"sr-{self.queue}-job",
+                             daemon=True).start()
+
+    def _thread_main(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get(timeout=IDLE_THREAD_EXIT_S)
+            except queue_mod.Empty:
+                with self._lock:
+                    if self._idle_threads > 0:
+                        self._idle_threads -= 1
+                        self._threads -= 1
+                        return
+                continue
+            if task is None:
+                return
+            spec, data, ctx = task
+            self._finish(ctx.job.id, self._call_sync(spec, data, ctx))
+            with self._lock:
+                self._idle_threads += 1
+
+    @staticmethod
+    def _call_sync(spec: Any, data: Any, ctx: JobContext) -> Settlement:
+        token = current_job.set(ctx)
+        try:
+            return success(ctx.job.id, spec.call(data, ctx))
+        except BaseException as exc:  # noqa: BLE001 - a job's failure, reported to its caller
+            return raised(ctx.job.id, exc)
+        finally:
+            current_job.reset(token)
+
+    async def _run_async(self, spec: Any, data: Any, ctx: JobContext) -> None:
+        token = current_job.set(ctx)
+        try:
+            outcome = success(ctx.job.id, await spec.call(data, ctx))
+        except BaseException as exc:  # noqa: BLE001
+            outcome = raised(ctx.job.id, exc)
+        finally:
+            current_job.reset(token)
+        self._finish(ctx.job.id, outcome)
+
+    def _finish(self, job_id: str, outcome: Settlement) -> None:
+        with self._lock:
+            entry = self._running.pop(job_id, None)
+        if entry is None:
+            return  # timed out earlier: its late outcome is discarded
+        self.slots.give()
+        self.report(outcome)
+
+    def _watch(self) -> None:
+        with self._lock:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    _, job_id = heapq.heappop(self._deadlines)
+                    entry = self._running.pop(job_id, None)
+                    if entry is not None:
+                        self._lock.release()
+                        try:
+                            self._expire(entry)
+                        finally:
+                            self._lock.acquire()
+                wait = self._deadlines[0][0] - now if self._deadlines else None
+                self._watch_cond.wait(wait)
+
+    def _expire(self, entry: RunningJob) -> None:
+        log.warning("job %s %s timed out after %d ms (thread keeps running, result discarded)",
+                    entry.id, entry.name, entry.timeout_ms)
+        self.slots.give()
+        self.report(timed_out(entry.id, entry.timeout_ms,
+                              "thread mode cannot kill the thread: it may still be running, "
+                              "and its result will be discarded"))

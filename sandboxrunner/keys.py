@@ -1,0 +1,116 @@
+"""Every Redis key name sandboxrunner uses, under one configurable prefix.
+
+Data model (PREFIX defaults to ``sr``; Q is a queue name, ``default`` or ``priority``).
+All keys of one queue carry the hash tag ``{PREFIX:Q}``, so a queue lives in one Redis
+Cluster slot and every Lua script touches keys of one slot only.
+
+  PREFIX:{Q}:wait            LIST   job ids waiting; LPUSH to enqueue, RPOP/BLMOVE to claim
+                                    (FIFO); a redelivered job goes back to the right end
+  PREFIX:{Q}:active:SID      LIST   ids claimed by supervisor SID and not yet settled: the
+                                    lease. It is valid while SID heartbeats (see ``sups``)
+  PREFIX:{Q}:sups            ZSET   SID -> server time (ms) of its last heartbeat for Q
+  PREFIX:{Q}:job:ID          HASH   the job record (fields in ``job.py``); no TTL while in
+                                    flight (a queued job must never vanish), result_ttl_ms
+                                    once it is settled
+  PREFIX:{Q}:singleton:NAME:KEY STRING id of the in-flight job holding that singleton key
+  PREFIX:{Q}:stats           HASH   counters: enqueued, completed, failed, timedout, stalled
+  PREFIX:{Q}:rate            HASH   slot (second % 60) -> "second:count" of completions;
+                                    60 fields at most, read as jobs/s over the last minute
+  PREFIX:{Q}:recent          LIST   ids of recently settled jobs, capped (dashboard)
+  PREFIX:{Q}:failures        LIST   ids of recently failed jobs, capped (dashboard)
+  PREFIX:{Q}:log:ID          STREAM log lines of one job, capped, TTL as the record
+  PREFIX:{Q}:cron            HASH   job name -> JSON schedule (pattern, tz, next, last...)
+  PREFIX:{Q}:cron:NAME:TICK  STRING claim of one cron tick, with a TTL
+
+Keys outside any queue (never touched by a script together with queue keys):
+
+  PREFIX:supervisor:SID      STRING JSON snapshot of a supervisor (host, pid, children,
+                                    CPU, RSS), TTL a few heartbeats: gone when it stops
+  PREFIX:supervisors         ZSET   SID -> last heartbeat ms (index for the dashboard)
+  PREFIX:logs                STREAM recent log lines across all jobs, capped
+  PREFIX:reply:CID           pub/sub channel of a client process: settled jobs it waits for
+
+Scripts that touch per-job keys (``job:ID``, ``singleton:...``) get the queue's key prefix
+(``PREFIX:{PREFIX:Q}:``) in ARGV and append the rest, as BullMQ does: the ids are only known
+inside the script (popped from a list), and the prefix carries the queue's hash tag, so every
+key a script touches stays in the slot its declared KEYS name. Fixed keys come in KEYS.
+
+Job ids are ``Q-<32 hex>``: the queue is part of the id, so a result can be fetched from
+the id alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QUEUES: tuple[str, ...] = ("default", "priority")
+
+
+def queue_of_job(job_id: str) -> str:
+    """The queue encoded in a job id (``default-ab12...`` -> ``default``)."""
+    queue, sep, rest = job_id.partition("-")
+    if not sep or queue not in QUEUES or not rest:
+        raise ValueError(f"not a sandboxrunner job id: {job_id!r}")
+    return queue
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix; one instance per configured prefix."""
+
+    prefix: str = "sr"
+
+    def _q(self, queue: str) -> str:
+        return f"{self.prefix}:{{{self.prefix}:{queue}}}"
+
+    def queue_prefix(self, queue: str) -> str:
+        """Prefix of every key of a queue; scripts append ``job:ID`` and the like to it."""
+        return f"{self._q(queue)}:"
+
+    def wait(self, queue: str) -> str:
+        return f"{self._q(queue)}:wait"
+
+    def active(self, queue: str, sid: str) -> str:
+        return f"{self._q(queue)}:active:{sid}"
+
+    def sups(self, queue: str) -> str:
+        return f"{self._q(queue)}:sups"
+
+    def job(self, job_id: str) -> str:
+        return f"{self._q(queue_of_job(job_id))}:job:{job_id}"
+
+    def singleton(self, queue: str, name: str, key: str) -> str:
+        return f"{self._q(queue)}:singleton:{name}:{key}"
+
+    def stats(self, queue: str) -> str:
+        return f"{self._q(queue)}:stats"
+
+    def rate(self, queue: str) -> str:
+        return f"{self._q(queue)}:rate"
+
+    def recent(self, queue: str) -> str:
+        return f"{self._q(queue)}:recent"
+
+    def failures(self, queue: str) -> str:
+        return f"{self._q(queue)}:failures"
+
+    def job_log(self, job_id: str) -> str:
+        return f"{self._q(queue_of_job(job_id))}:log:{job_id}"
+
+    def cron(self, queue: str) -> str:
+        return f"{self._q(queue)}:cron"
+
+    def cron_tick(self, queue: str, name: str, tick_ms: int) -> str:
+        return f"{self._q(queue)}:cron:{name}:{tick_ms}"
+
+    def supervisor(self, sid: str) -> str:
+        return f"{self.prefix}:supervisor:{sid}"
+
+    def supervisors(self) -> str:
+        return f"{self.prefix}:supervisors"
+
+    def logs(self) -> str:
+        return f"{self.prefix}:logs"
+
+    def reply_channel(self, cid: str) -> str:
+        return f"{self.prefix}:reply:{cid}"

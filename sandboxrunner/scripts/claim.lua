@@ -1,0 +1,37 @@
+-- Claim up to COUNT waiting jobs for supervisor SID: move them into its active list (its
+-- lease) and mark them started. Ids already moved there by a blocking BLMOVE come in ARGV.
+-- KEYS[1] wait list   KEYS[2] active list of SID
+-- ARGV[1] queue key prefix   ARGV[2] SID   ARGV[3] COUNT   ARGV[4..] ids already moved
+-- Returns a flat list, 7 entries per job: id, name, data, timeout, attempt, enq ms, start ms
+-- (name is '' when the id has no job record: a malformed entry the caller must drop).
+local qprefix, sid = ARGV[1], ARGV[2]
+local ids = {}
+for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+local count = tonumber(ARGV[3])
+if count > 0 then
+  local popped = redis.call('RPOP', KEYS[1], count)
+  if popped then
+    for _, id in ipairs(popped) do
+      ids[#ids + 1] = id
+      redis.call('LPUSH', KEYS[2], id)
+    end
+  end
+end
+local now = now_ms()
+local out = {}
+for _, id in ipairs(ids) do
+  local jkey = qprefix .. 'job:' .. id
+  local f = redis.call('HMGET', jkey, 'name', 'data', 'timeout', 'enq', 'status')
+  if f[1] and f[5] == 'queued' then
+    local attempt = redis.call('HINCRBY', jkey, 'attempt', 1)
+    redis.call('HSET', jkey, 'status', 'active', 'sid', sid, 'start', now)
+    for _, v in ipairs({id, f[1], f[2], f[3], attempt, f[4], now}) do out[#out + 1] = v end
+  else
+    -- no record (malformed entry) or already settled: drop it from the lease
+    redis.call('LREM', KEYS[2], 1, id)
+    if not f[1] then
+      for _, v in ipairs({id, '', '', 0, 0, 0, now}) do out[#out + 1] = v end
+    end
+  end
+end
+return out

@@ -1,0 +1,18 @@
+-- Settle a batch of jobs held by supervisor SID. A job no longer in SID's active list was
+-- taken back (its lease lapsed) or already settled (a timeout): its late outcome is dropped.
+-- KEYS[1] active list of SID   KEYS[2] stats   KEYS[3] recent   KEYS[4] failures   KEYS[5] rate
+-- ARGV[1] queue key prefix   ARGV[2] result ttl ms   ARGV[3] history size
+-- ARGV[4] reply channel prefix   ARGV[5..] triples: id, status, body (result or error JSON)
+-- Returns the number of outcomes recorded.
+local qprefix, ttl, history, chan = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local now = now_ms()
+local recorded = 0
+for i = 5, #ARGV, 3 do
+  local id, status, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('LREM', KEYS[1], 1, id) == 1 then
+    settle(qprefix, KEYS[2], KEYS[3], KEYS[4], KEYS[5], id, status, body, ttl, chan, now)
+    recorded = recorded + 1
+  end
+end
+if recorded > 0 then trim_history(KEYS[3], KEYS[4], history) end
+return recorded

@@ -1,0 +1,36 @@
+-- Take back the jobs of a supervisor whose lease lapsed: each goes back to the front of the
+-- wait list, or fails as stalled once it was taken back more than MAX_STALLED times.
+-- KEYS[1] sups   KEYS[2] active list of the dead SID   KEYS[3] wait list   KEYS[4] stats
+-- KEYS[5] recent   KEYS[6] failures   KEYS[7] rate
+-- ARGV[1] queue key prefix   ARGV[2] dead SID   ARGV[3] lease ms   ARGV[4] max stalled
+-- ARGV[5] result ttl ms   ARGV[6] history size   ARGV[7] reply channel prefix
+-- ARGV[8] the stalled error JSON
+-- Returns {requeued, failed}, or {-1, -1} when SID is alive after all.
+local qprefix, sid = ARGV[1], ARGV[2]
+local now = now_ms()
+local last = redis.call('ZSCORE', KEYS[1], sid)
+if last and tonumber(last) >= now - tonumber(ARGV[3]) then return {-1, -1} end
+local requeued, failed = 0, 0
+local ids = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = #ids, 1, -1 do  -- oldest claim first
+  local id = ids[i]
+  local jkey = qprefix .. 'job:' .. id
+  local st = redis.call('HGET', jkey, 'status')
+  if st == 'active' or st == 'queued' then
+    local stalled = redis.call('HINCRBY', jkey, 'stalled', 1)
+    redis.call('HINCRBY', KEYS[4], 'stalled', 1)
+    if stalled > tonumber(ARGV[4]) then
+      settle(qprefix, KEYS[4], KEYS[5], KEYS[6], KEYS[7], id, 'failed', ARGV[8],
+             tonumber(ARGV[5]), ARGV[7], now)
+      failed = failed + 1
+    else
+      redis.call('HSET', jkey, 'status', 'queued', 'sid', '')
+      redis.call('RPUSH', KEYS[3], id)
+      requeued = requeued + 1
+    end
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], sid)
+if failed > 0 then trim_history(KEYS[5], KEYS[6], tonumber(ARGV[6])) end
+return {requeued, failed}

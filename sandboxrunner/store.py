@@ -1,0 +1,264 @@
+"""The only module that talks to Redis: connections, the Lua scripts, and typed calls.
+
+Every multi-step change is one Lua script from ``scripts/`` (``_lib.lua`` is prepended to
+each); single reads go straight through. Blocking reads (BLMOVE) use their own connection,
+so a supervisor's heartbeat never waits behind them. See ``keys.py`` for the data model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from .config import Config, redact_url
+from .errors import RedisUnavailable
+from .job import ErrorInfo, Outcome, Status
+from .keys import QUEUES, Keys
+
+SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "attach")
+BLOCK_TIMEOUT_S = 1.0
+
+
+def _script_source(name: str) -> str:
+    folder = resources.files("sandboxrunner") / "scripts"
+    lib = (folder / "_lib.lua").read_text()
+    return lib + "\n" + (folder / f"{name}.lua").read_text()
+
+
+SCRIPT_SOURCES = {name: _script_source(name) for name in SCRIPT_NAMES}
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def connect(url: str, **kwargs: Any) -> redis.Redis:
+    """A client for URL; socket keepalive on, so a dead peer is noticed."""
+    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30, **kwargs)
+
+
+def check_reachable(url: str) -> None:
+    """Raise RedisUnavailable naming the address (without password) if URL does not answer."""
+    client = connect(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise RedisUnavailable(f"cannot reach Redis at {redact_url(url)}: {exc}") from exc
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: str
+    name: str  # '' for a malformed queue entry that has no job record
+    data_json: str
+    timeout_ms: int
+    attempt: int
+    enqueued_at_ms: int
+    started_at_ms: int
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    job_id: str
+    attached: bool
+    live_supervisors: int
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """An outcome a supervisor reports: body is result JSON or ErrorInfo JSON."""
+
+    job_id: str
+    status: Status
+    body: str
+
+
+def stalled_error_json(max_stalled: int) -> str:
+    return ErrorInfo(
+        kind="stalled",
+        type="JobStalled",
+        message=(
+            f"the supervisor running this job stopped heartbeating (crashed or was killed) "
+            f"more than max_stalled={max_stalled} time(s); the job is not run again"
+        ),
+    ).to_json()
+
+
+class Store:
+    """Synchronous access to one Redis for one key prefix."""
+
+    def __init__(self, config: Config, url: str) -> None:
+        self.config = config
+        self.url = url
+        self.keys = Keys(config.key_prefix)
+        self.redis = connect(url)
+        self._blocking = connect(url, socket_timeout=BLOCK_TIMEOUT_S + 5)
+        self._scripts = {n: self.redis.register_script(s) for n, s in SCRIPT_SOURCES.items()}
+        self.reply_prefix = self.keys.reply_channel("")
+
+    def close(self) -> None:
+        self.redis.close()
+        self._blocking.close()
+
+    def _run(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        return self._scripts[name](keys=keys, args=args, client=client)
+
+    # -- producers -------------------------------------------------------------------
+    def enqueue(
+        self,
+        queue: str,
+        job_id: str,
+        name: str,
+        data_json: str,
+        timeout_ms: int,
+        reply_cid: str = "",
+        singleton_key: str = "",
+        retries: int = 0,
+        backoff_json: str = "",
+    ) -> EnqueueResult:
+        k = self.keys
+        got = self._run(
+            "enqueue",
+            [k.wait(queue), k.stats(queue), k.sups(queue)],
+            [k.queue_prefix(queue), job_id, name, data_json, timeout_ms, reply_cid,
+             self.config.lease_ms, singleton_key, retries, backoff_json],
+        )
+        return EnqueueResult(_text(got[0]), bool(int(got[1])), int(got[2]))
+
+    def attach(self, job_id: str, cid: str) -> Outcome | None | str:
+        """The outcome if settled; the status text if still in flight ('' = no such job)."""
+        status, body, name = (_text(x) for x in self._run("attach", [self.keys.job(job_id)], [cid]))
+        if status in (Status.COMPLETED, Status.FAILED):
+            return Outcome(job_id=job_id, status=status, body=body, name=name)
+        return status
+
+    def live_supervisors(self, queue: str) -> int:
+        now_ms = self.server_time_ms()
+        return int(self.redis.zcount(self.keys.sups(queue), now_ms - self.config.lease_ms, "+inf"))
+
+    def server_time_ms(self) -> int:
+        seconds, micros = self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def job_fields(self, job_id: str, *fields: str) -> list[str]:
+        return [_text(v) for v in self.redis.hmget(self.keys.job(job_id), list(fields))]
+
+    # -- supervisors -----------------------------------------------------------------
+    def claim(self, queue: str, sid: str, count: int, moved: list[str] = ()) -> list[ClaimedJob]:
+        k = self.keys
+        flat = self._run(
+            "claim",
+            [k.wait(queue), k.active(queue, sid)],
+            [k.queue_prefix(queue), sid, count, *moved],
+        )
+        jobs = []
+        for i in range(0, len(flat), 7):
+            f = flat[i : i + 7]
+            jobs.append(
+                ClaimedJob(_text(f[0]), _text(f[1]), _text(f[2]), int(f[3] or 0), int(f[4]),
+                           int(f[5] or 0), int(f[6]))
+            )
+        return jobs
+
+    def wait_for_job(self, queue: str, sid: str, timeout_s: float = BLOCK_TIMEOUT_S) -> str | None:
+        """Block until a job id is waiting, moving it into SID's lease; None on timeout."""
+        k = self.keys
+        got = self._blocking.blmove(k.wait(queue), k.active(queue, sid), timeout_s, "RIGHT", "LEFT")
+        return _text(got) if got is not None else None
+
+    def finish(self, queue: str, sid: str, settlements: list[Settlement]) -> int:
+        k = self.keys
+        args: list[Any] = [k.queue_prefix(queue), self.config.result_ttl,
+                           self.config.history_size, self.reply_prefix]
+        for s in settlements:
+            args += [s.job_id, s.status.value, s.body]
+        return int(self._run(
+            "finish",
+            [k.active(queue, sid), k.stats(queue), k.recent(queue), k.failures(queue),
+             k.rate(queue)],
+            args,
+        ))
+
+    def heartbeat(self, queue: str, sid: str) -> list[str]:
+        """Renew SID's lease on QUEUE; returns the supervisors whose lease lapsed."""
+        dead = self._run("heartbeat", [self.keys.sups(queue)], [sid, self.config.lease_ms])
+        return [_text(d) for d in dead if _text(d) != sid]
+
+    def requeue_stalled(self, queue: str, dead_sid: str) -> tuple[int, int]:
+        k = self.keys
+        got = self._run(
+            "requeue_stalled",
+            [k.sups(queue), k.active(queue, dead_sid), k.wait(queue), k.stats(queue),
+             k.recent(queue), k.failures(queue), k.rate(queue)],
+            [k.queue_prefix(queue), dead_sid, self.config.lease_ms, self.config.max_stalled,
+             self.config.result_ttl, self.config.history_size, self.reply_prefix,
+             stalled_error_json(self.config.max_stalled)],
+        )
+        return int(got[0]), int(got[1])
+
+    def release_lease(self, queue: str, sid: str) -> tuple[int, int]:
+        """A stopping supervisor hands back the jobs it still holds (they run elsewhere)."""
+        self.redis.zrem(self.keys.sups(queue), sid)
+        return self.requeue_stalled(queue, sid)
+
+    def publish_supervisor(self, sid: str, snapshot: dict[str, Any], ttl_ms: int) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.supervisor(sid), json.dumps(snapshot), px=ttl_ms)
+        pipe.zadd(self.keys.supervisors(), {sid: snapshot.get("heartbeat_ms", 0)})
+        pipe.execute()
+
+    def remove_supervisor(self, sid: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.supervisor(sid))
+        pipe.zrem(self.keys.supervisors(), sid)
+        for queue in QUEUES:
+            pipe.zrem(self.keys.sups(queue), sid)
+        pipe.execute()
+
+
+class AsyncStore:
+    """The asyncio calls a waiting caller needs: enqueue and attach."""
+
+    def __init__(self, config: Config, url: str) -> None:
+        self.config = config
+        self.keys = Keys(config.key_prefix)
+        self.redis = aioredis.Redis.from_url(url, socket_keepalive=True)
+        self._scripts = {
+            n: self.redis.register_script(SCRIPT_SOURCES[n]) for n in ("enqueue", "attach")
+        }
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def enqueue(self, queue: str, job_id: str, name: str, data_json: str, timeout_ms: int,
+                      reply_cid: str, singleton_key: str, retries: int,
+                      backoff_json: str) -> EnqueueResult:
+        k = self.keys
+        got = await self._scripts["enqueue"](
+            keys=[k.wait(queue), k.stats(queue), k.sups(queue)],
+            args=[k.queue_prefix(queue), job_id, name, data_json, timeout_ms, reply_cid,
+                  self.config.lease_ms, singleton_key, retries, backoff_json],
+        )
+        return EnqueueResult(_text(got[0]), bool(int(got[1])), int(got[2]))
+
+    async def attach(self, job_id: str, cid: str) -> Outcome | None | str:
+        got = await self._scripts["attach"](keys=[self.keys.job(job_id)], args=[cid])
+        status, body, name = (_text(x) for x in got)
+        if status in (Status.COMPLETED, Status.FAILED):
+            return Outcome(job_id=job_id, status=status, body=body, name=name)
+        return status
+
+    async def live_supervisors(self, queue: str) -> int:
+        seconds, micros = await self.redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        return int(await self.redis.zcount(self.keys.sups(queue),
+                                           now_ms - self.config.lease_ms, "+inf"))

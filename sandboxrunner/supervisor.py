@@ -1,0 +1,260 @@
+"""The supervisor: claims jobs from Redis, runs them on an executor, settles them.
+
+Threads of one supervisor process:
+
+  fetch-<queue>   one per queue served. While the executor has free slots it claims up to
+                  that many jobs in one script call; when the queue is empty it blocks on
+                  BLMOVE (its own connection) instead of polling. Claimed ids sit in the
+                  supervisor's active list (its lease) until settled.
+  settle          takes outcomes reported by the executors and writes them in batches
+                  (one finish script per queue per batch), which also notifies callers.
+  heartbeat       every heartbeat_ms renews the lease on each queue (its own connection,
+                  so slow job traffic never lets a live lease lapse), takes back the jobs
+                  of supervisors whose lease lapsed, and publishes a snapshot for `top`.
+
+Shutdown (SIGINT/SIGTERM): stop claiming, let running jobs finish for up to grace_period
+ms, settle what finished, hand the jobs still running back to the queue, remove the
+supervisor's records, return.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_mod
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import psutil
+import redis
+
+from .config import Config
+from .context import LogSink
+from .executors.base import Executor
+from .executors.threads import ThreadExecutor
+from .joblog import RedisLogSink
+from .registry import Registry
+from .store import Settlement, Store
+
+log = logging.getLogger(__name__)
+
+SETTLE_BATCH_MAX = 500
+CLAIM_BATCH_MAX = 200
+RETRY_BACKOFF_MAX_S = 2.0
+
+
+def new_supervisor_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Supervisor:
+    def __init__(self, config: Config, registry: Registry, url: str) -> None:
+        self.config = config
+        self.registry = registry
+        self.url = url
+        self.sid = new_supervisor_id()
+        self.queues = tuple(config.workers)
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        # the heartbeat outlives fetching: a draining supervisor still holds its lease
+        self._beat_stop = threading.Event()
+        self._settle_queue: queue_mod.SimpleQueue[tuple[str, Settlement] | None] = (
+            queue_mod.SimpleQueue())
+        self._store = Store(config, url)  # fetch + settle
+        self._beat_store = Store(config, url)  # heartbeat: never waits behind job traffic
+        self.log_sink = RedisLogSink(self._store.redis, self._store.keys,
+                                     config.log_max_lines, config.result_ttl)
+        self.executors: dict[str, Executor] = {
+            q: self._make_executor(q, self.log_sink) for q in self.queues
+        }
+        self._threads: list[threading.Thread] = []
+        self._process = psutil.Process()
+
+    def _make_executor(self, queue: str, sink: LogSink) -> Executor:
+        report = self._reporter(queue)
+        if self.config.use_separate_process:
+            from .executors.processes import ProcessExecutor
+
+            return ProcessExecutor(queue, self.registry, self.config, report, sink)
+        return ThreadExecutor(queue, self.registry, self.config.effective_concurrency(),
+                              report, sink)
+
+    def _reporter(self, queue: str) -> Any:
+        def report(outcome: Settlement) -> None:
+            self._settle_queue.put((queue, outcome))
+
+        return report
+
+    @property
+    def mode(self) -> str:
+        return "processes" if self.config.use_separate_process else "threads"
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self._heartbeat_once()
+        targets = [(f"fetch-{q}", self._fetch_loop, (q,)) for q in self.queues]
+        targets += [("settle", self._settle_loop, ()), ("heartbeat", self._heartbeat_loop, ())]
+        for name, target, args in targets:
+            thread = threading.Thread(target=target, args=args, name=f"sr-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("supervisor %s started: queues %s, %s mode, concurrency %d", self.sid,
+                 ",".join(self.queues), self.mode, self.config.effective_concurrency())
+
+    def stop(self, grace_ms: int | None = None) -> None:
+        """Drain and stop; safe to call more than once."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        grace = self.config.grace_period if grace_ms is None else grace_ms
+        for thread in self._threads:
+            if thread.name.startswith("sr-fetch"):
+                thread.join()
+        leftovers = {q: ex.shutdown(grace) for q, ex in self.executors.items()}
+        self._settle_queue.put(None)
+        for thread in self._threads:
+            if thread.name == "sr-settle":
+                thread.join()
+        self._beat_stop.set()
+        for thread in self._threads:
+            if thread.name == "sr-heartbeat":
+                thread.join()
+        self.log_sink.close()
+        for queue, ids in leftovers.items():
+            if ids:
+                log.warning("grace period over: handing %d running job(s) of %s back",
+                            len(ids), queue)
+        try:
+            for queue in self.queues:
+                self._store.release_lease(queue, self.sid)
+            self._store.remove_supervisor(self.sid)
+        except redis.RedisError as exc:
+            log.warning("could not remove supervisor records (they expire): %s", exc)
+        self._store.close()
+        self._beat_store.close()
+        log.info("supervisor %s stopped", self.sid)
+
+    def run_until_signal(self) -> None:
+        """Start, serve until SIGINT/SIGTERM, then drain and stop (main thread only)."""
+        stop_requested = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("received %s: draining", signal.Signals(signum).name)
+            stop_requested.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            while not stop_requested.wait(0.5):
+                pass
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- fetch -----------------------------------------------------------------------
+    def _fetch_loop(self, queue: str) -> None:
+        executor = self.executors[queue]
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                self._fetch_once(queue, executor)
+                backoff = 0.05
+            except redis.RedisError as exc:
+                log.warning("fetch from %s failed (%s); retrying in %.2fs", queue, exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+
+    def _fetch_once(self, queue: str, executor: Executor) -> None:
+        free = executor.free_slots()
+        if free <= 0:
+            executor.wait_for_slot(0.5)
+            return
+        jobs = self._store.claim(queue, self.sid, min(free, CLAIM_BATCH_MAX))
+        if not jobs:
+            moved = self._store.wait_for_job(queue, self.sid)
+            if moved is None:
+                return
+            jobs = self._store.claim(queue, self.sid, min(free, CLAIM_BATCH_MAX) - 1, [moved])
+        for job in jobs:
+            if not job.name:
+                log.error("dropped malformed entry %r from queue %s: no such job record",
+                          job.id[:200], queue)
+                continue
+            executor.submit(job)
+
+    # -- settle ----------------------------------------------------------------------
+    def _settle_loop(self) -> None:
+        done = False
+        while not done:
+            item = self._settle_queue.get()
+            batch: dict[str, list[Settlement]] = defaultdict(list)
+            while item is not None:
+                batch[item[0]].append(item[1])
+                if sum(len(v) for v in batch.values()) >= SETTLE_BATCH_MAX:
+                    break
+                try:
+                    item = self._settle_queue.get_nowait()
+                except queue_mod.Empty:
+                    break
+            done = item is None
+            self._write_settlements(batch)
+
+    def _write_settlements(self, batch: dict[str, list[Settlement]]) -> None:
+        backoff = 0.05
+        for queue, outcomes in batch.items():
+            while True:
+                try:
+                    self._store.finish(queue, self.sid, outcomes)
+                    break
+                except redis.RedisError as exc:
+                    # the outcomes stay in memory until Redis is back; the lease keeps
+                    # the jobs from being run elsewhere meanwhile
+                    log.warning("could not settle %d job(s) (%s); retrying", len(outcomes), exc)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+            for outcome in outcomes:
+                self.log_sink.forget(outcome.job_id)
+
+    # -- heartbeat -------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        interval = self.config.heartbeat_ms / 1000
+        while not self._beat_stop.wait(interval):
+            try:
+                self._heartbeat_once()
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    def _heartbeat_once(self) -> None:
+        store = self._beat_store
+        for queue in self.queues:
+            for dead in store.heartbeat(queue, self.sid):
+                requeued, failed = store.requeue_stalled(queue, dead)
+                if requeued >= 0 and (requeued or failed):
+                    log.warning("supervisor %s stopped heartbeating: %d job(s) of %s "
+                                "requeued, %d failed as stalled", dead, queue, requeued, failed)
+        snapshot = self.snapshot()
+        store.publish_supervisor(self.sid, snapshot, self.config.lease_ms * 3)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._process.oneshot():
+            cpu = self._process.cpu_percent()
+            rss = self._process.memory_info().rss
+        return {
+            "sid": self.sid,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "mode": self.mode,
+            "queues": list(self.queues),
+            "started_at": self.started_at,
+            "heartbeat_ms": int(time.time() * 1000),
+            "cpu_percent": cpu,
+            "rss_bytes": rss,
+            "executors": {q: ex.snapshot() for q, ex in self.executors.items()},
+            "running": [vars(r) for ex in self.executors.values() for r in ex.running()],
+        }

@@ -1,0 +1,7 @@
+import time
+
+worker = "priority"
+
+
+def run(data):
+    return {"urgent": data, "at": time.time()}

@@ -1,0 +1,218 @@
+"""End to end in thread mode: real Redis, real supervisors, real callers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import sandboxrunner
+from sandboxrunner import (
+    DeadlockError,
+    InvalidJobData,
+    JobFailed,
+    JobTimeout,
+    NoSupervisor,
+    UnknownJob,
+    WaitTimeout,
+)
+from tests.supervisors import SupervisorProcess, client_for, running_supervisor
+
+
+def test_sync_job_round_trips_its_result(redis_url: str) -> None:
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        assert client.run_job("echo", {"a": 1}) == {"echo": {"a": 1}, "attempt": 1,
+                                                     "queue": "default"}
+
+
+def test_async_handler_round_trips(redis_url: str) -> None:
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        assert client.run_job("async_echo", [1, 2]) == {"async_echo": [1, 2]}
+
+
+def test_arun_job_serves_many_concurrent_callers_on_one_listener(redis_url: str) -> None:
+    async def main(client) -> list[object]:
+        try:
+            return await asyncio.gather(*(sandboxrunner.arun_job("echo", i) for i in range(50)))
+        finally:
+            await client.aclose()
+
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        results = asyncio.run(main(client))
+        assert [r["echo"] for r in results] == list(range(50))
+        assert client.listener is client.listener  # one listener for the whole process
+
+
+def test_handler_exception_raises_job_failed_with_type_and_traceback(redis_url: str) -> None:
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        with pytest.raises(JobFailed) as info:
+            client.run_job("fail", {"card": "4242"})
+    err = info.value
+    assert err.error_type == "PaymentDeclined"
+    assert err.error_message == "card 4242 declined"
+    assert "tests/jobs/fail.py" in err.remote_traceback
+    assert "raise PaymentDeclined" in err.remote_traceback
+
+
+def test_unknown_job_lists_the_available_names(redis_url: str) -> None:
+    with client_for(redis_url) as client:
+        with pytest.raises(UnknownJob) as info:
+            client.run_job("no_such_job")
+    assert "no_such_job" in str(info.value)
+    assert "echo" in str(info.value) and "slow" in str(info.value)
+
+
+def test_non_json_data_is_refused_before_anything_is_enqueued(redis_url: str,
+                                                              redis_client) -> None:
+    with client_for(redis_url) as client:
+        with pytest.raises(InvalidJobData, match="not JSON-serialisable"):
+            client.run_job("echo", {"when": object()})
+        with pytest.raises(InvalidJobData, match="positive"):
+            client.run_job("echo", 1, timeout=0)
+    assert redis_client.keys("*") == []
+
+
+def test_a_non_json_return_value_fails_the_job_clearly(redis_url: str) -> None:
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        with pytest.raises(JobFailed, match="not JSON-serialisable"):
+            client.run_job("not_json")
+
+
+def test_thread_mode_timeout_raises_job_timeout_within_the_limit(redis_url: str) -> None:
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        started = time.monotonic()
+        with pytest.raises(JobTimeout) as info:
+            client.run_job("slow", {"seconds": 3}, timeout=300)
+        elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 1.3
+    assert "300 ms" in str(info.value)
+
+
+def test_priority_jobs_are_served_while_default_has_a_backlog(redis_url: str) -> None:
+    with running_supervisor(redis_url, concurrency=2), client_for(redis_url) as client:
+        handles = [client.enqueue("slow", {"seconds": 2}) for _ in range(6)]
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert "urgent" in client.run_job("urgent", {"n": 1})
+        assert time.monotonic() - started < 0.5
+        assert handles[0].result(wait_timeout=5000) == {"slept": 2, "tag": None}
+
+
+def test_wait_timeout_gives_up_but_leaves_the_job_to_finish(redis_url: str) -> None:
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        with pytest.raises(WaitTimeout) as info:
+            client.run_job("slow", {"seconds": 0.6}, wait_timeout=100)
+        assert client.get_result(info.value.job_id, wait_timeout=3000)["slept"] == 0.6
+
+
+def test_enqueue_returns_a_handle_whose_result_can_be_awaited(redis_url: str) -> None:
+    async def main(handle: sandboxrunner.JobHandle, client) -> object:
+        try:
+            return await handle
+        finally:
+            await client.aclose()
+
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        handle = client.enqueue("echo", "x")
+        assert asyncio.run(main(handle, client))["echo"] == "x"
+        assert handle.result()["echo"] == "x"
+        assert sandboxrunner.get_result(handle.id)["echo"] == "x"
+
+
+def test_a_caller_without_any_supervisor_is_told_instead_of_hanging(redis_url: str) -> None:
+    with client_for(redis_url) as client:
+        started = time.monotonic()
+        with pytest.raises(NoSupervisor, match="stays queued"):
+            client.run_job("echo", 1)
+        assert time.monotonic() - started < 3
+
+
+def test_a_job_queued_before_its_supervisor_started_still_runs(redis_url: str) -> None:
+    with client_for(redis_url, lease_ms=3000) as client:
+        result: dict[str, object] = {}
+        caller = threading.Thread(target=lambda: result.update(r=client.run_job("echo", 7)))
+        caller.start()
+        time.sleep(0.5)
+        with running_supervisor(redis_url):
+            caller.join(timeout=10)
+    assert result["r"]["echo"] == 7
+
+
+def test_nested_run_job_that_would_wait_for_itself_is_explained(redis_url: str) -> None:
+    with running_supervisor(redis_url, concurrency=1), client_for(redis_url) as client:
+        with pytest.raises(JobFailed) as info:
+            client.run_job("nested", {"inner": "echo", "inner_data": 1})
+    assert info.value.error_type == "DeadlockError"
+    assert "concurrency" in info.value.error_message
+
+
+def test_nested_run_job_with_free_slots_works(redis_url: str) -> None:
+    with running_supervisor(redis_url, concurrency=4), client_for(redis_url) as client:
+        assert client.run_job("nested", {"inner": "echo", "inner_data": 1})["echo"] == 1
+        assert DeadlockError  # exported
+
+
+def test_workers_priority_serves_only_the_priority_queue(redis_url: str) -> None:
+    sup = SupervisorProcess(redis_url, WORKERS="priority")
+    try:
+        sup.wait_ready(("priority",))
+        with client_for(redis_url) as client:
+            assert "urgent" in client.run_job("urgent", 1, wait_timeout=5000)
+            with pytest.raises(NoSupervisor):
+                client.run_job("echo", 1)
+    finally:
+        sup.stop()
+
+
+def test_killed_supervisor_job_completes_on_another_and_caller_gets_it(
+        redis_url: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs.txt"
+    first = SupervisorProcess(redis_url)
+    second = None
+    try:
+        first.wait_ready()
+        with client_for(redis_url) as client:
+            out: dict[str, object] = {}
+            caller = threading.Thread(target=lambda: out.update(
+                r=client.run_job("record", {"file": str(runs), "seconds": 1})))
+            caller.start()
+            _wait_for(lambda: runs.exists())
+            first.signal(signal.SIGKILL)
+            first.wait()
+            second = SupervisorProcess(redis_url)
+            second.wait_ready()
+            caller.join(timeout=20)
+        assert "pid" in out["r"]
+        assert len(runs.read_text().splitlines()) == 2  # once on each supervisor
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+
+
+def test_sigterm_lets_running_jobs_finish_then_exits_zero(redis_url: str) -> None:
+    sup = SupervisorProcess(redis_url)
+    try:
+        sup.wait_ready()
+        with client_for(redis_url) as client:
+            handle = client.enqueue("slow", {"seconds": 1})
+            time.sleep(0.3)
+            sup.signal(signal.SIGTERM)
+            assert handle.result(wait_timeout=10_000) == {"slept": 1, "tag": None}
+            assert sup.wait() == 0
+            with pytest.raises(NoSupervisor):
+                client.run_job("echo", 1)
+    finally:
+        sup.stop()
+
+
+def _wait_for(predicate, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
