@@ -19,11 +19,12 @@ from .config import Config, load_config
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Background jobs on Redis: job files, run_job, cron, sandboxes.")
 console = Console()
-err_console = Console(stderr=True)
 
 
 def _fail(exc: BaseException, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    # plain text, never wrapped: paths and tracebacks must stay greppable
+    typer.secho("error: ", fg=typer.colors.RED, bold=True, err=True, nl=False)
+    typer.echo(str(exc), err=True)
     return typer.Exit(code)
 
 
@@ -81,10 +82,9 @@ def start(
     from .supervisor import Supervisor
 
     supervisor = Supervisor(config, registry, url)
-    console.print(f"sandboxrunner supervisor {supervisor.sid}: queues "
-                  f"{', '.join(config.workers)}, {supervisor.mode} mode, "
-                  f"{len(registry.names())} job(s), Redis {config.redacted_redis_url() or url}",
-                  highlight=False)
+    typer.echo(f"sandboxrunner supervisor {supervisor.sid}: queues "
+               f"{', '.join(config.workers)}, {supervisor.mode} mode, "
+               f"{len(registry.names())} job(s), Redis {config.redacted_redis_url() or url}")
     supervisor.run_until_signal()
 
 
@@ -110,7 +110,7 @@ def run(
         result = client.run_job(name, payload, timeout=timeout, wait_timeout=wait_timeout)
     except errors.JobError as exc:
         if exc.remote_traceback:
-            err_console.print(exc.remote_traceback, highlight=False, markup=False)
+            typer.echo(exc.remote_traceback, err=True)
         raise _fail(exc, errors.EXIT_JOB_FAILED) from exc
     except errors.SandboxRunnerError as exc:
         raise _fail(exc, errors.EXIT_USAGE if isinstance(exc, errors.UnknownJob | errors.InvalidJobData)

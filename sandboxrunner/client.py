@@ -133,8 +133,8 @@ class Client:
             listener.unregister(job.job_id, waiter)
             listener.register(job_id, waiter)
         if result.live_supervisors == 0:
-            log.warning("no live supervisor serves queue %r; job %s waits for one "
-                        "(start one with `sandboxrunner start`)", job.spec.queue, job_id)
+            log.warning("no supervisor serves queue %r yet; job %s waits up to %d ms for one "
+                        "(`sandboxrunner start`)", job.spec.queue, job_id, self.config.lease_ms)
         with _nested_wait(job.spec.queue):
             outcome = self._wait(job_id, waiter, wait_timeout, result.live_supervisors)
         return _named(outcome, job.spec.name).value()
