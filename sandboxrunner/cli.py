@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from . import errors
 from .config import Config, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Background jobs on Redis: job files, run_job, cron, sandboxes.")
-console = Console()
 
 
 def _fail(exc: BaseException, code: int) -> typer.Exit:
@@ -127,15 +125,29 @@ def jobs(jobs_dir: str = typer.Option(None, "--jobs-dir")) -> None:
     registry = _registry(config)
     from .registry import describe
 
-    table = Table("name", "queue", "cron", "singleton", "timeout ms", "source")
+    if not registry.names():
+        typer.echo(f"no jobs found in {config.jobs_dir}")
+        return
+    rows = [("name", "queue", "cron", "singleton", "timeout_ms", "source")]
     for name in registry.names():
         d = describe(registry.get(name))
-        table.add_row(d["name"], d["queue"], d["cron"] or "-", d["singleton"] or "-",
-                      str(d["timeout_ms"] or f"{config.job_timeout} (default)"), d["source"])
-    if not registry.names():
-        console.print(f"no jobs found in {config.jobs_dir}")
-        return
-    console.print(table)
+        rows.append((d["name"], d["queue"], d["cron"] or "-", d["singleton"] or "-",
+                     str(d["timeout_ms"] or config.job_timeout), _short_path(d["source"])))
+    _print_columns(rows)
+
+
+def _print_columns(rows: list[tuple[str, ...]]) -> None:
+    """Plain aligned columns: greppable, never truncated or wrapped."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _short_path(source: str) -> str:
+    try:
+        return os.path.relpath(source) if os.path.isabs(source) else source
+    except ValueError:
+        return source
 
 
 @app.command()
