@@ -36,7 +36,8 @@ SCRIPT_SOURCES = {name: _script_source(name) for name in SCRIPT_NAMES}
 def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
-    return value.decode() if isinstance(value, bytes) else value
+    # errors="replace": a malformed entry pushed by hand must not crash its reader
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:

@@ -169,6 +169,10 @@ class Supervisor:
                 log.warning("fetch from %s failed (%s); retrying in %.2fs", queue, exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+            except Exception:  # noqa: BLE001 - this thread must outlive any one bad job
+                log.exception("unexpected error fetching from %s; carrying on", queue)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
 
     def _fetch_once(self, queue: str, executor: Executor) -> None:
         free = executor.free_slots()
@@ -203,7 +207,11 @@ class Supervisor:
                 except queue_mod.Empty:
                     break
             done = item is None
-            self._write_settlements(batch)
+            try:
+                self._write_settlements(batch)
+            except Exception:  # noqa: BLE001 - a bug here must not stop all settling
+                log.exception("could not settle a batch of %d job(s)",
+                              sum(len(v) for v in batch.values()))
 
     def _write_settlements(self, batch: dict[str, list[Settlement]]) -> None:
         backoff = 0.05
@@ -229,6 +237,8 @@ class Supervisor:
                 self._heartbeat_once()
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+            except Exception:  # noqa: BLE001 - the lease must keep being renewed
+                log.exception("heartbeat failed")
 
     def _heartbeat_once(self) -> None:
         store = self._beat_store

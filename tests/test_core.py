@@ -194,6 +194,29 @@ def test_killed_supervisor_job_completes_on_another_and_caller_gets_it(
             second.stop()
 
 
+def test_a_job_whose_supervisor_dies_past_max_stalled_fails_as_stalled(
+        redis_url: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs.txt"
+    first = SupervisorProcess(redis_url)
+    second = None
+    try:
+        first.wait_ready()
+        with client_for(redis_url) as client:
+            handle = client.enqueue("record", {"file": str(runs), "seconds": 5})
+            _wait_for(lambda: runs.exists())
+            first.signal(signal.SIGKILL)
+            second = SupervisorProcess(redis_url, SANDBOXRUNNER_MAX_STALLED="0")
+            second.wait_ready()
+            with pytest.raises(JobFailed) as info:
+                handle.result(wait_timeout=10_000)
+        assert info.value.error_type == "JobStalled"
+        assert len(runs.read_text().splitlines()) == 1
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+
+
 def test_sigterm_lets_running_jobs_finish_then_exits_zero(redis_url: str) -> None:
     sup = SupervisorProcess(redis_url)
     try:
