@@ -26,7 +26,8 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _cli(args: list[str], cwd: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+def _cli(args: list[str], cwd: Path, timeout: float = 60,
+         **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + args, cwd=cwd, env=_env(**env), capture_output=True, text=True,
                           timeout=timeout)
 

@@ -8,6 +8,7 @@ import time
 import pytest
 import redis
 
+from sandboxrunner.errors import JobFailed
 from sandboxrunner.job import Status
 from sandboxrunner.keys import Keys
 from sandboxrunner.store import Settlement, Store
@@ -82,7 +83,7 @@ def test_history_is_capped_and_counters_move_with_the_jobs(redis_url: str,
         for i in range(8):
             client.run_job("echo", i)
         for _ in range(2):
-            with pytest.raises(Exception):
+            with pytest.raises(JobFailed):
                 client.run_job("fail", {"card": "x"})
     assert redis_client.llen(K.recent("default")) == 5
     assert redis_client.llen(K.failures("default")) == 2
@@ -121,7 +122,7 @@ def test_a_job_record_naming_an_unknown_job_fails_cleanly(redis_url: str) -> Non
     job_id = "default-" + "2" * 32
     store.enqueue("default", job_id, "not_registered", "1", 1000)
     with running_supervisor(redis_url), client_for(redis_url) as client:
-        with pytest.raises(Exception) as info:
+        with pytest.raises(JobFailed) as info:
             client.get_result(job_id, wait_timeout=5000)
     assert "no such job" in str(info.value) and "not_registered" in str(info.value)
     store.close()
