@@ -198,6 +198,43 @@ def redis_stop() -> None:
     typer.echo("stopped" if stopped else "no embedded server was running")
 
 
+@app.command()
+def cron() -> None:
+    """List the cron schedules in Redis: pattern, next run, last run and its outcome."""
+    config = _config()
+    from .cron import SCHEDULE_COLUMNS, describe_schedule, list_schedules
+    from .store import Store
+
+    store = Store(config, _redis_url(config))
+    try:
+        rows = [describe_schedule(row) for row in list_schedules(store)]
+    finally:
+        store.close()
+    if not rows:
+        typer.echo("no cron schedules in Redis (a supervisor syncs them when it starts)")
+        return
+    _print_columns([SCHEDULE_COLUMNS, *rows])
+
+
+@app.command()
+def top(
+    once: bool = typer.Option(False, "--once", help="Print one snapshot and exit"),
+    as_json: bool = typer.Option(False, "--json", help="Print one snapshot as JSON and exit"),
+    width: int = typer.Option(None, "--width", min=40, help="Render at N columns"),
+    refresh: float = typer.Option(1.0, "--refresh", min=0.1, help="Seconds between refreshes"),
+    redis_url: str = typer.Option(None, "--redis-url", help="redis://, rediss:// or unix://"),
+) -> None:
+    """Dashboard of queues, supervisors, running jobs, failures, cron and logs (q quits).
+    Read-only; never starts the embedded server."""
+    config = _config(redis_url=redis_url)
+    from .top import run_top
+
+    try:
+        run_top(config, once=once, as_json=as_json, width=width, refresh_s=refresh)
+    except errors.RedisUnavailable as exc:
+        raise _fail(exc, errors.EXIT_REDIS) from exc
+
+
 def main() -> None:  # pragma: no cover - console entry for python -m
     app()
 

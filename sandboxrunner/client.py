@@ -132,6 +132,7 @@ class Client:
         if result.attached:
             listener.unregister(job.job_id, waiter)
             listener.register(job_id, waiter)
+            self._collect_if_settled(job_id)
         if result.live_supervisors == 0:
             log.warning("no supervisor serves queue %r yet; job %s waits up to %d ms for one "
                         "(`sandboxrunner start`)", job.spec.queue, job_id, self.config.lease_ms)
@@ -162,6 +163,13 @@ class Client:
                               f"(result_ttl {self.config.result_ttl} ms)")
         outcome = self._wait(job_id, waiter, wait_timeout, 1)
         return outcome.value()
+
+    def _collect_if_settled(self, job_id: str) -> None:
+        """Deliver the outcome of a job attached to if it settled before our waiter was
+        registered: its one reply message may have gone to another waiter of this process."""
+        got = self.store.attach(job_id, self.listener.cid)
+        if isinstance(got, Outcome):
+            self.listener.deliver(got)
 
     def _wait(self, job_id: str, waiter: _SyncWaiter, wait_timeout: int | None,
               live: int) -> Outcome:
@@ -237,6 +245,9 @@ class Client:
         if result.attached:
             listener.unregister(job.job_id, waiter)
             listener.register(result.job_id, waiter)
+            got = await store.attach(result.job_id, listener.cid)
+            if isinstance(got, Outcome):
+                listener.deliver(got)
         outcome = await self._await(result.job_id, waiter, wait_timeout,
                                     result.live_supervisors)
         return _named(outcome, job.spec.name).value()

@@ -20,7 +20,8 @@ from .errors import RedisUnavailable
 from .job import ErrorInfo, Outcome, Status
 from .keys import QUEUES, Keys
 
-SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "attach")
+SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "attach",
+                "cron_sync", "cron_fire")
 BLOCK_TIMEOUT_S = 1.0
 
 
@@ -81,6 +82,33 @@ class Settlement:
     job_id: str
     status: Status
     body: str
+
+
+@dataclass(frozen=True)
+class CronRun:
+    """One tick of a schedule, as the scheduler asks `cron_fire` to handle it."""
+
+    queue: str
+    name: str
+    pattern: str
+    tz: str
+    tick_ms: int
+    next_ms: int
+    job_id: str
+    data_json: str
+    timeout_ms: int
+    singleton_key: str
+    retries: int
+    backoff_json: str
+
+
+@dataclass(frozen=True)
+class CronFired:
+    """What `cron_fire` did: an outcome from the script's header, a job id, server ms."""
+
+    outcome: str
+    job_id: str
+    server_ms: int
 
 
 def stalled_error_json(max_stalled: int) -> str:
@@ -224,6 +252,46 @@ class Store:
         for queue in QUEUES:
             pipe.zrem(self.keys.sups(queue), sid)
         pipe.execute()
+
+    # -- cron (see cron.py) ----------------------------------------------------------
+    def cron_sync(self, queue: str, sid: str,
+                  entries: list[tuple[str, str, str, int, str]]) -> tuple[list[str], list[str]]:
+        """Make QUEUE's schedules ENTRIES (name, pattern, tz, next ms, error); returns the
+        names added or changed and the names removed."""
+        args: list[Any] = [sid]
+        for entry in entries:
+            args += list(entry)
+        added, removed = self._run("cron_sync", [self.keys.cron(queue)], args)
+        return [_text(n) for n in added], [_text(n) for n in removed]
+
+    def cron_fire(self, run: CronRun) -> CronFired:
+        """Enqueue (or skip, for a busy singleton) one tick of a schedule, at most once."""
+        k = self.keys
+        got = self._run(
+            "cron_fire",
+            [k.cron(run.queue), k.wait(run.queue), k.stats(run.queue)],
+            [k.queue_prefix(run.queue), run.name, run.pattern, run.tz, run.tick_ms,
+             run.next_ms, run.job_id, run.data_json, run.timeout_ms, run.singleton_key,
+             run.retries, run.backoff_json],
+        )
+        return CronFired(_text(got[0]), _text(got[1]), int(got[2]))
+
+    def cron_schedules(self, queues: tuple[str, ...]) -> dict[str, dict[str, str]]:
+        """Every queue's cron hash (name -> schedule JSON), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hgetall(self.keys.cron(queue))
+        return {
+            queue: {_text(k): _text(v) for k, v in raw.items()}
+            for queue, raw in zip(queues, pipe.execute(), strict=True)
+        }
+
+    def job_statuses(self, job_ids: list[str]) -> list[str]:
+        """The status of each job ('' when it has no record), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "status")
+        return [_text(s) for s in pipe.execute()] if job_ids else []
 
 
 class AsyncStore:

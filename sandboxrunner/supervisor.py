@@ -11,6 +11,7 @@ Threads of one supervisor process:
   heartbeat       every heartbeat_ms renews the lease on each queue (its own connection,
                   so slow job traffic never lets a live lease lapse), takes back the jobs
                   of supervisors whose lease lapsed, and publishes a snapshot for `top`.
+  cron            fires the due ticks of the served queues' cron jobs (see cron.py).
 
 Shutdown (SIGINT/SIGTERM): stop claiming, let running jobs finish for up to grace_period
 ms, settle what finished, hand the jobs still running back to the queue, remove the
@@ -35,6 +36,7 @@ import redis
 
 from .config import Config
 from .context import LogSink
+from .cron import CronScheduler
 from .executors.base import Executor
 from .executors.threads import ThreadExecutor
 from .joblog import RedisLogSink
@@ -73,6 +75,8 @@ class Supervisor:
             q: self._make_executor(q, self.log_sink) for q in self.queues
         }
         self._threads: list[threading.Thread] = []
+        # cron: ticks of the served queues' cron jobs, once across all supervisors
+        self.cron = CronScheduler(config, registry, url, self.sid, self.queues)
         self._process = psutil.Process()
 
     def _make_executor(self, queue: str, sink: LogSink) -> Executor:
@@ -80,7 +84,9 @@ class Supervisor:
         if self.config.use_separate_process:
             from .executors.processes import ProcessExecutor
 
-            return ProcessExecutor(queue, self.registry, self.config, report, sink)
+            # the url lets a child build its own client for a nested run_job
+            return ProcessExecutor(queue, self.registry, self.config, report, sink,
+                                   redis_url=self.url)
         return ThreadExecutor(queue, self.registry, self.config.effective_concurrency(),
                               report, sink)
 
@@ -97,6 +103,7 @@ class Supervisor:
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         self._heartbeat_once()
+        self.cron.start()
         targets = [(f"fetch-{q}", self._fetch_loop, (q,)) for q in self.queues]
         targets += [("settle", self._settle_loop, ()), ("heartbeat", self._heartbeat_loop, ())]
         for name, target, args in targets:
@@ -111,6 +118,7 @@ class Supervisor:
         if self._stop.is_set():
             return
         self._stop.set()
+        self.cron.stop()
         grace = self.config.grace_period if grace_ms is None else grace_ms
         for thread in self._threads:
             if thread.name.startswith("sr-fetch"):
@@ -247,9 +255,9 @@ class Supervisor:
                 requeued, failed = store.requeue_stalled(queue, dead)
                 if requeued >= 0 and (requeued or failed):
                     log.warning("supervisor %s stopped heartbeating: %d job(s) of %s "
-                                "requeued, %d failed as stalled", dead, queue, requeued, failed)
+                                "requeued, %d failed as stalled", dead, requeued, queue, failed)
         snapshot = self.snapshot()
-        store.publish_supervisor(self.sid, snapshot, self.config.lease_ms * 3)
+        store.publish_supervisor(self.sid, snapshot, snapshot["ttl_ms"])
 
     def snapshot(self) -> dict[str, Any]:
         with self._process.oneshot():
@@ -263,6 +271,10 @@ class Supervisor:
             "queues": list(self.queues),
             "started_at": self.started_at,
             "heartbeat_ms": int(time.time() * 1000),
+            # top: ttl_ms minus the key's PTTL is the snapshot's age on the server clock;
+            # older than lease_ms means this supervisor's jobs are being taken back
+            "lease_ms": self.config.lease_ms,
+            "ttl_ms": self.config.lease_ms * 3,
             "cpu_percent": cpu,
             "rss_bytes": rss,
             "executors": {q: ex.snapshot() for q, ex in self.executors.items()},

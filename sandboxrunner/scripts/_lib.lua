@@ -55,3 +55,43 @@ local function trim_history(recent, failures, history)
   redis.call('LTRIM', recent, 0, history - 1)
   redis.call('LTRIM', failures, 0, history - 1)
 end
+
+-- Add client CID to the clients notified when job record JKEY settles (once per client:
+-- one published message wakes every caller of that client process).
+local function add_reply(jkey, cid)
+  local reply = redis.call('HGET', jkey, 'reply') or ''
+  if not string.find(' ' .. reply .. ' ', ' ' .. cid .. ' ', 1, true) then
+    redis.call('HSET', jkey, 'reply', reply .. ' ' .. cid)
+  end
+end
+
+-- The id of the in-flight (queued or active) job holding singleton key SKEY, or nil. A
+-- holder whose job settled or expired does not count, so a claim can never stay stuck.
+local function singleton_holder(qprefix, skey)
+  local existing = redis.call('GET', qprefix .. 'singleton:' .. skey)
+  if not existing then return nil end
+  local st = redis.call('HGET', qprefix .. 'job:' .. existing, 'status')
+  if st == 'queued' or st == 'active' then return existing end
+  return nil
+end
+
+-- Create job record ID and queue it; with a singleton key SKEY ('' = none) it takes the
+-- claim (the caller checked singleton_holder first). wait, stats: keys of the queue.
+local function create_job(qprefix, wait, stats, id, name, data, timeout, cid, skey, retries,
+                          backoff, now)
+  if skey ~= '' then redis.call('SET', qprefix .. 'singleton:' .. skey, id) end
+  redis.call('HSET', qprefix .. 'job:' .. id,
+    'name', name, 'data', data, 'timeout', timeout, 'status', 'queued',
+    'enq', now, 'attempt', 0, 'stalled', 0, 'reply', cid, 'skey', skey,
+    'retries', retries, 'backoff', backoff)
+  redis.call('LPUSH', wait, id)
+  redis.call('HINCRBY', stats, 'enqueued', 1)
+end
+
+-- A cron schedule (JSON in the queue's cron hash) as a table, or nil if absent or corrupt.
+local function decode_schedule(text)
+  if not text then return nil end
+  local ok, s = pcall(cjson.decode, text)
+  if ok and type(s) == 'table' then return s end
+  return nil
+end

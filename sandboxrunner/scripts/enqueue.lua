@@ -9,25 +9,12 @@ local skey = ARGV[8]
 local now = now_ms()
 local live = redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[7]), '+inf')
 if skey ~= '' then
-  local holder = qprefix .. 'singleton:' .. skey
-  local existing = redis.call('GET', holder)
+  local existing = singleton_holder(qprefix, skey)
   if existing then
-    local jkey = qprefix .. 'job:' .. existing
-    local st = redis.call('HGET', jkey, 'status')
-    if st == 'queued' or st == 'active' then
-      if cid ~= '' then
-        local reply = redis.call('HGET', jkey, 'reply') or ''
-        redis.call('HSET', jkey, 'reply', reply .. ' ' .. cid)
-      end
-      return {existing, 1, live}
-    end
+    if cid ~= '' then add_reply(qprefix .. 'job:' .. existing, cid) end
+    return {existing, 1, live}
   end
-  redis.call('SET', holder, id)
 end
-redis.call('HSET', qprefix .. 'job:' .. id,
-  'name', ARGV[3], 'data', ARGV[4], 'timeout', ARGV[5], 'status', 'queued',
-  'enq', now, 'attempt', 0, 'stalled', 0, 'reply', cid, 'skey', skey,
-  'retries', ARGV[9], 'backoff', ARGV[10])
-redis.call('LPUSH', KEYS[1], id)
-redis.call('HINCRBY', KEYS[2], 'enqueued', 1)
+create_job(qprefix, KEYS[1], KEYS[2], id, ARGV[3], ARGV[4], ARGV[5], cid, skey, ARGV[9],
+           ARGV[10], now)
 return {id, 0, live}

@@ -1,0 +1,305 @@
+"""Cron: the schedules of job files, each tick fired exactly once across all supervisors.
+
+A job with ``cron = "..."`` (or ``{"pattern", "data", "tz"}``) is run as
+``run_job(name, data)`` without a waiting caller on every tick of its croniter pattern:
+five fields, or six with seconds last; ``tz`` is an IANA zone, UTC by default.
+
+Every supervisor runs one `CronScheduler` thread for the cron jobs of the queues it
+serves (a priority-only supervisor fires the priority cron jobs; ticks of a queue fire
+only while a supervisor of that queue runs). The thread sleeps until the next tick of any
+of its schedules, then hands each due tick to the ``cron_fire`` script, which decides
+atomically, by the Redis server's clock:
+
+  * a tick fires only if it is later than the schedule's last handled tick, so however
+    many supervisors wake for it, one enqueues and the others get ``done``; claiming the
+    tick and enqueueing its run is one script, so a crash cannot lose a claimed tick;
+  * a singleton whose previous run is still in flight skips the tick (recorded as such).
+
+Outage policy: the scheduler always asks for the latest due tick, never the ones before
+it. After a time with no supervisor (or a stalled scheduler), at most one catch-up run is
+made, at start, for the most recent missed tick; the others are dropped. A new schedule,
+or one whose pattern or tz changed, fires nothing from before it was synced (``since``).
+
+Schedule sync (``cron_sync``, on start): the starting supervisor makes each served
+queue's schedules its own: adds its schedules, keeps the state of unchanged ones, deletes
+schedules of jobs it doesn't have or that lost their ``cron``. The newest start wins. In
+a rolling deploy, supervisors of the older version keep running but only fire schedules
+whose stored pattern and tz equal their own, so they never fire a schedule the newer
+version removed or changed. If Redis loses the hash (flush, restart without persistence),
+the next fire sees no ``@sync`` marker and the scheduler syncs again.
+
+Redis layout (``keys.Keys.cron``): one HASH per queue, field job name -> JSON
+``{pattern, tz, since, next, last, job, skipped, runs, skips, error, synced_by,
+synced_at}`` (times in ms; ``job`` is the last run's id, or the in-flight run that made
+the last tick skip), plus the ``@sync`` field. `list_schedules` reads it for dashboards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+from croniter import croniter
+
+from .client import check_timeout, singleton_key
+from .config import Config
+from .errors import InvalidJobData
+from .job import encode_data
+from .keys import QUEUES
+from .registry import JobSpec, Registry
+from .store import CronFired, CronRun, Store
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_MAX_S = 2.0
+SYNC_MARKER = "@sync"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron job as the scheduler fires it; `error` set means it is shown but never fired."""
+
+    queue: str
+    name: str
+    pattern: str
+    tz: str
+    data_json: str = "null"
+    timeout_ms: int = 0
+    singleton_key: str = ""
+    retries: int = 0
+    backoff_json: str = ""
+    error: str = ""
+
+    def tick_at_or_before(self, epoch_ms: int) -> int:
+        """The latest tick at or before EPOCH_MS."""
+        # croniter's get_prev is strictly before its start: start 1 ms later
+        return _tick(self.pattern, self.tz, epoch_ms + 1, forward=False)
+
+    def tick_after(self, epoch_ms: int) -> int:
+        """The first tick strictly after EPOCH_MS."""
+        return _tick(self.pattern, self.tz, epoch_ms, forward=True)
+
+
+def _tick(pattern: str, tz: str, epoch_ms: int, *, forward: bool) -> int:
+    start = datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(ZoneInfo(tz))
+    it = croniter(pattern, start)
+    found = it.get_next(datetime) if forward else it.get_prev(datetime)
+    return int(found.timestamp() * 1000)
+
+
+def schedule_of(spec: JobSpec, config: Config) -> Schedule:
+    """SPEC's schedule, its run prepared once, as run_job would prepare it."""
+    assert spec.cron is not None
+    cron = spec.cron
+    try:
+        data_json = encode_data(cron.data, int(config.max_data_size * 1024 * 1024),
+                                what="cron data")
+        timeout_ms = check_timeout(spec.timeout_ms or config.job_timeout)
+        skey = singleton_key(spec, cron.data)
+    except InvalidJobData as exc:
+        log.error("cron job %s (%s) will not run: %s", spec.name, spec.source, exc)
+        return Schedule(spec.queue, spec.name, cron.pattern, cron.tz, error=str(exc))
+    return Schedule(spec.queue, spec.name, cron.pattern, cron.tz, data_json, timeout_ms, skey,
+                    spec.retries, json.dumps(spec.backoff) if spec.backoff else "")
+
+
+def schedules_for(registry: Registry, queues: tuple[str, ...], config: Config) -> list[Schedule]:
+    """The schedules of the cron jobs of QUEUES, in queue then name order."""
+    return [schedule_of(spec, config) for queue in queues for spec in registry.for_queue(queue)
+            if spec.cron is not None]
+
+
+class CronScheduler:
+    """One supervisor's cron thread: sync on start, then fire each due tick."""
+
+    def __init__(self, config: Config, registry: Registry, url: str, sid: str,
+                 queues: tuple[str, ...]) -> None:
+        self.sid = sid
+        self.queues = queues
+        self.schedules = schedules_for(registry, queues, config)
+        self._store = Store(config, url)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._clock_offset_ms = 0  # Redis server time minus local time
+        self._next_ms: dict[tuple[str, str], int] = {}
+        self._last_outcome: dict[tuple[str, str], str] = {}
+
+    def start(self) -> None:
+        """Sync this supervisor's schedules into Redis, then start firing them."""
+        self.sync()
+        if any(not s.error for s in self.schedules):
+            self._thread = threading.Thread(target=self._run, name="sr-cron", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._store.close()
+
+    def sync(self) -> None:
+        now_ms = self._measure_clock()
+        for queue in self.queues:
+            entries = [(s.name, s.pattern, s.tz, s.tick_after(now_ms), s.error)
+                       for s in self.schedules if s.queue == queue]
+            added, removed = self._store.cron_sync(queue, self.sid, entries)
+            for name in added:
+                log.info("cron schedule %s of %s synced", name, queue)
+            for name in removed:
+                log.info("cron schedule %s of %s removed: this supervisor has no such cron "
+                         "job", name, queue)
+        self._next_ms.clear()  # the next pass asks for every schedule's latest due tick
+
+    # -- the thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                wake_ms = self._fire_due()
+                backoff = 0.05
+            except redis.RedisError as exc:
+                log.warning("cron scheduler lost Redis (%s); retrying in %.2fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+                continue
+            self._stop.wait(max(0.0, (wake_ms - self._now_ms()) / 1000))
+
+    def _fire_due(self) -> int:
+        """Fire every due tick; return when (server ms) the next one is due."""
+        now_ms = self._now_ms()
+        for schedule in self.schedules:
+            key = (schedule.queue, schedule.name)
+            if schedule.error or self._next_ms.get(key, 0) > now_ms:
+                continue
+            fired = self._fire(schedule, schedule.tick_at_or_before(now_ms))
+            if fired.outcome == "lost":
+                log.warning("cron schedules are gone from Redis (flushed or restarted "
+                            "without persistence): syncing again")
+                self.sync()
+                return self._now_ms()
+            if fired.outcome == "early":  # our clock estimate ran ahead: retry at the tick
+                self._next_ms[key] = schedule.tick_after(fired.server_ms)
+                continue
+            self._next_ms[key] = schedule.tick_after(max(now_ms, fired.server_ms))
+        live = [self._next_ms.get((s.queue, s.name), now_ms) for s in self.schedules
+                if not s.error]
+        return min(live, default=now_ms + 60_000)
+
+    def _fire(self, schedule: Schedule, tick_ms: int) -> CronFired:
+        run = CronRun(
+            queue=schedule.queue, name=schedule.name, pattern=schedule.pattern, tz=schedule.tz,
+            tick_ms=tick_ms, next_ms=schedule.tick_after(tick_ms),
+            job_id=f"{schedule.queue}-{uuid.uuid4().hex}", data_json=schedule.data_json,
+            timeout_ms=schedule.timeout_ms, singleton_key=schedule.singleton_key,
+            retries=schedule.retries, backoff_json=schedule.backoff_json,
+        )
+        fired = self._store.cron_fire(run)
+        self._clock_offset_ms = fired.server_ms - int(time.time() * 1000)
+        self._log_outcome(schedule, tick_ms, fired)
+        return fired
+
+    def _log_outcome(self, schedule: Schedule, tick_ms: int, fired: CronFired) -> None:
+        key = (schedule.queue, schedule.name)
+        if fired.outcome == "fired":
+            log.info("cron %s: tick %s queued as job %s", schedule.name, _iso(tick_ms),
+                     fired.job_id)
+        elif fired.outcome == "skipped":
+            log.info("cron %s: tick %s skipped, singleton job %s still in flight",
+                     schedule.name, _iso(tick_ms), fired.job_id)
+        elif fired.outcome in ("changed", "gone") and self._last_outcome.get(key) != fired.outcome:
+            log.warning("cron %s: not fired by this supervisor: the schedule in Redis was %s "
+                        "by a supervisor started later with other job files",
+                        schedule.name, "changed" if fired.outcome == "changed" else "removed")
+        self._last_outcome[key] = fired.outcome
+
+    def _measure_clock(self) -> int:
+        before = time.time()
+        server_ms = self._store.server_time_ms()
+        local_ms = int((before + time.time()) / 2 * 1000)
+        self._clock_offset_ms = server_ms - local_ms
+        return server_ms
+
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000) + self._clock_offset_ms
+
+
+# -- reading schedules (dashboard, `sandboxrunner cron`) ---------------------------------
+
+
+def list_schedules(store: Store, queues: tuple[str, ...] = QUEUES) -> list[dict[str, Any]]:
+    """Every schedule as a plain dict, with its last run's status; two round trips."""
+    rows: list[dict[str, Any]] = []
+    for queue, fields in store.cron_schedules(queues).items():
+        for name in sorted(fields):
+            if name == SYNC_MARKER:
+                continue
+            try:
+                raw = json.loads(fields[name])
+            except ValueError:
+                raw = None
+            if not isinstance(raw, dict):
+                raw = {"error": "unreadable schedule record"}
+            row = _row(queue, name, raw)
+            if not row["last_job_id"].startswith(f"{queue}-"):
+                row["last_job_id"] = ""  # a hand-edited record: no job to look up
+            rows.append(row)
+    statuses = store.job_statuses([r["last_job_id"] for r in rows if r["last_job_id"]])
+    it = iter(statuses)
+    for row in rows:
+        if row["last_job_id"]:
+            status = next(it) or "expired"
+            row["last_outcome"] = "skipped" if row["last_skipped"] else status
+            row["last_job_status"] = status
+    return rows
+
+
+def _row(queue: str, name: str, raw: dict[str, Any]) -> dict[str, Any]:
+    last = int(raw.get("last") or 0)
+    return {
+        "queue": queue,
+        "job": name,
+        "pattern": raw.get("pattern", ""),
+        "tz": raw.get("tz", ""),
+        "next_ms": int(raw.get("next") or 0) or None,
+        "last_tick_ms": last or None,
+        "last_job_id": raw.get("job") or "",
+        "last_skipped": bool(raw.get("skipped")),
+        "last_outcome": None,  # 'skipped' or the last run's job status ('expired': gone)
+        "last_job_status": None,
+        "runs": int(raw.get("runs") or 0),
+        "skips": int(raw.get("skips") or 0),
+        "error": raw.get("error") or "",
+        "synced_by": raw.get("synced_by", ""),
+        "synced_at_ms": int(raw.get("synced_at") or 0) or None,
+    }
+
+
+def _iso(epoch_ms: int | None) -> str:
+    if not epoch_ms:
+        return "-"
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def describe_schedule(row: dict[str, Any]) -> tuple[str, ...]:
+    """One line of `sandboxrunner cron`: queue, job, pattern, tz, next, last, outcome, runs."""
+    outcome = row["last_outcome"] or "-"
+    if row["error"]:
+        outcome = f"error: {row['error']}"
+    elif row["last_skipped"]:
+        outcome = f"skipped ({row['last_job_id']} in flight)"
+    elif row["last_job_id"]:
+        outcome = f"{outcome} ({row['last_job_id']})"
+    return (row["queue"], row["job"], row["pattern"], row["tz"], _iso(row["next_ms"]),
+            _iso(row["last_tick_ms"]), outcome, f"{row['runs']}/{row['skips']}")
+
+
+SCHEDULE_COLUMNS = ("queue", "job", "pattern", "tz", "next", "last", "last outcome",
+                    "runs/skips")
