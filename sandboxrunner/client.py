@@ -43,6 +43,8 @@ class PreparedJob:
     data_json: str
     timeout_ms: int
     singleton_key: str
+    retries: int
+    backoff_json: str
 
 
 def singleton_key(spec: JobSpec, data: Any) -> str:
@@ -61,6 +63,12 @@ def singleton_key(spec: JobSpec, data: Any) -> str:
     except (TypeError, ValueError) as exc:
         raise InvalidJobData(f"singleton key of job {spec.name!r} is not JSON-serialisable: "
                              f"{exc}") from exc
+
+
+def check_retries(retries: Any) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidJobData(f"retries must be a whole number >= 0, got {retries!r}")
+    return retries
 
 
 def check_timeout(timeout: Any) -> int:
@@ -102,23 +110,25 @@ class Client:
             await store.close()
 
     # -- preparing -------------------------------------------------------------------
-    def prepare(self, name: str, data: Any, timeout: int | None) -> PreparedJob:
+    def prepare(self, name: str, data: Any, timeout: int | None,
+                retries: int | None = None) -> PreparedJob:
         spec = self.registry.get(name)
         data_json = encode_data(data, self.max_data_bytes)
         timeout_ms = check_timeout(timeout if timeout is not None
                                    else spec.timeout_ms or self.config.job_timeout)
+        retries = check_retries(retries if retries is not None else spec.retries)
         return PreparedJob(spec, f"{spec.queue}-{uuid.uuid4().hex}", data_json, timeout_ms,
-                           singleton_key(spec, data))
+                           singleton_key(spec, data), retries, _backoff_json(spec))
 
     def _enqueue(self, job: PreparedJob, reply_cid: str) -> EnqueueResult:
         return self.store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
                                   job.timeout_ms, reply_cid, job.singleton_key,
-                                  job.spec.retries, _backoff_json(job.spec))
+                                  job.retries, job.backoff_json)
 
     # -- sync ------------------------------------------------------------------------
     def run_job(self, name: str, data: Any = None, timeout: int | None = None,
-                wait_timeout: int | None = None) -> Any:
-        job = self.prepare(name, data, timeout)
+                wait_timeout: int | None = None, retries: int | None = None) -> Any:
+        job = self.prepare(name, data, timeout, retries)
         self._check_nested(job.spec.queue)
         listener = self.listener
         waiter = _SyncWaiter()
@@ -140,8 +150,9 @@ class Client:
             outcome = self._wait(job_id, waiter, wait_timeout, result.live_supervisors)
         return _named(outcome, job.spec.name).value()
 
-    def enqueue(self, name: str, data: Any = None, timeout: int | None = None) -> JobHandle:
-        job = self.prepare(name, data, timeout)
+    def enqueue(self, name: str, data: Any = None, timeout: int | None = None,
+                retries: int | None = None) -> JobHandle:
+        job = self.prepare(name, data, timeout, retries)
         result = self._enqueue(job, "")
         return JobHandle(result.job_id, self)
 
@@ -228,8 +239,8 @@ class Client:
         return store
 
     async def arun_job(self, name: str, data: Any = None, timeout: int | None = None,
-                       wait_timeout: int | None = None) -> Any:
-        job = self.prepare(name, data, timeout)
+                       wait_timeout: int | None = None, retries: int | None = None) -> Any:
+        job = self.prepare(name, data, timeout, retries)
         listener = self.listener
         store = self._async_store()
         waiter = _AsyncWaiter(asyncio.get_running_loop())
@@ -237,8 +248,7 @@ class Client:
         try:
             result = await store.enqueue(job.spec.queue, job.job_id, job.spec.name,
                                          job.data_json, job.timeout_ms, listener.cid,
-                                         job.singleton_key, job.spec.retries,
-                                         _backoff_json(job.spec))
+                                         job.singleton_key, job.retries, job.backoff_json)
         except BaseException:
             listener.unregister(job.job_id, waiter)
             raise
@@ -393,20 +403,21 @@ def set_default_client(client: Client | None) -> None:
 
 
 def run_job(name: str, data: Any = None, timeout: int | None = None,
-            wait_timeout: int | None = None) -> Any:
+            wait_timeout: int | None = None, retries: int | None = None) -> Any:
     """Run job NAME with DATA, wait, and return its result (or raise its error)."""
-    return default_client().run_job(name, data, timeout, wait_timeout)
+    return default_client().run_job(name, data, timeout, wait_timeout, retries)
 
 
 async def arun_job(name: str, data: Any = None, timeout: int | None = None,
-                   wait_timeout: int | None = None) -> Any:
+                   wait_timeout: int | None = None, retries: int | None = None) -> Any:
     """The asyncio twin of run_job."""
-    return await default_client().arun_job(name, data, timeout, wait_timeout)
+    return await default_client().arun_job(name, data, timeout, wait_timeout, retries)
 
 
-def enqueue(name: str, data: Any = None, timeout: int | None = None) -> JobHandle:
+def enqueue(name: str, data: Any = None, timeout: int | None = None,
+            retries: int | None = None) -> JobHandle:
     """Enqueue job NAME without waiting; the handle fetches the result later."""
-    return default_client().enqueue(name, data, timeout)
+    return default_client().enqueue(name, data, timeout, retries)
 
 
 def get_result(job_id: str, wait_timeout: int | None = None) -> Any:

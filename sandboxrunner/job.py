@@ -11,6 +11,7 @@ A job is a Redis hash (key ``keys.Keys.job``) with these fields, all strings:
   skey     singleton key it holds        result   JSON text of the return value
   error    JSON text of an `ErrorInfo`   retries  attempts allowed after the first
   backoff  JSON text of the retry backoff
+  fails    failed attempts so far        errors   JSON list of every failed attempt's error
 
 Nothing here is ever unpickled: data, results and errors are JSON. When a job settles,
 the finish script publishes ``ID \\n STATUS \\n BODY`` on the caller's reply channel,

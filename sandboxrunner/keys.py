@@ -8,6 +8,8 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     (FIFO); a redelivered job goes back to the right end
   PREFIX:{Q}:active:SID      LIST   ids claimed by supervisor SID and not yet settled: the
                                     lease. It is valid while SID heartbeats (see ``sups``)
+  PREFIX:{Q}:delayed         ZSET   id -> due time (ms) of a failed job waiting to be retried;
+                                    the claim script moves due ones to the wait list
   PREFIX:{Q}:sups            ZSET   SID -> server time (ms) of its last heartbeat for Q
   PREFIX:{Q}:job:ID          HASH   the job record (fields in ``job.py``); no TTL while in
                                     flight (a queued job must never vanish), result_ttl_ms
@@ -72,6 +74,9 @@ class Keys:
 
     def active(self, queue: str, sid: str) -> str:
         return f"{self._q(queue)}:active:{sid}"
+
+    def delayed(self, queue: str) -> str:
+        return f"{self._q(queue)}:delayed"
 
     def sups(self, queue: str) -> str:
         return f"{self._q(queue)}:sups"

@@ -182,23 +182,26 @@ class Store:
         return [_text(v) for v in self.redis.hmget(self.keys.job(job_id), list(fields))]
 
     # -- supervisors -----------------------------------------------------------------
-    def claim(self, queue: str, sid: str, count: int, moved: list[str] = ()) -> list[ClaimedJob]:
+    def claim(self, queue: str, sid: str, count: int,
+              moved: list[str] = ()) -> tuple[list[ClaimedJob], int]:
+        """Claimed jobs, and the ms until the next retry is due (-1: none delayed)."""
         k = self.keys
         flat = self._run(
             "claim",
-            [k.wait(queue), k.active(queue, sid)],
+            [k.wait(queue), k.active(queue, sid), k.delayed(queue)],
             [k.queue_prefix(queue), sid, count, *moved],
         )
         jobs = []
-        for i in range(0, len(flat), 7):
+        for i in range(1, len(flat), 7):
             f = flat[i : i + 7]
             jobs.append(
                 ClaimedJob(_text(f[0]), _text(f[1]), _text(f[2]), int(f[3] or 0), int(f[4]),
                            int(f[5] or 0), int(f[6]))
             )
-        return jobs
+        return jobs, int(flat[0])
 
-    def wait_for_job(self, queue: str, sid: str, timeout_s: float = BLOCK_TIMEOUT_S) -> str | None:
+    def wait_for_job(self, queue: str, sid: str,
+                     timeout_s: float = BLOCK_TIMEOUT_S) -> str | None:
         """Block until a job id is waiting, moving it into SID's lease; None on timeout."""
         k = self.keys
         got = self._blocking.blmove(k.wait(queue), k.active(queue, sid), timeout_s, "RIGHT", "LEFT")
@@ -213,7 +216,7 @@ class Store:
         return int(self._run(
             "finish",
             [k.active(queue, sid), k.stats(queue), k.recent(queue), k.failures(queue),
-             k.rate(queue)],
+             k.rate(queue), k.delayed(queue)],
             args,
         ))
 

@@ -41,13 +41,14 @@ from .executors.base import Executor
 from .executors.threads import ThreadExecutor
 from .joblog import RedisLogSink
 from .registry import Registry
-from .store import Settlement, Store
+from .store import BLOCK_TIMEOUT_S, Settlement, Store
 
 log = logging.getLogger(__name__)
 
 SETTLE_BATCH_MAX = 500
 CLAIM_BATCH_MAX = 200
 RETRY_BACKOFF_MAX_S = 2.0
+MIN_BLOCK_S = 0.01
 
 
 def new_supervisor_id() -> str:
@@ -187,12 +188,18 @@ class Supervisor:
         if free <= 0:
             executor.wait_for_slot(0.5)
             return
-        jobs = self._store.claim(queue, self.sid, min(free, CLAIM_BATCH_MAX))
+        jobs, next_retry_ms = self._store.claim(queue, self.sid, min(free, CLAIM_BATCH_MAX))
         if not jobs:
-            moved = self._store.wait_for_job(queue, self.sid)
+            if next_retry_ms == 0:
+                return  # a retry is due right now: the next claim moves it
+            block_s = BLOCK_TIMEOUT_S
+            if next_retry_ms > 0:
+                block_s = min(block_s, max(next_retry_ms / 1000, MIN_BLOCK_S))
+            moved = self._store.wait_for_job(queue, self.sid, block_s)
             if moved is None:
                 return
-            jobs = self._store.claim(queue, self.sid, min(free, CLAIM_BATCH_MAX) - 1, [moved])
+            jobs, _ = self._store.claim(queue, self.sid, min(free, CLAIM_BATCH_MAX) - 1,
+                                        [moved])
         for job in jobs:
             if not job.name:
                 log.error("dropped malformed entry %r from queue %s: no such job record",

@@ -262,7 +262,7 @@ def test_the_claim_is_released_when_a_dead_supervisors_run_fails_as_stalled(
     with client_for(redis_url) as client:
         handle = client.enqueue("single_global", {"file": str(runs)})
         # a supervisor "ghost" claims the run and dies: its last heartbeat is long past
-        assert [j.id for j in client.store.claim("default", "ghost", 1)] == [handle.id]
+        assert [j.id for j in client.store.claim("default", "ghost", 1)[0]] == [handle.id]
         redis_client.zadd(KEYS.sups("default"), {"ghost": client.store.server_time_ms() - 60_000})
         assert client.enqueue("single_global", {"file": str(runs)}).id == handle.id
         with running_supervisor(redis_url, max_stalled=0):

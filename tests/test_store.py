@@ -34,7 +34,8 @@ def test_claim_moves_jobs_into_the_supervisors_lease_and_finish_settles_them(
     store = _store(redis_url)
     for i in range(3):
         store.enqueue("default", f"default-{i:032x}", "echo", json.dumps(i), 1000)
-    jobs = store.claim("default", "sup-a", 2)
+    jobs, next_retry_ms = store.claim("default", "sup-a", 2)
+    assert next_retry_ms == -1
     assert [j.data_json for j in jobs] == ["0", "1"]
     assert redis_client.llen(K.wait("default")) == 1
     assert redis_client.llen(K.active("default", "sup-a")) == 2

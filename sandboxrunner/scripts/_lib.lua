@@ -95,3 +95,26 @@ local function decode_schedule(text)
   if ok and type(s) == 'table' then return s end
   return nil
 end
+
+-- A failed attempt of job ID: record its error in the job's attempt history, and when it
+-- has retries left put it in the delayed set (due after its backoff) instead of settling.
+-- Returns true when the job will run again.
+local function retry_later(qprefix, delayed, stats, id, body, now)
+  local jkey = qprefix .. 'job:' .. id
+  local f = redis.call('HMGET', jkey, 'retries', 'fails', 'backoff', 'errors')
+  local fails = (tonumber(f[2]) or 0) + 1
+  local history = cjson.decode(f[4] or '[]')
+  history[#history + 1] = cjson.decode(body)
+  redis.call('HSET', jkey, 'fails', fails, 'errors', cjson.encode(history))
+  if fails > (tonumber(f[1]) or 0) then return false end
+  local delay = 0
+  if f[3] and f[3] ~= '' then
+    local backoff = cjson.decode(f[3])
+    delay = tonumber(backoff['delay']) or 0
+    if backoff['type'] == 'exponential' then delay = delay * 2 ^ (fails - 1) end
+  end
+  redis.call('HSET', jkey, 'status', 'queued', 'sid', '', 'error', body)
+  redis.call('ZADD', delayed, now + math.floor(delay), id)
+  redis.call('HINCRBY', stats, 'retried', 1)
+  return true
+end

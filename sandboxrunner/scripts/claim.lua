@@ -1,10 +1,21 @@
 -- Claim up to COUNT waiting jobs for supervisor SID: move them into its active list (its
 -- lease) and mark them started. Ids already moved there by a blocking BLMOVE come in ARGV.
--- KEYS[1] wait list   KEYS[2] active list of SID
+-- Retries whose backoff is over move from the delayed set to the front of the wait list first.
+-- KEYS[1] wait list   KEYS[2] active list of SID   KEYS[3] delayed set
 -- ARGV[1] queue key prefix   ARGV[2] SID   ARGV[3] COUNT   ARGV[4..] ids already moved
--- Returns a flat list, 7 entries per job: id, name, data, timeout, attempt, enq ms, start ms
+-- Returns a flat list: first the ms until the next delayed job is due (-1: none), then 7
+-- entries per job: id, name, data, timeout, attempt, enq ms, start ms
 -- (name is '' when the id has no job record: a malformed entry the caller must drop).
 local qprefix, sid = ARGV[1], ARGV[2]
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('RPUSH', KEYS[1], id)
+end
+local next_due = -1
+local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+if first[2] then next_due = math.max(0, tonumber(first[2]) - now) end
 local ids = {}
 for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
 local count = tonumber(ARGV[3])
@@ -17,8 +28,7 @@ if count > 0 then
     end
   end
 end
-local now = now_ms()
-local out = {}
+local out = {next_due}
 for _, id in ipairs(ids) do
   local jkey = qprefix .. 'job:' .. id
   local f = redis.call('HMGET', jkey, 'name', 'data', 'timeout', 'enq', 'status')

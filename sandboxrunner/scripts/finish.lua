@@ -1,6 +1,8 @@
 -- Settle a batch of jobs held by supervisor SID. A job no longer in SID's active list was
 -- taken back (its lease lapsed) or already settled (a timeout): its late outcome is dropped.
+-- A failed job with retries left goes to the delayed set instead (see retry_later).
 -- KEYS[1] active list of SID   KEYS[2] stats   KEYS[3] recent   KEYS[4] failures   KEYS[5] rate
+-- KEYS[6] delayed set
 -- ARGV[1] queue key prefix   ARGV[2] result ttl ms   ARGV[3] history size
 -- ARGV[4] reply channel prefix   ARGV[5..] triples: id, status, body (result or error JSON)
 -- Returns the number of outcomes recorded.
@@ -10,7 +12,9 @@ local recorded = 0
 for i = 5, #ARGV, 3 do
   local id, status, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('LREM', KEYS[1], 1, id) == 1 then
-    settle(qprefix, KEYS[2], KEYS[3], KEYS[4], KEYS[5], id, status, body, ttl, chan, now)
+    if status == 'completed' or not retry_later(qprefix, KEYS[6], KEYS[2], id, body, now) then
+      settle(qprefix, KEYS[2], KEYS[3], KEYS[4], KEYS[5], id, status, body, ttl, chan, now)
+    end
     recorded = recorded + 1
   end
 end
