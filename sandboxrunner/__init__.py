@@ -1,6 +1,6 @@
 """sandboxrunner: background jobs for Python on Redis.
 
-Public API: run_job, arun_job, enqueue, get_result, register_job, and the errors.
+Public API: run_job, arun_job, enqueue, get_result, register_job, init_worker, and the errors.
 """
 
 from .client import JobHandle, arun_job, enqueue, get_result, run_job
@@ -20,6 +20,7 @@ from .errors import (
     WaitTimeout,
 )
 from .registry import register_job
+from .worker import Worker, init_worker
 
 __all__ = [
     "ConfigError",
@@ -36,9 +37,11 @@ __all__ = [
     "SandboxRunnerError",
     "UnknownJob",
     "WaitTimeout",
+    "Worker",
     "arun_job",
     "enqueue",
     "get_result",
+    "init_worker",
     "register_job",
     "run_job",
 ]

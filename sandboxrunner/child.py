@@ -1,0 +1,400 @@
+"""Runs inside a forked child: reads calls from its pipe, runs them, sends results and logs.
+
+A child is forked by ``executors/processes.py`` from its pool's manager thread after the
+job registry was loaded, so every job known then is already in its memory and nothing
+is re-imported. Its life:
+
+  1. detach: its own session and process group (os.setsid), so the supervisor can kill
+     it together with everything it started; PR_SET_PDEATHSIG=SIGKILL, so it dies with
+     a SIGKILLed supervisor; default signal dispositions; the supervisor-side pipe ends
+     it inherited (its own and its siblings') are closed, so a gone supervisor shows as
+     EOF on the command pipe.
+  2. output: fd 0 reads /dev/null; fd 1 and 2 point at the child's output pipe, which
+     the supervisor turns into log lines of the running job (C-level writes, faulthandler
+     dumps and subprocesses land there). sys.stdout and sys.stderr are replaced by line
+     writers that send each line as a LOG frame on the message pipe, so Python prints
+     stay in order with ctx.log lines.
+  3. child_limits applied with setrlimit, READY sent.
+  4. serve: read a RUN frame, run the handler (sync directly, async on an event loop
+     kept for the child's life), send DONE. EOF on the command pipe: exit. A job calling
+     sys.exit ends the child with that exit code, as it would end a process.
+
+The child never returns into the supervisor's code and always leaves with os._exit, so
+no atexit handler or finaliser of the parent (or of pytest) runs twice. Everything it
+needs is imported here, before any fork: an import in the child could wait forever on an
+import lock another supervisor thread held at the moment of the fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import dataclasses
+import errno
+import faulthandler
+import gc
+import io
+import json
+import math
+import os
+import pickle
+import resource
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, NoReturn
+
+# unpickles the specs a child is sent; imported here, before any fork
+import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
+
+from . import client as client_module
+from . import pipes
+from .context import JobContext, JobLogger, current_job, log_line
+from .errors import UnknownJob
+from .executors.base import failure, success
+from .job import ErrorInfo, ErrorKind, JobRecord, Status
+from .registry import JobSpec
+from .store import Settlement
+
+EXIT_INIT_FAILED = 70  # could not set itself up; the supervisor logs the BROKEN text
+EXIT_ORPHANED = 71  # the supervisor went away
+EXIT_INTERNAL = 72  # a bug in this module, not in the job
+
+PR_SET_PDEATHSIG = 1
+MIB = 1024 * 1024
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: dlopen after a fork can deadlock
+
+# For tests and for the curious: the running child's state (None in the supervisor).
+CURRENT: ChildRuntime | None = None
+
+
+class Call(NamedTuple):
+    """One job handed to a child; pickled as a plain tuple in this field order."""
+
+    job_id: str
+    name: str
+    data_json: str
+    timeout_ms: int
+    attempt: int
+    enqueued_at_ms: int
+    started_at_ms: int
+    spec_blob: bytes | None  # cloudpickle of the JobSpec when the child lacks it
+
+
+def encode_call(call: Call) -> bytes:
+    return pipes.frame(pipes.RUN, pickle.dumps(tuple(call), pickle.HIGHEST_PROTOCOL))
+
+
+@dataclass(frozen=True)
+class ChildSetup:
+    """What the forked child gets from its pool (in memory, not over the pipe)."""
+
+    queue: str
+    cmd_fd: int
+    msg_fd: int
+    out_fd: int
+    inherited_fds: tuple[int, ...]  # supervisor-side pipe ends to close
+    parent_pid: int
+    specs: dict[str, JobSpec]
+    log_max_lines: int
+    limits: dict[str, int]
+    make_client: Callable[[], Any] | None  # the child's client for a nested run_job
+
+
+class Sender:
+    """Writes frames to the supervisor; a lock keeps frames of job threads whole."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        data = pipes.frame(kind, payload)
+        try:
+            with self._lock:
+                pipes.write_all(self.fd, data)
+        except BrokenPipeError:
+            os._exit(EXIT_ORPHANED)  # nobody is left to hear from us
+
+
+class PipeLogSink:
+    """ctx.log in a child: each line goes to the supervisor as a LOG frame."""
+
+    def __init__(self, sender: Sender, queue: str, max_lines: int) -> None:
+        self.sender, self.queue, self.max_lines = sender, queue, max_lines
+        self.job_id = ""
+        self._count = 0
+
+    def begin(self, job_id: str) -> None:
+        self.job_id, self._count = job_id, 0
+
+    def emit(self, job_id: str, queue: str, line: dict[str, Any]) -> None:
+        if job_id == self.job_id:
+            self._count += 1
+            # the supervisor keeps max_lines and one "truncated" marker; spare the pipe
+            if self._count > self.max_lines + 1:
+                return
+        try:
+            text = json.dumps(line, default=str)
+        except (TypeError, ValueError):  # circular data: keep the line, lose the data
+            text = json.dumps({**line, "data": repr(line.get("data"))}, default=str)
+        self.sender.send(pipes.LOG, f"{job_id}\n{text}".encode())
+
+
+class LineWriter(io.TextIOBase):
+    """sys.stdout / sys.stderr of a child: each complete line becomes a log line."""
+
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, sink: PipeLogSink, fd: int, source: str, level: str) -> None:
+        self._sink, self._fd, self._source, self._level = sink, fd, source, level
+        self._parts: list[str] = []
+        self._lock = threading.Lock()
+        # bytes written to sys.stdout.buffer go to the output pipe, as C-level writes do
+        self.buffer = open(fd, "wb", buffering=0, closefd=False)  # noqa: SIM115
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            self._parts.append(text)
+            if "\n" not in text:
+                return len(text)
+            *lines, rest = "".join(self._parts).split("\n")
+            self._parts = [rest] if rest else []
+        for line in lines:
+            self._emit(line)
+        return len(text)
+
+    def finish(self) -> None:
+        """Send a last line without its newline (at the end of a job)."""
+        with self._lock:
+            rest, self._parts = "".join(self._parts), []
+        if rest:
+            self._emit(rest)
+
+    def _emit(self, text: str) -> None:
+        sink = self._sink
+        sink.emit(sink.job_id, sink.queue, log_line(self._level, text, source=self._source))
+
+    def fileno(self) -> int:
+        return self._fd  # subprocess and faulthandler want a real fd: the output pipe
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
+class ChildRuntime:
+    """The state of one child for its whole life."""
+
+    def __init__(self, setup: ChildSetup) -> None:
+        self.setup = setup
+        self.queue = setup.queue
+        self.specs = dict(setup.specs)
+        self.limits = setup.limits
+        self.sender = Sender(setup.msg_fd)
+        self.sink = PipeLogSink(self.sender, setup.queue, setup.log_max_lines)
+        self.writers: list[LineWriter] = []
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def serve(self) -> None:
+        """Run calls until the command pipe closes."""
+        reader = pipes.FrameReader(pipes.TO_CHILD)
+        while True:
+            data = os.read(self.setup.cmd_fd, pipes.READ_CHUNK)
+            if not data:
+                return
+            for _kind, payload in reader.feed(data):
+                outcome = self.run(Call(*pickle.loads(payload)))
+                status = b"c" if outcome.status == Status.COMPLETED else b"f"
+                self.sender.send(pipes.DONE, status + outcome.body.encode())
+
+    def run(self, call: Call) -> Settlement:
+        try:
+            spec = self._spec(call)
+            data = json.loads(call.data_json) if call.data_json else None
+        except Exception as exc:  # noqa: BLE001 - refused before the handler runs
+            return failure(call.job_id, ErrorKind.INVALID, type(exc).__name__,
+                           f"the child could not start job {call.name!r}: {exc}")
+        ctx = JobContext(job=_record(call, self.queue, data),
+                         log=JobLogger(self.sink, call.job_id, self.queue))
+        self.sink.begin(call.job_id)
+        if "cpu_seconds" in self.limits:
+            _arm_cpu_limit(self.limits["cpu_seconds"])
+        token = current_job.set(ctx)
+        try:
+            value = spec.call(data, ctx)
+            if spec.is_async:
+                value = self._event_loop().run_until_complete(value)
+            return success(call.job_id, value)
+        except SystemExit as exc:
+            # the job ends the process, as it asked; a message is printed while the
+            # job's lines are still credited to it
+            self.exit_code = _exit_code(exc)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a job's failure, reported to its caller
+            return self._raised(call.job_id, exc)
+        finally:
+            current_job.reset(token)
+            self.end_job()
+
+    def end_job(self) -> None:
+        """Flush what the job wrote: partial lines, then C stdio into the output pipe,
+        so the supervisor (which drains that pipe before settling) credits this job."""
+        for writer in self.writers:
+            writer.finish()
+        _LIBC.fflush(None)
+        self.sink.begin("")
+
+    def _spec(self, call: Call) -> JobSpec:
+        if call.spec_blob is not None:
+            spec: JobSpec = pickle.loads(call.spec_blob)
+            self.specs[call.name] = spec
+            return spec
+        try:
+            return self.specs[call.name]
+        except KeyError:
+            raise UnknownJob(call.name, list(self.specs)) from None
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+        return self._loop
+
+    def _raised(self, job_id: str, exc: BaseException) -> Settlement:
+        info = ErrorInfo.from_exception(exc)
+        hint = _limit_hint(exc, self.limits)
+        if hint:
+            info = dataclasses.replace(info, message=f"{info.message}; {hint}".lstrip("; "))
+        return Settlement(job_id, Status.FAILED, info.to_json())
+
+
+def _record(call: Call, queue: str, data: Any) -> JobRecord:
+    return JobRecord(id=call.job_id, name=call.name, data=data, queue=queue,
+                     attempt=call.attempt, enqueued_at=call.enqueued_at_ms / 1000,
+                     started_at=call.started_at_ms / 1000, timeout_ms=call.timeout_ms)
+
+
+def _limit_hint(exc: BaseException, limits: dict[str, int]) -> str:
+    if isinstance(exc, MemoryError) and "address_space_mib" in limits:
+        return (f"the child reached its address space limit "
+                f"child_limits.address_space_mib={limits['address_space_mib']}")
+    if isinstance(exc, OSError) and exc.errno == errno.EMFILE and "open_files" in limits:
+        return f"the child reached child_limits.open_files={limits['open_files']}"
+    return ""
+
+
+# -- setting up ------------------------------------------------------------------------
+
+
+def _detach(setup: ChildSetup) -> None:
+    os.setsid()
+    if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != setup.parent_pid:
+        os._exit(EXIT_ORPHANED)  # the supervisor died before the prctl took effect
+    for fd in setup.inherited_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    # the supervisor's Python handlers (draining on SIGTERM, pytest's) mean nothing here;
+    # SIGTERM must kill a child at once
+    for sig in signal.valid_signals():
+        if callable(signal.getsignal(sig)):
+            signal.signal(sig, signal.SIG_DFL)
+
+
+def _redirect_output(setup: ChildSetup, runtime: ChildRuntime) -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(setup.out_fd, 1)
+    os.dup2(setup.out_fd, 2)
+    os.close(setup.out_fd)
+    out = LineWriter(runtime.sink, 1, "stdout", "info")
+    err = LineWriter(runtime.sink, 2, "stderr", "warn")
+    runtime.writers = [out, err]
+    sys.stdout, sys.stderr = out, err
+    faulthandler.enable(file=2, all_threads=True)  # a segfault's Python traceback, as log
+
+
+def _apply_limits(limits: dict[str, int]) -> None:
+    for key, which, scale in (("address_space_mib", resource.RLIMIT_AS, MIB),
+                              ("open_files", resource.RLIMIT_NOFILE, 1)):
+        if key in limits:
+            _, hard = resource.getrlimit(which)
+            value = limits[key] * scale
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            resource.setrlimit(which, (value, value))
+
+
+def _arm_cpu_limit(seconds: int) -> None:
+    """RLIMIT_CPU counts the child's whole life: move the soft limit to now + SECONDS,
+    so each job gets its own budget; past it the kernel sends SIGXCPU."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = math.ceil(usage.ru_utime + usage.ru_stime) + seconds
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _install_client(setup: ChildSetup) -> None:
+    # another supervisor thread may have held this lock at the moment of the fork
+    client_module._default_lock = threading.Lock()
+    client_module.set_default_client(setup.make_client() if setup.make_client else None)
+
+
+def _start(setup: ChildSetup) -> ChildRuntime:
+    global CURRENT
+    _detach(setup)
+    runtime = CURRENT = ChildRuntime(setup)
+    _redirect_output(setup, runtime)
+    # the inherited objects are never collected here: freezing them keeps the collector
+    # from touching (and so copying) every page shared with the supervisor
+    gc.freeze()
+    _apply_limits(setup.limits)
+    _install_client(setup)
+    runtime.sender.send(pipes.READY)
+    return runtime
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)  # as the interpreter does for sys.exit("message")
+    return 1
+
+
+def main(setup: ChildSetup) -> NoReturn:
+    """The whole life of a child, right after os.fork(); never returns."""
+    try:
+        runtime = _start(setup)
+    except BaseException as exc:  # noqa: BLE001 - told to the supervisor, then exit
+        try:
+            text = f"{type(exc).__name__}: {exc}".encode(errors="replace")
+            pipes.write_all(setup.msg_fd, pipes.frame(pipes.BROKEN, text))
+        finally:
+            os._exit(EXIT_INIT_FAILED)
+    code = EXIT_INTERNAL
+    try:
+        runtime.serve()
+        code = 0
+    except SystemExit:
+        code = runtime.exit_code
+    except BaseException as exc:  # noqa: BLE001
+        os.write(2, f"sandboxrunner child {os.getpid()} failed: {exc!r}\n".encode())
+    finally:
+        os._exit(code)

@@ -1,0 +1,798 @@
+"""Process executor: every job runs in a pre-forked child that can really be killed.
+
+One pool per queue, of ``config.effective_concurrency()`` children forked after the
+registry was loaded (``child.py`` is their side). One manager thread per pool does all
+the waiting, for every child at once:
+
+  fetch thread              manager thread (one per pool)               children
+  ------------              -----------------------------               --------
+  submit(job) ----- RUN frame on the child's command pipe ---------->  child.py:
+   (takes an idle child;                                                 runs the
+    backlog if none)        selector over, per child:                    handler
+                              message pipe  <--- READY, LOG, DONE ----
+                              output pipe   <--- fd 1/2 bytes ---------
+                              pidfd         <--- it exited
+                            plus one wakeup pipe.
+                            LOG, output  -> sink.emit (RedisLogSink)
+                            DONE         -> report(Settlement) -> settle thread
+                            exit         -> kill what is left of its group, reap,
+                                            fail its job (CRASHED), fork a new one
+                            timers: deadline -> SIGTERM the group, SIGKILL after
+                                    KILL_GRACE_S, report the timeout;
+                                    memory samples (psutil) -> kill, report MEMORY
+
+Child states: starting -> idle <-> busy -> dying -> reaped. A dying child (timed out,
+over a limit, recycled, broken) no longer counts toward the pool, so its replacement
+is forked at once and the pool is full again while the old group is still dying.
+
+Jobs known at fork time are in a child's memory; a spec the child lacks (registered
+after the fork, or replaced) is sent once with cloudpickle in the RUN frame, and the
+pool remembers that this child now has it. Children dying faster than RespawnLimiter
+allows are replaced after an exponential backoff instead of a fork storm.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import heapq
+import itertools
+import json
+import logging
+import os
+import selectors
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle  # type: ignore[import-untyped]
+import psutil
+
+from .. import child as child_mod
+from .. import pipes
+from ..client import Client
+from ..config import Config
+from ..context import LogSink, log_line
+from ..errors import UnknownJob
+from ..job import ErrorKind, Status
+from ..registry import JobSpec, Registry
+from ..store import ClaimedJob, Settlement
+from .base import Report, RunningJob, deadline_after, failure, timed_out
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+KILL_GRACE_S = 0.15  # SIGTERM to SIGKILL
+STARTUP_TIMEOUT_S = 10.0
+MEMORY_SAMPLE_S = 0.1
+MAX_OUTPUT_LINE = 64 * 1024
+DRAIN_LIMIT = 4 * 1024 * 1024  # per drain: a grandchild printing forever can't pin us
+MSG, OUT, EXIT = 0, 1, 2  # selector event kinds, in the order they are handled
+
+# Supervisor-side fds of every pool in this process. A new child closes them all, so no
+# child holds a sibling's pipe open. Created and closed only under _FORK_LOCK, so the
+# set a child receives is exact at the moment of its fork.
+_FORK_LOCK = threading.Lock()
+_SUPERVISOR_FDS: set[int] = set()
+
+
+class State(enum.StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DYING = "dying"
+
+
+@dataclass
+class Assigned:
+    id: str
+    name: str
+    timeout_ms: int
+    deadline: float  # monotonic
+    started_at: float  # epoch seconds
+
+
+@dataclass(eq=False)
+class Child:
+    pid: int
+    cmd_fd: int
+    msg_fd: int
+    out_fd: int
+    pidfd: int  # -1 without pidfd_open: the message pipe's EOF stands in
+    known: dict[str, JobSpec]  # specs in the child's memory
+    proc: psutil.Process
+    forked_at: float
+    state: State = State.STARTING
+    job: Assigned | None = None
+    jobs_served: int = 0
+    reader: pipes.FrameReader = field(default_factory=lambda: pipes.FrameReader(
+        pipes.FROM_CHILD))
+    out_buffer: bytearray = field(default_factory=bytearray)
+    kill_at: float | None = None  # SIGKILL escalation
+    doomed: list[psutil.Process] = field(default_factory=list)  # descendants to kill
+    why: str = ""  # why it is dying
+    expected: bool = False  # a death we caused on purpose (not a crash)
+    broken: bool = False  # its message pipe is no longer read
+    exited: bool = False
+
+
+class RespawnLimiter:
+    """billiard's one good idea: past MAX_DEATHS unexpected deaths in WINDOW_S, wait
+    before forking again, doubling the wait up to MAX_DELAY_S while deaths continue."""
+
+    def __init__(self, max_deaths: int = 10, window_s: float = 10.0,
+                 first_delay_s: float = 0.1, max_delay_s: float = 5.0) -> None:
+        self.max_deaths, self.window_s = max_deaths, window_s
+        self.first_delay_s, self.max_delay_s = first_delay_s, max_delay_s
+        self.delay_s = 0.0
+        self._deaths: deque[float] = deque()
+
+    def record(self, now: float) -> float:
+        """Note an unexpected death; the delay before the next fork (0: none)."""
+        self._deaths.append(now)
+        while self._deaths[0] < now - self.window_s:
+            self._deaths.popleft()
+        if len(self._deaths) <= self.max_deaths:
+            self.delay_s = 0.0
+        else:
+            self.delay_s = min(max(self.delay_s * 2, self.first_delay_s), self.max_delay_s)
+        return self.delay_s
+
+    def recent(self) -> int:
+        return len(self._deaths)
+
+
+def _close_fds(fds: list[int]) -> None:
+    with _FORK_LOCK:
+        for fd in fds:
+            if fd >= 0:
+                _SUPERVISOR_FDS.discard(fd)
+                os.close(fd)
+
+
+def _open_pidfd(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # Linux < 5.3
+        return -1
+
+
+def describe_exit(pid: int, status: int | None, limits: dict[str, int]) -> str:
+    """How a child ended, for a job's error and the log."""
+    if status is None:
+        return f"the child process running the job (pid {pid}) exited (status unknown)"
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return (f"the child process running the job (pid {pid}) exited with code {code} "
+                "(os._exit or sys.exit in the job)")
+    sig = -code
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:  # a real-time signal has no name
+        name = f"signal {sig}"
+    text = f"the child process running the job (pid {pid}) was killed by {name}"
+    text += f" ({signal.strsignal(sig)})"
+    if sig == signal.SIGXCPU and "cpu_seconds" in limits:
+        text += f": the job used up child_limits.cpu_seconds={limits['cpu_seconds']}"
+    elif sig == signal.SIGKILL:
+        text += ", not sent by sandboxrunner: perhaps the kernel's out-of-memory killer"
+    return text
+
+
+class ProcessExecutor:
+    def __init__(self, queue: str, registry: Registry, config: Config, report: Report,
+                 log_sink: LogSink, redis_url: str | None = None) -> None:
+        self.queue = queue
+        self.registry = registry
+        self.config = config
+        self.report = report
+        self.log_sink = log_sink
+        self.size = config.effective_concurrency()
+        self.limits = dict(config.child_limits or {})
+        url = redis_url or config.redis_url
+        self._make_client = functools.partial(Client, config, registry, url) if url else None
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._children: dict[int, Child] = {}
+        self._idle: list[Child] = []
+        self._backlog: deque[tuple[ClaimedJob, JobSpec]] = deque()
+        self._deadlines: list[tuple[float, int, int, str]] = []
+        self._seq = itertools.count()
+        self._blobs: dict[int, tuple[JobSpec, bytes]] = {}
+        self._limiter = RespawnLimiter()
+        self._respawn_at = 0.0
+        self._next_sample = 0.0
+        self._wake_at = 0.0
+        self._closed = False
+        self._selector = selectors.DefaultSelector()
+        with _FORK_LOCK:
+            self._wake_r, self._wake_w = os.pipe()
+            _SUPERVISOR_FDS.update((self._wake_r, self._wake_w))
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        # the children are forked by this thread: PR_SET_PDEATHSIG follows the thread
+        self._thread = threading.Thread(target=self._manage, name=f"sr-{queue}-pool",
+                                         daemon=True)
+        self._thread.start()
+
+    # -- Executor protocol -----------------------------------------------------------
+    def free_slots(self) -> int:
+        with self._lock:
+            return self._free()
+
+    def wait_for_slot(self, timeout_s: float) -> bool:
+        with self._cond:
+            if self._free() <= 0:
+                self._cond.wait(timeout_s)
+            return self._free() > 0
+
+    def submit(self, job: ClaimedJob) -> None:
+        try:
+            spec = self.registry.get(job.name)
+        except UnknownJob as exc:
+            self.report(failure(job.id, ErrorKind.INVALID, "UnknownJob",
+                                f"this supervisor has no such job: {exc}"))
+            return
+        with self._lock:
+            if self._idle:
+                self._start(self._idle.pop(), job, spec)
+            else:
+                self._backlog.append((job, spec))
+
+    def running(self) -> list[RunningJob]:
+        with self._lock:
+            return [RunningJob(c.job.id, c.job.name, self.queue, c.job.started_at,
+                               c.job.timeout_ms, str(c.pid))
+                    for c in self._children.values() if c.state is State.BUSY and c.job]
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            rows = [(c.pid, c.state.value, c.job, c.jobs_served, c.proc)
+                    for c in self._children.values()]
+            backlog, backoff = len(self._backlog), self._limiter.delay_s
+        children = []
+        for pid, state, job, served, proc in rows:
+            try:
+                with proc.oneshot():
+                    cpu, rss = proc.cpu_percent(None), proc.memory_info().rss
+            except psutil.Error:
+                cpu, rss = 0.0, 0
+            children.append({"pid": pid, "state": state, "job_id": job.id if job else None,
+                             "job_name": job.name if job else None, "cpu_percent": cpu,
+                             "rss_bytes": rss, "jobs_served": served})
+        return {"mode": "processes", "capacity": self.size, "backlog": backlog,
+                "running": sum(1 for c in children if c["state"] == "busy"),
+                "respawn_backoff_s": backoff, "children": children}
+
+    def shutdown(self, grace_ms: int) -> list[str]:
+        end = time.monotonic() + grace_ms / 1000
+        with self._cond:
+            while self._busy() and (left_s := end - time.monotonic()) > 0:
+                self._cond.wait(left_s)
+            left = [c.job.id for c in self._children.values()
+                    if c.state is State.BUSY and c.job]
+            left += [job.id for job, _ in self._backlog]
+            self._backlog.clear()
+            self._closed = True  # from now on nothing is reported: those jobs go back
+        self._wake()
+        self._thread.join(timeout=10)
+        return left
+
+    # -- handing jobs to children (lock held) ----------------------------------------
+    def _free(self) -> int:
+        # Up to `size` jobs more than there are idle children wait in the backlog, so a
+        # child that finishes gets its next job from memory at once, not after a claim
+        # round trip to Redis; their deadlines start when a child takes them.
+        return max(0, len(self._idle) + self.size - len(self._backlog))
+
+    def _busy(self) -> bool:
+        return any(c.state is State.BUSY for c in self._children.values())
+
+    def _start(self, child: Child, job: ClaimedJob, spec: JobSpec) -> None:
+        try:
+            blob = None if child.known.get(job.name) is spec else self._pickled(spec)
+        except Exception as exc:  # noqa: BLE001 - cloudpickle raises many kinds
+            self._idle.append(child)
+            self.report(failure(job.id, ErrorKind.INVALID, "UnpicklableJob",
+                                f"job {job.name!r} cannot be sent to a child process: "
+                                f"cloudpickle failed: {exc}"))
+            return
+        data = child_mod.encode_call(child_mod.Call(
+            job.id, job.name, job.data_json, job.timeout_ms, job.attempt,
+            job.enqueued_at_ms, job.started_at_ms, blob))
+        deadline = deadline_after(job.timeout_ms)
+        child.state = State.BUSY
+        child.job = Assigned(job.id, job.name, job.timeout_ms, deadline, time.time())
+        try:
+            pipes.write_all(child.cmd_fd, data)
+        except OSError as exc:
+            # it died since it was idle: the job never started, give it to another child
+            child.job = None
+            self._kill(child, f"its command pipe failed ({exc})", graceful=False)
+            self._backlog.appendleft((job, spec))
+            return
+        child.known[job.name] = spec
+        heapq.heappush(self._deadlines, (deadline, next(self._seq), child.pid, job.id))
+        if deadline < self._wake_at:
+            self._wake()
+
+    def _pickled(self, spec: JobSpec) -> bytes:
+        cached = self._blobs.get(id(spec))
+        if cached is None or cached[0] is not spec:
+            cached = self._blobs[id(spec)] = (spec, cloudpickle.dumps(spec))
+        return cached[1]
+
+    def _run_backlog(self) -> None:
+        while self._backlog and self._idle:
+            job, spec = self._backlog.popleft()
+            self._start(self._idle.pop(), job, spec)
+
+    def _make_idle(self, child: Child) -> None:
+        if child.exited:
+            return
+        child.state = State.IDLE
+        self._idle.append(child)
+        self._run_backlog()
+        self._cond.notify_all()
+
+    def _report(self, outcome: Settlement) -> None:
+        if not self._closed:
+            self.report(outcome)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # already full of wakeups
+
+    # -- the manager thread ----------------------------------------------------------
+    def _manage(self) -> None:
+        try:
+            while not self._closed:
+                try:
+                    self._manage_once()
+                except Exception:  # noqa: BLE001 - the pool must outlive its own bugs
+                    log.exception("process pool of %s: unexpected error", self.queue)
+                    time.sleep(0.05)
+        finally:
+            self._terminate_all()
+
+    def _manage_once(self) -> None:
+        if self.config.memory_limit_per_child and time.monotonic() >= self._next_sample:
+            self._next_sample = time.monotonic() + MEMORY_SAMPLE_S
+            self._check_memory()
+        with self._lock:
+            if self._closed:
+                return
+            now = time.monotonic()
+            self._run_timers(now)
+            self._fill_pool(now)
+            timeout = self._sleep_for(time.monotonic())
+        events = self._selector.select(timeout)
+        events.sort(key=lambda e: e[0].data[1] if e[0].data else -1)
+        with self._lock:
+            for key, _mask in events:
+                if key.data is None:
+                    self._drain_wakeups()
+                elif not key.data[0].exited:
+                    self._on_event(*key.data)
+
+    def _sleep_for(self, now: float) -> float | None:
+        times = [self._deadlines[0][0]] if self._deadlines else []
+        for child in self._children.values():
+            if child.kill_at is not None:
+                times.append(child.kill_at)
+            if child.state is State.STARTING:
+                times.append(child.forked_at + STARTUP_TIMEOUT_S)
+        if self._live() < self.size:
+            times.append(self._respawn_at)
+        if self.config.memory_limit_per_child and any(
+                c.state is State.BUSY for c in self._children.values()):
+            times.append(self._next_sample)
+        self._wake_at = min(times, default=float("inf"))
+        return None if not times else max(0.0, self._wake_at - now)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _live(self) -> int:
+        return sum(1 for c in self._children.values() if c.state is not State.DYING)
+
+    # -- forking ---------------------------------------------------------------------
+    def _fill_pool(self, now: float) -> None:
+        while self._live() < self.size and now >= self._respawn_at:
+            try:
+                self._fork()
+            except OSError as exc:
+                delay = max(self._limiter.record(now), 1.0)
+                self._respawn_at = now + delay
+                log.error("could not fork a child for queue %s (%s); retrying in %.1f s",
+                          self.queue, exc, delay)
+                return
+
+    def _fork(self) -> Child:
+        known = dict(self.registry.jobs)  # what the child will hold in its memory
+        with _FORK_LOCK:
+            cmd_r, cmd_w = os.pipe()
+            msg_r, msg_w = os.pipe()
+            out_r, out_w = os.pipe()
+            setup = child_mod.ChildSetup(
+                queue=self.queue, cmd_fd=cmd_r, msg_fd=msg_w, out_fd=out_w,
+                inherited_fds=(*_SUPERVISOR_FDS, cmd_w, msg_r, out_r),
+                parent_pid=os.getpid(), specs=known,
+                log_max_lines=self.config.log_max_lines, limits=self.limits,
+                make_client=self._make_client)
+            try:
+                pid = os.fork()
+            except OSError:
+                for fd in (cmd_r, cmd_w, msg_r, msg_w, out_r, out_w):
+                    os.close(fd)
+                raise
+            if pid == 0:
+                child_mod.main(setup)  # never returns
+            for fd in (cmd_r, msg_w, out_w):
+                os.close(fd)
+            pidfd = _open_pidfd(pid)
+            _SUPERVISOR_FDS.update(fd for fd in (cmd_w, msg_r, out_r, pidfd) if fd >= 0)
+        return self._track(Child(pid, cmd_w, msg_r, out_r, pidfd, known, psutil.Process(pid),
+                                 time.monotonic()))
+
+    def _track(self, child: Child) -> Child:
+        msg_r, out_r, pidfd, pid = child.msg_fd, child.out_fd, child.pidfd, child.pid
+        os.set_blocking(msg_r, False)
+        os.set_blocking(out_r, False)
+        self._children[pid] = child
+        self._selector.register(msg_r, selectors.EVENT_READ, (child, MSG))
+        self._selector.register(out_r, selectors.EVENT_READ, (child, OUT))
+        if pidfd >= 0:
+            self._selector.register(pidfd, selectors.EVENT_READ, (child, EXIT))
+        log.debug("forked child %d for queue %s", pid, self.queue)
+        return child
+
+    # -- events ----------------------------------------------------------------------
+    def _on_event(self, child: Child, kind: int) -> None:
+        if kind == OUT:
+            self._read_output(child, 0)
+        elif kind == MSG:
+            self._read_messages(child, once=True)
+        else:
+            self._on_exit(child)
+
+    def _read_messages(self, child: Child, once: bool) -> None:
+        """Handle what the child wrote: one read when ONCE, else until the pipe is empty."""
+        budget = pipes.READ_CHUNK if once else DRAIN_LIMIT
+        while budget > 0 and not child.broken:
+            try:
+                data = os.read(child.msg_fd, pipes.READ_CHUNK)
+            except BlockingIOError:
+                return
+            if not data:
+                self._unregister(child.msg_fd)
+                child.broken = True  # nothing more will come
+                if child.pidfd < 0:
+                    self._on_exit(child)
+                return
+            budget -= len(data)
+            try:
+                for kind, payload in child.reader.feed(data):
+                    self._on_frame(child, kind, payload)
+            except pipes.ProtocolError as exc:
+                self._on_protocol_error(child, exc)
+
+    def _on_frame(self, child: Child, kind: int, payload: bytes) -> None:
+        if kind == pipes.LOG:
+            self._on_log(child, payload)
+        elif kind == pipes.DONE:
+            self._on_done(child, payload)
+        elif kind == pipes.READY:
+            if child.state is not State.STARTING:
+                raise pipes.ProtocolError("READY from a child that was not starting")
+            self._make_idle(child)
+        else:
+            child.why = payload.decode(errors="replace")
+            log.error("child %d of queue %s failed to initialise: %s", child.pid,
+                      self.queue, child.why)
+
+    def _on_log(self, child: Child, payload: bytes) -> None:
+        job_id, sep, text = payload.partition(b"\n")
+        try:
+            line = json.loads(text)
+        except ValueError as exc:
+            raise pipes.ProtocolError(f"a LOG frame that is not JSON: {exc}") from None
+        if not sep or not isinstance(line, dict):
+            raise pipes.ProtocolError("a LOG frame that is not a job id and a JSON object")
+        job = child.job
+        if job is not None and child.state is State.BUSY and job.id == job_id.decode():
+            self.log_sink.emit(job.id, self.queue, line)
+        elif line.get("msg"):
+            # a thread left behind by an earlier job, or a job killed a moment ago
+            log.info("child %d of queue %s, no job running: %s", child.pid, self.queue,
+                     line.get("msg"))
+
+    def _on_done(self, child: Child, payload: bytes) -> None:
+        job = child.job
+        status = {ord("c"): Status.COMPLETED, ord("f"): Status.FAILED}.get(payload[:1][0]
+                                                                           if payload else 0)
+        if child.state is not State.BUSY or job is None or status is None:
+            raise pipes.ProtocolError("a DONE frame without a running job or a status")
+        try:
+            body = payload[1:].decode()
+        except UnicodeDecodeError as exc:
+            raise pipes.ProtocolError(f"a DONE frame that is not UTF-8: {exc}") from None
+        self._read_output(child, DRAIN_LIMIT, final=True)  # C-level output of this job
+        child.job = None
+        child.jobs_served += 1
+        self._report(Settlement(job.id, status, body))
+        reason = self._recycle_reason(child)
+        if reason and not child.exited:
+            log.info("recycling child %d of queue %s: %s", child.pid, self.queue, reason)
+            self._kill(child, reason, graceful=False, expected=True)
+        else:
+            self._make_idle(child)
+
+    def _recycle_reason(self, child: Child) -> str:
+        max_jobs = self.config.max_jobs_per_child
+        if max_jobs and child.jobs_served >= max_jobs:
+            return f"it served {child.jobs_served} jobs (max_jobs_per_child={max_jobs})"
+        max_mib = self.config.max_memory_per_child
+        if max_mib:
+            try:
+                rss = child.proc.memory_info().rss
+            except psutil.Error:
+                return ""
+            if rss > max_mib * MIB:
+                return (f"its RSS of {rss / MIB:.0f} MiB is over "
+                        f"max_memory_per_child={max_mib} MiB")
+        return ""
+
+    def _on_protocol_error(self, child: Child, exc: Exception) -> None:
+        log.error("child %d of queue %s broke the pipe protocol (%s): killing it",
+                  child.pid, self.queue, exc)
+        job = child.job if child.state is State.BUSY else None
+        child.broken = True
+        self._unregister(child.msg_fd)
+        self._kill(child, "it broke the pipe protocol", graceful=False)
+        if job is not None:
+            self._report(failure(job.id, ErrorKind.CRASHED, "ChildProtocolError",
+                                 f"the child process running the job (pid {child.pid}) "
+                                 f"wrote invalid data to its pipe ({exc}); it was killed "
+                                 "and replaced"))
+
+    def _read_output(self, child: Child, budget: int, final: bool = False) -> None:
+        """Turn what the child's fd 1/2 carried into lines of its job. FINAL: the job
+        is over, so a last line without its newline is complete too."""
+        self._pull_output(child, budget)
+        *lines, rest = child.out_buffer.split(b"\n")
+        if len(rest) > MAX_OUTPUT_LINE or (final and rest):
+            lines.append(rest)
+            rest = bytearray()
+        child.out_buffer = bytearray(rest)
+        for raw in lines:
+            self._emit_output(child, raw.decode(errors="replace"))
+
+    def _pull_output(self, child: Child, budget: int) -> None:
+        """One read (BUDGET 0), or reads until the pipe is empty or BUDGET bytes came."""
+        while True:
+            try:
+                data = os.read(child.out_fd, pipes.READ_CHUNK)
+            except BlockingIOError:
+                return
+            if not data:
+                self._unregister(child.out_fd)  # every writer closed it
+                return
+            child.out_buffer += data
+            budget -= len(data)
+            if budget <= 0:
+                return
+
+    def _emit_output(self, child: Child, text: str) -> None:
+        job = child.job
+        if job is not None and child.state is State.BUSY:
+            self.log_sink.emit(job.id, self.queue, log_line("info", text, source="output"))
+        elif text:
+            log.info("child %d of queue %s, no job running: %s", child.pid, self.queue, text)
+
+    def _unregister(self, fd: int) -> None:
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    # -- deaths and kills ------------------------------------------------------------
+    def _on_exit(self, child: Child) -> None:
+        """The child exited: settle what it sent, kill its leftovers, reap, replace."""
+        child.exited = True
+        if child in self._idle:
+            self._idle.remove(child)
+        self._read_messages(child, once=False)  # frames it wrote before dying
+        self._read_output(child, DRAIN_LIMIT, final=True)
+        # its zombie still holds the group id, so the group can't be a stranger's yet
+        self._signal_tree(child, signal.SIGKILL)
+        status = self._reap(child.pid)
+        self._forget(child)
+        if child.state is State.BUSY and child.job is not None:
+            self._on_crash(child, child.job, describe_exit(child.pid, status, self.limits))
+        elif child.state is not State.DYING:  # a death we did not cause, between jobs
+            log.error("child %d of queue %s died while %s: %s", child.pid, self.queue,
+                      child.state.value, child.why or describe_exit(child.pid, status,
+                                                                    self.limits))
+        if not child.expected:
+            self._note_crash()
+        self._cond.notify_all()
+
+    def _on_crash(self, child: Child, job: Assigned, how: str) -> None:
+        log.error("job %s %s failed after %.0f ms: %s; replacing the child", job.id,
+                  job.name, (time.time() - job.started_at) * 1000, how)
+        self._report(failure(job.id, ErrorKind.CRASHED, "ChildCrashed",
+                             f"{how}; it was replaced"))
+
+    def _note_crash(self) -> None:
+        now = time.monotonic()
+        delay = self._limiter.record(now)
+        if delay:
+            self._respawn_at = max(self._respawn_at, now + delay)
+            log.error("crash loop in the process pool of queue %s: %d children died in the "
+                      "last %.0f s; waiting %.1f s before forking again (check the job "
+                      "logs and child_limits)", self.queue, self._limiter.recent(),
+                      self._limiter.window_s, delay)
+
+    def _reap(self, pid: int) -> int | None:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:  # someone else's waitpid(-1) took it
+            return None
+
+    def _forget(self, child: Child) -> None:
+        for fd in (child.msg_fd, child.out_fd, child.pidfd):
+            if fd >= 0:
+                self._unregister(fd)
+        _close_fds([child.cmd_fd, child.msg_fd, child.out_fd, child.pidfd])
+        self._children.pop(child.pid, None)
+
+    def _kill(self, child: Child, why: str, graceful: bool, expected: bool = False) -> None:
+        """Stop CHILD and all it started (lock held): SIGTERM then SIGKILL if GRACEFUL."""
+        if child in self._idle:
+            self._idle.remove(child)
+        if child.state is State.BUSY:
+            # found before the signal: once it dies, its descendants are init's
+            child.doomed = descendants(child.pid)
+        child.state, child.why, child.expected = State.DYING, why, expected
+        child.job = None
+        self._signal_tree(child, signal.SIGTERM if graceful else signal.SIGKILL)
+        child.kill_at = time.monotonic() + KILL_GRACE_S if graceful else None
+        self._cond.notify_all()
+
+    def _signal_tree(self, child: Child, sig: int) -> None:
+        try:
+            os.killpg(child.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is empty already
+        for proc in child.doomed:  # descendants that may have left the group
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                pass
+
+    def _run_timers(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, pid, job_id = heapq.heappop(self._deadlines)
+            child = self._children.get(pid)
+            if child and child.state is State.BUSY and child.job and child.job.id == job_id:
+                self._expire(child, child.job)
+        if len(self._deadlines) > 4 * self.size + 64:  # drop entries of finished jobs
+            self._deadlines = [d for d in self._deadlines if self._is_current(d)]
+            heapq.heapify(self._deadlines)
+        for child in list(self._children.values()):
+            if child.kill_at is not None and child.kill_at <= now:
+                child.kill_at = None
+                self._signal_tree(child, signal.SIGKILL)
+            elif child.state is State.STARTING and now - child.forked_at > STARTUP_TIMEOUT_S:
+                log.error("child %d of queue %s did not start in %.0f s: killing it",
+                          child.pid, self.queue, STARTUP_TIMEOUT_S)
+                self._kill(child, "it did not start in time", graceful=False)
+
+    def _is_current(self, entry: tuple[float, int, int, str]) -> bool:
+        child = self._children.get(entry[2])
+        return bool(child and child.job and child.job.id == entry[3])
+
+    def _expire(self, child: Child, job: Assigned) -> None:
+        log.warning("job %s %s timed out after %d ms: killing child %d and its processes",
+                    job.id, job.name, job.timeout_ms, child.pid)
+        self._kill(child, f"job {job.id} timed out", graceful=True, expected=True)
+        self._report(timed_out(job.id, job.timeout_ms,
+                               f"its child process (pid {child.pid}) and every process it "
+                               "started were killed"))
+
+    def _check_memory(self) -> None:
+        """Kill a job whose child tree's RSS passed memory_limit_per_child. psutil runs
+        without the lock: a tree walk reads /proc and must not hold up job handoffs."""
+        limit_mib = self.config.memory_limit_per_child or 0
+        with self._lock:
+            busy = [(c, c.job) for c in self._children.values()
+                    if c.state is State.BUSY and c.job]
+        over = [(c, job, rss) for c, job in busy
+                if (rss := _tree_rss(c.proc)) > limit_mib * MIB]
+        with self._lock:
+            for child, job, rss in over:
+                if child.state is State.BUSY and child.job is job:
+                    self._kill_for_memory(child, job, rss, limit_mib)
+
+    def _kill_for_memory(self, child: Child, job: Assigned, rss: int, limit_mib: int) -> None:
+        log.error("job %s %s: child %d and its processes use %.0f MiB, over "
+                  "memory_limit_per_child=%d MiB: killing them", job.id, job.name, child.pid,
+                  rss / MIB, limit_mib)
+        self._kill(child, f"job {job.id} passed the memory limit", graceful=False,
+                   expected=True)
+        self._report(failure(job.id, ErrorKind.MEMORY, "MemoryLimitExceeded",
+                             f"the child process running the job (pid {child.pid}) and "
+                             f"the processes it started used {rss / MIB:.0f} MiB (RSS), "
+                             f"over memory_limit_per_child={limit_mib} MiB; they were "
+                             "killed and the child replaced"))
+
+    def _terminate_all(self) -> None:
+        """The pool is closing: kill every child and its group, reap them all."""
+        with self._lock:
+            children = list(self._children.values())
+            for child in children:
+                self._kill(child, "the pool is closing", graceful=False, expected=True)
+            for child in children:
+                child.exited = True
+                self._reap(child.pid)
+                self._forget(child)
+            self._selector.close()
+            _close_fds([self._wake_r, self._wake_w])
+            self._cond.notify_all()
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for member in (proc, *descendants(proc.pid)):
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            pass  # gone meanwhile
+    return total
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every live process below PID. Walks /proc/P/task/T/children down the tree, which
+    costs microseconds; psutil's children() reads every process on the host (ms)."""
+    if not _PROC_CHILDREN:
+        try:
+            return psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            return []
+    found: list[psutil.Process] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for kid in _children_of(parent):
+            try:
+                found.append(psutil.Process(kid))  # remembers its start time: no pid reuse
+            except psutil.Error:
+                continue
+            todo.append(kid)
+    return found
+
+
+def _children_of(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids += [int(k) for k in fh.read().split()]
+    except OSError:
+        pass  # exited meanwhile
+    return kids
+
+
+# /proc/P/task/T/children needs CONFIG_PROC_CHILDREN (on in mainstream kernels)
+_PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")

@@ -1,0 +1,88 @@
+"""Message framing between a supervisor and its children, on plain ``os.pipe`` pairs.
+
+A frame is a 5-byte header, the payload length (uint32, little-endian) and a kind byte,
+followed by the payload. Each side reads whole chunks (``os.read(fd, 64 KiB)``) and cuts
+every complete frame out of them, so one readiness event and one read usually carry one
+job's result, or many log lines. ``multiprocessing.connection`` was the alternative; its
+``recv_bytes`` costs two blocking reads per message and cannot be fed from a
+non-blocking fd by a manager thread that serves many children at once.
+
+Directions and payloads:
+
+  supervisor -> child   RUN    pickle of the call tuple (see child.py); the only place
+                               pickle travels, and only towards the child
+  child -> supervisor   READY  empty: initialised, waiting for a call
+                        LOG    ``JOB_ID \\n`` + JSON of one log line
+                        DONE   ``c`` or ``f`` + result JSON or ErrorInfo JSON
+                        BROKEN UTF-8 text: the child could not initialise (it exits next)
+
+Nothing from a child is unpickled: a job can corrupt its child's pipe, so the supervisor
+parses the child's frames as bytes and JSON and treats anything unexpected as a broken
+child (`ProtocolError`).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+HEADER = struct.Struct("<IB")
+# a bound on what a broken child can make the supervisor buffer
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+READ_CHUNK = 64 * 1024
+
+RUN = ord("J")
+READY = ord("R")
+LOG = ord("L")
+DONE = ord("D")
+BROKEN = ord("E")
+
+TO_CHILD = frozenset({RUN})
+FROM_CHILD = frozenset({READY, LOG, DONE, BROKEN})
+
+
+class ProtocolError(Exception):
+    """A peer wrote something that is not a valid frame (internal: never reaches users)."""
+
+
+def frame(kind: int, payload: bytes = b"") -> bytes:
+    return HEADER.pack(len(payload), kind) + payload
+
+
+class FrameReader:
+    """Cuts complete frames out of a byte stream that arrives in arbitrary chunks."""
+
+    def __init__(self, kinds: frozenset[int]) -> None:
+        self._kinds = kinds
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """The frames completed by DATA, in order; raises ProtocolError on garbage."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[tuple[int, bytes]] = []
+        start = 0
+        while len(buffer) - start >= HEADER.size:
+            length, kind = HEADER.unpack_from(buffer, start)
+            if kind not in self._kinds or length > MAX_FRAME_BYTES:
+                raise ProtocolError(f"bad frame header: kind {kind}, length {length}")
+            end = start + HEADER.size + length
+            if end > len(buffer):
+                break
+            frames.append((kind, bytes(buffer[start + HEADER.size:end])))
+            start = end
+        if start:
+            del buffer[:start]
+        return frames
+
+    def pending(self) -> int:
+        """Bytes of an incomplete frame still buffered."""
+        return len(self._buffer)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write DATA in full to a blocking fd (a pipe write can be partial past PIPE_BUF)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
