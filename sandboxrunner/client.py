@@ -16,6 +16,7 @@ while the listener was reconnecting.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -34,6 +35,8 @@ from .registry import JobSpec, Registry, load_registry
 from .store import AsyncStore, EnqueueResult, Store
 
 log = logging.getLogger(__name__)
+
+MAX_SINGLETON_KEY_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,13 @@ def singleton_key(spec: JobSpec, data: Any) -> str:
         raise InvalidJobData(f"singleton key function of job {spec.name!r} raised "
                              f"{type(exc).__name__}: {exc}") from exc
     try:
-        return f"{spec.name}:{canonical_json(key)}"
+        text = canonical_json(key)
     except (TypeError, ValueError) as exc:
         raise InvalidJobData(f"singleton key of job {spec.name!r} is not JSON-serialisable: "
                              f"{exc}") from exc
+    if len(text) > MAX_SINGLETON_KEY_CHARS:  # keep Redis key names short
+        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return f"{spec.name}:{text}"
 
 
 def check_retries(retries: Any) -> int:

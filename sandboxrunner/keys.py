@@ -14,7 +14,10 @@ Cluster slot and every Lua script touches keys of one slot only.
   PREFIX:{Q}:job:ID          HASH   the job record (fields in ``job.py``); no TTL while in
                                     flight (a queued job must never vanish), result_ttl_ms
                                     once it is settled
-  PREFIX:{Q}:singleton:NAME:KEY STRING id of the in-flight job holding that singleton key
+  PREFIX:{Q}:singleton:SKEY  STRING id of the in-flight job holding singleton key SKEY (the job
+                                    name, or NAME:canonical JSON of the key, hashed when long);
+                                    no TTL needed: a holder whose job is not queued or active
+                                    no longer counts, so a claim cannot stay stuck
   PREFIX:{Q}:stats           HASH   counters: enqueued, completed, failed, timedout, stalled
   PREFIX:{Q}:rate            HASH   slot (second % 60) -> "second:count" of completions;
                                     60 fields at most, read as jobs/s over the last minute
@@ -22,7 +25,8 @@ Cluster slot and every Lua script touches keys of one slot only.
   PREFIX:{Q}:failures        LIST   ids of recently failed jobs, capped (dashboard)
   PREFIX:{Q}:log:ID          STREAM log lines of one job, capped, TTL as the record
   PREFIX:{Q}:cron            HASH   job name -> JSON schedule (pattern, tz, next, last...)
-  PREFIX:{Q}:cron:NAME:TICK  STRING claim of one cron tick, with a TTL
+                                    (a tick is claimed by compare-and-set on its ``last``
+                                    field, so no per-tick keys; ``@sync`` marks a synced hash)
 
 Keys outside any queue (never touched by a script together with queue keys):
 
@@ -84,8 +88,8 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{self._q(queue_of_job(job_id))}:job:{job_id}"
 
-    def singleton(self, queue: str, name: str, key: str) -> str:
-        return f"{self._q(queue)}:singleton:{name}:{key}"
+    def singleton(self, queue: str, skey: str) -> str:
+        return f"{self._q(queue)}:singleton:{skey}"
 
     def stats(self, queue: str) -> str:
         return f"{self._q(queue)}:stats"
@@ -105,8 +109,6 @@ class Keys:
     def cron(self, queue: str) -> str:
         return f"{self._q(queue)}:cron"
 
-    def cron_tick(self, queue: str, name: str, tick_ms: int) -> str:
-        return f"{self._q(queue)}:cron:{name}:{tick_ms}"
 
     def supervisor(self, sid: str) -> str:
         return f"{self.prefix}:supervisor:{sid}"

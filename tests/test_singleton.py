@@ -272,3 +272,16 @@ def test_the_claim_is_released_when_a_dead_supervisors_run_fails_as_stalled(
             assert redis_client.get(GLOBAL_HOLDER) is None
             assert client.run_job("single_global", {"file": str(runs)})["job"] != handle.id
     assert len(_starts(runs)) == 1  # the stalled run never ran; the new one did
+
+
+def test_long_singleton_keys_are_hashed_to_a_short_stable_redis_key() -> None:
+    from sandboxrunner.client import MAX_SINGLETON_KEY_CHARS, singleton_key
+    from sandboxrunner.registry import make_spec
+
+    spec = make_spec("bulk", lambda data: None, singleton=lambda data: data, source="test")
+    big = {"ids": list(range(500)), "kind": "x"}
+    same = {"kind": "x", "ids": list(range(500))}
+    key = singleton_key(spec, big)
+    assert key == singleton_key(spec, same)
+    assert key.startswith("bulk:sha256:") and len(key) < MAX_SINGLETON_KEY_CHARS
+    assert key != singleton_key(spec, {"ids": list(range(501)), "kind": "x"})
