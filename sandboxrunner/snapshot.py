@@ -1,0 +1,558 @@
+"""One read-only, bounded snapshot of a deployment: everything `sandboxrunner top` shows.
+
+`SnapshotReader.read()` costs at most four round trips however many jobs ever ran, writes
+nothing and scans nothing (no KEYS/SCAN): every read is a fixed key or a bounded range.
+
+  1. one pipeline: TIME, INFO server, the newest MAX_SUPERVISORS entries of the
+     supervisors index, the last LOG_TAIL lines of PREFIX:logs, and per queue: LLEN and
+     LINDEX -1 of the wait list, ZCARD of the delayed (retry) set, the stats and rate
+     hashes, the first FAILURES_SHOWN
+     failure ids and the queue's ``sups`` zset (newest MAX_SUPERVISORS);
+  2. one pipeline: GET + PTTL of each indexed supervisor's snapshot, LLEN and LRANGE
+     (first MAX_ACTIVE_IDS) of the active list of each supervisor in a queue's ``sups``,
+     HGET enq of each queue's oldest waiting job, HMGET name/error/end of each failure;
+  3-4. ``cron.list_schedules``: every queue's cron hash, then each last run's status.
+
+Running jobs come from the supervisors' snapshots (published each heartbeat), minus those
+no longer in their supervisor's active list: a job that settled since the last heartbeat
+is not shown as running.
+
+Clocks: ages come from the Redis server clock (TIME, PTTL). A running job's elapsed time
+is measured on its supervisor's own clock (its start and the snapshot's heartbeat) plus
+the snapshot's age from PTTL, so clock skew between hosts does not distort it.
+
+Supervisor states: ``live``; ``late`` when its last heartbeat is older than its lease (its
+jobs are about to be taken back); ``gone`` when its snapshot expired but it is still in
+the index (it died without removing itself). A gone one is listed for GONE_SHOWN_MS after
+its last heartbeat, then left out; the index itself is never modified here.
+
+JSON shape (`Snapshot.to_json`, what ``sandboxrunner top --json`` prints). Times are epoch
+ms, durations ms; lists are bounded as noted:
+
+  {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0"},
+   "server_time_ms": int,
+   "totals": {"waiting", "active", "completed", "failed", "jobs_per_s", "supervisors"},
+   "queues": {"default": {"waiting", "delayed", "active", "enqueued", "completed",
+                          "failed", "retried", "stalled", "jobs_per_s",
+                          "rate_per_s": [60 ints, oldest first],
+                          "oldest_waiting_ms": int | null, "supervisors": int},
+              "priority": {...}},
+   "supervisors": [{"sid", "state", "host", "pid", "mode", "queues": [..], "uptime_ms",
+                    "cpu_percent", "rss_bytes", "heartbeat_age_ms", "capacity", "busy",
+                    "children": [{"queue", "pid", "state", "job_id", "job_name",
+                                  "cpu_percent", "rss_bytes", "jobs_served"}]}],
+   "running": [{"id", "name", "queue", "sid", "host", "supervisor_pid", "worker",
+                "elapsed_ms", "timeout_ms"}],   # most of its timeout used first;
+                                                  # worker: "thread" or a child's pid
+   "failures": [{"id", "queue", "name", "error_type", "error_kind", "message",
+                 "ended_ms"}],                           # newest first, FAILURES_SHOWN
+   "cron": [{"queue", "job", "pattern", "tz", "next_ms", "last_tick_ms", "last_outcome",
+             "last_job_id", "runs", "skips", "error"}],
+   "logs": [{"id", "ts_ms", "level", "job_id", "source", "msg"}]}   # LOG_TAIL, oldest first
+
+A queue's ``active`` counts leased jobs (claimed, not settled), read live; ``running``
+lists what the supervisors published, so a job that just started appears after its
+supervisor's next heartbeat.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from .config import Config, redact_url
+from .cron import list_schedules
+from .errors import RedisUnavailable
+from .job import ErrorInfo
+from .keys import QUEUES, Keys
+from .store import Store
+
+MAX_SUPERVISORS = 100
+MAX_ACTIVE_IDS = 1000  # per supervisor and queue; beyond it running jobs go unfiltered
+FAILURES_SHOWN = 10
+LOG_TAIL = 20
+GONE_SHOWN_MS = 60_000
+RATE_WINDOW_S = 60
+MAX_TEXT_CHARS = 500  # a message or log line is cut here: the screen shows one line
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    name: str
+    waiting: int
+    delayed: int  # failed attempts waiting for their retry's backoff
+    active: int
+    enqueued: int
+    completed: int
+    failed: int
+    retried: int
+    stalled: int
+    jobs_per_s: float
+    rate_per_s: tuple[int, ...]  # completions per second over the last minute, oldest first
+    oldest_waiting_ms: int | None
+    supervisors: int  # live supervisors serving it
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    queue: str
+    pid: int
+    state: str
+    job_id: str | None
+    job_name: str | None
+    cpu_percent: float
+    rss_bytes: int
+    jobs_served: int
+
+
+@dataclass(frozen=True)
+class SupervisorInfo:
+    sid: str
+    state: str  # live, late or gone
+    host: str
+    pid: int
+    mode: str
+    queues: tuple[str, ...]
+    uptime_ms: int
+    cpu_percent: float
+    rss_bytes: int
+    heartbeat_age_ms: int
+    capacity: int
+    busy: int
+    children: tuple[ChildInfo, ...]
+
+
+@dataclass(frozen=True)
+class RunningJobInfo:
+    id: str
+    name: str
+    queue: str
+    sid: str
+    host: str
+    supervisor_pid: int
+    worker: str
+    elapsed_ms: int
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class FailureInfo:
+    id: str
+    queue: str
+    name: str
+    error_type: str
+    error_kind: str
+    message: str
+    ended_ms: int | None
+
+
+@dataclass(frozen=True)
+class CronInfo:
+    queue: str
+    job: str
+    pattern: str
+    tz: str
+    next_ms: int | None
+    last_tick_ms: int | None
+    last_outcome: str | None
+    last_job_id: str
+    runs: int
+    skips: int
+    error: str
+
+
+@dataclass(frozen=True)
+class LogLine:
+    id: str
+    ts_ms: int
+    level: str
+    job_id: str
+    source: str
+    msg: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    redis_url: str  # without its password
+    redis_version: str
+    server_time_ms: int
+    queues: tuple[QueueStats, ...]
+    supervisors: tuple[SupervisorInfo, ...]
+    running: tuple[RunningJobInfo, ...]
+    failures: tuple[FailureInfo, ...]
+    cron: tuple[CronInfo, ...]
+    logs: tuple[LogLine, ...]
+
+    def live_supervisors(self) -> int:
+        return sum(1 for s in self.supervisors if s.state != "gone")
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "waiting": sum(q.waiting for q in self.queues),
+            "active": sum(q.active for q in self.queues),
+            "completed": sum(q.completed for q in self.queues),
+            "failed": sum(q.failed for q in self.queues),
+            "jobs_per_s": round(sum(q.jobs_per_s for q in self.queues), 3),
+            "supervisors": self.live_supervisors(),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON shape (module docstring)."""
+        queues = {}
+        for q in self.queues:
+            row = asdict(q)
+            del row["name"]
+            row["rate_per_s"] = list(q.rate_per_s)
+            queues[q.name] = row
+        return {
+            "redis": {"url": self.redis_url, "version": self.redis_version},
+            "server_time_ms": self.server_time_ms,
+            "totals": self.totals(),
+            "queues": queues,
+            "supervisors": [asdict(s) for s in self.supervisors],
+            "running": [asdict(r) for r in self.running],
+            "failures": [asdict(f) for f in self.failures],
+            "cron": [asdict(c) for c in self.cron],
+            "logs": [asdict(line) for line in self.logs],
+        }
+
+
+# -- tolerant decoding: anything in Redis may have been written by hand ---------------------
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, Exception):
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(float(_text(value) if isinstance(value, bytes) else value))
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _ok(value: Any, empty: Any) -> Any:
+    """A pipeline reply, or EMPTY when that one command failed (e.g. a wrong-type key)."""
+    return empty if isinstance(value, Exception) or value is None else value
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + "…"
+
+
+def _job_key(keys: Keys, job_id: str) -> str | None:
+    if not job_id:
+        return None
+    try:
+        return keys.job(job_id)
+    except ValueError:
+        return None  # a malformed id pushed by hand: nothing to look up
+
+
+def _version(info: Any) -> str:
+    info = _ok(info, {})
+    if "valkey_version" in info:
+        return f"valkey {info['valkey_version']}"
+    return f"redis {info.get('redis_version', '?')}"
+
+
+class _Batch:
+    """One pipeline; `add` returns where its reply will be, `reply` reads it after `run`."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pipe = client.pipeline(transaction=False)
+        self._replies: list[Any] = []
+
+    def add(self, command: str, *args: Any, **kwargs: Any) -> int:
+        getattr(self._pipe, command)(*args, **kwargs)
+        return len(self._pipe) - 1
+
+    def run(self) -> None:
+        if len(self._pipe):
+            self._replies = self._pipe.execute(raise_on_error=False)
+
+    def reply(self, at: int, empty: Any = None) -> Any:
+        """The reply of command AT, or EMPTY when that command failed (a wrong-type key)."""
+        return _ok(self._replies[at], empty)
+
+    def required(self, at: int) -> Any:
+        """The reply of command AT; its error (a NOPERM, say) is raised."""
+        if isinstance(self._replies[at], Exception):
+            raise self._replies[at]
+        return self._replies[at]
+
+
+def rate_series(raw: dict[Any, Any], now_s: int) -> tuple[int, ...]:
+    """The ring's ``second:count`` slots as counts for the last RATE_WINDOW_S seconds."""
+    counts = [0] * RATE_WINDOW_S
+    for value in raw.values():
+        second, _, count = _text(value).partition(":")
+        age = now_s - _int(second, -1)
+        if 0 <= age < RATE_WINDOW_S:
+            counts[RATE_WINDOW_S - 1 - age] = _int(count)
+    return tuple(counts)
+
+
+class SnapshotReader:
+    """Reads snapshots from one Redis; keeps its connections between reads."""
+
+    def __init__(self, config: Config, url: str, queues: tuple[str, ...] = QUEUES) -> None:
+        self.config = config
+        self.url = url
+        self.queues = queues
+        self.keys = Keys(config.key_prefix)
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                           socket_timeout=READ_TIMEOUT_S)
+        self._cron_store = Store(config, url)  # for cron.list_schedules; connects lazily
+
+    def close(self) -> None:
+        self._redis.close()
+        self._cron_store.close()
+
+    def read(self) -> Snapshot:
+        """One snapshot; RedisUnavailable (address without password) if Redis fails."""
+        try:
+            return self._read()
+        except (redis.RedisError, OSError) as exc:
+            raise RedisUnavailable(
+                f"cannot read from Redis at {redact_url(self.url)}: {exc}") from exc
+
+    def _read(self) -> Snapshot:
+        first = self._first_round()
+        now_ms = first["now_ms"]
+        second = self._second_round(first)
+        supervisors, running = self._supervisors(second["snapshots"], now_ms)
+        if second["active_ids"] is not None:
+            running = tuple(r for r in running if r.id in second["active_ids"])
+        return Snapshot(
+            redis_url=redact_url(self.url),
+            redis_version=first["version"],
+            server_time_ms=now_ms,
+            queues=tuple(self._queue(q, first["queues"][q], second, supervisors, now_ms)
+                         for q in self.queues),
+            supervisors=supervisors,
+            running=running,
+            failures=self._failures(second["failures"]),
+            cron=self._cron(),
+            logs=tuple(reversed([_log_line(entry) for entry in first["logs"]])),
+        )
+
+    def _first_round(self) -> dict[str, Any]:
+        k, batch = self.keys, _Batch(self._redis)
+        at_time, at_info = batch.add("time"), batch.add("info", "server")
+        at_index = batch.add("zrevrange", k.supervisors(), 0, MAX_SUPERVISORS - 1,
+                             withscores=True)
+        at_logs = batch.add("xrevrange", k.logs(), count=LOG_TAIL)
+        at_queues = {q: {
+            "waiting": batch.add("llen", k.wait(q)),
+            "oldest_id": batch.add("lindex", k.wait(q), -1),
+            "delayed": batch.add("zcard", k.delayed(q)),
+            "stats": batch.add("hgetall", k.stats(q)),
+            "rate": batch.add("hgetall", k.rate(q)),
+            "failure_ids": batch.add("lrange", k.failures(q), 0, FAILURES_SHOWN - 1),
+            "sups": batch.add("zrevrange", k.sups(q), 0, MAX_SUPERVISORS - 1, withscores=True),
+        } for q in self.queues}
+        batch.run()
+        seconds, micros = batch.required(at_time)
+        return {
+            "now_ms": int(seconds) * 1000 + int(micros) // 1000,
+            "version": _version(batch.reply(at_info, {})),
+            "index": [(_text(sid), int(score)) for sid, score in batch.reply(at_index, [])],
+            "logs": batch.reply(at_logs, []),
+            "queues": {q: {name: batch.reply(at) for name, at in ats.items()}
+                       for q, ats in at_queues.items()},
+        }
+
+    def _second_round(self, first: dict[str, Any]) -> dict[str, Any]:
+        k, batch = self.keys, _Batch(self._redis)
+        snapshots = [(sid, score, batch.add("get", k.supervisor(sid)),
+                      batch.add("pttl", k.supervisor(sid))) for sid, score in first["index"]]
+        active: dict[str, list[tuple[int, int]]] = {}
+        oldest: dict[str, int] = {}
+        failures: list[tuple[str, str, int | None]] = []
+        for q, raw in first["queues"].items():
+            active[q] = [(batch.add("llen", k.active(q, _text(sid))),
+                          batch.add("lrange", k.active(q, _text(sid)), 0, MAX_ACTIVE_IDS - 1))
+                         for sid, _ in raw["sups"] or ()]
+            oldest_key = _job_key(k, _text(raw["oldest_id"]))
+            if oldest_key:
+                oldest[q] = batch.add("hget", oldest_key, "enq")
+            for job_id in map(_text, raw["failure_ids"] or ()):
+                job_key = _job_key(k, job_id)
+                at = batch.add("hmget", job_key, ["name", "error", "end"]) if job_key else None
+                failures.append((q, job_id, at))
+        batch.run()
+        return {
+            "snapshots": [(sid, score, batch.reply(got), _int(batch.reply(ttl, -2), -2))
+                          for sid, score, got, ttl in snapshots],
+            "active": {q: sum(_int(batch.reply(n, 0)) for n, _ in at)
+                       for q, at in active.items()},
+            # None: some list was longer than we read, so membership can't be decided
+            "active_ids": None if any(_int(batch.reply(n, 0)) > MAX_ACTIVE_IDS
+                                      for at in active.values() for n, _ in at)
+            else {_text(i) for at in active.values() for _, ids in at
+                  for i in batch.reply(ids, [])},
+            "oldest": {q: _int(batch.reply(i, 0)) or None for q, i in oldest.items()},
+            "failures": [(q, job_id, batch.reply(at, [None] * 3) if at is not None
+                          else [None] * 3) for q, job_id, at in failures],
+        }
+
+    def _queue(self, q: str, raw: dict[str, Any], second: dict[str, Any],
+               supervisors: tuple[SupervisorInfo, ...], now_ms: int) -> QueueStats:
+        stats = {_text(f): _int(v) for f, v in (raw["stats"] or {}).items()}
+        series = rate_series(raw["rate"] or {}, now_ms // 1000)
+        enq = second["oldest"].get(q)
+        return QueueStats(
+            name=q,
+            waiting=_int(raw["waiting"]),
+            delayed=_int(raw["delayed"]),
+            active=second["active"].get(q, 0),
+            enqueued=stats.get("enqueued", 0),
+            completed=stats.get("completed", 0),
+            failed=stats.get("failed", 0),
+            retried=stats.get("retried", 0),
+            stalled=stats.get("stalled", 0),
+            jobs_per_s=round(sum(series) / RATE_WINDOW_S, 3),
+            rate_per_s=series,
+            oldest_waiting_ms=max(0, now_ms - enq) if enq else None,
+            supervisors=sum(1 for s in supervisors if s.state == "live" and q in s.queues),
+        )
+
+    def _supervisors(self, snapshots: list[tuple[str, int, Any, int]],
+                     now_ms: int) -> tuple[tuple[SupervisorInfo, ...], tuple[RunningJobInfo, ...]]:
+        shown: list[SupervisorInfo] = []
+        running: list[RunningJobInfo] = []
+        for sid, score, raw, pttl in snapshots:
+            try:
+                snap = json.loads(_text(raw) or "null")
+            except ValueError:
+                snap = None
+            if not isinstance(snap, dict):
+                if now_ms - score <= GONE_SHOWN_MS:
+                    shown.append(_gone(sid, max(0, now_ms - score)))
+                continue
+            info, jobs = _supervisor(sid, snap, pttl, now_ms, self.config.lease_ms)
+            shown.append(info)
+            running += jobs
+        # a stable order, so rows don't jump between refreshes; the gone ones last
+        shown.sort(key=lambda s: (s.state == "gone", s.host, s.pid, s.sid))
+        running.sort(key=lambda r: (-r.elapsed_ms / max(r.timeout_ms, 1), r.id))
+        return tuple(shown), tuple(running)
+
+    def _failures(self, rows: list[tuple[str, str, list[Any]]]) -> tuple[FailureInfo, ...]:
+        out = []
+        for queue, job_id, (name, error, end) in rows:
+            if error is None and name is None:
+                info = ErrorInfo(kind="", type="", message="(record expired or malformed id)")
+            else:
+                info = ErrorInfo.from_json(_text(error) or "{}")
+            first_line = info.message.strip().splitlines()[0] if info.message.strip() else ""
+            out.append(FailureInfo(id=job_id, queue=queue, name=_text(name),
+                                   error_type=info.type, error_kind=info.kind,
+                                   message=_cut(first_line), ended_ms=_int(end) or None))
+        out.sort(key=lambda f: f.ended_ms or 0, reverse=True)
+        return tuple(out[:FAILURES_SHOWN])
+
+    def _cron(self) -> tuple[CronInfo, ...]:
+        return tuple(
+            CronInfo(queue=r["queue"], job=r["job"], pattern=r["pattern"], tz=r["tz"],
+                     next_ms=r["next_ms"], last_tick_ms=r["last_tick_ms"],
+                     last_outcome=r["last_outcome"], last_job_id=r["last_job_id"],
+                     runs=r["runs"], skips=r["skips"], error=_cut(r["error"]))
+            for r in list_schedules(self._cron_store, self.queues)
+        )
+
+
+def _sid_parts(sid: str) -> tuple[str, int]:
+    """Host and pid from a supervisor id ``host-pid-hex`` (a host may contain dashes)."""
+    parts = sid.rsplit("-", 2)
+    return (parts[0], _int(parts[1])) if len(parts) == 3 else (sid, 0)
+
+
+def _gone(sid: str, age_ms: int) -> SupervisorInfo:
+    host, pid = _sid_parts(sid)
+    return SupervisorInfo(sid=sid, state="gone", host=host, pid=pid, mode="", queues=(),
+                          uptime_ms=0, cpu_percent=0.0, rss_bytes=0, heartbeat_age_ms=age_ms,
+                          capacity=0, busy=0, children=())
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _supervisor(sid: str, snap: dict[str, Any], pttl: int, now_ms: int,
+                default_lease_ms: int) -> tuple[SupervisorInfo, list[RunningJobInfo]]:
+    beat_ms = _int(snap.get("heartbeat_ms"))
+    ttl_ms = _int(snap.get("ttl_ms"))
+    # PTTL gives the snapshot's age on the server's clock; a supervisor that publishes no
+    # ttl_ms leaves only a comparison of two hosts' clocks
+    age_ms = max(0, ttl_ms - pttl if ttl_ms and pttl >= 0 else now_ms - beat_ms)
+    lease_ms = _int(snap.get("lease_ms")) or default_lease_ms
+    raw_executors = snap.get("executors")
+    executors: dict[str, dict[str, Any]] = {
+        str(q): ex for q, ex in raw_executors.items() if isinstance(ex, dict)
+    } if isinstance(raw_executors, dict) else {}
+    host, pid = str(snap.get("host", "")), _int(snap.get("pid"))
+    info = SupervisorInfo(
+        sid=sid, state="late" if age_ms > lease_ms else "live", host=host, pid=pid,
+        mode=str(snap.get("mode", "")),
+        queues=tuple(str(q) for q in snap.get("queues") or ()),
+        uptime_ms=max(0, beat_ms - int(_float(snap.get("started_at")) * 1000) + age_ms),
+        cpu_percent=_float(snap.get("cpu_percent")), rss_bytes=_int(snap.get("rss_bytes")),
+        heartbeat_age_ms=age_ms,
+        capacity=sum(_int(ex.get("capacity")) for ex in executors.values()),
+        busy=sum(_int(ex.get("running")) for ex in executors.values()),
+        children=tuple(
+            ChildInfo(queue=q, pid=_int(c.get("pid")), state=str(c.get("state", "")),
+                      job_id=c.get("job_id"), job_name=c.get("job_name"),
+                      cpu_percent=_float(c.get("cpu_percent")),
+                      rss_bytes=_int(c.get("rss_bytes")), jobs_served=_int(c.get("jobs_served")))
+            for q, ex in executors.items() for c in _dicts(ex.get("children"))
+        ),
+    )
+    # started_at and heartbeat_ms are both the supervisor's clock: skew cancels out
+    jobs = [
+        RunningJobInfo(id=str(r.get("id", "")), name=str(r.get("name", "")),
+                       queue=str(r.get("queue", "")), sid=sid, host=host, supervisor_pid=pid,
+                       worker=str(r.get("worker", "")), timeout_ms=_int(r.get("timeout_ms")),
+                       elapsed_ms=max(0, beat_ms - int(_float(r.get("started_at")) * 1000)
+                                      + age_ms))
+        for r in _dicts(snap.get("running"))
+    ]
+    return info, jobs
+
+
+def _log_line(entry: Any) -> LogLine:
+    entry_id, fields = entry
+    fields = {_text(f): v for f, v in (fields or {}).items()}
+    try:
+        line = json.loads(_text(fields.get("line")))
+    except ValueError:
+        line = None
+    if not isinstance(line, dict):
+        line = {"msg": _text(fields.get("line")), "level": "info"}
+    msg = str(line.get("msg", ""))
+    if isinstance(line.get("err"), dict):
+        msg += f" [{line['err'].get('type', 'Error')}: {line['err'].get('message', '')}]"
+    if "data" in line:
+        msg += " " + json.dumps(line["data"], default=str)
+    entry_text = _text(entry_id)
+    ts_ms = int(_float(line.get("ts")) * 1000) or _int(entry_text.partition("-")[0])
+    return LogLine(id=entry_text, ts_ms=ts_ms, level=str(line.get("level", "info")),
+                   job_id=_text(fields.get("job")), source=str(line.get("source", "")),
+                   msg=_cut(msg.replace("\n", " ")))
+

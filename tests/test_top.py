@@ -1,0 +1,524 @@
+"""`sandboxrunner top`: the snapshot (`--json`), the rendered screen (`--once`) and the live
+dashboard in a real terminal (tmux), against real supervisors in thread and process mode.
+
+The loaded scenario runs on a server of its own (module scope), so the tests that use the
+session server's `redis_url` (and flush it) cannot disturb it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from rich.console import Console
+
+from sandboxrunner import JobFailed, JobTimeout
+from sandboxrunner.embedded import TestServer
+from sandboxrunner.keys import Keys
+from sandboxrunner.snapshot import Snapshot, SnapshotReader
+from sandboxrunner.top import render, time_bar
+from tests.supervisors import ROOT, SupervisorProcess, client_for, make_config
+
+CLI = [sys.executable, "-m", "sandboxrunner", "top"]
+LONG_S = 90  # the running jobs outlive the module
+LONG_TIMEOUT_MS = 120_000
+
+JOBS = {
+    "crunch": """
+        import time
+
+        def run(data, ctx):
+            ctx.log("crunching batch", data={"batch": data["batch"]})
+            time.sleep(data["seconds"])
+            return data["batch"]
+    """,
+    "invoice": """
+        class InvoiceRejected(Exception):
+            pass
+
+        def run(data, ctx):
+            ctx.log.error("bank refused the invoice")
+            raise InvoiceRejected(f"invoice {data['invoice']} rejected by the bank")
+    """,
+    "render_pdf": """
+        import time
+
+        worker = "priority"
+
+        def run(data, ctx):
+            print(f"rendering {data['pages']} pages")
+            time.sleep(data["seconds"])
+            return data["pages"]
+    """,
+    "sync_crm": """
+        retries = 2
+        backoff = 60_000
+
+        def run(data, ctx):
+            raise ConnectionError("crm is down")
+    """,
+    "nightly_report": """
+        cron = "0 3 * * *"
+
+        def run(data, ctx):
+            return "ok"
+    """,
+}
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 10, what: str = "it") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def top_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k != "REDIS_URL" and not k.startswith("SANDBOXRUNNER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def run_top(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(CLI + args, cwd=cwd, env=top_env(**env), capture_output=True,
+                          text=True, timeout=60)
+
+
+# -- the loaded scenario -----------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    url: str
+    jobs_dir: Path
+    threads: SupervisorProcess  # serves default, 2 threads
+    processes: SupervisorProcess  # serves priority, 2 children
+    long_crunch: list[str]  # running on threads
+    waiting_crunch: str
+    long_render: str  # running in a child
+    failed: list[str]
+
+    def json(self, cwd: Path) -> dict[str, Any]:
+        done = run_top(["--json"], cwd, REDIS_URL=self.url)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+
+def _busy(snap: Snapshot, ids: set[str]) -> bool:
+    return ids <= {r.id for r in snap.running}
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    root = tmp_path_factory.mktemp("top")
+    jobs_dir = root / "worker_jobs"
+    jobs_dir.mkdir()
+    for name, body in JOBS.items():
+        (jobs_dir / f"{name}.py").write_text(textwrap.dedent(body))
+    with TestServer(root / "redis") as server:
+        env = {"SANDBOXRUNNER_JOBS_DIR": str(jobs_dir)}
+        threads = SupervisorProcess(server.url, ["--workers", "default", "-c", "2"], **env)
+        processes = SupervisorProcess(server.url, ["--workers", "priority", "-c", "2",
+                                                   "--separate-process"], **env)
+        try:
+            threads.wait_ready(("default",))
+            processes.wait_ready(("priority",))
+            yield _load(server.url, jobs_dir, threads, processes)
+        finally:
+            threads.stop()
+            processes.stop()
+
+
+def _load(url: str, jobs_dir: Path, threads: SupervisorProcess,
+          processes: SupervisorProcess) -> Scenario:
+    with client_for(url, jobs_dir=str(jobs_dir)) as client:
+        failed = []
+        for quick in range(3):
+            assert client.run_job("crunch", {"seconds": 0, "batch": f"quick-{quick}"})
+        for invoice in (1040, 1041):
+            with pytest.raises(JobFailed) as info:
+                client.run_job("invoice", {"invoice": invoice})
+            failed.append(info.value.job_id)
+        for job, data in (("crunch", {"seconds": 3, "batch": "late"}),
+                          ("render_pdf", {"pages": 1, "seconds": 3})):
+            with pytest.raises(JobTimeout) as timeout:
+                client.run_job(job, data, timeout=300)
+            failed.append(timeout.value.job_id)
+        client.enqueue("sync_crm", {})  # fails once, then waits a minute for its retry
+        crunch = [client.enqueue("crunch", {"seconds": LONG_S, "batch": f"big-{i}"},
+                                 timeout=LONG_TIMEOUT_MS).id for i in range(3)]
+        render_id = client.enqueue("render_pdf", {"pages": 300, "seconds": LONG_S},
+                                   timeout=LONG_TIMEOUT_MS).id
+    reader = SnapshotReader(make_config(url, jobs_dir=str(jobs_dir)), url)
+    try:
+        snap = wait_for(lambda: (s := reader.read()) and _busy(s, {*crunch[:2], render_id})
+                        and s.queues[0].delayed == 1 and s,
+                        what="the long jobs running and a retry delayed")
+    finally:
+        reader.close()
+    running = {r.id for r in snap.running}
+    return Scenario(url, jobs_dir, threads, processes,
+                    long_crunch=[i for i in crunch if i in running],
+                    waiting_crunch=next(i for i in crunch if i not in running),
+                    long_render=render_id, failed=failed)
+
+
+def test_json_snapshot_counts_each_queue(scenario: Scenario, tmp_path: Path) -> None:
+    queues = scenario.json(tmp_path)["queues"]
+    assert set(queues) == {"default", "priority"}
+    default, priority = queues["default"], queues["priority"]
+    assert (default["waiting"], default["active"], default["enqueued"]) == (1, 2, 10)
+    assert (default["completed"], default["failed"]) == (3, 3)
+    assert (default["delayed"], default["retried"]) == (1, 1)
+    assert (priority["waiting"], priority["active"], priority["failed"]) == (0, 1, 1)
+    assert len(default["rate_per_s"]) == 60
+    assert sum(default["rate_per_s"]) == 6  # every settlement happened this minute
+    assert default["jobs_per_s"] == pytest.approx(6 / 60, abs=0.001)
+    assert 0 < default["oldest_waiting_ms"] < 60_000
+    assert priority["oldest_waiting_ms"] is None
+    assert (default["supervisors"], priority["supervisors"]) == (1, 1)
+
+
+def test_json_snapshot_lists_running_jobs_with_their_timeout_and_child(
+        scenario: Scenario, tmp_path: Path) -> None:
+    snap = scenario.json(tmp_path)
+    running = {r["id"]: r for r in snap["running"]}
+    assert set(running) == {*scenario.long_crunch, scenario.long_render}
+    for job in running.values():
+        assert job["timeout_ms"] == LONG_TIMEOUT_MS
+        assert 0 < job["elapsed_ms"] < LONG_TIMEOUT_MS
+    render_job = running[scenario.long_render]
+    assert (render_job["name"], render_job["queue"]) == ("render_pdf", "priority")
+    assert render_job["supervisor_pid"] == scenario.processes.proc.pid
+    assert {running[i]["worker"] for i in scenario.long_crunch} == {"thread"}
+    sup = next(s for s in snap["supervisors"] if s["pid"] == scenario.processes.proc.pid)
+    busy = [c for c in sup["children"] if c["state"] == "busy"]
+    assert [(c["job_id"], str(c["pid"])) for c in busy] == [(scenario.long_render,
+                                                            render_job["worker"])]
+    assert busy[0]["rss_bytes"] > 0 and busy[0]["jobs_served"] == 0  # its first job runs
+
+
+def test_json_snapshot_lists_supervisors_failures_cron_and_log_tail(
+        scenario: Scenario, tmp_path: Path) -> None:
+    snap = scenario.json(tmp_path)
+    sups = {s["pid"]: s for s in snap["supervisors"]}
+    assert set(sups) == {scenario.threads.proc.pid, scenario.processes.proc.pid}
+    threads, processes = sups[scenario.threads.proc.pid], sups[scenario.processes.proc.pid]
+    assert (threads["mode"], threads["queues"], threads["state"]) == ("threads", ["default"],
+                                                                       "live")
+    assert (processes["mode"], processes["capacity"]) == ("processes", 2)
+    assert threads["rss_bytes"] > 0 and threads["uptime_ms"] > 0
+    assert snap["totals"]["supervisors"] == 2
+    failures = {f["id"]: f for f in snap["failures"]}
+    assert set(failures) == set(scenario.failed)
+    invoice = failures[scenario.failed[0]]
+    assert (invoice["name"], invoice["error_type"]) == ("invoice", "InvoiceRejected")
+    assert invoice["message"] == "invoice 1040 rejected by the bank"
+    assert {failures[i]["error_type"] for i in scenario.failed[2:]} == {"JobTimeout"}
+    assert [(c["job"], c["pattern"]) for c in snap["cron"]] == [("nightly_report", "0 3 * * *")]
+    assert snap["cron"][0]["next_ms"] > snap["server_time_ms"]
+    lines = [(line["job_id"], line["msg"]) for line in snap["logs"]]
+    assert (scenario.long_render, "rendering 300 pages") in lines
+    assert any(job == scenario.long_crunch[0] and "crunching batch" in msg
+               for job, msg in lines)
+    assert 0 < len(lines) <= 20
+    assert snap["redis"]["url"] == scenario.url and "valkey" in snap["redis"]["version"]
+
+
+def _screen(scenario: Scenario, cwd: Path, width: int) -> list[str]:
+    done = run_top(["--once", "--width", str(width)], cwd, REDIS_URL=scenario.url)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= width
+    return lines
+
+
+def short(job_id: str) -> str:
+    return job_id.partition("-")[2][:8]
+
+
+def _queue_row(lines: list[str], queue: str) -> list[str]:
+    """The queues table's row of QUEUE, as words."""
+    found = [line.split() for line in lines
+             if line.startswith(queue + " ") and line.split()[1].isdigit()]
+    assert len(found) == 1, (queue, "\n".join(lines))
+    return found[0]
+
+
+def _running_row(lines: list[str], job_id: str) -> str:
+    found = [line for line in lines if line.startswith(short(job_id) + " ")]
+    assert len(found) == 1, (job_id, "\n".join(lines))
+    return found[0]
+
+
+def _row(lines: list[str], *words: str) -> str:
+    """The one line holding every word (a table row)."""
+    found = [line for line in lines if all(w in line.split() for w in words)]
+    assert len(found) == 1, (words, "\n".join(lines))
+    return found[0]
+
+
+def test_once_at_80_columns_keeps_queues_and_running_jobs_legible(
+        scenario: Scenario, tmp_path: Path) -> None:
+    lines = _screen(scenario, tmp_path, 80)
+    assert _queue_row(lines, "default")[:6] == ["default", "1", "2", "3", "3", "0.10"]
+    assert _queue_row(lines, "priority")[:5] == ["priority", "0", "1", "0", "1"]
+    for job_id in scenario.long_crunch:
+        row = _running_row(lines, job_id)
+        assert re.search(r" crunch +default +█*░+ +[\d.]+s / 2m00s$", row)
+    assert " render_pdf  priority " in _running_row(lines, scenario.long_render)
+    failure = _row(lines, short(scenario.failed[1]), "InvoiceRejected:")
+    assert re.search(r"s  \w{8}  invoice +InvoiceRejected: invoice 1041 rejected by the bank$",
+                     failure)
+
+
+def test_once_at_160_columns_shows_where_jobs_run_children_and_logs(
+        scenario: Scenario, tmp_path: Path) -> None:
+    lines = _screen(scenario, tmp_path, 160)
+    assert _queue_row(lines, "default")[-2:] == ["1", "1"]  # a retry delayed, 1 supervisor
+    host, threads_pid = socket.gethostname(), scenario.threads.proc.pid
+    processes_pid = scenario.processes.proc.pid
+    assert f"{host}:{threads_pid} thread" in _running_row(lines, scenario.long_crunch[0])
+    assert f"{host}:{processes_pid} child" in _running_row(lines, scenario.long_render)
+    assert "threads" in _row(lines, str(threads_pid), "live")
+    assert "processes" in _row(lines, str(processes_pid), "live")
+    assert "render_pdf" in _row(lines, "└", "busy")
+    assert "0 3 * * * UTC" in _row(lines, "nightly_report")
+    assert any("rendering 300 pages" in line for line in lines)
+    assert "redis://127.0.0.1:" in lines[0] and "2 supervisors" in lines[0]
+
+
+# -- errors and policy -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["--json", "--once"])
+def test_unreachable_redis_exits_4_naming_the_address_without_password(
+        mode: str, tmp_path: Path) -> None:
+    port = free_port()
+    done = run_top([mode], tmp_path, REDIS_URL=f"redis://:hunter2@127.0.0.1:{port}/0")
+    assert done.returncode == 4
+    assert f"redis://:***@127.0.0.1:{port}/0" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
+def test_top_never_starts_an_embedded_server(tmp_path: Path) -> None:
+    done = run_top(["--json"], tmp_path)
+    assert done.returncode == 4
+    assert "no embedded server runs" in done.stderr
+    assert not (tmp_path / ".sandboxrunner" / "redis.json").exists()
+
+
+def test_a_supervisor_that_stopped_heartbeating_is_shown_late_then_gone_then_dropped(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    keys = Keys("sr")
+    now_ms = int(time.time() * 1000)
+    late = {"sid": "web-1-aa", "host": "web", "pid": 1, "mode": "threads",
+            "queues": ["default"], "started_at": now_ms / 1000 - 60, "heartbeat_ms": now_ms,
+            "lease_ms": 1000, "ttl_ms": 30_000, "executors": {}, "running": []}
+    redis_client.set(keys.supervisor("web-1-aa"), json.dumps(late), px=27_000)  # 3 s old
+    redis_client.zadd(keys.supervisors(), {"web-1-aa": now_ms, "db-host-2-bb": now_ms - 5000,
+                                           "old-3-cc": now_ms - 10 * 60_000})
+    reader = SnapshotReader(make_config(redis_url), redis_url)
+    try:
+        snap = reader.read()
+    finally:
+        reader.close()
+    shown = {s.sid: s for s in snap.supervisors}
+    assert set(shown) == {"web-1-aa", "db-host-2-bb"}  # old-3-cc is dropped
+    assert shown["web-1-aa"].state == "late" and 2500 <= shown["web-1-aa"].heartbeat_age_ms
+    gone = shown["db-host-2-bb"]
+    assert (gone.state, gone.host, gone.pid) == ("gone", "db-host", 2)
+    assert snap.live_supervisors() == 1
+    assert redis_client.zcard(keys.supervisors()) == 3  # read-only: nothing removed
+    console = Console(width=100, file=io.StringIO())
+    console.print(render(snap, 100))
+    screen = console.file.getvalue()  # type: ignore[attr-defined]
+    assert re.search(r"web +1 +late", screen)
+    assert re.search(r"db-host +2 +gone .* last seen 5\.\ds ago", screen)
+
+
+def test_a_job_settled_since_the_last_heartbeat_is_not_shown_running(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    keys = Keys("app")  # and the configured key prefix is respected
+    now_ms = int(time.time() * 1000)
+    started = now_ms / 1000 - 2
+    running = [{"id": f"default-{c * 32}", "name": "crunch", "queue": "default",
+                "started_at": started, "timeout_ms": 5000, "worker": "thread"} for c in "ab"]
+    snap = {"host": "web", "pid": 1, "mode": "threads", "queues": ["default"],
+            "started_at": started, "heartbeat_ms": now_ms, "lease_ms": 10_000,
+            "ttl_ms": 30_000, "executors": {}, "running": running}
+    redis_client.set(keys.supervisor("web-1-aa"), json.dumps(snap), px=30_000)
+    redis_client.zadd(keys.supervisors(), {"web-1-aa": now_ms})
+    redis_client.zadd(keys.sups("default"), {"web-1-aa": now_ms})
+    redis_client.lpush(keys.active("default", "web-1-aa"), running[0]["id"])  # b settled
+    reader = SnapshotReader(make_config(redis_url, key_prefix="app"), redis_url)
+    try:
+        got = reader.read()
+    finally:
+        reader.close()
+    assert [(r.id, r.worker, r.timeout_ms) for r in got.running] == [
+        (running[0]["id"], "thread", 5000)]
+    assert 2000 <= got.running[0].elapsed_ms < 3000
+    assert got.queues[0].active == 1
+
+
+def test_a_refresh_is_read_only_and_costs_the_same_whatever_the_history(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    keys = Keys("sr")
+    password = uuid.uuid4().hex
+    redis_client.execute_command(
+        "ACL", "SETUSER", "viewer", "on", f">{password}", "~*", "&*", "+@read",
+        "+@connection", "+info", "+time", "-keys", "-scan", "-@write")
+
+    def history(n: int) -> None:
+        pipe = redis_client.pipeline(transaction=False)
+        for _ in range(n):
+            job_id = f"default-{uuid.uuid4().hex}"
+            pipe.hset(keys.job(job_id), mapping={"name": "x", "status": "failed", "end": 1,
+                                                 "error": '{"type": "E", "message": "m"}'})
+            pipe.lpush(keys.failures("default"), job_id)
+            pipe.lpush(keys.recent("default"), job_id)
+            pipe.xadd(keys.logs(), {"job": job_id, "line": '{"msg": "m", "ts": 1}'})
+        pipe.execute()
+
+    def commands_per_read(reader: SnapshotReader) -> int:
+        before = int(redis_client.info("stats")["total_commands_processed"])
+        reader.read()
+        after = int(redis_client.info("stats")["total_commands_processed"])
+        return after - before - 1  # the first INFO counts itself
+
+    url = redis_url.replace("redis://", f"redis://viewer:{password}@")
+    reader = SnapshotReader(make_config(url), url)
+    try:
+        history(12)
+        reader.read()  # connects (AUTH, CLIENT SETINFO): not part of a refresh
+        small = commands_per_read(reader)
+        history(2000)
+        assert commands_per_read(reader) == small
+        snap = reader.read()
+    finally:
+        reader.close()
+    assert len(snap.failures) == 10 and len(snap.logs) == 20
+    assert small < 80
+
+
+def test_the_elapsed_bar_turns_red_near_the_timeout() -> None:
+    assert str(time_bar(500, 1000, 10)) == "█████░░░░░"
+    assert time_bar(500, 1000, 10).spans[0].style == "green"
+    assert time_bar(800, 1000, 10).spans[0].style == "yellow"
+    assert time_bar(950, 1000, 10).spans[0].style == "red"
+    assert str(time_bar(5000, 1000, 4)) == "████"
+
+
+# -- the live screen in a real terminal --------------------------------------------------
+
+
+class Tmux:
+    """One tmux server on a socket of its own, running sh in a 120x40 window."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.socket = f"sr-top-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.env = env
+        self.tmux(["new-session", "-d", "-x", "120", "-y", "40", "-s", "top", "sh"], cwd=cwd)
+        self.socket_path = Path(self.tmux(["display-message", "-p", "#{socket_path}"]).strip())
+
+    def tmux(self, args: list[str], cwd: Path | None = None) -> str:
+        done = subprocess.run(["tmux", "-L", self.socket, *args], env=self.env, cwd=cwd,
+                              capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def type(self, line: str) -> None:
+        self.tmux(["send-keys", "-t", "top", "-l", line])
+        self.tmux(["send-keys", "-t", "top", "Enter"])
+
+    def screen(self) -> str:
+        return self.tmux(["capture-pane", "-p", "-t", "top"])
+
+    def wait_for(self, text: str, timeout_s: float = 20) -> str:
+        return str(wait_for(lambda: text in (s := self.screen()) and s, timeout_s,
+                            f"{text!r} on the screen"))
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
+                       timeout=10)
+        self.socket_path.unlink(missing_ok=True)  # tmux leaves it behind
+
+
+@pytest.fixture
+def tmux_with(tmp_path: Path) -> Iterator[Callable[..., Tmux]]:
+    if shutil.which("tmux") is None:
+        pytest.fail("the terminal test needs tmux (.ci/run installs it)", pytrace=False)
+    made: list[Tmux] = []
+
+    def make(**env: str) -> Tmux:
+        made.append(Tmux(tmp_path, top_env(PS1="$ ", **env)))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for term in made:
+            term.kill()
+
+
+def _quit_and_check_the_terminal(term: Tmux) -> None:
+    term.tmux(["send-keys", "-t", "top", "q"])
+    screen = term.wait_for("TOP_EXIT=0", timeout_s=10)
+    assert "q quits" not in screen  # the alternate screen is gone
+    assert term.tmux(["display-message", "-p", "-t", "top", "#{pane_current_command}"]
+                     ).strip() == "sh"
+    term.type("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo")
+    lines = term.wait_for("\necho\n").splitlines()
+    typed = max(i for i, line in enumerate(lines) if "stty -a" in line)
+    assert lines[typed + 1:typed + 3] == ["icanon", "echo"]  # cbreak mode was undone
+
+
+def test_live_dashboard_in_a_real_terminal_shows_the_queues_and_quits_on_q(
+        scenario: Scenario, tmux_with: Callable[..., Tmux]) -> None:
+    term = tmux_with(REDIS_URL=scenario.url)
+    term.type(f"{sys.executable} -m sandboxrunner top; echo TOP_EXIT=$?")
+    screen = term.wait_for("priority")
+    assert "queues" in screen and "q quits" in screen
+    assert short(scenario.long_render) in screen
+    assert "nightly_report" in screen
+    _quit_and_check_the_terminal(term)
+
+
+def test_live_dashboard_says_redis_is_unreachable_and_recovers_when_it_is_back(
+        tmp_path: Path, tmux_with: Callable[..., Tmux]) -> None:
+    port = free_port()
+    term = tmux_with(REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    term.type(f"{sys.executable} -m sandboxrunner top --refresh 0.3; echo TOP_EXIT=$?")
+    screen = term.wait_for("Redis unreachable")
+    assert f"127.0.0.1:{port}" in screen and "Traceback" not in screen
+    term.wait_for("(attempt 3)")
+    with TestServer(tmp_path / "late-redis", port=port):
+        term.wait_for("queues")
+        _quit_and_check_the_terminal(term)
