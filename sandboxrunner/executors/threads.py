@@ -12,11 +12,11 @@ discarded (the job already left the lease). Use ``--separate-process`` for a har
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import queue as queue_mod
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from ..context import JobContext, JobLogger, LogSink, current_job
@@ -71,7 +71,10 @@ class ThreadExecutor:
         self.slots = Slots(queue, concurrency)
         self._lock = threading.Lock()
         self._running: dict[str, RunningJob] = {}
-        self._deadlines: list[tuple[float, str]] = []
+        # one FIFO of (deadline, id) per distinct timeout: deadlines in each are ascending,
+        # so the watchdog looks at a few heads instead of a heap holding every job
+        self._deadlines: dict[int, deque[tuple[float, str]]] = {}
+        self._next_wake = float("inf")
         self._tasks: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
         self._idle_threads = 0
         self._threads = 0
@@ -107,8 +110,10 @@ class ThreadExecutor:
         with self._lock:
             self._running[job.id] = RunningJob(job.id, job.name, self.queue, time.time(),
                                                job.timeout_ms, "thread")
-            heapq.heappush(self._deadlines, (deadline_after(job.timeout_ms), job.id))
-            self._watch_cond.notify()
+            deadline = deadline_after(job.timeout_ms)
+            self._deadlines.setdefault(job.timeout_ms, deque()).append((deadline, job.id))
+            if deadline < self._next_wake:  # wake the watchdog only if it sleeps too long
+                self._watch_cond.notify()
         self.slots.take()
         if spec.is_async:
             coro = self._run_async(spec, data, ctx)
@@ -196,26 +201,43 @@ class ThreadExecutor:
     def _finish(self, job_id: str, outcome: Settlement) -> None:
         with self._lock:
             entry = self._running.pop(job_id, None)
+            if entry is not None:
+                self._drop_settled_heads(entry.timeout_ms)
         if entry is None:
             return  # timed out earlier: its late outcome is discarded
         self.slots.give()
         self.report(outcome)
 
+    def _drop_settled_heads(self, timeout_ms: int) -> None:
+        """Forget deadlines of jobs that already finished (jobs mostly finish in order)."""
+        fifo = self._deadlines.get(timeout_ms)
+        while fifo and fifo[0][1] not in self._running:
+            fifo.popleft()
+
     def _watch(self) -> None:
         with self._lock:
             while not self._stopping.is_set():
                 now = time.monotonic()
-                while self._deadlines and self._deadlines[0][0] <= now:
-                    _, job_id = heapq.heappop(self._deadlines)
-                    entry = self._running.pop(job_id, None)
-                    if entry is not None:
-                        self._lock.release()
-                        try:
+                expired = []
+                for fifo in self._deadlines.values():
+                    while fifo and fifo[0][0] <= now:
+                        entry = self._running.pop(fifo.popleft()[1], None)
+                        if entry is not None:
+                            expired.append(entry)
+                    while fifo and fifo[0][1] not in self._running:
+                        fifo.popleft()
+                if expired:
+                    self._lock.release()
+                    try:
+                        for entry in expired:
                             self._expire(entry)
-                        finally:
-                            self._lock.acquire()
-                wait = self._deadlines[0][0] - now if self._deadlines else None
-                self._watch_cond.wait(wait)
+                    finally:
+                        self._lock.acquire()
+                    continue
+                heads = [fifo[0][0] for fifo in self._deadlines.values() if fifo]
+                self._next_wake = min(heads, default=float("inf"))
+                self._watch_cond.wait(self._next_wake - now if heads else None)
+                self._next_wake = float("inf")
 
     def _expire(self, entry: RunningJob) -> None:
         log.warning("job %s %s timed out after %d ms (thread keeps running, result discarded)",
