@@ -1,0 +1,427 @@
+"""`python -m benchmarks`: flags, the order of the run, and cleanup.
+
+One throwaway server serves the whole run; it is emptied (FLUSHALL) before every system
+is started. Each system's workers are stopped (their whole process group) before the
+next one starts, and a `finally` kills whatever is left, then stops the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.console import Console
+
+from benchmarks import marks, peers
+from benchmarks.harness import (
+    RESULTS_DIR,
+    ROOT,
+    TRACKER,
+    Throughput,
+    Unavailable,
+    Usage,
+    UsageMeter,
+    flushall,
+    server_version,
+)
+from benchmarks.report import print_report, summarize, write_results
+from benchmarks.sandboxrunner_bench import (
+    SandboxrunnerTimeouts,
+    SandboxrunnerVariant,
+    measure_drain,
+    measure_idle_cpu,
+    process_mode_missing,
+)
+from benchmarks.variant import (
+    PROCESSES,
+    THREADS,
+    TimeoutTarget,
+    Variant,
+    measure_timeout,
+    run_roundtrips,
+)
+from sandboxrunner.embedded import TestServer
+
+SECTIONS = ("throughput", "latency", "timeout", "scale")
+SYSTEMS = ("sandboxrunner", *peers.PEERS)
+# wide enough for the tables when the output goes to a file or a pipe
+console = Console(width=max(160, shutil.get_terminal_size((160, 40)).columns))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks",
+                                description="sandboxrunner and its peers, side by side.")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"sections to run, comma-separated: {', '.join(SECTIONS)}")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help=f"systems to run, comma-separated: {', '.join(SYSTEMS)}")
+    p.add_argument("--n", type=int, default=2000, help="jobs per throughput run")
+    p.add_argument("--repeat", type=int, default=3, help="throughput runs per variant (best kept)")
+    p.add_argument("--calls", type=int, default=500, help="timed round trips per variant")
+    p.add_argument("--warmup", type=int, default=50, help="untimed round trips first")
+    p.add_argument("--latency-seconds", type=float, default=10.0,
+                   help="bound of the round trips of one variant (polling peers are slow)")
+    p.add_argument("--max-seconds", type=float, default=30.0,
+                   help="bound of any one measurement; slower systems report partial results")
+    p.add_argument("--sr-wait", choices=("gather", "enqueue"), default="gather",
+                   help="sandboxrunner throughput client (see sandboxrunner_bench.py)")
+    p.add_argument("--sr-window", type=int, default=64,
+                   help="arun_job calls in flight (gather); above 100 hits redis-py 8's pool limit")
+    p.add_argument("--timeout-runs", type=int, default=3, help="runs per timeout job kind")
+    p.add_argument("--timeout-wait", type=float, default=10.0,
+                   help="seconds past the deadline to wait for the recovery")
+    p.add_argument("--waiting", default="1000,10000", help="backlogs for the scale drain")
+    p.add_argument("--scale-100k", action="store_true", help="add a 100,000-job backlog (slow)")
+    p.add_argument("--idle-seconds", type=float, default=10.0, help="idle CPU sample length")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
+    p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
+    args = p.parse_args(argv)
+    args.only = _pick(p, args.only, SECTIONS, "--only")
+    args.systems = _pick(p, args.systems, SYSTEMS, "--systems")
+    args.waiting = [int(x) for x in args.waiting.split(",") if x.strip()]
+    if args.scale_100k and 100_000 not in args.waiting:
+        args.waiting.append(100_000)
+    return args
+
+
+def _pick(p: argparse.ArgumentParser, text: str, known: tuple[str, ...], flag: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [x for x in names if x not in known]
+    if unknown:
+        p.error(f"{flag}: unknown {', '.join(unknown)}; expected some of {', '.join(known)}")
+    return names
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def variants_of(system: str, args: argparse.Namespace) -> list[Variant]:
+    if system == "sandboxrunner":
+        return [SandboxrunnerVariant(mode, args.sr_wait, args.sr_window)
+                for mode in (THREADS, PROCESSES)]
+    module = peers.load(system)
+    found: list[Variant] = module.variants()
+    return found
+
+
+def _row(variant: Variant, **extra: Any) -> dict[str, Any]:
+    return {**variant.describe(), **extra}
+
+
+def _na(system: str, reason: str) -> dict[str, Any]:
+    return {"system": system, "variant": system, "mode": "-", "workers": "", "wait_method": "",
+            "status": "n/a", "reason": reason}
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every section needs: the server and where the worker logs go."""
+
+    url: str
+    server_pid: int | None
+    logdir: Path
+
+
+def measure_variant(variant: Variant, run: Run, args: argparse.Namespace,
+                    results: dict[str, Any]) -> None:
+    url, logdir = run.url, run.logdir
+    flushall(url)
+    want_tp, want_lat = "throughput" in args.only, "latency" in args.only
+    try:
+        variant.start(url, logdir)
+    except Exception as exc:  # noqa: BLE001 - any failure to start is that variant's n/a
+        reason = str(exc) if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}"
+        console.log(f"[yellow]{variant.label}: n/a[/] ({reason.splitlines()[0][:200]})")
+        for section, wanted in (("throughput", want_tp), ("latency", want_lat)):
+            if wanted:
+                results[section].append(_row(variant, status="n/a", reason=reason[:2000]))
+        return
+    try:
+        if want_tp:
+            row = _measure_throughput(variant, run, args)
+            results["throughput"].append(row)
+            if want_lat and not row.get("complete"):
+                # jobs left over from a partial run would queue ahead of the round trips
+                variant.stop()
+                flushall(url)
+                try:
+                    variant.start(url, logdir)
+                except Exception as exc:  # noqa: BLE001 - its round trip is n/a
+                    results["latency"].append(_row(variant, status="n/a",
+                                                   reason=f"restart failed: {exc}"[:2000]))
+                    return
+        if want_lat:
+            results["latency"].append(_measure_latency(variant, args))
+    finally:
+        variant.stop()
+
+
+def _measure_throughput(variant: Variant, run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        variant.throughput(min(200, args.n), time.monotonic() + args.max_seconds)  # warm-up
+        runs: list[tuple[Throughput, Usage]] = []
+        for _ in range(max(1, args.repeat)):
+            meter = UsageMeter(run.url, run.server_pid, variant.worker_pids())
+            result = variant.throughput(args.n, time.monotonic() + args.max_seconds)
+            runs.append((result, meter.per_job(result.seen)))
+            if not result.complete or sum(r.elapsed_s for r, _ in runs) >= args.max_seconds / 2:
+                break  # slow enough that another run would only cost as much again
+    except Exception as exc:  # noqa: BLE001 - reported as this variant's n/a
+        console.log(f"[red]{variant.label} throughput failed[/]: {exc!r}")
+        return _row(variant, status="n/a", reason=f"{type(exc).__name__}: {exc}"[:500])
+    best, usage = max(runs, key=lambda r: (r[0].complete, r[0].jobs_per_s))
+    if best.seen == 0:
+        console.log(f"[red]{variant.label}: no result within {args.max_seconds:g} s[/]")
+        return _row(variant, status="n/a", reason=f"no result within {args.max_seconds:g} s")
+    console.log(f"{variant.label}: {best.jobs_per_s:,.0f} jobs/s "
+                f"(runs: {', '.join(f'{r.jobs_per_s:,.0f}' for r, _ in runs)}); per job: "
+                f"client {usage.client_cpu_ms:.3f} ms CPU, workers {usage.workers_cpu_ms:.3f}, "
+                f"redis {usage.redis_cpu_ms:.3f}; {usage.redis_calls:.1f} redis calls "
+                f"({usage.redis_scripts:.2f} scripts)")
+    return _row(variant, status="ok", **best.to_json(), usage=usage.to_json(),
+                runs=[{**r.to_json(), "usage": u.to_json()} for r, u in runs])
+
+
+def _measure_latency(variant: Variant, args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        latency = variant.roundtrip(args.calls, args.warmup,
+                                    time.monotonic() + args.latency_seconds)
+    except Exception as exc:  # noqa: BLE001 - reported as this variant's n/a
+        console.log(f"[red]{variant.label} round trip failed[/]: {exc!r}")
+        return _row(variant, status="n/a", reason=f"{type(exc).__name__}: {exc}"[:500])
+    console.log(f"{variant.label}: round trip p50 {latency.p50_ms:.3f} ms, "
+                f"p99 {latency.p99_ms:.3f} ms")
+    return _row(variant, status="ok", roundtrip_method=getattr(variant, "roundtrip_method", ""),
+                **latency.to_json())
+
+
+def measure_baseline(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One redis-py PING round trip: the floor under every round trip below."""
+    with redis.Redis.from_url(url) as client:
+        latency = run_roundtrips(lambda i: client.ping(), args.calls, args.warmup,
+                                 time.monotonic() + args.latency_seconds)
+    console.log(f"baseline PING: p50 {latency.p50_ms:.3f} ms, p99 {latency.p99_ms:.3f} ms")
+    return {"system": "redis", "variant": "baseline: redis-py PING", "mode": "-",
+            "status": "ok", "roundtrip_method": "Redis.ping()", **latency.to_json()}
+
+
+def run_variants(run: Run, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    if "latency" in args.only:
+        results["latency"].append(measure_baseline(run.url, args))
+    for system in args.systems:
+        try:
+            variants = variants_of(system, args)
+        except Unavailable as exc:
+            console.log(f"[yellow]{system}: skipped[/] ({exc})")
+            for section in ("throughput", "latency"):
+                if section in args.only:
+                    results[section].append(_na(system, str(exc)))
+            continue
+        for variant in variants:
+            measure_variant(variant, run, args, results)
+
+
+# --------------------------------------------------------------------------- timeouts
+
+
+def timeout_targets(args: argparse.Namespace) -> list[TimeoutTarget | dict[str, Any]]:
+    targets: list[TimeoutTarget | dict[str, Any]] = []
+    for system in args.systems:
+        if system == "sandboxrunner":
+            targets.append(SandboxrunnerTimeouts())
+            continue
+        try:
+            found = peers.load(system).timeout_targets()
+        except Unavailable as exc:
+            found = []
+            targets.append({"system": system, "label": system, "status": "n/a",
+                            "reason": str(exc)})
+            continue
+        if not found:
+            targets.append({"system": system, "label": system, "status": "n/a",
+                            "reason": "not measured: asyncio worker, a blocking call "
+                                      "cannot be interrupted"})
+        targets.extend(found)
+    return targets
+
+
+def measure_target(target: TimeoutTarget, url: str, logdir: Path,
+                   args: argparse.Namespace) -> dict[str, Any]:
+    row: dict[str, Any] = {"system": target.system, "label": target.label, "how": target.how,
+                           "status": "ok", "runs": []}
+    for kind in ("sleep", "c_call"):
+        for _ in range(max(1, args.timeout_runs)):
+            flushall(url)
+            try:
+                target.start(url, logdir)
+                run = measure_timeout(target, kind, args.timeout_wait)
+            except Exception as exc:  # noqa: BLE001 - the whole target is n/a
+                reason = str(exc) if isinstance(exc, Unavailable) else repr(exc)
+                console.log(f"[yellow]{target.label} timeouts: n/a[/] ({reason.splitlines()[0]})")
+                return {**row, "status": "n/a", "reason": reason[:2000], "runs": []}
+            finally:
+                target.stop()
+            console.log(f"{target.label} {kind}: failed {_ms(run.failed_after_s)}, pool full "
+                        f"{_ms(run.pool_full_after_s)}, next job {_ms(run.next_ran_after_s)}")
+            row["runs"].append(run.to_json())
+            if run.next_ran_after_s is None:
+                break  # not recovered within the wait: repeating would only cost the wait again
+    return row
+
+
+def _ms(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds * 1000:+.0f} ms"
+
+
+def run_timeouts(url: str, logdir: Path, args: argparse.Namespace,
+                 results: dict[str, Any]) -> None:
+    for target in timeout_targets(args):
+        if isinstance(target, dict):
+            results["timeout"].append(target)
+            continue
+        results["timeout"].append(measure_target(target, url, logdir, args))
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def run_scale(url: str, logdir: Path, args: argparse.Namespace,
+              results: dict[str, Any]) -> None:
+    if "sandboxrunner" not in args.systems:
+        return
+    scale: dict[str, Any] = {"drain": [], "idle": [], "problems": []}
+    results["scale"] = scale
+    for waiting in sorted(args.waiting):
+        _guard(scale, f"drain {waiting}", scale["drain"],
+               partial(_median_drain, url, logdir, waiting, args))
+    console.log(f"scale: drain {scale['drain']}")
+    for mode in (THREADS, PROCESSES):
+        flushall(url)
+        missing = process_mode_missing() if mode == PROCESSES else None
+        if missing:
+            scale["idle"].append({"mode": mode, "status": "n/a", "reason": missing})
+            continue
+        _guard(scale, f"idle {mode}", scale["idle"],
+               partial(measure_idle_cpu, url, logdir, args.idle_seconds, mode == PROCESSES))
+    console.log(f"scale: idle {scale['idle']}")
+
+
+def _median_drain(url: str, logdir: Path, waiting: int,
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """The median drain of 3 runs (1 run for backlogs over 10,000: they take long enough)."""
+    budget = max(args.max_seconds, waiting / 500)
+    runs = []
+    for _ in range(3 if waiting <= 10_000 else 1):
+        flushall(url)
+        runs.append({"mode": THREADS, **measure_drain(url, logdir, waiting, budget)})
+    runs.sort(key=lambda r: r["drain_jobs_per_s"])
+    return {**runs[len(runs) // 2], "runs_jobs_per_s": [r["drain_jobs_per_s"] for r in runs]}
+
+
+def _guard(scale: dict[str, Any], what: str, into: list[dict[str, Any]],
+           step: Callable[[], dict[str, Any]]) -> None:
+    """Append step() to INTO; a failure becomes a line in scale["problems"]."""
+    try:
+        into.append(step())
+    except Exception as exc:  # noqa: BLE001 - one scale figure is n/a, the rest go on
+        console.log(f"[red]scale {what} failed[/]: {exc!r}")
+        scale["problems"].append(f"{what}: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+# --------------------------------------------------------------------------- run
+
+
+def metadata(args: argparse.Namespace) -> dict[str, Any]:
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for dist in ("sandboxrunner", "redis", "hiredis", *peers.PEERS.values()):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+        "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "platform": platform.platform(),
+        "python": sys.version.split()[0], "versions": versions,
+        "sandboxrunner_commit": git("rev-parse", "--short", "HEAD"),
+        "sandboxrunner_dirty": bool(git("status", "--porcelain", "sandboxrunner")),
+        "process_mode": process_mode_missing() or "available",
+        "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"meta": metadata(args), "throughput": [], "latency": [],
+                               "timeout": [], "scale": {}}
+    server = TestServer(logdir / "redis")
+    started = time.monotonic()
+    try:
+        server.start()
+        os.environ[marks.URL_ENV] = server.url
+        results["meta"]["server"] = server_version(server.url)
+        console.log(f"server {results['meta']['server']} at {server.url}; logs in {logdir}")
+        if {"throughput", "latency"} & set(args.only):
+            run_variants(Run(server.url, server.pid, logdir), args, results)
+        if "timeout" in args.only:
+            run_timeouts(server.url, logdir, args, results)
+        if "scale" in args.only:
+            run_scale(server.url, logdir, args, results)
+    except KeyboardInterrupt:
+        console.log("[red]interrupted[/]: reporting what was measured")
+        results["meta"]["interrupted"] = True
+    finally:
+        TRACKER.kill_all()
+        marks.forget_client()
+        server.stop()
+    results["meta"]["duration_s"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logdir = Path(tempfile.mkdtemp(prefix="sandboxrunner-bench-"))
+    try:
+        results = run(args, logdir)
+    except Exception:  # noqa: BLE001 - the harness itself broke; workers are already gone
+        console.print(traceback.format_exc())
+        return 1
+    results["summary"] = summarize(results)
+    print_report(console, results)
+    console.print(f"run took {results['meta']['duration_s']:.0f} s; worker logs in {logdir}")
+    if not args.no_save:
+        for path in write_results(results, args.out):
+            console.print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return 0

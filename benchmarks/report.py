@@ -1,0 +1,283 @@
+"""Turning the collected figures into the summary (ratios against the best peer), the
+rich tables and the JSON files under ``benchmarks/results/``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.variant import PROCESSES, THREADS
+
+NA = "n/a"
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _ok(rows: list[dict[str, Any]], system: str | None, mode: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("status") == "ok" and r["mode"] == mode
+            and (r["system"] == system if system else r["system"] != "sandboxrunner")]
+
+
+def _figure(name: str, ours: float | None, peer: dict[str, Any] | None, key: str,
+            higher_is_better: bool, target: str, met: bool | None) -> dict[str, Any]:
+    theirs = peer[key] if peer else None
+    # a ratio needs two positive figures (a peer may fail a job before our deadline mark)
+    ratio = (ours / theirs if ours is not None and ours > 0 and theirs is not None
+             and theirs > 0 and not math.isnan(theirs) else None)
+    return {"figure": name, "sandboxrunner": ours, "best_peer": peer["variant"] if peer else None,
+            "best_peer_value": theirs, "ratio": round(ratio, 3) if ratio is not None else None,
+            "better": "higher" if higher_is_better else "lower", "target": target, "met": met}
+
+
+def _throughput_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for mode, factor in ((THREADS, 2.0), (PROCESSES, 1.0)):
+        ours_rows = _ok(rows, "sandboxrunner", mode)
+        ours = ours_rows[0]["jobs_per_s"] if ours_rows else None
+        peers = _ok(rows, None, mode)
+        best = max(peers, key=lambda r: r["jobs_per_s"], default=None)
+        met = (ours >= factor * best["jobs_per_s"]) if ours is not None and best else None
+        out.append(_figure(f"throughput, {mode} (jobs/s)", ours, best, "jobs_per_s", True,
+                           f">= {factor:g}x best peer", met))
+        if mode == PROCESSES:
+            celery = [r for r in peers if r["variant"] == "celery prefork"]
+            c = celery[0] if celery else None
+            out.append(_figure("throughput, processes vs celery prefork", ours, c,
+                               "jobs_per_s", True, ">= 5x celery prefork",
+                               (ours >= 5 * c["jobs_per_s"]) if ours is not None and c else None))
+    return out
+
+
+def _latency_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    targets = {(THREADS, "p50_ms"): 0.5, (THREADS, "p99_ms"): 1.0, (PROCESSES, "p50_ms"): 1.0}
+    for mode in (THREADS, PROCESSES):
+        ours_rows = _ok(rows, "sandboxrunner", mode)
+        for key in ("p50_ms", "p99_ms"):
+            ours = ours_rows[0][key] if ours_rows else None
+            best = min(_ok(rows, None, mode), key=lambda r: r[key], default=None)
+            limit = targets.get((mode, key))
+            out.append(_figure(f"round trip {key[:3]}, {mode} (ms)", ours, best, key, False,
+                               f"<= {limit:g} ms" if limit else "",
+                               (ours <= limit) if ours is not None and limit else None))
+    return out
+
+
+def _timeout_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    fields = (("failed_after_s", "failure recorded", 0.020),
+              ("pool_full_after_s", "pool full again", 0.050),
+              ("next_ran_after_s", "next job started", 0.050))
+    for kind in ("sleep", "c_call"):
+        for key, what, limit in fields:
+            ours = _worst(rows, "sandboxrunner", kind, key)
+            peers: dict[str, float] = {}
+            for r in rows:
+                if r["system"] != "sandboxrunner" and r.get("status") == "ok":
+                    worst = _worst(rows, r["system"], kind, key)
+                    if worst is not None:
+                        peers[r["label"]] = worst
+            best = min(peers.items(), key=lambda kv: kv[1], default=None)
+            peer = {"variant": best[0], "value": best[1]} if best else None
+            out.append(_figure(f"timeout, {kind} job: {what} (worst run, s)", ours,
+                               peer, "value", False, f"<= {limit * 1000:g} ms every run",
+                               (ours <= limit) if ours is not None else None))
+    return out
+
+
+def _worst(rows: list[dict[str, Any]], system: str, kind: str, key: str) -> float | None:
+    """The worst run of SYSTEM's KIND job; None if any run never got there (or no runs)."""
+    for row in rows:
+        if row["system"] == system and row.get("status") == "ok":
+            values = [r[key] for r in row["runs"] if r["kind"] == kind]
+            if not values or any(v is None for v in values):
+                return None
+            return max(values)
+    return None
+
+
+def _scale_figures(scale: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    drains = scale.get("drain", [])
+    if len(drains) >= 2:
+        small, big = drains[0], drains[-1]
+        ratio = (big["drain_jobs_per_s"] / small["drain_jobs_per_s"]
+                 if small["drain_jobs_per_s"] else None)
+        out.append({"figure": f"drain rate {big['waiting']:,} vs {small['waiting']:,} waiting",
+                    "sandboxrunner": round(ratio, 3) if ratio else None, "best_peer": None,
+                    "best_peer_value": None, "ratio": None, "better": "higher",
+                    "target": ">= 0.9", "met": ratio >= 0.9 if ratio else None})
+    for idle in scale.get("idle", []):
+        if idle.get("status", "ok") == "ok":
+            pct = idle["cpu_percent"]
+            out.append({"figure": f"idle supervisor CPU, {idle['mode']} (%)",
+                        "sandboxrunner": pct, "best_peer": None, "best_peer_value": None,
+                        "ratio": None, "better": "lower", "target": "< 1%", "met": pct < 1})
+    return out
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline figures of the sections that ran, each against the best peer."""
+    figures: list[dict[str, Any]] = []
+    if results.get("throughput"):
+        figures += _throughput_figures(results["throughput"])
+    if results.get("latency"):
+        figures += _latency_figures(results["latency"])
+    if results.get("timeout"):
+        figures += _timeout_figures(results["timeout"])
+    if results.get("scale"):
+        figures += _scale_figures(results["scale"])
+    return figures
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NA
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _after(value: float | None) -> str:
+    return NA if value is None else f"{value * 1000:,.0f} ms"
+
+
+def config_table(results: dict[str, Any]) -> Table:
+    table = Table("variant", "workers (separate processes)", "throughput: client waits with",
+                  "round trip: one call is", title="How each system ran")
+    seen: dict[str, dict[str, Any]] = {}
+    for r in results.get("throughput", []) + results.get("latency", []):
+        if r.get("workers"):
+            seen.setdefault(r["variant"], {}).update(
+                {k: v for k, v in r.items() if k in ("workers", "wait_method",
+                                                     "roundtrip_method") and v})
+    for variant, r in seen.items():
+        table.add_row(variant, r.get("workers", ""), r.get("wait_method", ""),
+                      r.get("roundtrip_method", ""))
+    return table
+
+
+def throughput_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("variant", "mode", "jobs/s", "results seen", "CPU ms per job:\nclient",
+                  "workers", "redis", "redis calls/job", "of which scripts",
+                  title="1. Throughput: N no-op jobs, first enqueue to last result seen "
+                        "(best run)")
+    for r in rows:
+        if r.get("status") != "ok":
+            table.add_row(r["variant"], r["mode"], NA, r.get("reason", "").split("\n")[0][:90])
+            continue
+        seen = f"{r['seen']:,}/{r['n']:,}" + ("" if r["complete"] else " (partial)")
+        if r.get("wrong"):
+            seen += f", {r['wrong']} wrong"
+        u = r.get("usage") or {}
+        table.add_row(r["variant"], r["mode"], _num(r["jobs_per_s"], 0), seen,
+                      _num(u.get("client_cpu_ms"), 3), _num(u.get("workers_cpu_ms"), 3),
+                      _num(u.get("redis_cpu_ms"), 3), _num(u.get("redis_calls")),
+                      _num(u.get("redis_scripts"), 2))
+    return table
+
+
+def latency_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("variant", "mode", "p50 ms", "p99 ms", "max ms", "calls",
+                  title="2. Round trip: sequential calls of a no-op after a warm-up")
+    for r in rows:
+        if r.get("status") != "ok":
+            table.add_row(r["variant"], r["mode"], NA, NA, NA,
+                          r.get("reason", "").split("\n")[0][:90])
+            continue
+        table.add_row(r["variant"], r["mode"], _num(r["p50_ms"], 3), _num(r["p99_ms"], 3),
+                      _num(r.get("max_ms"), 1), f"{r['calls']:,}/{r['wanted']:,}")
+    return table
+
+
+def timeout_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("system", "job", "failed after", "pool full after", "next job after",
+                  "process gone", "caller got",
+                  title="3. Timeout recovery: 1 s limit, concurrency 1, a no-op queued behind "
+                        "(times after the deadline; n/a = not within the wait)")
+    table.caption = "\n".join(f"{r['label']}: {r['how']}" for r in rows if r.get("how"))
+    for r in rows:
+        if r.get("status") != "ok":
+            table.add_row(r["label"], "", NA, NA, NA, "", r.get("reason", "").split("\n")[0])
+            continue
+        for run in r["runs"]:
+            table.add_row(r["label"], run["kind"], _after(run["failed_after_s"]),
+                          _after(run["pool_full_after_s"]), _after(run["next_ran_after_s"]),
+                          "yes" if run["process_gone"] else "no", run["outcome"][:70])
+    return table
+
+
+def scale_table(scale: dict[str, Any]) -> Table:
+    table = Table("figure", "value", title="4. Scale (sandboxrunner)")
+    for d in scale.get("drain", []):
+        prefix = f"{d['waiting']:,} waiting ({d.get('mode', THREADS)})"
+        table.add_row(f"{prefix}: drain rate (jobs/s, first claim to last settle)",
+                      _num(d["drain_jobs_per_s"], 0))
+        table.add_row(f"{prefix}: drain rate, middle 80% of settles (jobs/s)",
+                      _num(d.get("drain_mid_jobs_per_s"), 0))
+        table.add_row(f"{prefix}: Redis bytes per waiting job",
+                      _num(d["redis_bytes_per_waiting_job"], 0))
+        rss = (f"{_num(d['supervisor_rss_mib'])} "
+               f"(with children {_num(d['supervisor_tree_rss_mib'])})")
+        table.add_row(f"{prefix}: supervisor RSS after the drain (MiB)", rss)
+    for idle in scale.get("idle", []):
+        value = (_num(idle["cpu_percent"], 3) if idle.get("status", "ok") == "ok"
+                 else f"{NA}: {idle.get('reason', '')}")
+        table.add_row(f"idle supervisor CPU over {idle.get('seconds', '?')} s, "
+                      f"{idle['mode']} (% of a core)", value)
+    for problem in scale.get("problems", []):
+        table.add_row("n/a", problem)
+    return table
+
+
+def summary_table(figures: list[dict[str, Any]]) -> Table:
+    table = Table("figure", "sandboxrunner", "best peer", "peer value", "ratio sr/peer",
+                  "better", "target", "met", title="Summary: sandboxrunner / best peer")
+    for f in figures:
+        ratio = f"{f['ratio']:.2f}x" if f["ratio"] is not None else NA
+        met = {True: "yes", False: "NO", None: NA}[f["met"]]
+        table.add_row(f["figure"], _num(f["sandboxrunner"], 3), f["best_peer"] or "-",
+                      _num(f["best_peer_value"], 3), ratio, f["better"], f["target"], met)
+    return table
+
+
+def print_report(console: Console, results: dict[str, Any]) -> None:
+    if results.get("throughput") or results.get("latency"):
+        console.print(config_table(results))
+    if results.get("throughput"):
+        console.print(throughput_table(results["throughput"]))
+    if results.get("latency"):
+        console.print(latency_table(results["latency"]))
+    if results.get("timeout"):
+        console.print(timeout_table(results["timeout"]))
+    if results.get("scale"):
+        console.print(scale_table(results["scale"]))
+    console.print(summary_table(results["summary"]))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """<date>-<host>.json and latest.json, each written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname().split(".")[0] or "host"
+    text = json.dumps(results, indent=2, sort_keys=False, default=str) + "\n"
+    paths = [out_dir / f"{time.strftime('%Y-%m-%d')}-{host}.json", out_dir / "latest.json"]
+    for path in paths:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return paths

@@ -1,0 +1,381 @@
+"""sandboxrunner under the benchmark: a `sandboxrunner start` subprocess and a client here.
+
+The supervisor is a real `python -m sandboxrunner start` (own process, own GIL) serving
+the default queue with the job files of ``benchmarks/jobs``; the client is an in-process
+`Client` built like the tests build one. Process mode needs
+``sandboxrunner/executors/processes.py``: when it is missing, or the supervisor fails to
+start in that mode, every process-mode figure is n/a and the run goes on.
+
+Client methods for throughput (``--sr-wait``):
+
+  enqueue   ``client.enqueue`` N times (fire and forget), then ``handle.result()`` on
+            each in order; one thread, no asyncio
+  gather    ``client.arun_job`` on one event loop, at most WINDOW calls in flight
+            (``--sr-window``), each woken by the shared pub/sub listener
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from benchmarks import marks
+from benchmarks.harness import (
+    JOBS_DIR,
+    ROOT,
+    Latency,
+    Throughput,
+    Unavailable,
+    WorkerProcess,
+    left_s,
+    python_argv,
+    tree_cpu_seconds,
+    tree_rss_bytes,
+    used_memory,
+    wait_until,
+)
+from benchmarks.variant import PROCESSES, THREADS, TimeoutTarget, Variant, payload, run_roundtrips
+from sandboxrunner.client import Client
+from sandboxrunner.config import THREAD_CONCURRENCY, load_config
+from sandboxrunner.errors import JobError, WaitTimeout
+from sandboxrunner.keys import Keys
+from sandboxrunner.registry import load_registry
+from sandboxrunner.store import Store
+
+QUEUE = "default"
+PROCESS_CHILDREN = 2
+READY_TIMEOUT_S = 30.0
+WAIT_METHODS = {
+    "enqueue": "client.enqueue() x N, then handle.result() on each",
+    "gather": "asyncio.gather of client.arun_job(), {window} in flight",
+}
+
+
+def process_mode_missing() -> str | None:
+    """Why process mode cannot run here, or None when its module exists."""
+    if importlib.util.find_spec("sandboxrunner.executors.processes") is None:
+        return "sandboxrunner/executors/processes.py does not exist yet"
+    return None
+
+
+def make_client(url: str) -> Client:
+    config = load_config({"redis_url": url, "jobs_dir": str(JOBS_DIR)}, project_dir=ROOT,
+                         env={})
+    return Client(config, load_registry(config.jobs_dir), url)
+
+
+class Supervisor:
+    """`python -m sandboxrunner start` for the default queue, waited for until it heartbeats."""
+
+    def __init__(self, url: str, logdir: Path, *, processes: bool,
+                 concurrency: int | None) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOXRUNNER_")}
+        env.update({"REDIS_URL": url, "WORKERS": QUEUE, "SANDBOXRUNNER_JOBS_DIR": str(JOBS_DIR),
+                    marks.URL_ENV: url})
+        args = ["-m", "sandboxrunner", "start", "--workers", QUEUE]
+        if processes:
+            args.append("--separate-process")
+        if concurrency is not None:
+            args += ["--concurrency", str(concurrency)]
+        mode = "processes" if processes else "threads"
+        self.proc = WorkerProcess(python_argv(*args), logdir / f"sandboxrunner-{mode}.log",
+                                  env=env)
+        self.url = url
+        try:
+            self._wait_ready()
+        except Unavailable:
+            self.proc.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        sups = Keys("sr").sups(QUEUE)
+        needle = f"-{self.proc.pid}-".encode()
+        with redis.Redis.from_url(self.url) as r:
+            def ready() -> bool:
+                if not self.proc.alive():
+                    raise Unavailable(f"supervisor exited early:\n{self.proc.tail()}")
+                return any(needle in member for member in r.zrange(sups, 0, -1))
+
+            try:
+                wait_until(ready, READY_TIMEOUT_S, 0.02, "supervisor heartbeat")
+            except Unavailable as exc:
+                raise Unavailable(f"{exc}:\n{self.proc.tail()}") from exc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class SandboxrunnerVariant(Variant):
+    system = "sandboxrunner"
+
+    def __init__(self, mode: str, wait: str = "gather", window: int = 64) -> None:
+        self.mode = mode
+        self.wait = wait
+        self.window = window
+        processes = mode == PROCESSES
+        self.label = f"sandboxrunner {'processes' if processes else 'threads'}"
+        self.concurrency = PROCESS_CHILDREN if processes else None
+        shown = (f"--separate-process --concurrency {PROCESS_CHILDREN}" if processes
+                 else f"(thread mode, default concurrency {THREAD_CONCURRENCY})")
+        self.workers = f"sandboxrunner start --workers default {shown}"
+        self.wait_method = WAIT_METHODS[wait].format(window=window)
+        self.roundtrip_method = "run_job() (pub/sub reply to this client)"
+        self.supervisor: Supervisor | None = None
+        self.client: Client | None = None
+
+    def start(self, url: str, logdir: Path) -> None:
+        if self.mode == PROCESSES:
+            missing = process_mode_missing()
+            if missing:
+                raise Unavailable(missing)
+        self.supervisor = Supervisor(url, logdir, processes=self.mode == PROCESSES,
+                                     concurrency=self.concurrency)
+        self.client = make_client(url)
+        got = self.client.run_job("noop", payload(0), wait_timeout=20_000)
+        if got != payload(0):
+            raise Unavailable(f"noop returned {got!r}")
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+
+    def worker_pids(self) -> list[int]:
+        return [self.supervisor.pid] if self.supervisor is not None else []
+
+    def _client(self) -> Client:
+        assert self.client is not None, "start() first"
+        return self.client
+
+    def throughput(self, n: int, deadline: float) -> Throughput:
+        if self.wait == "gather":
+            return asyncio.run(self._gather(n, deadline))
+        client = self._client()
+        start = time.perf_counter()
+        handles = []
+        for i in range(n):
+            if time.monotonic() >= deadline:
+                break
+            handles.append(client.enqueue("noop", payload(i)))
+        seen = wrong = 0
+        for i, handle in enumerate(handles):
+            try:
+                got = handle.result(wait_timeout=int(left_s(deadline) * 1000))
+            except JobError:
+                got = None
+            except Exception:  # noqa: BLE001 - WaitTimeout past the deadline: stop counting
+                break
+            seen += 1
+            wrong += got != payload(i)
+        return Throughput(n, seen, time.perf_counter() - start, wrong)
+
+    async def _gather(self, n: int, deadline: float) -> Throughput:
+        client = self._client()
+        gate = asyncio.Semaphore(self.window)
+        counts = {"seen": 0, "wrong": 0}
+
+        async def one(i: int) -> None:
+            async with gate:
+                try:
+                    got = await client.arun_job("noop", payload(i),
+                                                wait_timeout=int(left_s(deadline) * 1000))
+                except JobError:
+                    got = None
+                counts["seen"] += 1
+                counts["wrong"] += got != payload(i)
+
+        start = time.perf_counter()
+        tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), left_s(deadline))
+        except (TimeoutError, WaitTimeout):
+            pass  # partial: counted so far
+        finally:
+            elapsed = time.perf_counter() - start
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.aclose()
+        return Throughput(n, counts["seen"], elapsed, counts["wrong"])
+
+    def roundtrip(self, calls: int, warmup: int, deadline: float) -> Latency:
+        client = self._client()
+
+        def call(i: int) -> None:
+            got = client.run_job("noop", payload(i), wait_timeout=10_000)
+            if got != payload(i):
+                raise AssertionError(f"noop returned {got!r}")
+
+        return run_roundtrips(call, calls, warmup, deadline)
+
+
+# --------------------------------------------------------------------------- timeouts
+
+
+class SandboxrunnerTimeouts(TimeoutTarget):
+    system = "sandboxrunner"
+    label = "sandboxrunner processes"
+    how = ("--separate-process --concurrency 1; job file `timeout = 1000` (ms); "
+           "the supervisor kills the child's process tree at the deadline")
+
+    def __init__(self) -> None:
+        self.supervisor: Supervisor | None = None
+        self.client: Client | None = None
+
+    def start(self, url: str, logdir: Path) -> None:
+        missing = process_mode_missing()
+        if missing:
+            raise Unavailable(missing)
+        self.supervisor = Supervisor(url, logdir, processes=True, concurrency=1)
+        self.client = make_client(url)
+        self.client.run_job("noop", payload(0), wait_timeout=20_000)
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+
+    def root_pid(self) -> int:
+        assert self.supervisor is not None
+        return self.supervisor.pid
+
+    def submit(self, kind: str) -> Any:
+        assert self.client is not None
+        return self.client.enqueue("sleep_long" if kind == "sleep" else "c_call")
+
+    def wait_outcome(self, handle: Any, timeout_s: float) -> tuple[bool, str]:
+        try:
+            handle.result(wait_timeout=int(timeout_s * 1000))
+        except JobError as exc:
+            return True, f"{type(exc).__name__}: {exc.error_message or exc}"[:160]
+        return False, "completed"
+
+    def submit_stamp(self) -> None:
+        assert self.client is not None
+        self.client.enqueue("stamp")
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def _completed(store: Store) -> int:
+    return int(store.redis.hget(store.keys.stats(QUEUE), "completed") or 0)
+
+
+def _enqueue_backlog(client: Client, count: int, deadline: float) -> list[str]:
+    """Enqueue COUNT no-op jobs that nobody waits for (client.enqueue, one at a time)."""
+    ids: list[str] = []
+    while len(ids) < count and time.monotonic() < deadline:
+        ids.append(client.enqueue("noop", payload(len(ids))).id)
+    return ids
+
+
+def measure_drain(url: str, logdir: Path, waiting: int, budget_s: float,
+                  processes: bool = False) -> dict[str, Any]:
+    """Drain rate with WAITING jobs queued before the supervisor starts; memory, RSS."""
+    client = make_client(url)
+    try:
+        mem_before = used_memory(url)
+        enqueue_start = time.monotonic()
+        ids = _enqueue_backlog(client, waiting, enqueue_start + budget_s)
+        enqueued = len(ids)
+        enqueue_s = time.monotonic() - enqueue_start
+        mem_after = used_memory(url)
+        supervisor = Supervisor(url, logdir, processes=processes,
+                                concurrency=PROCESS_CHILDREN if processes else None)
+        try:
+            drained, elapsed = _wait_drained(client.store, enqueued, budget_s)
+            rate, mid_rate = _drain_rate(client.store, ids)
+            rss = tree_rss_bytes(supervisor.pid)
+            sup_rss = _own_rss(supervisor.pid)
+        finally:
+            supervisor.stop()
+    finally:
+        client.close()
+    return {"waiting": enqueued, "drain_jobs_per_s": round(rate, 1),
+            "drain_mid_jobs_per_s": round(mid_rate, 1), "drained": drained,
+            "drain_s": round(elapsed, 3), "enqueue_jobs_per_s": round(enqueued / enqueue_s, 1),
+            "redis_bytes_per_waiting_job": round((mem_after - mem_before) / max(1, enqueued), 1),
+            "supervisor_rss_mib": round(sup_rss / 2**20, 1),
+            "supervisor_tree_rss_mib": round(rss / 2**20, 1)}
+
+
+def make_client_config(url: str) -> Any:
+    return load_config({"redis_url": url, "jobs_dir": str(JOBS_DIR)}, project_dir=ROOT, env={})
+
+
+def _own_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+def _wait_drained(store: Store, total: int, budget_s: float) -> tuple[int, float]:
+    """Wait until TOTAL jobs completed (or the budget ends): (completed, seconds waited)."""
+    start = time.monotonic()
+    done = _completed(store)
+    while done < total and time.monotonic() - start < budget_s:
+        time.sleep(0.01)
+        done = _completed(store)
+    return done, time.monotonic() - start
+
+
+def _drain_rate(store: Store, ids: list[str]) -> tuple[float, float]:
+    """(whole, middle) drain rates in jobs/s from the jobs' own server timestamps (ms):
+    all jobs over first claim to last settle, and the 10th to 90th percentile of the
+    settle times (settles are written in batches, so the middle of a short drain is coarse)."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for i in range(0, len(ids), 5000):
+        pipe = store.redis.pipeline(transaction=False)
+        for job_id in ids[i:i + 5000]:
+            pipe.hmget(store.keys.job(job_id), ["start", "end"])
+        for start, end in pipe.execute():
+            if start and end:
+                starts.append(int(start))
+                ends.append(int(end))
+    if len(ends) < 10:
+        return math.nan, math.nan
+    ends.sort()
+    whole_ms = ends[-1] - min(starts)
+    lo, hi = int(len(ends) * 0.1), int(len(ends) * 0.9)
+    mid_ms = ends[hi] - ends[lo]
+    return (len(ends) / (whole_ms / 1000) if whole_ms > 0 else math.nan,
+            (hi - lo) / (mid_ms / 1000) if mid_ms > 0 else math.nan)
+
+
+def measure_idle_cpu(url: str, logdir: Path, seconds: float, processes: bool) -> dict[str, Any]:
+    """CPU of an idle supervisor (and its children) over SECONDS, as % of one core."""
+    supervisor = Supervisor(url, logdir, processes=processes,
+                            concurrency=PROCESS_CHILDREN if processes else None)
+    try:
+        time.sleep(1.0)  # let start-up work settle
+        before = tree_cpu_seconds(supervisor.pid)
+        start = time.monotonic()
+        time.sleep(seconds)
+        used = tree_cpu_seconds(supervisor.pid) - before
+        elapsed = time.monotonic() - start
+    finally:
+        supervisor.stop()
+    return {"mode": PROCESSES if processes else THREADS, "seconds": round(elapsed, 2),
+            "cpu_percent": round(used / elapsed * 100, 3)}
