@@ -219,10 +219,14 @@ class ChildRuntime:
     def run(self, call: Call) -> Settlement:
         try:
             spec = self._spec(call)
-            data = json.loads(call.data_json) if call.data_json else None
         except Exception as exc:  # noqa: BLE001 - refused before the handler runs
             return failure(call.job_id, ErrorKind.INVALID, type(exc).__name__,
                            f"the child could not start job {call.name!r}: {exc}")
+        try:
+            data = json.loads(call.data_json) if call.data_json else None
+        except ValueError as exc:  # a record written by hand: as executors/base.resolve
+            return failure(call.job_id, ErrorKind.INVALID, "MalformedJob",
+                           f"job data is not valid JSON: {exc}")
         ctx = JobContext(job=_record(call, self.queue, data),
                          log=JobLogger(self.sink, call.job_id, self.queue))
         self.sink.begin(call.job_id)

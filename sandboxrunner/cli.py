@@ -15,6 +15,11 @@ import typer
 from . import errors
 from .config import Config, load_config
 
+log = logging.getLogger(__name__)
+
+REDIS_WAIT_FIRST_S = 0.5
+REDIS_WAIT_MAX_S = 5.0
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Background jobs on Redis: job files, run_job, cron, sandboxes.")
 
@@ -42,16 +47,31 @@ def _registry(config: Config) -> Any:
         raise _fail(exc, errors.EXIT_CONFIG) from exc
 
 
-def _redis_url(config: Config) -> str:
+def _redis_url(config: Config, wait: bool = False) -> str:
+    """The Redis URL, checked to answer. WAIT: retry with backoff until it does, logging
+    one line per try (a service may start before its Redis), instead of exiting 4."""
     from .client import resolve_redis_url
     from .store import check_reachable
 
     try:
         url = resolve_redis_url(config)
-        check_reachable(url)
     except errors.RedisUnavailable as exc:
         raise _fail(exc, errors.EXIT_REDIS) from exc
-    return url
+    delay_s = REDIS_WAIT_FIRST_S
+    while True:
+        try:
+            check_reachable(url)
+            return url
+        except errors.RedisUnavailable as exc:
+            if not wait:
+                raise _fail(exc, errors.EXIT_REDIS) from exc
+            log.warning("%s; retrying in %g s (--no-wait-for-redis exits instead)", exc,
+                        delay_s)
+        try:
+            time.sleep(delay_s)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        delay_s = min(delay_s * 2, REDIS_WAIT_MAX_S)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -68,6 +88,8 @@ def start(
     separate_process: bool = typer.Option(None, "--separate-process/--threads",
                                           help="Run jobs in pre-forked child processes"),
     production: bool = typer.Option(None, "--production", help="Run as production"),
+    wait_for_redis: bool = typer.Option(True, "--wait-for-redis/--no-wait-for-redis",
+                                        help="Retry until Redis answers, or exit 4 at once"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Start a supervisor that serves the queues until SIGINT/SIGTERM."""
@@ -76,7 +98,7 @@ def start(
                      redis_url=redis_url, use_separate_process=separate_process,
                      production=production)
     registry = _registry(config)
-    url = _redis_url(config)
+    url = _redis_url(config, wait=wait_for_redis)
     from .supervisor import Supervisor
 
     supervisor = Supervisor(config, registry, url)

@@ -11,6 +11,12 @@ job's queue for a whole lease (config ``lease_ms``, 10 s by default) the call ra
 `NoSupervisor`; the job stays queued and runs once a supervisor starts. While waiting,
 the caller re-reads the job's state once per lease, which also covers a result published
 while the listener was reconnecting.
+
+Redis outages: a waiting caller keeps waiting while Redis is unreachable (the listener
+reconnects with backoff and re-reads what it missed). An enqueue that cannot reach Redis
+is retried with backoff for up to ENQUEUE_RETRY_S (bounded by ``wait_timeout``), then
+raises `RedisUnavailable`; the job id is chosen before the first try, so a retry whose
+first try got through attaches to that job instead of enqueueing it twice.
 """
 
 from __future__ import annotations
@@ -25,9 +31,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Config, load_config
+import redis
+
+from .config import Config, load_config, redact_url
 from .context import current_job
-from .errors import DeadlockError, InvalidJobData, JobNotFound, NoSupervisor, WaitTimeout
+from .errors import (
+    DeadlockError,
+    InvalidJobData,
+    JobNotFound,
+    NoSupervisor,
+    RedisUnavailable,
+    WaitTimeout,
+)
 from .job import Outcome, canonical_json, encode_data
 from .keys import queue_of_job
 from .listener import Listener
@@ -35,6 +50,9 @@ from .registry import JobSpec, Registry, load_registry
 from .store import AsyncStore, EnqueueResult, Store
 
 log = logging.getLogger(__name__)
+
+ENQUEUE_RETRY_S = 10.0
+RETRY_BACKOFF_MAX_S = 1.0
 
 MAX_SINGLETON_KEY_CHARS = 200
 
@@ -126,10 +144,16 @@ class Client:
         return PreparedJob(spec, f"{spec.queue}-{uuid.uuid4().hex}", data_json, timeout_ms,
                            singleton_key(spec, data), retries, _backoff_json(spec))
 
-    def _enqueue(self, job: PreparedJob, reply_cid: str) -> EnqueueResult:
-        return self.store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
-                                  job.timeout_ms, reply_cid, job.singleton_key,
-                                  job.retries, job.backoff_json)
+    def _enqueue(self, job: PreparedJob, reply_cid: str,
+                 wait_timeout: int | None = None) -> EnqueueResult:
+        retry = _EnqueueRetry(self, job, wait_timeout)
+        while True:
+            try:
+                return self.store.enqueue(job.spec.queue, job.job_id, job.spec.name,
+                                          job.data_json, job.timeout_ms, reply_cid,
+                                          job.singleton_key, job.retries, job.backoff_json)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                time.sleep(retry.delay_s(exc))
 
     # -- sync ------------------------------------------------------------------------
     def run_job(self, name: str, data: Any = None, timeout: int | None = None,
@@ -140,7 +164,7 @@ class Client:
         waiter = _SyncWaiter()
         listener.register(job.job_id, waiter)
         try:
-            result = self._enqueue(job, listener.cid)
+            result = self._enqueue(job, listener.cid, wait_timeout)
         except BaseException:
             listener.unregister(job.job_id, waiter)
             raise
@@ -205,11 +229,18 @@ class Client:
             live = self._recheck(job_id, live)
 
     def _recheck(self, job_id: str, live_before: int) -> int:
-        got = self.store.attach(job_id, self.listener.cid)
-        if isinstance(got, Outcome):
-            self.listener.deliver(got)
-            return live_before
-        live = self.store.live_supervisors(queue_of_job(job_id))
+        """Deliver the outcome if settled; raise NoSupervisor when none served the queue
+        for two checks in a row; return the live count (-1: unknown, Redis unreachable)."""
+        try:
+            got = self.store.attach(job_id, self.listener.cid)
+            if isinstance(got, Outcome):
+                self.listener.deliver(got)
+                return live_before
+            live = self.store.live_supervisors(queue_of_job(job_id))
+        except redis.RedisError as exc:
+            log.warning("waiting for job %s: cannot reach Redis (%s); still waiting",
+                        job_id, exc)
+            return -1
         if live == 0 and live_before == 0 and got in ("queued", "active"):
             raise NoSupervisor(
                 f"no live supervisor serves queue {queue_of_job(job_id)!r} (none for "
@@ -251,10 +282,17 @@ class Client:
         store = self._async_store()
         waiter = _AsyncWaiter(asyncio.get_running_loop())
         listener.register(job.job_id, waiter)
+        retry = _EnqueueRetry(self, job, wait_timeout)
         try:
-            result = await store.enqueue(job.spec.queue, job.job_id, job.spec.name,
-                                         job.data_json, job.timeout_ms, listener.cid,
-                                         job.singleton_key, job.retries, job.backoff_json)
+            while True:
+                try:
+                    result = await store.enqueue(job.spec.queue, job.job_id, job.spec.name,
+                                                 job.data_json, job.timeout_ms, listener.cid,
+                                                 job.singleton_key, job.retries,
+                                                 job.backoff_json)
+                    break
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    await asyncio.sleep(retry.delay_s(exc))
         except BaseException:
             listener.unregister(job.job_id, waiter)
             raise
@@ -297,14 +335,44 @@ class Client:
             done, _ = await asyncio.wait({waiter.future}, timeout=slice_s)
             if done:
                 return waiter.future.result()
-            got = await store.attach(job_id, self.listener.cid)
-            if isinstance(got, Outcome):
-                return got
-            now_live = await store.live_supervisors(queue_of_job(job_id))
+            try:
+                got = await store.attach(job_id, self.listener.cid)
+                if isinstance(got, Outcome):
+                    return got
+                now_live = await store.live_supervisors(queue_of_job(job_id))
+            except redis.RedisError as exc:
+                log.warning("waiting for job %s: cannot reach Redis (%s); still waiting",
+                            job_id, exc)
+                live = -1
+                continue
             if now_live == 0 and live == 0 and got in ("queued", "active"):
                 raise NoSupervisor(f"no live supervisor serves queue {queue_of_job(job_id)!r}; "
                                    f"job {job_id} stays queued and runs when one starts")
             live = now_live
+
+
+class _EnqueueRetry:
+    """Backoff of an enqueue that cannot reach Redis, up to ENQUEUE_RETRY_S."""
+
+    def __init__(self, client: Client, job: PreparedJob, wait_timeout: int | None) -> None:
+        self.client, self.job = client, job
+        limit_s = ENQUEUE_RETRY_S
+        if wait_timeout is not None:
+            limit_s = min(limit_s, wait_timeout / 1000)
+        self.limit_s = limit_s
+        self.deadline = time.monotonic() + limit_s
+        self.backoff_s = 0.05
+
+    def delay_s(self, exc: Exception) -> float:
+        """How long to wait before the next try; raises RedisUnavailable past the limit."""
+        if time.monotonic() + self.backoff_s > self.deadline:
+            raise RedisUnavailable(
+                f"cannot reach Redis at {redact_url(self.client.url)} to enqueue job "
+                f"{self.job.spec.name!r} (tried for {self.limit_s:g} s): {exc}") from exc
+        log.warning("cannot reach Redis to enqueue job %s %s (%s); retrying in %.2f s",
+                    self.job.job_id, self.job.spec.name, exc, self.backoff_s)
+        delay, self.backoff_s = self.backoff_s, min(self.backoff_s * 2, RETRY_BACKOFF_MAX_S)
+        return delay
 
 
 class _SyncWaiter:

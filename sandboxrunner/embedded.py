@@ -143,16 +143,22 @@ class TestServer:
 
     __test__ = False  # its name starts with "Test"; keep pytest from collecting it
 
-    def __init__(self, dir: Path, *, persist: bool = False, port: int | None = None) -> None:
+    def __init__(self, dir: Path, *, persist: bool = False, port: int | None = None,
+                 options: dict[str, str] | None = None) -> None:
+        """OPTIONS: extra server settings, e.g. {"requirepass": ...} (the URL then carries
+        the password) or {"enable-debug-command": "yes"}."""
         self.dir = Path(dir)
         self.persist = persist
+        self.options = dict(options or {})
         self.port: int = port or 0
         self._fixed_port = port is not None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}"
+        password = self.options.get("requirepass")
+        auth = f":{password}@" if password else ""
+        return f"redis://{auth}{HOST}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -188,7 +194,7 @@ class TestServer:
         if proc is None:
             return
         if proc.poll() is None:
-            _shutdown(self.port, save=self.persist)
+            _shutdown(self.port, save=self.persist, password=self.options.get("requirepass"))
             try:
                 proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -231,6 +237,8 @@ class TestServer:
 
     def _launch(self) -> Outcome:
         argv = _server_argv(self.port, self.dir, self.log_path, aof=self.persist)
+        for name, value in self.options.items():
+            argv += [f"--{name}", value]
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 argv,
@@ -244,7 +252,8 @@ class TestServer:
         # A safety net: if pytest dies before fixture teardown, the server still goes.
         atexit.register(self.kill)
         proc = self._proc
-        return _await_server(self.port, proc.pid, lambda: proc.poll() is None, READY_TIMEOUT_S)
+        return _await_server(self.port, proc.pid, lambda: proc.poll() is None, READY_TIMEOUT_S,
+                             password=self.options.get("requirepass"))
 
 
 def _server_argv(port: int, data_dir: Path, log_path: Path, *, aof: bool) -> list[str]:
@@ -332,12 +341,13 @@ def _spawn_detached(argv: list[str], log_path: Path, cwd: Path) -> int:
     return int(done.stdout.strip())
 
 
-def _await_server(port: int, pid: int, alive: Callable[[], bool], timeout_s: float) -> Outcome:
+def _await_server(port: int, pid: int, alive: Callable[[], bool], timeout_s: float,
+                  password: str | None = None) -> Outcome:
     """Poll until the server with this pid answers on port, dies, or timeout_s passes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         # Compare pids: a different server may have taken the port we picked.
-        if _server_pid(port) == pid:
+        if _server_pid(port, password) == pid:
             return "ready"
         if not alive():
             return "died"
@@ -345,30 +355,31 @@ def _await_server(port: int, pid: int, alive: Callable[[], bool], timeout_s: flo
     return "timeout"
 
 
-def _server_pid(port: int) -> int | None:
+def _server_pid(port: int, password: str | None = None) -> int | None:
     """Return the process_id of the server answering on port, or None if none answers."""
     try:
-        with _client(port, timeout_s=1.0) as client:
+        with _client(port, timeout_s=1.0, password=password) as client:
             return int(client.info("server")["process_id"])
     except (redis.RedisError, OSError, KeyError, ValueError):
         return None
 
 
-def _client(port: int, *, timeout_s: float) -> redis.Redis:
+def _client(port: int, *, timeout_s: float, password: str | None = None) -> redis.Redis:
     # No retries: redis-py's default backoff would turn every refused poll and the
     # connection a SHUTDOWN closes into seconds of waiting.
     return redis.Redis(
         host=HOST,
         port=port,
+        password=password,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
 
 
-def _shutdown(port: int, *, save: bool) -> None:
+def _shutdown(port: int, *, save: bool, password: str | None = None) -> None:
     try:
-        with _client(port, timeout_s=STOP_TIMEOUT_S) as client:
+        with _client(port, timeout_s=STOP_TIMEOUT_S, password=password) as client:
             client.shutdown(save=save, nosave=not save)
     except redis.RedisError as exc:
         # the caller waits for the pid and kills it if this did not work

@@ -11,6 +11,9 @@ Cluster slot and every Lua script touches keys of one slot only.
   PREFIX:{Q}:delayed         ZSET   id -> due time (ms) of a failed job waiting to be retried;
                                     the claim script moves due ones to the wait list
   PREFIX:{Q}:sups            ZSET   SID -> server time (ms) of its last heartbeat for Q
+  PREFIX:{Q}:resumed         STRING server ms when heartbeats of Q resumed after a silence
+                                    (Redis down or stalled); TTL lease_ms. While it exists
+                                    no supervisor is declared dead (see heartbeat.lua)
   PREFIX:{Q}:job:ID          HASH   the job record (fields in ``job.py``); no TTL while in
                                     flight (a queued job must never vanish), result_ttl_ms
                                     once it is settled
@@ -84,6 +87,9 @@ class Keys:
 
     def sups(self, queue: str) -> str:
         return f"{self._q(queue)}:sups"
+
+    def resumed(self, queue: str) -> str:
+        return f"{self._q(queue)}:resumed"
 
     def job(self, job_id: str) -> str:
         return f"{self._q(queue_of_job(job_id))}:job:{job_id}"

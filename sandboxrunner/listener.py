@@ -106,7 +106,15 @@ class Listener:
                 self._reconnect()
                 continue
             if message is not None and message.get("type") == "message":
-                self.deliver(Outcome.from_reply(message["data"]))
+                try:
+                    outcome = Outcome.from_reply(message["data"])
+                except ValueError:
+                    # published by hand, not by the finish script: this thread serves
+                    # every waiter of the process and must not die of it
+                    log.error("ignored a malformed message on %s: %r", self.channel,
+                              message["data"][:200])
+                    continue
+                self.deliver(outcome)
 
     def _reconnect(self) -> None:
         try:

@@ -17,12 +17,14 @@ import redis.asyncio as aioredis
 
 from .config import Config, redact_url
 from .errors import RedisUnavailable
+from .forkguard import FORK_GUARD
 from .job import ErrorInfo, Outcome, Status
 from .keys import QUEUES, Keys
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "attach",
                 "cron_sync", "cron_fire")
 BLOCK_TIMEOUT_S = 1.0
+CONNECT_TIMEOUT_S = 10.0
 
 
 def _script_source(name: str) -> str:
@@ -41,8 +43,29 @@ def _text(value: bytes | str | None) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
+class _GuardedSSLConnection(redis.SSLConnection):
+    """A TLS connection whose handshake never overlaps a fork of the process pool."""
+
+    def _connect(self) -> Any:
+        with FORK_GUARD.shared():
+            return super()._connect()  # type: ignore[no-untyped-call]
+
+
+class _GuardedAsyncSSLConnection(aioredis.SSLConnection):
+    """The asyncio twin: a fork waits while the handshake is awaited (a handshake waits
+    only while a fork is under way, so the event loop is held up for a fork at most)."""
+
+    async def _connect(self) -> None:
+        with FORK_GUARD.shared():
+            await super()._connect()  # type: ignore[no-untyped-call]
+
+
 def connect(url: str, **kwargs: Any) -> redis.Redis:
-    """A client for URL; socket keepalive on, so a dead peer is noticed."""
+    """A client for URL; socket keepalive on, so a dead peer is noticed; a connect (and
+    TLS handshake) that hangs gives up after CONNECT_TIMEOUT_S."""
+    if url.startswith("rediss://"):
+        kwargs.setdefault("connection_class", _GuardedSSLConnection)
+    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
     return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30, **kwargs)
 
 
@@ -66,6 +89,27 @@ class ClaimedJob:
     attempt: int
     enqueued_at_ms: int
     started_at_ms: int
+    problem: str = ""  # why the record is malformed ('' = it is not): fail, never run it
+
+
+def _whole(value: Any) -> int | None:
+    """VALUE as an int, or None when it is not a whole number (a field written by hand)."""
+    if isinstance(value, int):
+        return value
+    try:
+        return int(_text(value))
+    except ValueError:
+        return None
+
+
+def _claimed(f: list[Any]) -> ClaimedJob:
+    timeout_ms = _whole(f[3])
+    problem = ""
+    if f[1] and (timeout_ms is None or timeout_ms <= 0):
+        problem = (f"the job record's timeout is not a positive whole number of ms: "
+                   f"{_text(f[3])[:100]!r}")
+    return ClaimedJob(_text(f[0]), _text(f[1]), _text(f[2]), max(timeout_ms or 0, 0),
+                      int(f[4]), _whole(f[5]) or 0, int(f[6]), problem)
 
 
 @dataclass(frozen=True)
@@ -131,7 +175,9 @@ class Store:
         self.keys = Keys(config.key_prefix)
         self.redis = connect(url)
         self._blocking = connect(url, socket_timeout=BLOCK_TIMEOUT_S + 5)
-        self._scripts = {n: self.redis.register_script(s) for n, s in SCRIPT_SOURCES.items()}
+        with FORK_GUARD.shared():  # each script is hashed (SHA1) by OpenSSL
+            self._scripts = {n: self.redis.register_script(s)
+                             for n, s in SCRIPT_SOURCES.items()}
         self.reply_prefix = self.keys.reply_channel("")
 
     def close(self) -> None:
@@ -191,14 +237,12 @@ class Store:
             [k.wait(queue), k.active(queue, sid), k.delayed(queue)],
             [k.queue_prefix(queue), sid, count, *moved],
         )
-        jobs = []
-        for i in range(1, len(flat), 7):
-            f = flat[i : i + 7]
-            jobs.append(
-                ClaimedJob(_text(f[0]), _text(f[1]), _text(f[2]), int(f[3] or 0), int(f[4]),
-                           int(f[5] or 0), int(f[6]))
-            )
+        jobs = [_claimed(flat[i : i + 7]) for i in range(1, len(flat), 7)]
         return jobs, int(flat[0])
+
+    def lease_ids(self, queue: str, sid: str) -> list[str]:
+        """The ids in SID's active list (its lease) on QUEUE."""
+        return [_text(i) for i in self.redis.lrange(self.keys.active(queue, sid), 0, -1)]
 
     def wait_for_job(self, queue: str, sid: str,
                      timeout_s: float = BLOCK_TIMEOUT_S) -> str | None:
@@ -222,7 +266,8 @@ class Store:
 
     def heartbeat(self, queue: str, sid: str) -> list[str]:
         """Renew SID's lease on QUEUE; returns the supervisors whose lease lapsed."""
-        dead = self._run("heartbeat", [self.keys.sups(queue)], [sid, self.config.lease_ms])
+        dead = self._run("heartbeat", [self.keys.sups(queue), self.keys.resumed(queue)],
+                         [sid, self.config.lease_ms])
         return [_text(d) for d in dead if _text(d) != sid]
 
     def requeue_stalled(self, queue: str, dead_sid: str) -> tuple[int, int]:
@@ -303,10 +348,15 @@ class AsyncStore:
     def __init__(self, config: Config, url: str) -> None:
         self.config = config
         self.keys = Keys(config.key_prefix)
-        self.redis = aioredis.Redis.from_url(url, socket_keepalive=True)
-        self._scripts = {
-            n: self.redis.register_script(SCRIPT_SOURCES[n]) for n in ("enqueue", "attach")
-        }
+        pool = aioredis.ConnectionPool.from_url(url, socket_keepalive=True,
+                                                socket_connect_timeout=CONNECT_TIMEOUT_S)
+        if url.startswith("rediss://"):  # from_url would override a connection_class given
+            pool.connection_class = _GuardedAsyncSSLConnection
+        self.redis = aioredis.Redis.from_pool(pool)
+        with FORK_GUARD.shared():
+            self._scripts = {
+                n: self.redis.register_script(SCRIPT_SOURCES[n]) for n in ("enqueue", "attach")
+            }
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -5,13 +5,22 @@ Threads of one supervisor process:
   fetch-<queue>   one per queue served. While the executor has free slots it claims up to
                   that many jobs in one script call; when the queue is empty it blocks on
                   BLMOVE (its own connection) instead of polling. Claimed ids sit in the
-                  supervisor's active list (its lease) until settled.
+                  supervisor's active list (its lease) until settled. After a Redis error
+                  it compares that list with the jobs it holds: an id there that never
+                  reached it (the claim's reply was lost with the connection) is claimed
+                  again, so a lost reply cannot strand a job in a live lease.
   settle          takes outcomes reported by the executors and writes them in batches
                   (one finish script per queue per batch), which also notifies callers.
   heartbeat       every heartbeat_ms renews the lease on each queue (its own connection,
                   so slow job traffic never lets a live lease lapse), takes back the jobs
                   of supervisors whose lease lapsed, and publishes a snapshot for `top`.
   cron            fires the due ticks of the served queues' cron jobs (see cron.py).
+
+Redis outages: every thread retries with backoff until Redis answers again; outcomes
+wait in memory meanwhile and are written once it is back, never dropped. A job is run at
+least once: if this supervisor's lease lapses (it stopped heartbeating for lease_ms while
+Redis was reachable), its jobs run again elsewhere and its late outcomes are dropped. A
+Redis outage or stall itself never lapses a lease (see heartbeat.lua).
 
 Shutdown (SIGINT/SIGTERM): stop claiming, let running jobs finish for up to grace_period
 ms, settle what finished, hand the jobs still running back to the queue, remove the
@@ -37,11 +46,12 @@ import redis
 from .config import Config
 from .context import LogSink
 from .cron import CronScheduler
-from .executors.base import Executor
+from .executors.base import Executor, failure
 from .executors.threads import ThreadExecutor
+from .job import ErrorKind
 from .joblog import RedisLogSink
 from .registry import Registry
-from .store import BLOCK_TIMEOUT_S, Settlement, Store
+from .store import BLOCK_TIMEOUT_S, ClaimedJob, Settlement, Store
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,9 @@ class Supervisor:
             q: self._make_executor(q, self.log_sink) for q in self.queues
         }
         self._threads: list[threading.Thread] = []
+        # ids each queue's executor was handed and whose outcome is not written yet
+        self._held: dict[str, set[str]] = {q: set() for q in self.queues}
+        self._held_lock = threading.Lock()
         # cron: ticks of the served queues' cron jobs, once across all supervisors
         self.cron = CronScheduler(config, registry, url, self.sid, self.queues)
         self._process = psutil.Process()
@@ -170,18 +183,35 @@ class Supervisor:
     def _fetch_loop(self, queue: str) -> None:
         executor = self.executors[queue]
         backoff = 0.05
+        reconcile = False
         while not self._stop.is_set():
             try:
+                if reconcile:
+                    self._reconcile(queue, executor)
+                    reconcile = False
                 self._fetch_once(queue, executor)
                 backoff = 0.05
+                continue
             except redis.RedisError as exc:
                 log.warning("fetch from %s failed (%s); retrying in %.2fs", queue, exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
             except Exception:  # noqa: BLE001 - this thread must outlive any one bad job
                 log.exception("unexpected error fetching from %s; carrying on", queue)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+            reconcile = True  # a claim may have run on the server with its reply lost
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+
+    def _reconcile(self, queue: str, executor: Executor) -> None:
+        """Claim again the ids in this supervisor's lease that never reached it."""
+        with self._held_lock:
+            held = set(self._held[queue])  # before reading the lease: see _write_settlements
+        lost = [i for i in dict.fromkeys(self._store.lease_ids(queue, self.sid))
+                if i not in held]
+        if not lost:
+            return
+        log.warning("%d job(s) of %s sat in this supervisor's lease without reaching it (a "
+                    "reply lost with its connection); claiming them again", len(lost), queue)
+        jobs, _ = self._store.claim(queue, self.sid, 0, lost)
+        self._submit(queue, executor, jobs)
 
     def _fetch_once(self, queue: str, executor: Executor) -> None:
         free = executor.free_slots()
@@ -200,10 +230,20 @@ class Supervisor:
                 return
             jobs, _ = self._store.claim(queue, self.sid, min(free, CLAIM_BATCH_MAX) - 1,
                                         [moved])
+        self._submit(queue, executor, jobs)
+
+    def _submit(self, queue: str, executor: Executor, jobs: list[ClaimedJob]) -> None:
         for job in jobs:
             if not job.name:
                 log.error("dropped malformed entry %r from queue %s: no such job record",
                           job.id[:200], queue)
+                continue
+            with self._held_lock:
+                self._held[queue].add(job.id)
+            if job.problem:
+                log.error("failed malformed job %s of queue %s: %s", job.id, queue, job.problem)
+                self._settle_queue.put((queue, failure(job.id, ErrorKind.INVALID,
+                                                       "MalformedJob", job.problem)))
                 continue
             executor.submit(job)
 
@@ -241,6 +281,9 @@ class Supervisor:
                     log.warning("could not settle %d job(s) (%s); retrying", len(outcomes), exc)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+            # only now, once they left the lease: _reconcile reads the held ids first
+            with self._held_lock:
+                self._held[queue].difference_update(o.job_id for o in outcomes)
             for outcome in outcomes:
                 self.log_sink.forget(outcome.job_id)
 

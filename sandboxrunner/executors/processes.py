@@ -28,7 +28,9 @@ is forked at once and the pool is full again while the old group is still dying.
 Jobs known at fork time are in a child's memory; a spec the child lacks (registered
 after the fork, or replaced) is sent once with cloudpickle in the RUN frame, and the
 pool remembers that this child now has it. Children dying faster than RespawnLimiter
-allows are replaced after an exponential backoff instead of a fork storm.
+allows are replaced after an exponential backoff instead of a fork storm. A fork never
+happens while another thread of ours is inside an OpenSSL handshake (forkguard.py): the
+child would inherit OpenSSL's locks held and hang at its first TLS connection.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from ..client import Client
 from ..config import Config
 from ..context import LogSink, log_line
 from ..errors import UnknownJob
+from ..forkguard import FORK_GUARD
 from ..job import ErrorKind, Status
 from ..registry import JobSpec, Registry
 from ..store import ClaimedJob, Settlement
@@ -67,6 +70,13 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 KILL_GRACE_S = 0.15  # SIGTERM to SIGKILL
 STARTUP_TIMEOUT_S = 10.0
+# a child's message pipe reads EOF as it exits, just before its pidfd says so; a child
+# still alive this long after the EOF closed the pipe itself and can no longer report
+PIPE_EOF_GRACE_S = 0.5
+# how long a fork waits for TLS handshakes of other threads (forkguard.py), with the pool
+# lock held, before it is put off for FORK_RETRY_S
+FORK_WAIT_S = 0.05
+FORK_RETRY_S = 0.02
 MEMORY_SAMPLE_S = 0.1
 MAX_OUTPUT_LINE = 64 * 1024
 DRAIN_LIMIT = 4 * 1024 * 1024  # per drain: a grandchild printing forever can't pin us
@@ -112,6 +122,7 @@ class Child:
         pipes.FROM_CHILD))
     out_buffer: bytearray = field(default_factory=bytearray)
     kill_at: float | None = None  # SIGKILL escalation
+    eof_at: float | None = None  # its message pipe closed: gone by then, or it is broken
     doomed: list[psutil.Process] = field(default_factory=list)  # descendants to kill
     why: str = ""  # why it is dying
     expected: bool = False  # a death we caused on purpose (not a crash)
@@ -386,6 +397,8 @@ class ProcessExecutor:
         for child in self._children.values():
             if child.kill_at is not None:
                 times.append(child.kill_at)
+            if child.eof_at is not None:
+                times.append(child.eof_at)
             if child.state is State.STARTING:
                 times.append(child.forked_at + STARTUP_TIMEOUT_S)
         if self._live() < self.size:
@@ -410,7 +423,9 @@ class ProcessExecutor:
     def _fill_pool(self, now: float) -> None:
         while self._live() < self.size and now >= self._respawn_at:
             try:
-                self._fork()
+                if self._fork() is None:
+                    self._respawn_at = now + FORK_RETRY_S  # a handshake is under way
+                    return
             except OSError as exc:
                 delay = max(self._limiter.record(now), 1.0)
                 self._respawn_at = now + delay
@@ -418,9 +433,12 @@ class ProcessExecutor:
                           self.queue, exc, delay)
                 return
 
-    def _fork(self) -> Child:
+    def _fork(self) -> Child | None:
+        """A new child, or None when threads stayed inside OpenSSL (forkguard.py)."""
         known = dict(self.registry.jobs)  # what the child will hold in its memory
-        with _FORK_LOCK:
+        with _FORK_LOCK, FORK_GUARD.exclusive(FORK_WAIT_S) as clear:
+            if not clear:
+                return None
             cmd_r, cmd_w = os.pipe()
             msg_r, msg_w = os.pipe()
             out_r, out_w = os.pipe()
@@ -479,6 +497,9 @@ class ProcessExecutor:
                 child.broken = True  # nothing more will come
                 if child.pidfd < 0:
                     self._on_exit(child)
+                else:
+                    child.eof_at = time.monotonic() + PIPE_EOF_GRACE_S
+                    self._wake()
                 return
             budget -= len(data)
             try:
@@ -565,6 +586,17 @@ class ProcessExecutor:
                                  f"the child process running the job (pid {child.pid}) "
                                  f"wrote invalid data to its pipe ({exc}); it was killed "
                                  "and replaced"))
+
+    def _on_pipe_closed(self, child: Child) -> None:
+        log.error("child %d of queue %s closed its message pipe but lives on: killing it",
+                  child.pid, self.queue)
+        job = child.job if child.state is State.BUSY else None
+        self._kill(child, "it closed its message pipe", graceful=False)
+        if job is not None:
+            self._report(failure(job.id, ErrorKind.CRASHED, "ChildProtocolError",
+                                 f"the child process running the job (pid {child.pid}) "
+                                 "closed its message pipe to the supervisor, so it could "
+                                 "not report; it was killed and replaced"))
 
     def _read_output(self, child: Child, budget: int, final: bool = False) -> None:
         """Turn what the child's fd 1/2 carried into lines of its job. FINAL: the job
@@ -694,6 +726,10 @@ class ProcessExecutor:
             if child.kill_at is not None and child.kill_at <= now:
                 child.kill_at = None
                 self._signal_tree(child, signal.SIGKILL)
+            elif child.eof_at is not None and child.eof_at <= now:
+                child.eof_at = None
+                if child.state is not State.DYING and not child.exited:
+                    self._on_pipe_closed(child)
             elif child.state is State.STARTING and now - child.forked_at > STARTUP_TIMEOUT_S:
                 log.error("child %d of queue %s did not start in %.0f s: killing it",
                           child.pid, self.queue, STARTUP_TIMEOUT_S)

@@ -103,13 +103,16 @@ local function retry_later(qprefix, delayed, stats, id, body, now)
   local jkey = qprefix .. 'job:' .. id
   local f = redis.call('HMGET', jkey, 'retries', 'fails', 'backoff', 'errors')
   local fails = (tonumber(f[2]) or 0) + 1
-  local history = cjson.decode(f[4] or '[]')
-  history[#history + 1] = cjson.decode(body)
+  -- pcall: a record written by hand may hold garbage, which must not abort the script
+  local ok, history = pcall(cjson.decode, f[4] or '[]')
+  if not ok or type(history) ~= 'table' then history = {} end
+  local ok_body, info = pcall(cjson.decode, body)
+  history[#history + 1] = ok_body and info or body
   redis.call('HSET', jkey, 'fails', fails, 'errors', cjson.encode(history))
   if fails > (tonumber(f[1]) or 0) then return false end
   local delay = 0
-  if f[3] and f[3] ~= '' then
-    local backoff = cjson.decode(f[3])
+  local ok_backoff, backoff = pcall(cjson.decode, f[3] or '')
+  if ok_backoff and type(backoff) == 'table' then
     delay = tonumber(backoff['delay']) or 0
     if backoff['type'] == 'exponential' then delay = delay * 2 ^ (fails - 1) end
   end

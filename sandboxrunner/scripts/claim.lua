@@ -1,5 +1,8 @@
 -- Claim up to COUNT waiting jobs for supervisor SID: move them into its active list (its
--- lease) and mark them started. Ids already moved there by a blocking BLMOVE come in ARGV.
+-- lease) and mark them started. Ids already moved there by a blocking BLMOVE come in ARGV,
+-- and so do ids found in the lease that never reached SID (the reply of an earlier claim
+-- was lost with its connection): those are active with SID's own id and are handed over
+-- again without counting a new attempt, since they never ran.
 -- Retries whose backoff is over move from the delayed set to the front of the wait list first.
 -- KEYS[1] wait list   KEYS[2] active list of SID   KEYS[3] delayed set
 -- ARGV[1] queue key prefix   ARGV[2] SID   ARGV[3] COUNT   ARGV[4..] ids already moved
@@ -17,7 +20,11 @@ local next_due = -1
 local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 if first[2] then next_due = math.max(0, tonumber(first[2]) - now) end
 local ids = {}
-for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+for i = 4, #ARGV do
+  -- only ids still in SID's lease: a supervisor that took the lease back meanwhile (SID
+  -- was silent too long) requeued them, and the finish script would drop SID's outcome
+  if redis.call('LPOS', KEYS[2], ARGV[i]) then ids[#ids + 1] = ARGV[i] end
+end
 local count = tonumber(ARGV[3])
 if count > 0 then
   local popped = redis.call('RPOP', KEYS[1], count)
@@ -31,10 +38,14 @@ end
 local out = {next_due}
 for _, id in ipairs(ids) do
   local jkey = qprefix .. 'job:' .. id
-  local f = redis.call('HMGET', jkey, 'name', 'data', 'timeout', 'enq', 'status')
-  if f[1] and f[5] == 'queued' then
-    local attempt = redis.call('HINCRBY', jkey, 'attempt', 1)
-    redis.call('HSET', jkey, 'status', 'active', 'sid', sid, 'start', now)
+  local f = redis.call('HMGET', jkey, 'name', 'data', 'timeout', 'enq', 'status', 'attempt',
+                      'sid')
+  local again = f[5] == 'active' and f[7] == sid
+  if f[1] and (f[5] == 'queued' or again) then
+    -- tonumber: a record written by hand may hold garbage, which must not abort the script
+    local attempt = tonumber(f[6]) or 0
+    if not again then attempt = attempt + 1 end
+    redis.call('HSET', jkey, 'status', 'active', 'sid', sid, 'start', now, 'attempt', attempt)
     for _, v in ipairs({id, f[1], f[2], f[3], attempt, f[4], now}) do out[#out + 1] = v end
   else
     -- no record (malformed entry) or already settled: drop it from the lease

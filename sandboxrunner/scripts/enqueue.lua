@@ -4,10 +4,16 @@
 -- ARGV[5] timeout ms   ARGV[6] reply client id ('' = nobody waits)   ARGV[7] lease ms
 -- ARGV[8] singleton key ('' = not a singleton)   ARGV[9] retries   ARGV[10] backoff JSON
 -- Returns {job id, 1 if attached to an existing job else 0, live supervisors of the queue}
+-- A job id that exists already is a retried call whose first try got through (its reply
+-- was lost): the caller is attached to it, so a retry never enqueues a job twice.
 local qprefix, id, cid = ARGV[1], ARGV[2], ARGV[6]
 local skey = ARGV[8]
 local now = now_ms()
 local live = redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[7]), '+inf')
+if redis.call('EXISTS', qprefix .. 'job:' .. id) == 1 then
+  if cid ~= '' then add_reply(qprefix .. 'job:' .. id, cid) end
+  return {id, 1, live}
+end
 if skey ~= '' then
   local existing = singleton_holder(qprefix, skey)
   if existing then

@@ -17,7 +17,8 @@ for i = #ids, 1, -1 do  -- oldest claim first
   local jkey = qprefix .. 'job:' .. id
   local st = redis.call('HGET', jkey, 'status')
   if st == 'active' or st == 'queued' then
-    local stalled = redis.call('HINCRBY', jkey, 'stalled', 1)
+    local stalled = (tonumber(redis.call('HGET', jkey, 'stalled')) or 0) + 1
+    redis.call('HSET', jkey, 'stalled', stalled)
     redis.call('HINCRBY', KEYS[4], 'stalled', 1)
     if stalled > tonumber(ARGV[4]) then
       settle(qprefix, KEYS[4], KEYS[5], KEYS[6], KEYS[7], id, 'failed', ARGV[8],

@@ -1,0 +1,171 @@
+"""Redis restarted under load, Redis gone at start-up, replies lost with a connection.
+
+The restart test stops a persisting server (SHUTDOWN with the AOF) for three seconds,
+three times the lease, while a thread-mode and a process-mode supervisor run jobs and
+callers wait, and while two more callers (run_job and arun_job) enqueue during the
+outage. Nothing may crash or be lost, and, since no supervisor died, no job may run
+twice: the heartbeat script must not take the silence of every supervisor for their
+death (see heartbeat.lua).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from sandboxrunner.client import Client
+from sandboxrunner.embedded import TestServer
+from sandboxrunner.store import Store
+from tests.faults.common import K, job_lines, leftovers, starts, stats, wait_for
+from tests.supervisors import SupervisorProcess, client_for, make_config, running_supervisor
+
+OUTAGE_S = 3.0
+
+
+def test_supervisors_and_callers_ride_out_a_redis_restart_and_no_job_runs_twice(
+        fresh_server: TestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sandboxrunner")
+    url = fresh_server.url
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    work = {"dir": str(runs), "seconds": 1.5}
+    with running_supervisor(url, workers="default", concurrency=3) as threads_sup, \
+            running_supervisor(url, workers="default", concurrency=2,
+                               use_separate_process=True) as procs_sup, \
+            client_for(url) as client, \
+            concurrent.futures.ThreadPoolExecutor(10) as callers:
+        waiting = [callers.submit(client.run_job, "fault_work", work, wait_timeout=40_000)
+                   for _ in range(8)]
+        wait_for(lambda: len(job_lines(runs)) >= 4, what="jobs to start")
+        fresh_server.stop()  # SHUTDOWN: the AOF keeps every queued and running job
+        during = [callers.submit(client.run_job, "fault_work", work, wait_timeout=40_000),
+                  callers.submit(asyncio.run, _arun(client, work))]
+        time.sleep(OUTAGE_S)
+        fresh_server.restart()  # same port, same data
+        results = [w.result(timeout=40) for w in waiting + during]
+        # both supervisors still serve: every thread survived the outage
+        assert client.run_job("echo", 1, wait_timeout=10_000)["echo"] == 1
+        assert all(t.is_alive() for s in (threads_sup, procs_sup) for t in s._threads)
+    lines = job_lines(runs)
+    assert sorted(r["job"] for r in results) == sorted(lines)
+    for job_id, job in lines.items():
+        assert len(starts(job)) == 1 and job[-1].word == "end", (job_id, job)
+    assert all(r["attempt"] == 1 for r in results)
+    with redis.Redis.from_url(url) as r:
+        counters = stats(r)
+        assert set(leftovers(r).values()) == {0}
+    assert counters["completed"] == 11 and counters["stalled"] == 0
+    assert "stopped heartbeating" not in caplog.text
+    # the outage was real: jobs finished during it, and their outcomes waited for Redis
+    assert "could not settle" in caplog.text and "fetch from default failed" in caplog.text
+
+
+async def _arun(client: Client, work: dict[str, Any]) -> Any:
+    try:
+        return await client.arun_job("fault_work", work, wait_timeout=40_000)
+    finally:
+        await client.aclose()
+
+
+def test_a_claim_whose_reply_was_lost_is_claimed_again_once_redis_is_back(
+        fresh_server: TestServer, tmp_path: Path) -> None:
+    url = fresh_server.url
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    job_id = "default-" + "7" * 32
+    with running_supervisor(url, workers="default") as sup, client_for(url) as client, \
+            redis.Redis.from_url(url) as r:
+        # what a claim leaves behind when its reply is lost: the job is active in the
+        # supervisor's lease, but the supervisor never got it
+        r.hset(K.job(job_id), mapping={
+            "name": "fault_work", "data": f'{{"dir": "{runs}"}}', "timeout": 5000,
+            "status": "active", "sid": sup.sid, "attempt": 1, "stalled": 0, "enq": 1,
+            "reply": "", "skey": "", "retries": 0, "backoff": ""})
+        r.lpush(K.active("default", sup.sid), job_id)
+        fresh_server.restart(down_s=0.3)  # a connection error in the fetch loop
+        result = client.get_result(job_id, wait_timeout=10_000)
+    assert result["attempt"] == 1  # handed over again, not counted as a new attempt
+    assert len(starts(job_lines(runs)[job_id])) == 1
+
+
+def test_an_enqueue_retried_after_its_reply_was_lost_does_not_queue_the_job_twice(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    store = Store(make_config(redis_url), redis_url)
+    job_id = "default-" + "8" * 32
+    try:
+        first = store.enqueue("default", job_id, "echo", "1", 1000, reply_cid="c1")
+        again = store.enqueue("default", job_id, "echo", "1", 1000, reply_cid="c2")
+    finally:
+        store.close()
+    assert (first.attached, again.attached, again.job_id) == (False, True, job_id)
+    assert redis_client.lrange(K.wait("default"), 0, -1) == [job_id.encode()]
+    assert redis_client.hget(K.job(job_id), "reply").split() == [b"c1", b"c2"]
+    assert stats(redis_client)["enqueued"] == 1
+
+
+def test_after_a_silence_of_every_supervisor_none_is_declared_dead_for_one_lease(
+        redis_url: str) -> None:
+    store = Store(make_config(redis_url, lease_ms=400, heartbeat_ms=100), redis_url)
+    try:
+        store.heartbeat("default", "a")
+        store.heartbeat("default", "b")
+        time.sleep(0.6)  # Redis unreachable for everybody, longer than the lease
+        assert store.heartbeat("default", "a") == []  # b may be reconnecting: not dead
+        assert store.heartbeat("default", "newcomer") == []
+        store.heartbeat("default", "b")
+        b_beat = time.monotonic()
+        dead: list[str] = []
+        while not dead and time.monotonic() < b_beat + 3:  # b stops for good now
+            time.sleep(0.05)
+            store.heartbeat("default", "newcomer")
+            dead = store.heartbeat("default", "a")
+        assert dead == ["b"]
+        assert time.monotonic() - b_beat >= 0.35  # judged only once its own lease lapsed
+    finally:
+        store.close()
+
+
+def test_start_waits_for_redis_with_a_one_line_message_per_try_and_no_password(
+        tmp_path: Path) -> None:
+    server = TestServer(tmp_path / "redis", options={"requirepass": "s3cret-pw"})
+    server.start()
+    server.stop()  # its port is now known and closed
+    server._fixed_port = True
+    sup = SupervisorProcess(server.url)
+    try:
+        time.sleep(2.0)  # tries at 0, 0.5 and 1.5 s
+        assert sup.proc.poll() is None
+        server.start()
+        sup.wait_ready()
+        with client_for(server.url) as client:
+            assert client.run_job("echo", 1, wait_timeout=10_000)["echo"] == 1
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+        output = sup.output()
+    finally:
+        sup.stop()
+        server.stop()
+    waiting = [line for line in output.splitlines() if "retrying in" in line]
+    assert len(waiting) >= 2
+    assert f"cannot reach Redis at redis://:***@127.0.0.1:{server.port}" in waiting[0]
+    assert "Traceback" not in output and "s3cret-pw" not in output
+
+
+def test_start_with_no_wait_for_redis_exits_4_at_once(tmp_path: Path) -> None:
+    server = TestServer(tmp_path / "redis")
+    server.start()
+    server.stop()
+    sup = SupervisorProcess(server.url, ["--no-wait-for-redis"])
+    try:
+        assert sup.wait(timeout_s=20) == 4
+        assert "cannot reach Redis" in sup.output()
+    finally:
+        sup.stop()
