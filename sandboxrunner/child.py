@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn
 
 # unpickles the specs a child is sent; imported here, before any fork
-import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
+import cloudpickle  # noqa: F401
 
 from . import client as client_module
 from . import pipes

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -133,8 +133,8 @@ def run(
             typer.echo(exc.remote_traceback, err=True)
         raise _fail(exc, errors.EXIT_JOB_FAILED) from exc
     except errors.SandboxRunnerError as exc:
-        raise _fail(exc, errors.EXIT_USAGE if isinstance(exc, errors.UnknownJob | errors.InvalidJobData)
-                    else errors.EXIT_JOB_FAILED) from exc
+        bad_input = isinstance(exc, errors.UnknownJob | errors.InvalidJobData)
+        raise _fail(exc, errors.EXIT_USAGE if bad_input else errors.EXIT_JOB_FAILED) from exc
     finally:
         client.close()
     typer.echo(json.dumps(result))
@@ -158,7 +158,7 @@ def jobs(jobs_dir: str = typer.Option(None, "--jobs-dir")) -> None:
     _print_columns(rows)
 
 
-def _print_columns(rows: list[tuple[str, ...]]) -> None:
+def _print_columns(rows: Sequence[Sequence[str]]) -> None:
     """Plain aligned columns: greppable, never truncated or wrapped."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -262,4 +262,4 @@ def main() -> None:  # pragma: no cover - console entry for python -m
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -252,7 +252,7 @@ class Client:
     def _check_nested(self, queue: str) -> None:
         ctx = current_job.get()
         slots = getattr(ctx, "slots", None)
-        if slots is None or slots.queue != queue:
+        if ctx is None or slots is None or slots.queue != queue:
             return
         with slots.cond:
             would_block_all = slots.nested_waiting + 1 >= slots.capacity

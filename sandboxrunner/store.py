@@ -8,6 +8,7 @@ so a supervisor's heartbeat never waits behind them. See ``keys.py`` for the dat
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -24,6 +25,7 @@ from .keys import QUEUES, Keys
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "attach",
                 "cron_sync", "cron_fire")
 BLOCK_TIMEOUT_S = 1.0
+ASYNC_POOL_SIZE = 32
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -66,7 +68,13 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     if url.startswith("rediss://"):
         kwargs.setdefault("connection_class", _GuardedSSLConnection)
     kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
-    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30, **kwargs)
+    return redis.Redis.from_url(url, health_check_interval=30, **_keepalive(url), **kwargs)
+
+
+def _keepalive(url: str) -> dict[str, Any]:
+    # TCP keepalive notices a dead peer; a unix socket has no such option (redis-py
+    # refuses it there)
+    return {} if url.startswith("unix://") else {"socket_keepalive": True}
 
 
 def check_reachable(url: str) -> None:
@@ -229,7 +237,7 @@ class Store:
 
     # -- supervisors -----------------------------------------------------------------
     def claim(self, queue: str, sid: str, count: int,
-              moved: list[str] = ()) -> tuple[list[ClaimedJob], int]:
+              moved: Sequence[str] = ()) -> tuple[list[ClaimedJob], int]:
         """Claimed jobs, and the ms until the next retry is due (-1: none delayed)."""
         k = self.keys
         flat = self._run(
@@ -248,7 +256,9 @@ class Store:
                      timeout_s: float = BLOCK_TIMEOUT_S) -> str | None:
         """Block until a job id is waiting, moving it into SID's lease; None on timeout."""
         k = self.keys
-        got = self._blocking.blmove(k.wait(queue), k.active(queue, sid), timeout_s, "RIGHT", "LEFT")
+        # redis-py's stub says int, but BLMOVE takes fractional seconds (Redis >= 6)
+        got = self._blocking.blmove(k.wait(queue), k.active(queue, sid),
+                                    timeout_s, "RIGHT", "LEFT")  # type: ignore[arg-type]
         return _text(got) if got is not None else None
 
     def finish(self, queue: str, sid: str, settlements: list[Settlement]) -> int:
@@ -348,8 +358,11 @@ class AsyncStore:
     def __init__(self, config: Config, url: str) -> None:
         self.config = config
         self.keys = Keys(config.key_prefix)
-        pool = aioredis.ConnectionPool.from_url(url, socket_keepalive=True,
-                                                socket_connect_timeout=CONNECT_TIMEOUT_S)
+        # a bounded pool that waits for a free connection: thousands of concurrent
+        # arun_job calls share ASYNC_POOL_SIZE connections instead of failing past 100
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=ASYNC_POOL_SIZE, timeout=None, **_keepalive(url),
+            socket_connect_timeout=CONNECT_TIMEOUT_S)
         if url.startswith("rediss://"):  # from_url would override a connection_class given
             pool.connection_class = _GuardedAsyncSSLConnection
         self.redis = aioredis.Redis.from_pool(pool)

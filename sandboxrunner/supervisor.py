@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -118,7 +119,8 @@ class Supervisor:
     def start(self) -> None:
         self._heartbeat_once()
         self.cron.start()
-        targets = [(f"fetch-{q}", self._fetch_loop, (q,)) for q in self.queues]
+        targets: list[tuple[str, Callable[..., None], tuple[str, ...]]] = [
+            (f"fetch-{q}", self._fetch_loop, (q,)) for q in self.queues]
         targets += [("settle", self._settle_loop, ()), ("heartbeat", self._heartbeat_loop, ())]
         for name, target, args in targets:
             thread = threading.Thread(target=target, args=args, name=f"sr-{name}", daemon=True)

@@ -239,3 +239,32 @@ def _wait_for(predicate, timeout_s: float = 10) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def test_a_unix_socket_url_works(tmp_path: Path) -> None:
+    import tempfile
+
+    from sandboxrunner.embedded import TestServer
+
+    folder = Path(tempfile.mkdtemp(prefix="sr-", dir="/tmp"))  # socket paths must be short
+    server = TestServer(tmp_path / "unix-redis",
+                        options={"unixsocket": str(folder / "r.sock"), "unixsocketperm": "700"})
+    server.start()
+    try:
+        url = f"unix://{folder / 'r.sock'}"
+        with running_supervisor(url), client_for(url) as client:
+            assert client.run_job("echo", "u")["echo"] == "u"
+    finally:
+        server.stop()
+
+
+def test_thousands_of_concurrent_arun_job_calls_share_a_bounded_pool(redis_url: str) -> None:
+    async def main(client) -> list[object]:
+        try:
+            return await asyncio.gather(*(client.arun_job("echo", i) for i in range(1000)))
+        finally:
+            await client.aclose()
+
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        results = asyncio.run(main(client))
+    assert [r["echo"] for r in results] == list(range(1000))

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..job import ErrorInfo, ErrorKind, JobRecord, Status, encode_result
-from ..registry import Registry, JobSpec
 from ..errors import UnknownJob
+from ..job import ErrorInfo, ErrorKind, JobRecord, Status, encode_result
+from ..registry import JobSpec, Registry
 from ..store import ClaimedJob, Settlement
 
 Report = Callable[[Settlement], None]

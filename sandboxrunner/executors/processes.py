@@ -50,7 +50,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import cloudpickle  # type: ignore[import-untyped]
+import cloudpickle
 import psutil
 
 from .. import child as child_mod
