@@ -26,6 +26,7 @@ SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "a
                 "cron_sync", "cron_fire")
 BLOCK_TIMEOUT_S = 1.0
 ASYNC_POOL_SIZE = 32
+SUPERVISOR_INDEX_KEEP_MS = 3_600_000
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -300,7 +301,11 @@ class Store:
     def publish_supervisor(self, sid: str, snapshot: dict[str, Any], ttl_ms: int) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self.keys.supervisor(sid), json.dumps(snapshot), px=ttl_ms)
-        pipe.zadd(self.keys.supervisors(), {sid: snapshot.get("heartbeat_ms", 0)})
+        heartbeat_ms = snapshot.get("heartbeat_ms", 0)
+        pipe.zadd(self.keys.supervisors(), {sid: heartbeat_ms})
+        # forget supervisors that crashed long ago, so the index stays bounded
+        pipe.zremrangebyscore(self.keys.supervisors(), "-inf",
+                              heartbeat_ms - SUPERVISOR_INDEX_KEEP_MS)
         pipe.execute()
 
     def remove_supervisor(self, sid: str) -> None:

@@ -127,3 +127,15 @@ def test_a_job_record_naming_an_unknown_job_fails_cleanly(redis_url: str) -> Non
             client.get_result(job_id, wait_timeout=5000)
     assert "no such job" in str(info.value) and "not_registered" in str(info.value)
     store.close()
+
+
+def test_the_supervisor_index_forgets_supervisors_dead_for_an_hour(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    store = _store(redis_url)
+    now_ms = int(time.time() * 1000)
+    redis_client.zadd(K.supervisors(), {"crashed-long-ago": now_ms - 7_200_000,
+                                        "crashed-recently": now_ms - 60_000})
+    store.publish_supervisor("alive", {"heartbeat_ms": now_ms}, 3000)
+    assert sorted(redis_client.zrange(K.supervisors(), 0, -1)) == [b"alive",
+                                                                   b"crashed-recently"]
+    store.close()
