@@ -25,6 +25,17 @@ TEST_JOBS = Path(__file__).parent / "jobs"
 ROOT = Path(__file__).parent.parent
 
 
+def wait_for(predicate: Any, timeout_s: float = 10.0, what: str = "condition") -> Any:
+    """Poll PREDICATE until it returns something truthy (returned); fail after TIMEOUT_S."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
 def make_config(redis_url: str, **overrides: Any) -> Any:
     values = {"redis_url": redis_url, "jobs_dir": str(TEST_JOBS), "lease_ms": 1000,
               "heartbeat_ms": 200, "grace_period": 5000}

@@ -20,7 +20,7 @@ from sandboxrunner import (
     UnknownJob,
     WaitTimeout,
 )
-from tests.supervisors import SupervisorProcess, client_for, running_supervisor
+from tests.supervisors import SupervisorProcess, client_for, running_supervisor, wait_for
 
 
 def test_sync_job_round_trips_its_result(redis_url: str) -> None:
@@ -180,7 +180,7 @@ def test_killed_supervisor_job_completes_on_another_and_caller_gets_it(
             caller = threading.Thread(target=lambda: out.update(
                 r=client.run_job("record", {"file": str(runs), "seconds": 1})))
             caller.start()
-            _wait_for(lambda: runs.exists())
+            wait_for(lambda: runs.exists())
             first.signal(signal.SIGKILL)
             first.wait()
             second = SupervisorProcess(redis_url)
@@ -203,7 +203,7 @@ def test_a_job_whose_supervisor_dies_past_max_stalled_fails_as_stalled(
         first.wait_ready()
         with client_for(redis_url) as client:
             handle = client.enqueue("record", {"file": str(runs), "seconds": 5})
-            _wait_for(lambda: runs.exists())
+            wait_for(lambda: runs.exists())
             first.signal(signal.SIGKILL)
             second = SupervisorProcess(redis_url, SANDBOXRUNNER_MAX_STALLED="0")
             second.wait_ready()
@@ -232,13 +232,6 @@ def test_sigterm_lets_running_jobs_finish_then_exits_zero(redis_url: str) -> Non
     finally:
         sup.stop()
 
-
-def _wait_for(predicate, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_a_unix_socket_url_works(tmp_path: Path) -> None:

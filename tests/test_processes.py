@@ -23,19 +23,11 @@ from sandboxrunner import JobFailed, JobTimeout, child, registry
 from sandboxrunner.executors import processes
 from sandboxrunner.joblog import read_job_log
 from sandboxrunner.keys import Keys
-from tests.supervisors import SupervisorProcess, client_for, running_supervisor
+from tests.supervisors import SupervisorProcess, client_for, running_supervisor, wait_for
 
 PROC = {"use_separate_process": True, "concurrency": 2, "workers": "default"}
 
 
-def wait_for(predicate: Any, timeout_s: float = 3.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def is_gone(pid: int) -> bool:

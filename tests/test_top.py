@@ -32,7 +32,7 @@ from sandboxrunner.embedded import TestServer
 from sandboxrunner.keys import Keys
 from sandboxrunner.snapshot import Snapshot, SnapshotReader
 from sandboxrunner.top import render, time_bar
-from tests.supervisors import ROOT, SupervisorProcess, client_for, make_config
+from tests.supervisors import ROOT, SupervisorProcess, client_for, make_config, wait_for
 
 CLI = [sys.executable, "-m", "sandboxrunner", "top"]
 LONG_S = 90  # the running jobs outlive the module
@@ -81,14 +81,6 @@ JOBS = {
 }
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 10, what: str = "it") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def free_port() -> int:

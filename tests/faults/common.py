@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,11 @@ from typing import Any
 import redis
 
 from sandboxrunner.keys import QUEUES, Keys
+from tests.supervisors import wait_for
+
+__all__ = ["wait_for"]  # re-exported for the fault tests
 
 K = Keys("sr")
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0,
-             what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 @dataclass(frozen=True)
