@@ -2,8 +2,9 @@
 
 A call validates everything before anything reaches Redis (known name, JSON data under
 the size limit, a positive timeout, a JSON singleton key), then enqueues with one script
-call naming this process's client id as the one to notify, and waits on the process's
-shared `Listener`.
+call naming the listener's client id as the one to notify, and waits on that listener:
+the process's shared `Listener` for threads, the event loop's own `AsyncListener` for
+asyncio callers.
 
 Waiting never hangs silently. ``wait_timeout`` (ms) bounds the whole wait when given;
 by default a caller waits as long as the job needs, but if no live supervisor serves the
@@ -45,7 +46,7 @@ from .errors import (
 )
 from .job import Outcome, canonical_json, encode_data
 from .keys import queue_of_job
-from .listener import Listener
+from .listener import AsyncListener, Listener
 from .registry import JobSpec, Registry, load_registry
 from .store import AsyncStore, EnqueueResult, Store
 
@@ -112,7 +113,7 @@ class Client:
         self.store = Store(config, url)
         self._listener: Listener | None = None
         self._lock = threading.Lock()
-        self._async_stores: dict[int, AsyncStore] = {}
+        self._async_listeners: dict[int, AsyncListener] = {}
         self.max_data_bytes = int(config.max_data_size * 1024 * 1024)
 
     @property
@@ -129,9 +130,10 @@ class Client:
 
     async def aclose(self) -> None:
         """Close the connections this client holds for the running event loop."""
-        store = self._async_stores.pop(id(asyncio.get_running_loop()), None)
-        if store is not None:
-            await store.close()
+        listener = self._async_listeners.pop(id(asyncio.get_running_loop()), None)
+        if listener is not None:
+            await listener.close()
+            await listener.store.close()
 
     # -- preparing -------------------------------------------------------------------
     def prepare(self, name: str, data: Any, timeout: int | None,
@@ -266,26 +268,30 @@ class Client:
             )
 
     # -- asyncio ---------------------------------------------------------------------
-    def _async_store(self) -> AsyncStore:
-        # asyncio connections belong to one event loop: one store per loop (an app has
-        # one long-lived loop; call aclose() before a short-lived loop ends)
-        loop_id = id(asyncio.get_running_loop())
-        store = self._async_stores.get(loop_id)
-        if store is None:
-            store = self._async_stores[loop_id] = AsyncStore(self.config, self.url)
-        return store
+    def _async_listener(self) -> AsyncListener:
+        # asyncio connections belong to one event loop: one store and one listener per
+        # loop (an app has one long-lived loop; call aclose() before a short-lived loop
+        # ends). The listener resolves its callers' futures on the loop itself.
+        loop = asyncio.get_running_loop()
+        listener = self._async_listeners.get(id(loop))
+        if listener is None or listener.loop is not loop:
+            listener = AsyncListener(AsyncStore(self.config, self.url))
+            self._async_listeners[id(loop)] = listener
+        return listener
 
     async def arun_job(self, name: str, data: Any = None, timeout: int | None = None,
                        wait_timeout: int | None = None, retries: int | None = None) -> Any:
         job = self.prepare(name, data, timeout, retries)
-        listener = self.listener
-        store = self._async_store()
-        waiter = _AsyncWaiter(asyncio.get_running_loop())
-        listener.register(job.job_id, waiter)
+        listener = self._async_listener()
+        store = listener.store
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        listener.register(job.job_id, future)
         retry = _EnqueueRetry(self, job, wait_timeout)
+        job_id = job.job_id
         try:
             while True:
                 try:
+                    await listener.ensure_started()  # subscribed before the job exists
                     result = await store.enqueue(job.spec.queue, job.job_id, job.spec.name,
                                                  job.data_json, job.timeout_ms, listener.cid,
                                                  job.singleton_key, job.retries,
@@ -293,50 +299,54 @@ class Client:
                     break
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     await asyncio.sleep(retry.delay_s(exc))
-        except BaseException:
-            listener.unregister(job.job_id, waiter)
-            raise
-        if result.attached:
-            listener.unregister(job.job_id, waiter)
-            listener.register(result.job_id, waiter)
-            got = await store.attach(result.job_id, listener.cid)
-            if isinstance(got, Outcome):
-                listener.deliver(got)
-        outcome = await self._await(result.job_id, waiter, wait_timeout,
-                                    result.live_supervisors)
+            if result.attached:
+                listener.unregister(job.job_id, future)
+                job_id = result.job_id
+                listener.register(job_id, future)
+                got = await store.attach(job_id, listener.cid)
+                if isinstance(got, Outcome):
+                    listener.deliver(got)
+            outcome = await self._await(listener, job_id, future, wait_timeout,
+                                        result.live_supervisors)
+        finally:
+            listener.unregister(job_id, future)  # a no-op once delivered
         return _named(outcome, job.spec.name).value()
 
     async def aget_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
-        listener = self.listener
-        waiter = _AsyncWaiter(asyncio.get_running_loop())
-        listener.register(job_id, waiter)
-        got = await self._async_store().attach(job_id, listener.cid)
-        if isinstance(got, Outcome):
-            listener.unregister(job_id, waiter)
-            return got.value()
-        if got == "":
-            listener.unregister(job_id, waiter)
-            raise JobNotFound(f"no job {job_id}: never enqueued, or its result expired")
-        return (await self._await(job_id, waiter, wait_timeout, 1)).value()
+        listener = self._async_listener()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        listener.register(job_id, future)
+        try:
+            await listener.ensure_started()
+            got = await listener.store.attach(job_id, listener.cid)
+            if isinstance(got, Outcome):
+                return got.value()
+            if got == "":
+                raise JobNotFound(f"no job {job_id}: never enqueued, or its result expired")
+            return (await self._await(listener, job_id, future, wait_timeout, 1)).value()
+        finally:
+            listener.unregister(job_id, future)
 
-    async def _await(self, job_id: str, waiter: _AsyncWaiter, wait_timeout: int | None,
+    async def _await(self, listener: AsyncListener, job_id: str,
+                     future: asyncio.Future[Outcome], wait_timeout: int | None,
                      live: int) -> Outcome:
+        if future.done():
+            return future.result()
         started = time.monotonic()
         check_s = self.config.lease_ms / 1000
-        store = self._async_store()
+        store = listener.store
         while True:
             slice_s = check_s
             if wait_timeout is not None:
                 left = wait_timeout / 1000 - (time.monotonic() - started)
                 if left <= 0:
-                    self.listener.unregister(job_id, waiter)
                     raise WaitTimeout(job_id, wait_timeout)
                 slice_s = min(slice_s, left)
-            done, _ = await asyncio.wait({waiter.future}, timeout=slice_s)
+            done, _ = await asyncio.wait({future}, timeout=slice_s)
             if done:
-                return waiter.future.result()
+                return future.result()
             try:
-                got = await store.attach(job_id, self.listener.cid)
+                got = await store.attach(job_id, listener.cid)
                 if isinstance(got, Outcome):
                     return got
                 now_live = await store.live_supervisors(queue_of_job(job_id))
@@ -383,19 +393,6 @@ class _SyncWaiter:
     def __call__(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self.event.set()
-
-
-class _AsyncWaiter:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[Outcome] = loop.create_future()
-
-    def __call__(self, outcome: Outcome) -> None:
-        def resolve() -> None:
-            if not self.future.done():
-                self.future.set_result(outcome)
-
-        self.loop.call_soon_threadsafe(resolve)
 
 
 class _nested_wait:

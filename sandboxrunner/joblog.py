@@ -66,6 +66,11 @@ class RedisLogSink:
         with self._cond:
             self._counts.pop(job_id, None)
 
+    def logged(self, job_ids: list[str]) -> set[str]:
+        """Those of JOB_IDS that wrote log lines since they started (not yet forgotten)."""
+        with self._cond:
+            return {i for i in job_ids if i in self._counts}
+
     def flush(self) -> None:
         with self._cond:
             batch, self._buffer = self._buffer, []

@@ -7,14 +7,16 @@ so a supervisor's heartbeat never waits behind them. See ``keys.py`` for the dat
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from .config import Config, redact_url
 from .errors import RedisUnavailable
@@ -262,12 +264,16 @@ class Store:
                                     timeout_s, "RIGHT", "LEFT")  # type: ignore[arg-type]
         return _text(got) if got is not None else None
 
-    def finish(self, queue: str, sid: str, settlements: list[Settlement]) -> int:
+    def finish(self, queue: str, sid: str, settlements: list[Settlement],
+               logged: Container[str] | None = None) -> int:
+        """Settle outcomes; LOGGED holds the ids of jobs that wrote log lines (None: any
+        may have), whose log streams get the result's TTL."""
         k = self.keys
         args: list[Any] = [k.queue_prefix(queue), self.config.result_ttl,
                            self.config.history_size, self.reply_prefix]
         for s in settlements:
-            args += [s.job_id, s.status.value, s.body]
+            wrote = logged is None or s.job_id in logged
+            args += [s.job_id, s.status.value, s.body, "1" if wrote else "0"]
         return int(self._run(
             "finish",
             [k.active(queue, sid), k.stats(queue), k.recent(queue), k.failures(queue),
@@ -357,6 +363,65 @@ class Store:
         return [_text(s) for s in pipe.execute()] if job_ids else []
 
 
+def _resolve(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+class _ScriptBatcher:
+    """Sends the calls of one script that the callers of an event loop start in the same
+    loop iteration as one pipeline: one write, one connection and one reply read for
+    many callers instead of one each. Only for a script that is safe to replay (redis-py
+    retries a pipeline whole after a connection error): enqueue is idempotent per job id.
+    """
+
+    def __init__(self, client: aioredis.Redis, script: Any) -> None:
+        self._client, self._script = client, script
+        self._pending: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()  # strong references
+
+    def call(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:  # the task runs next iteration, after this one's callers
+            task = loop.create_task(self._flush())
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+        self._pending.append(([len(keys), *keys, *args], future))
+        return future
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if len(batch) == 1:
+            await self._call_one(*batch[0])
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for command, _ in batch:
+            pipe.evalsha(self._script.sha, *command)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # noqa: BLE001 - every caller gets it (and retries)
+            for _, future in batch:
+                _resolve(future, exc)
+            return
+        for (command, future), result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):  # a restarted server: load it again
+                await self._call_one(command, future)
+            else:
+                _resolve(future, result)
+
+    async def _call_one(self, command: list[Any], future: asyncio.Future[Any]) -> None:
+        nkeys = command[0]
+        try:
+            result = await self._script(keys=command[1 : 1 + nkeys], args=command[1 + nkeys :])
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            result = exc
+        _resolve(future, result)
+
+
 class AsyncStore:
     """The asyncio calls a waiting caller needs: enqueue and attach."""
 
@@ -375,6 +440,7 @@ class AsyncStore:
             self._scripts = {
                 n: self.redis.register_script(SCRIPT_SOURCES[n]) for n in ("enqueue", "attach")
             }
+        self._enqueues = _ScriptBatcher(self.redis, self._scripts["enqueue"])
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -383,10 +449,10 @@ class AsyncStore:
                       reply_cid: str, singleton_key: str, retries: int,
                       backoff_json: str) -> EnqueueResult:
         k = self.keys
-        got = await self._scripts["enqueue"](
-            keys=[k.wait(queue), k.stats(queue), k.sups(queue)],
-            args=[k.queue_prefix(queue), job_id, name, data_json, timeout_ms, reply_cid,
-                  self.config.lease_ms, singleton_key, retries, backoff_json],
+        got = await self._enqueues.call(
+            [k.wait(queue), k.stats(queue), k.sups(queue)],
+            [k.queue_prefix(queue), job_id, name, data_json, timeout_ms, reply_cid,
+             self.config.lease_ms, singleton_key, retries, backoff_json],
         )
         return EnqueueResult(_text(got[0]), bool(int(got[1])), int(got[2]))
 

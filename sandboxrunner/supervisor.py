@@ -90,6 +90,10 @@ class Supervisor:
         # ids each queue's executor was handed and whose outcome is not written yet
         self._held: dict[str, set[str]] = {q: set() for q in self.queues}
         self._held_lock = threading.Lock()
+        # per queue, from the last claim: it left the queue empty (so the fetch loop
+        # blocks on BLMOVE without another claim first), and when the next retry is due
+        self._drained: dict[str, bool] = {q: False for q in self.queues}
+        self._retry_due_at: dict[str, float | None] = {q: None for q in self.queues}
         # cron: ticks of the served queues' cron jobs, once across all supervisors
         self.cron = CronScheduler(config, registry, url, self.sid, self.queues)
         self._process = psutil.Process()
@@ -117,6 +121,9 @@ class Supervisor:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        # schedules are in Redis before the supervisor is seen alive (tests and operators
+        # read "heartbeating" as "ready")
+        self.cron.sync()
         self._heartbeat_once()
         self.cron.start()
         targets: list[tuple[str, Callable[..., None], tuple[str, ...]]] = [
@@ -199,6 +206,7 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - this thread must outlive any one bad job
                 log.exception("unexpected error fetching from %s; carrying on", queue)
             reconcile = True  # a claim may have run on the server with its reply lost
+            self._drained[queue] = False
             self._stop.wait(backoff)
             backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
 
@@ -220,19 +228,34 @@ class Supervisor:
         if free <= 0:
             executor.wait_for_slot(0.5)
             return
-        jobs, next_retry_ms = self._store.claim(queue, self.sid, min(free, CLAIM_BATCH_MAX))
-        if not jobs:
+        count = min(free, CLAIM_BATCH_MAX)
+        due_at = self._retry_due_at[queue]
+        if not self._drained[queue] or (due_at is not None and due_at <= time.monotonic()):
+            jobs, next_retry_ms = self._store.claim(queue, self.sid, count)
+            self._note_claim(queue, len(jobs), count, next_retry_ms)
+            if jobs:
+                self._submit(queue, executor, jobs)
+                return
             if next_retry_ms == 0:
                 return  # a retry is due right now: the next claim moves it
-            block_s = BLOCK_TIMEOUT_S
-            if next_retry_ms > 0:
-                block_s = min(block_s, max(next_retry_ms / 1000, MIN_BLOCK_S))
-            moved = self._store.wait_for_job(queue, self.sid, block_s)
-            if moved is None:
-                return
-            jobs, _ = self._store.claim(queue, self.sid, min(free, CLAIM_BATCH_MAX) - 1,
-                                        [moved])
+        # the queue was empty at the last claim: block instead of claiming again first
+        block_s = BLOCK_TIMEOUT_S
+        due_at = self._retry_due_at[queue]
+        if due_at is not None:
+            block_s = min(block_s, max(due_at - time.monotonic(), MIN_BLOCK_S))
+        moved = self._store.wait_for_job(queue, self.sid, block_s)
+        if moved is None:
+            self._drained[queue] = False  # claim next: it moves retries that came due
+            return
+        jobs, next_retry_ms = self._store.claim(queue, self.sid, count - 1, [moved])
+        self._note_claim(queue, len(jobs), count, next_retry_ms)
         self._submit(queue, executor, jobs)
+
+    def _note_claim(self, queue: str, got: int, count: int, next_retry_ms: int) -> None:
+        """Remember whether a claim emptied the queue, and when the next retry is due."""
+        self._drained[queue] = got < count
+        self._retry_due_at[queue] = (None if next_retry_ms < 0
+                                     else time.monotonic() + next_retry_ms / 1000)
 
     def _submit(self, queue: str, executor: Executor, jobs: list[ClaimedJob]) -> None:
         for job in jobs:
@@ -275,7 +298,8 @@ class Supervisor:
         for queue, outcomes in batch.items():
             while True:
                 try:
-                    self._store.finish(queue, self.sid, outcomes)
+                    self._store.finish(queue, self.sid, outcomes, self.log_sink.logged(
+                        [o.job_id for o in outcomes]))
                     break
                 except redis.RedisError as exc:
                     # the outcomes stay in memory until Redis is back; the lease keeps

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 import sandboxrunner
 from sandboxrunner import (
@@ -261,3 +262,16 @@ def test_thousands_of_concurrent_arun_job_calls_share_a_bounded_pool(redis_url: 
     with running_supervisor(redis_url), client_for(redis_url) as client:
         results = asyncio.run(main(client))
     assert [r["echo"] for r in results] == list(range(1000))
+
+
+def test_jobs_arriving_one_at_a_time_cost_three_scripts_each(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    # enqueue, claim (after BLMOVE), finish: the supervisor blocks again without first
+    # claiming from the queue its last claim left empty
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        client.run_job("echo", 0)  # warm: listener subscribed, scripts loaded
+        redis_client.config_resetstat()
+        for i in range(20):
+            client.run_job("echo", i)
+        scripts = redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    assert 60 <= scripts <= 66, scripts

@@ -139,3 +139,27 @@ def test_the_supervisor_index_forgets_supervisors_dead_for_an_hour(
     assert sorted(redis_client.zrange(K.supervisors(), 0, -1)) == [b"alive",
                                                                    b"crashed-recently"]
     store.close()
+
+
+def test_finish_counts_a_batch_once_and_expires_log_streams_only_of_jobs_that_logged(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    store = _store(redis_url)
+    for i in range(3):
+        store.enqueue("default", f"default-{i:032x}", "echo", json.dumps(i), 1000)
+    jobs, _ = store.claim("default", "sup-a", 3)
+    for job in jobs:  # a stream for each, as if every job had logged
+        redis_client.xadd(K.job_log(job.id), {"line": "{}"})
+    recorded = store.finish("default", "sup-a", [
+        Settlement(jobs[0].id, Status.COMPLETED, "1"),
+        Settlement(jobs[1].id, Status.COMPLETED, "2"),
+        Settlement(jobs[2].id, Status.FAILED, "{}"),
+    ], logged={jobs[0].id})
+    assert recorded == 3
+    stats = redis_client.hgetall(K.stats("default"))
+    assert stats[b"completed"] == b"2" and stats[b"failed"] == b"1"
+    rate = redis_client.hvals(K.rate("default"))
+    assert sum(int(v.split(b":")[1]) for v in rate) == 3
+    assert redis_client.pttl(K.job_log(jobs[0].id)) > 0
+    assert redis_client.pttl(K.job_log(jobs[1].id)) == -1  # the flag said: no lines
+    assert redis_client.lrange(K.failures("default"), 0, -1) == [jobs[2].id.encode()]
+    store.close()

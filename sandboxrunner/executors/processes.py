@@ -297,7 +297,11 @@ class ProcessExecutor:
     def _free(self) -> int:
         # Up to `size` jobs more than there are idle children wait in the backlog, so a
         # child that finishes gets its next job from memory at once, not after a claim
-        # round trip to Redis; their deadlines start when a child takes them.
+        # round trip to Redis; their deadlines start when a child takes them. While every
+        # child is busy and the backlog still holds half of that, no slot is offered, so
+        # the fetch thread claims several jobs per round trip instead of one per job.
+        if not self._idle and len(self._backlog) * 2 >= self.size > 1:
+            return 0
         return max(0, len(self._idle) + self.size - len(self._backlog))
 
     def _busy(self) -> bool:

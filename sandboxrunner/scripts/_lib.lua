@@ -5,24 +5,31 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Count one settled job in the per-second ring of the last minute (60 fields at most).
-local function count_rate(rate_key, now)
+-- Count N settled jobs in the per-second ring of the last minute (60 fields at most).
+local function count_rate(rate_key, now, n)
   local second = math.floor(now / 1000)
   local slot = second % 60
   local cur = redis.call('HGET', rate_key, slot)
-  local n = 1
   if cur then
     local sec, count = string.match(cur, '^(%d+):(%d+)$')
-    if tonumber(sec) == second then n = tonumber(count) + 1 end
+    if tonumber(sec) == second then n = tonumber(count) + n end
   end
   redis.call('HSET', rate_key, slot, second .. ':' .. n)
 end
 
--- Settle one job: record the outcome, release its singleton key, expire the record,
--- keep it in the capped history lists and notify every waiting client.
--- stats, recent, failures, rate: keys of the job's queue; qprefix: the queue's key prefix.
-local function settle(qprefix, stats, recent, failures, rate, id, status, body, ttl_ms,
-                      channel_prefix, now)
+-- Count the jobs a script settled: once per script call, not once per job.
+local function count_settled(stats, rate, completed, failed, now)
+  if completed > 0 then redis.call('HINCRBY', stats, 'completed', completed) end
+  if failed > 0 then redis.call('HINCRBY', stats, 'failed', failed) end
+  if completed + failed > 0 then count_rate(rate, now, completed + failed) end
+end
+
+-- Settle one job: record the outcome, release its singleton key, expire the record (and
+-- its log stream when LOGGED: a job that wrote no line has none), keep it in the capped
+-- history lists and notify every waiting client. The caller counts it (count_settled).
+-- recent, failures: keys of the job's queue; qprefix: the queue's key prefix.
+local function settle(qprefix, recent, failures, id, status, body, ttl_ms, channel_prefix,
+                      now, logged)
   local jkey = qprefix .. 'job:' .. id
   local field = 'result'
   if status ~= 'completed' then field = 'error' end
@@ -34,15 +41,9 @@ local function settle(qprefix, stats, recent, failures, rate, id, status, body, 
     if redis.call('GET', holder) == id then redis.call('DEL', holder) end
   end
   redis.call('PEXPIRE', jkey, ttl_ms)
-  redis.call('PEXPIRE', qprefix .. 'log:' .. id, ttl_ms)
+  if logged then redis.call('PEXPIRE', qprefix .. 'log:' .. id, ttl_ms) end
   redis.call('LPUSH', recent, id)
-  if status == 'completed' then
-    redis.call('HINCRBY', stats, 'completed', 1)
-  else
-    redis.call('HINCRBY', stats, 'failed', 1)
-    redis.call('LPUSH', failures, id)
-  end
-  count_rate(rate, now)
+  if status ~= 'completed' then redis.call('LPUSH', failures, id) end
   if reply and reply ~= '' then
     local message = id .. '\n' .. status .. '\n' .. body
     for cid in string.gmatch(reply, '%S+') do

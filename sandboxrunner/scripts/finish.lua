@@ -4,19 +4,22 @@
 -- KEYS[1] active list of SID   KEYS[2] stats   KEYS[3] recent   KEYS[4] failures   KEYS[5] rate
 -- KEYS[6] delayed set
 -- ARGV[1] queue key prefix   ARGV[2] result ttl ms   ARGV[3] history size
--- ARGV[4] reply channel prefix   ARGV[5..] triples: id, status, body (result or error JSON)
+-- ARGV[4] reply channel prefix   ARGV[5..] quadruples: id, status, body (result or error
+-- JSON), '1' if the job wrote log lines else '0' (its log stream then needs no TTL)
 -- Returns the number of outcomes recorded.
 local qprefix, ttl, history, chan = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
-local recorded = 0
-for i = 5, #ARGV, 3 do
+local recorded, completed, failed = 0, 0, 0
+for i = 5, #ARGV, 4 do
   local id, status, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('LREM', KEYS[1], 1, id) == 1 then
     if status == 'completed' or not retry_later(qprefix, KEYS[6], KEYS[2], id, body, now) then
-      settle(qprefix, KEYS[2], KEYS[3], KEYS[4], KEYS[5], id, status, body, ttl, chan, now)
+      settle(qprefix, KEYS[3], KEYS[4], id, status, body, ttl, chan, now, ARGV[i + 3] ~= '0')
+      if status == 'completed' then completed = completed + 1 else failed = failed + 1 end
     end
     recorded = recorded + 1
   end
 end
+count_settled(KEYS[2], KEYS[5], completed, failed, now)
 if recorded > 0 then trim_history(KEYS[3], KEYS[4], history) end
 return recorded

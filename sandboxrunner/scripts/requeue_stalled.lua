@@ -21,8 +21,8 @@ for i = #ids, 1, -1 do  -- oldest claim first
     redis.call('HSET', jkey, 'stalled', stalled)
     redis.call('HINCRBY', KEYS[4], 'stalled', 1)
     if stalled > tonumber(ARGV[4]) then
-      settle(qprefix, KEYS[4], KEYS[5], KEYS[6], KEYS[7], id, 'failed', ARGV[8],
-             tonumber(ARGV[5]), ARGV[7], now)
+      settle(qprefix, KEYS[5], KEYS[6], id, 'failed', ARGV[8], tonumber(ARGV[5]), ARGV[7],
+             now, true)
       failed = failed + 1
     else
       redis.call('HSET', jkey, 'status', 'queued', 'sid', '')
@@ -33,5 +33,6 @@ for i = #ids, 1, -1 do  -- oldest claim first
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], sid)
+count_settled(KEYS[4], KEYS[7], 0, failed, now)
 if failed > 0 then trim_history(KEYS[5], KEYS[6], tonumber(ARGV[6])) end
 return {requeued, failed}
