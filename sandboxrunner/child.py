@@ -51,7 +51,7 @@ import cloudpickle  # noqa: F401
 
 from . import client as client_module
 from . import pipes
-from .context import JobContext, JobLogger, current_job, log_line
+from .context import JobContext, JobLogger, PoolSlots, current_job, log_line
 from .errors import UnknownJob
 from .executors.base import failure, success
 from .job import ErrorInfo, ErrorKind, JobRecord, Status
@@ -101,6 +101,7 @@ class ChildSetup:
     log_max_lines: int
     limits: dict[str, int]
     make_client: Callable[[], Any] | None  # the child's client for a nested run_job
+    slots: PoolSlots | None = None  # lets a nested run_job see its pool (deadlock check)
 
 
 class Sender:
@@ -228,7 +229,8 @@ class ChildRuntime:
             return failure(call.job_id, ErrorKind.INVALID, "MalformedJob",
                            f"job data is not valid JSON: {exc}")
         ctx = JobContext(job=_record(call, self.queue, data),
-                         log=JobLogger(self.sink, call.job_id, self.queue))
+                         log=JobLogger(self.sink, call.job_id, self.queue),
+                         slots=self.setup.slots)
         self.sink.begin(call.job_id)
         if "cpu_seconds" in self.limits:
             _arm_cpu_limit(self.limits["cpu_seconds"])

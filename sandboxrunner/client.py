@@ -256,8 +256,7 @@ class Client:
         slots = getattr(ctx, "slots", None)
         if ctx is None or slots is None or slots.queue != queue:
             return
-        with slots.cond:
-            would_block_all = slots.nested_waiting + 1 >= slots.capacity
+        would_block_all = slots.waiting_nested() + 1 >= slots.capacity
         if would_block_all and self.store.live_supervisors(queue) <= 1:
             raise DeadlockError(
                 f"run_job from inside job {ctx.job.name!r} would wait for a free slot of "
@@ -405,13 +404,11 @@ class _nested_wait:
 
     def __enter__(self) -> None:
         if self.slots is not None:
-            with self.slots.cond:
-                self.slots.nested_waiting += 1
+            self.slots.enter_nested()
 
     def __exit__(self, *exc: object) -> None:
         if self.slots is not None:
-            with self.slots.cond:
-                self.slots.nested_waiting -= 1
+            self.slots.leave_nested()
 
 
 def _named(outcome: Outcome, name: str) -> Outcome:

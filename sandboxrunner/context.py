@@ -58,6 +58,29 @@ class JobLogger:
         self._sink.emit(self._job_id, self._queue, log_line("error", message, data, err))
 
 
+class PoolSlots:
+    """A process pool's slots as a nested run_job in one of its children sees them.
+
+    Each child owns one counter of a shared array created before the children fork: how
+    many nested run_job calls it is waiting on. The sum is how many of the pool's children
+    wait that way. One writer per counter, so no lock (a killed child cannot leave a lock
+    held); the pool zeroes a dead child's counter.
+    """
+
+    def __init__(self, queue: str, capacity: int, counters: Any, index: int) -> None:
+        self.queue, self.capacity = queue, capacity
+        self._counters, self._index = counters, index
+
+    def waiting_nested(self) -> int:
+        return sum(self._counters)
+
+    def enter_nested(self) -> None:
+        self._counters[self._index] += 1
+
+    def leave_nested(self) -> None:
+        self._counters[self._index] -= 1
+
+
 @dataclass
 class JobContext:
     job: JobRecord

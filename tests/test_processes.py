@@ -362,3 +362,19 @@ def test_snapshot_and_running_show_each_child(redis_url: str, tmp_path: Path) ->
     assert rows[pid]["state"] == "busy" and rows[pid]["job_name"] == "proc_hang"
     assert rows[pid]["rss_bytes"] > 0 and set(rows[pid]) >= {"cpu_percent", "jobs_served"}
     assert snap["capacity"] == 2 and snap["running"] == 1
+
+
+def test_nested_run_job_that_would_wait_for_its_own_pool_is_explained(redis_url: str) -> None:
+    with running_supervisor(redis_url, use_separate_process=True, concurrency=1), \
+            client_for(redis_url) as client:
+        with pytest.raises(JobFailed) as info:
+            client.run_job("nested", {"inner": "echo", "inner_data": 1}, wait_timeout=15_000)
+        assert info.value.error_type == "DeadlockError"
+        assert client.run_job("echo", 2)["echo"] == 2  # the pool's counters were released
+
+
+def test_nested_run_job_with_a_free_child_works(redis_url: str) -> None:
+    with running_supervisor(redis_url, use_separate_process=True, concurrency=2), \
+            client_for(redis_url) as client:
+        assert client.run_job("nested", {"inner": "echo", "inner_data": 1},
+                              wait_timeout=15_000)["echo"] == 1

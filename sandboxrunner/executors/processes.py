@@ -41,6 +41,7 @@ import heapq
 import itertools
 import json
 import logging
+import multiprocessing.sharedctypes
 import os
 import selectors
 import signal
@@ -57,7 +58,7 @@ from .. import child as child_mod
 from .. import pipes
 from ..client import Client
 from ..config import Config
-from ..context import LogSink, log_line
+from ..context import LogSink, PoolSlots, log_line
 from ..errors import UnknownJob
 from ..forkguard import FORK_GUARD
 from ..job import ErrorKind, Status
@@ -124,6 +125,7 @@ class Child:
     kill_at: float | None = None  # SIGKILL escalation
     eof_at: float | None = None  # its message pipe closed: gone by then, or it is broken
     doomed: list[psutil.Process] = field(default_factory=list)  # descendants to kill
+    slot: int = 0  # its counter in the pool's nested-call array (context.PoolSlots)
     why: str = ""  # why it is dying
     expected: bool = False  # a death we caused on purpose (not a crash)
     broken: bool = False  # its message pipe is no longer read
@@ -202,6 +204,9 @@ class ProcessExecutor:
         self.report = report
         self.log_sink = log_sink
         self.size = config.effective_concurrency()
+        # one counter per child slot, shared with the children (forked after this); twice
+        # the pool size, since a dying child keeps its slot until it is reaped
+        self._nested_calls = multiprocessing.sharedctypes.RawArray("i", 2 * self.size + 2)
         self.limits = dict(config.child_limits or {})
         url = redis_url or config.redis_url
         self._make_client = functools.partial(Client, config, registry, url) if url else None
@@ -440,6 +445,8 @@ class ProcessExecutor:
     def _fork(self) -> Child | None:
         """A new child, or None when threads stayed inside OpenSSL (forkguard.py)."""
         known = dict(self.registry.jobs)  # what the child will hold in its memory
+        used = {c.slot for c in self._children.values()}
+        slot = min(set(range(len(self._nested_calls))) - used)
         with _FORK_LOCK, FORK_GUARD.exclusive(FORK_WAIT_S) as clear:
             if not clear:
                 return None
@@ -451,7 +458,8 @@ class ProcessExecutor:
                 inherited_fds=(*_SUPERVISOR_FDS, cmd_w, msg_r, out_r),
                 parent_pid=os.getpid(), specs=known,
                 log_max_lines=self.config.log_max_lines, limits=self.limits,
-                make_client=self._make_client)
+                make_client=self._make_client,
+                slots=PoolSlots(self.queue, self.size, self._nested_calls, slot))
             try:
                 pid = os.fork()
             except OSError:
@@ -465,7 +473,7 @@ class ProcessExecutor:
             pidfd = _open_pidfd(pid)
             _SUPERVISOR_FDS.update(fd for fd in (cmd_w, msg_r, out_r, pidfd) if fd >= 0)
         return self._track(Child(pid, cmd_w, msg_r, out_r, pidfd, known, psutil.Process(pid),
-                                 time.monotonic()))
+                                 time.monotonic(), slot=slot))
 
     def _track(self, child: Child) -> Child:
         msg_r, out_r, pidfd, pid = child.msg_fd, child.out_fd, child.pidfd, child.pid
@@ -692,6 +700,7 @@ class ProcessExecutor:
                 self._unregister(fd)
         _close_fds([child.cmd_fd, child.msg_fd, child.out_fd, child.pidfd])
         self._children.pop(child.pid, None)
+        self._nested_calls[child.slot] = 0  # it died, perhaps inside a nested run_job
 
     def _kill(self, child: Child, why: str, graceful: bool, expected: bool = False) -> None:
         """Stop CHILD and all it started (lock held): SIGTERM then SIGKILL if GRACEFUL."""

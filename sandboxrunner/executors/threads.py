@@ -60,6 +60,18 @@ class Slots:
     def free(self) -> int:
         return self.capacity - self.busy
 
+    def waiting_nested(self) -> int:
+        with self.cond:
+            return self.nested_waiting
+
+    def enter_nested(self) -> None:
+        with self.cond:
+            self.nested_waiting += 1
+
+    def leave_nested(self) -> None:
+        with self.cond:
+            self.nested_waiting -= 1
+
 
 class ThreadExecutor:
     def __init__(self, queue: str, registry: Registry, concurrency: int, report: Report,
