@@ -70,6 +70,13 @@ _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: dlopen after a fork can
 CURRENT: ChildRuntime | None = None
 
 
+def from_supervisor(blob: bytes) -> Any:
+    """Unpickle a frame of the command pipe. Only the supervisor that forked this child
+    writes there (pipes.py), so this is the one trusted place pickles travel; nothing read
+    from Redis or sent by a child is ever unpickled."""
+    return pickle.loads(blob)
+
+
 class Call(NamedTuple):
     """One job handed to a child; pickled as a plain tuple in this field order."""
 
@@ -213,7 +220,7 @@ class ChildRuntime:
             if not data:
                 return
             for _kind, payload in reader.feed(data):
-                outcome = self.run(Call(*pickle.loads(payload)))
+                outcome = self.run(Call(*from_supervisor(payload)))
                 status = b"c" if outcome.status == Status.COMPLETED else b"f"
                 self.sender.send(pipes.DONE, status + outcome.body.encode())
 
@@ -261,7 +268,7 @@ class ChildRuntime:
 
     def _spec(self, call: Call) -> JobSpec:
         if call.spec_blob is not None:
-            spec: JobSpec = pickle.loads(call.spec_blob)
+            spec: JobSpec = from_supervisor(call.spec_blob)
             self.specs[call.name] = spec
             return spec
         try:
