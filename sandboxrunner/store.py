@@ -166,6 +166,11 @@ class CronFired:
     server_ms: int
 
 
+def _claimed_batch(flat: list[Any]) -> tuple[list[ClaimedJob], int]:
+    """The claim script's reply: the ms until the next retry is due, then 7 fields a job."""
+    return [_claimed(flat[i : i + 7]) for i in range(1, len(flat), 7)], int(flat[0])
+
+
 def stalled_error_json(max_stalled: int) -> str:
     return ErrorInfo(
         kind="stalled",
@@ -240,29 +245,43 @@ class Store:
 
     # -- supervisors -----------------------------------------------------------------
     def claim(self, queue: str, sid: str, count: int,
-              moved: Sequence[str] = ()) -> tuple[list[ClaimedJob], int]:
-        """Claimed jobs, and the ms until the next retry is due (-1: none delayed)."""
+              again: Sequence[str] = ()) -> tuple[list[ClaimedJob], int]:
+        """Up to COUNT waiting jobs (plus AGAIN: ids in SID's lease to hand over again),
+        and the ms until the next retry is due (-1: none delayed)."""
+        return _claimed_batch(self._run("claim", self._claim_keys(queue, sid),
+                                        [self.keys.queue_prefix(queue), sid, count, "0",
+                                         *again]))
+
+    def wait_and_claim(self, queue: str, sid: str, count: int,
+                       timeout_s: float = BLOCK_TIMEOUT_S) -> tuple[list[ClaimedJob], int]:
+        """Block until a job is waiting (at most TIMEOUT_S), then claim it and up to
+        COUNT - 1 more: one round trip, as the claim is pipelined behind the BLMOVE on
+        the blocking connection and Redis runs it the moment the BLMOVE returns."""
         k = self.keys
-        flat = self._run(
-            "claim",
-            [k.wait(queue), k.active(queue, sid), k.delayed(queue)],
-            [k.queue_prefix(queue), sid, count, *moved],
-        )
-        jobs = [_claimed(flat[i : i + 7]) for i in range(1, len(flat), 7)]
-        return jobs, int(flat[0])
+        keys = self._claim_keys(queue, sid)
+        args = [k.queue_prefix(queue), sid, max(count - 1, 0), "1"]
+        pipe = self._blocking.pipeline(transaction=False)
+        # redis-py's stub says int, but BLMOVE takes fractional seconds (Redis >= 6)
+        pipe.blmove(k.wait(queue), k.active(queue, sid), timeout_s,  # type: ignore[arg-type]
+                    "RIGHT", "LEFT")
+        # EVALSHA by hand: a Script object in a pipeline costs a SCRIPT EXISTS round trip
+        pipe.evalsha(self._scripts["claim"].sha, len(keys), *keys, *args)
+        moved, claimed = pipe.execute(raise_on_error=False)
+        if isinstance(moved, Exception):
+            raise moved
+        if isinstance(claimed, NoScriptError):  # a restarted server: load it, claim again
+            claimed = self._run("claim", keys, args)
+        elif isinstance(claimed, Exception):
+            raise claimed
+        return _claimed_batch(claimed)
+
+    def _claim_keys(self, queue: str, sid: str) -> list[str]:
+        k = self.keys
+        return [k.wait(queue), k.active(queue, sid), k.delayed(queue)]
 
     def lease_ids(self, queue: str, sid: str) -> list[str]:
         """The ids in SID's active list (its lease) on QUEUE."""
         return [_text(i) for i in self.redis.lrange(self.keys.active(queue, sid), 0, -1)]
-
-    def wait_for_job(self, queue: str, sid: str,
-                     timeout_s: float = BLOCK_TIMEOUT_S) -> str | None:
-        """Block until a job id is waiting, moving it into SID's lease; None on timeout."""
-        k = self.keys
-        # redis-py's stub says int, but BLMOVE takes fractional seconds (Redis >= 6)
-        got = self._blocking.blmove(k.wait(queue), k.active(queue, sid),
-                                    timeout_s, "RIGHT", "LEFT")  # type: ignore[arg-type]
-        return _text(got) if got is not None else None
 
     def finish(self, queue: str, sid: str, settlements: list[Settlement],
                logged: Container[str] | None = None) -> int:

@@ -4,7 +4,8 @@ Threads of one supervisor process:
 
   fetch-<queue>   one per queue served. While the executor has free slots it claims up to
                   that many jobs in one script call; when the queue is empty it blocks on
-                  BLMOVE (its own connection) instead of polling. Claimed ids sit in the
+                  BLMOVE (its own connection) instead of polling, with the claim of the
+                  job it moves pipelined behind it (one round trip). Claimed ids sit in the
                   supervisor's active list (its lease) until settled. After a Redis error
                   it compares that list with the jobs it holds: an id there that never
                   reached it (the claim's reply was lost with the connection) is claimed
@@ -79,6 +80,7 @@ class Supervisor:
         self._beat_stop = threading.Event()
         self._settle_queue: queue_mod.SimpleQueue[tuple[str, Settlement] | None] = (
             queue_mod.SimpleQueue())
+        self._settle_lock = threading.Lock()  # held by whoever writes outcomes
         self._store = Store(config, url)  # fetch + settle
         self._beat_store = Store(config, url)  # heartbeat: never waits behind job traffic
         self.log_sink = RedisLogSink(self._store.redis, self._store.keys,
@@ -111,6 +113,15 @@ class Supervisor:
 
     def _reporter(self, queue: str) -> Any:
         def report(outcome: Settlement) -> None:
+            # when nothing else is being settled, the reporting thread writes the outcome
+            # itself: a hand-over to the settle thread costs a caller more than the write.
+            # Under load the settle thread is busy and batches (one script for many).
+            if self._settle_lock.acquire(blocking=False):
+                try:
+                    if self._settle_queue.empty() and self._write_once(queue, outcome):
+                        return
+                finally:
+                    self._settle_lock.release()
             self._settle_queue.put((queue, outcome))
 
         return report
@@ -243,11 +254,7 @@ class Supervisor:
         due_at = self._retry_due_at[queue]
         if due_at is not None:
             block_s = min(block_s, max(due_at - time.monotonic(), MIN_BLOCK_S))
-        moved = self._store.wait_for_job(queue, self.sid, block_s)
-        if moved is None:
-            self._drained[queue] = False  # claim next: it moves retries that came due
-            return
-        jobs, next_retry_ms = self._store.claim(queue, self.sid, count - 1, [moved])
+        jobs, next_retry_ms = self._store.wait_and_claim(queue, self.sid, count, block_s)
         self._note_claim(queue, len(jobs), count, next_retry_ms)
         self._submit(queue, executor, jobs)
 
@@ -288,10 +295,21 @@ class Supervisor:
                     break
             done = item is None
             try:
-                self._write_settlements(batch)
+                with self._settle_lock:
+                    self._write_settlements(batch)
             except Exception:  # noqa: BLE001 - a bug here must not stop all settling
                 log.exception("could not settle a batch of %d job(s)",
                               sum(len(v) for v in batch.values()))
+
+    def _write_once(self, queue: str, outcome: Settlement) -> bool:
+        """Settle one outcome without retrying; False: it is for the settle thread."""
+        try:
+            self._store.finish(queue, self.sid, [outcome],
+                               self.log_sink.logged([outcome.job_id]))
+        except redis.RedisError:
+            return False  # the settle thread retries until Redis is back
+        self._forget_settled(queue, [outcome])
+        return True
 
     def _write_settlements(self, batch: dict[str, list[Settlement]]) -> None:
         backoff = 0.05
@@ -307,11 +325,14 @@ class Supervisor:
                     log.warning("could not settle %d job(s) (%s); retrying", len(outcomes), exc)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
-            # only now, once they left the lease: _reconcile reads the held ids first
-            with self._held_lock:
-                self._held[queue].difference_update(o.job_id for o in outcomes)
-            for outcome in outcomes:
-                self.log_sink.forget(outcome.job_id)
+            self._forget_settled(queue, outcomes)
+
+    def _forget_settled(self, queue: str, outcomes: list[Settlement]) -> None:
+        # only now, once they left the lease: _reconcile reads the held ids first
+        with self._held_lock:
+            self._held[queue].difference_update(o.job_id for o in outcomes)
+        for outcome in outcomes:
+            self.log_sink.forget(outcome.job_id)
 
     # -- heartbeat -------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:

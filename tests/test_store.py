@@ -50,6 +50,33 @@ def test_claim_moves_jobs_into_the_supervisors_lease_and_finish_settles_them(
     store.close()
 
 
+def test_the_claim_pipelined_behind_a_blocking_wait_takes_only_what_that_wait_moved(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    store = _store(redis_url)
+    held = "default-" + "a" * 32
+    store.enqueue("default", held, "echo", "1", 1000)
+    assert [j.id for j in store.claim("default", "sup-a", 1)[0]] == [held]
+    # the wait times out on an empty queue: the job already held at the head of the lease
+    # is not handed over a second time
+    assert store.wait_and_claim("default", "sup-a", 5, timeout_s=0.05) == ([], -1)
+    # a job arriving during the wait is moved and claimed in the same round trip, with
+    # up to COUNT - 1 more taken along
+    ids = [f"default-{i:032x}" for i in range(4)]
+    for job_id in ids:
+        store.enqueue("default", job_id, "echo", "2", 1000)
+    jobs, _ = store.wait_and_claim("default", "sup-a", 3, timeout_s=1)
+    assert [j.id for j in jobs] == ids[:3]
+    assert all(redis_client.hget(K.job(j.id), "status") == b"active" for j in jobs)
+    assert redis_client.llen(K.active("default", "sup-a")) == 4
+    # a malformed entry the wait moves is reported (no name) and leaves the lease
+    redis_client.rpush(K.wait("default"), "default-" + "f" * 32)
+    redis_client.lpop(K.wait("default"))  # ids[3]: the queue holds only the malformed entry
+    jobs, _ = store.wait_and_claim("default", "sup-a", 1, timeout_s=1)
+    assert [(j.id, j.name) for j in jobs] == [("default-" + "f" * 32, "")]
+    assert redis_client.llen(K.active("default", "sup-a")) == 4
+    store.close()
+
+
 def test_a_lapsed_lease_requeues_then_fails_as_stalled(redis_url: str,
                                                        redis_client: redis.Redis) -> None:
     store = _store(redis_url, lease_ms=200, heartbeat_ms=50, max_stalled=1)

@@ -1,11 +1,16 @@
 -- Claim up to COUNT waiting jobs for supervisor SID: move them into its active list (its
--- lease) and mark them started. Ids already moved there by a blocking BLMOVE come in ARGV,
--- and so do ids found in the lease that never reached SID (the reply of an earlier claim
--- was lost with its connection): those are active with SID's own id and are handed over
--- again without counting a new attempt, since they never ran.
+-- lease) and mark them started. A job a blocking BLMOVE just moved there is claimed too:
+-- the supervisor pipelines this script right behind its BLMOVE on one connection, so the
+-- script runs as soon as the BLMOVE returns, and with HEAD = '1' it takes the head of the
+-- active list when that job is still 'queued' (only a just-moved job can be: every claim
+-- marks its jobs active in the same script that puts them in a lease, and a job taken
+-- back leaves the lease). Ids found in the lease that never reached SID (the reply of an
+-- earlier claim was lost with its connection) come in ARGV: those are active with SID's
+-- own id and are handed over again without counting a new attempt, since they never ran.
 -- Retries whose backoff is over move from the delayed set to the front of the wait list first.
 -- KEYS[1] wait list   KEYS[2] active list of SID   KEYS[3] delayed set
--- ARGV[1] queue key prefix   ARGV[2] SID   ARGV[3] COUNT   ARGV[4..] ids already moved
+-- ARGV[1] queue key prefix   ARGV[2] SID   ARGV[3] COUNT   ARGV[4] HEAD ('1' or '0')
+-- ARGV[5..] ids in the lease to hand over again
 -- Returns a flat list: first the ms until the next delayed job is due (-1: none), then 7
 -- entries per job: id, name, data, timeout, attempt, enq ms, start ms
 -- (name is '' when the id has no job record: a malformed entry the caller must drop).
@@ -20,7 +25,15 @@ local next_due = -1
 local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 if first[2] then next_due = math.max(0, tonumber(first[2]) - now) end
 local ids = {}
-for i = 4, #ARGV do
+if ARGV[4] == '1' then
+  local head = redis.call('LINDEX', KEYS[2], 0)
+  if head then
+    local status = redis.call('HGET', qprefix .. 'job:' .. head, 'status')
+    -- no record: a malformed entry just moved in (below it is dropped and reported)
+    if status == 'queued' or not status then ids[1] = head end
+  end
+end
+for i = 5, #ARGV do
   -- only ids still in SID's lease: a supervisor that took the lease back meanwhile (SID
   -- was silent too long) requeued them, and the finish script would drop SID's outcome
   if redis.call('LPOS', KEYS[2], ARGV[i]) then ids[#ids + 1] = ARGV[i] end
