@@ -259,7 +259,7 @@ class Store:
         the blocking connection and Redis runs it the moment the BLMOVE returns."""
         k = self.keys
         keys = self._claim_keys(queue, sid)
-        args = [k.queue_prefix(queue), sid, max(count - 1, 0), "1"]
+        args: list[str | int] = [k.queue_prefix(queue), sid, max(count - 1, 0), "1"]
         pipe = self._blocking.pipeline(transaction=False)
         # redis-py's stub says int, but BLMOVE takes fractional seconds (Redis >= 6)
         pipe.blmove(k.wait(queue), k.active(queue, sid), timeout_s,  # type: ignore[arg-type]
