@@ -2,14 +2,20 @@
 
 Threads of one supervisor process:
 
-  fetch-<queue>   one per queue served. While the executor has free slots it claims up to
-                  that many jobs in one script call; when the queue is empty it blocks on
-                  BLMOVE (its own connection) instead of polling, with the claim of the
-                  job it moves pipelined behind it (one round trip). Claimed ids sit in the
-                  supervisor's active list (its lease) until settled. After a Redis error
-                  it compares that list with the jobs it holds: an id there that never
-                  reached it (the claim's reply was lost with the connection) is claimed
-                  again, so a lost reply cannot strand a job in a live lease.
+  fetch-<queue>   per queue served, one thread holds the fetch role at a time. While the
+                  executor has free slots it claims up to that many jobs in one script
+                  call; when the queue is empty it blocks on BLMOVE (its own connection)
+                  instead of polling, with the claim of the job it moves pipelined behind
+                  it (one round trip). In thread mode it may keep the last job of a claim
+                  and run it itself (no hand-over to a job thread: a single waiting caller
+                  gets its result sooner), leaving the role to one of FETCH_STANDBY
+                  stand-by fetch threads; it takes a slot like any job and stands by once
+                  done. In process mode a single fetch thread hands every job to a child.
+                  Claimed ids sit in the supervisor's active list (its lease) until
+                  settled. After a Redis error it compares that list with the jobs it
+                  holds: an id there that never reached it (the claim's reply was lost
+                  with the connection) is claimed again, so a lost reply cannot strand a
+                  job in a live lease.
   settle          takes outcomes reported by the executors and writes them in batches
                   (one finish script per queue per batch), which also notifies callers.
   heartbeat       every heartbeat_ms renews the lease on each queue (its own connection,
@@ -58,6 +64,9 @@ from .store import BLOCK_TIMEOUT_S, ClaimedJob, Settlement, Store
 log = logging.getLogger(__name__)
 
 SETTLE_BATCH_MAX = 500
+FETCH_STANDBY = 2  # thread mode: fetch threads per queue waiting to take over fetching
+ROLE_WAIT_S = 1.0  # a stand-by fetch thread looks at the stop flag this often
+FETCH_BACKOFF_MIN_S = 0.05
 CLAIM_BATCH_MAX = 200
 RETRY_BACKOFF_MAX_S = 2.0
 MIN_BLOCK_S = 0.01
@@ -96,6 +105,13 @@ class Supervisor:
         # blocks on BLMOVE without another claim first), and when the next retry is due
         self._drained: dict[str, bool] = {q: False for q in self.queues}
         self._retry_due_at: dict[str, float | None] = {q: None for q in self.queues}
+        # the fetch role of each queue passes between its fetch threads (see _fetch_loop);
+        # whoever holds it owns the fetch state above and below
+        self._fetch_role = {q: threading.Lock() for q in self.queues}
+        self._standby_lock = threading.Lock()
+        self._standby = {q: 0 for q in self.queues}  # fetch threads waiting for the role
+        self._fetch_backoff = {q: FETCH_BACKOFF_MIN_S for q in self.queues}
+        self._reconcile_due = {q: False for q in self.queues}
         # cron: ticks of the served queues' cron jobs, once across all supervisors
         self.cron = CronScheduler(config, registry, url, self.sid, self.queues)
         self._process = psutil.Process()
@@ -137,8 +153,11 @@ class Supervisor:
         self.cron.sync()
         self._heartbeat_once()
         self.cron.start()
+        # thread mode: stand-by fetch threads let the fetching one run a job itself
+        fetchers = 1 if self.config.use_separate_process else 1 + FETCH_STANDBY
         targets: list[tuple[str, Callable[..., None], tuple[str, ...]]] = [
-            (f"fetch-{q}", self._fetch_loop, (q,)) for q in self.queues]
+            (f"fetch-{q}", self._fetch_loop, (q,)) for q in self.queues
+            for _ in range(fetchers)]
         targets += [("settle", self._settle_loop, ()), ("heartbeat", self._heartbeat_loop, ())]
         for name, target, args in targets:
             thread = threading.Thread(target=target, args=args, name=f"sr-{name}", daemon=True)
@@ -154,9 +173,8 @@ class Supervisor:
         self._stop.set()
         self.cron.stop()
         grace = self.config.grace_period if grace_ms is None else grace_ms
-        for thread in self._threads:
-            if thread.name.startswith("sr-fetch"):
-                thread.join()
+        for role in self._fetch_role.values():
+            role.acquire()  # kept: once the current fetch is over, none starts again
         leftovers = {q: ex.shutdown(grace) for q, ex in self.executors.items()}
         self._settle_queue.put(None)
         for thread in self._threads:
@@ -201,25 +219,46 @@ class Supervisor:
 
     # -- fetch -----------------------------------------------------------------------
     def _fetch_loop(self, queue: str) -> None:
-        executor = self.executors[queue]
-        backoff = 0.05
-        reconcile = False
+        """One fetch thread of QUEUE: wait for the fetch role, fetch until a job is to run
+        on this thread, hand the role on to a stand-by thread, run the job, wait again."""
+        role = self._fetch_role[queue]
         while not self._stop.is_set():
-            try:
-                if reconcile:
-                    self._reconcile(queue, executor)
-                    reconcile = False
-                self._fetch_once(queue, executor)
-                backoff = 0.05
+            with self._standby_lock:
+                self._standby[queue] += 1
+            got = role.acquire(timeout=ROLE_WAIT_S)
+            with self._standby_lock:
+                self._standby[queue] -= 1
+            if not got:
                 continue
-            except redis.RedisError as exc:
-                log.warning("fetch from %s failed (%s); retrying in %.2fs", queue, exc, backoff)
-            except Exception:  # noqa: BLE001 - this thread must outlive any one bad job
-                log.exception("unexpected error fetching from %s; carrying on", queue)
-            reconcile = True  # a claim may have run on the server with its reply lost
-            self._drained[queue] = False
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+            run_here = None
+            try:
+                while run_here is None and not self._stop.is_set():
+                    run_here = self._fetch_turn(queue)
+            finally:
+                role.release()
+            if run_here is not None:
+                run_here()
+
+    def _fetch_turn(self, queue: str) -> Callable[[], None] | None:
+        """Fetch once, riding out Redis errors; a job to run on this thread, if any."""
+        executor = self.executors[queue]
+        try:
+            if self._reconcile_due[queue]:
+                self._reconcile(queue, executor)
+                self._reconcile_due[queue] = False
+            run_here = self._fetch_once(queue, executor)
+            self._fetch_backoff[queue] = FETCH_BACKOFF_MIN_S
+            return run_here
+        except redis.RedisError as exc:
+            log.warning("fetch from %s failed (%s); retrying in %.2fs", queue, exc,
+                        self._fetch_backoff[queue])
+        except Exception:  # noqa: BLE001 - this thread must outlive any one bad job
+            log.exception("unexpected error fetching from %s; carrying on", queue)
+        self._reconcile_due[queue] = True  # a claim may have run with its reply lost
+        self._drained[queue] = False
+        self._stop.wait(self._fetch_backoff[queue])
+        self._fetch_backoff[queue] = min(self._fetch_backoff[queue] * 2, RETRY_BACKOFF_MAX_S)
+        return None
 
     def _reconcile(self, queue: str, executor: Executor) -> None:
         """Claim again the ids in this supervisor's lease that never reached it."""
@@ -232,23 +271,22 @@ class Supervisor:
         log.warning("%d job(s) of %s sat in this supervisor's lease without reaching it (a "
                     "reply lost with its connection); claiming them again", len(lost), queue)
         jobs, _ = self._store.claim(queue, self.sid, 0, lost)
-        self._submit(queue, executor, jobs)
+        self._submit(queue, executor, jobs, inline=False)
 
-    def _fetch_once(self, queue: str, executor: Executor) -> None:
+    def _fetch_once(self, queue: str, executor: Executor) -> Callable[[], None] | None:
         free = executor.free_slots()
         if free <= 0:
             executor.wait_for_slot(0.5)
-            return
+            return None
         count = min(free, CLAIM_BATCH_MAX)
         due_at = self._retry_due_at[queue]
         if not self._drained[queue] or (due_at is not None and due_at <= time.monotonic()):
             jobs, next_retry_ms = self._store.claim(queue, self.sid, count)
             self._note_claim(queue, len(jobs), count, next_retry_ms)
             if jobs:
-                self._submit(queue, executor, jobs)
-                return
+                return self._submit(queue, executor, jobs)
             if next_retry_ms == 0:
-                return  # a retry is due right now: the next claim moves it
+                return None  # a retry is due right now: the next claim moves it
         # the queue was empty at the last claim: block instead of claiming again first
         block_s = BLOCK_TIMEOUT_S
         due_at = self._retry_due_at[queue]
@@ -256,7 +294,7 @@ class Supervisor:
             block_s = min(block_s, max(due_at - time.monotonic(), MIN_BLOCK_S))
         jobs, next_retry_ms = self._store.wait_and_claim(queue, self.sid, count, block_s)
         self._note_claim(queue, len(jobs), count, next_retry_ms)
-        self._submit(queue, executor, jobs)
+        return self._submit(queue, executor, jobs)
 
     def _note_claim(self, queue: str, got: int, count: int, next_retry_ms: int) -> None:
         """Remember whether a claim emptied the queue, and when the next retry is due."""
@@ -264,7 +302,11 @@ class Supervisor:
         self._retry_due_at[queue] = (None if next_retry_ms < 0
                                      else time.monotonic() + next_retry_ms / 1000)
 
-    def _submit(self, queue: str, executor: Executor, jobs: list[ClaimedJob]) -> None:
+    def _submit(self, queue: str, executor: Executor, jobs: list[ClaimedJob],
+                inline: bool = True) -> Callable[[], None] | None:
+        """Hand JOBS to the executor; with INLINE the last one may instead be admitted to
+        run on this thread (returned), when a stand-by thread can take over fetching."""
+        valid = []
         for job in jobs:
             if not job.name:
                 log.error("dropped malformed entry %r from queue %s: no such job record",
@@ -277,7 +319,15 @@ class Supervisor:
                 self._settle_queue.put((queue, failure(job.id, ErrorKind.INVALID,
                                                        "MalformedJob", job.problem)))
                 continue
+            valid.append(job)
+        run_here = None
+        if inline and valid and self._standby[queue] > 0:
+            run_here = executor.admit_inline(valid[-1])
+            if run_here is not None:
+                valid.pop()
+        for job in valid:
             executor.submit(job)
+        return run_here
 
     # -- settle ----------------------------------------------------------------------
     def _settle_loop(self) -> None:

@@ -80,6 +80,36 @@ def test_thread_mode_timeout_raises_job_timeout_within_the_limit(redis_url: str)
     assert "300 ms" in str(info.value)
 
 
+def test_a_lone_job_runs_on_the_fetching_thread_which_hands_fetching_on(
+        redis_url: str) -> None:
+    with running_supervisor(redis_url, concurrency=3) as supervisor, \
+            client_for(redis_url) as client:
+        # no hand-over to a job thread when one job comes at a time
+        assert client.run_job("thread_name").startswith("sr-fetch-default")
+        # jobs kept by fetch threads hold up neither fetching nor each other
+        slow = [client.enqueue("slow", {"seconds": 1.5}) for _ in range(2)]
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert [client.run_job("echo", i)["echo"] for i in range(5)] == list(range(5))
+        assert time.monotonic() - started < 1.0
+        assert [h.result(wait_timeout=5000)["slept"] for h in slow] == [1.5, 1.5]
+        # the concurrency limit counts jobs on fetch threads too
+        slow = [client.enqueue("slow", {"seconds": 0.5}) for _ in range(4)]
+        time.sleep(0.2)
+        assert len(supervisor.executors["default"].running()) == 3
+        assert [h.result(wait_timeout=5000)["slept"] for h in slow] == [0.5] * 4
+
+
+def test_stopping_waits_for_a_job_on_a_fetch_thread_then_settles_it(redis_url: str) -> None:
+    with client_for(redis_url) as client:
+        with running_supervisor(redis_url):
+            handle = client.enqueue("thread_name")
+            assert handle.result(wait_timeout=5000).startswith("sr-fetch-default")
+            handle = client.enqueue("slow", {"seconds": 0.8})
+            time.sleep(0.3)
+        assert handle.result(wait_timeout=1000) == {"slept": 0.8, "tag": None}
+
+
 def test_priority_jobs_are_served_while_default_has_a_backlog(redis_url: str) -> None:
     with running_supervisor(redis_url, concurrency=2), client_for(redis_url) as client:
         handles = [client.enqueue("slow", {"seconds": 2}) for _ in range(6)]

@@ -246,6 +246,9 @@ class ProcessExecutor:
                 self._cond.wait(timeout_s)
             return self._free() > 0
 
+    def admit_inline(self, job: ClaimedJob) -> None:
+        return None  # jobs run in the children, never on a supervisor thread
+
     def submit(self, job: ClaimedJob) -> None:
         try:
             spec = self.registry.get(job.name)

@@ -4,6 +4,10 @@ Sync handlers run on threads started on demand (up to ``concurrency``) and kept 
 reuse while work keeps coming; async handlers run on one event loop thread shared by the
 executor and take no thread of their own. A watchdog thread enforces deadlines.
 
+A supervisor's fetch thread may also run a sync job itself (``admit_inline``): it then
+hands its fetching over to a stand-by fetch thread, which saves the job a thread
+hand-off (see supervisor.py). Such a job takes a slot and is watched like any other.
+
 A thread cannot be killed. At its deadline a job is reported failed with a timeout and
 its slot is freed; the thread runs on in the background and whatever it returns later is
 discarded (the job already left the lease). Use ``--separate-process`` for a hard kill.
@@ -17,6 +21,7 @@ import queue as queue_mod
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..context import JobContext, JobLogger, LogSink, current_job
@@ -116,6 +121,26 @@ class ThreadExecutor:
             self.report(resolved)
             return
         spec, data = resolved
+        ctx = self._admit(job, data)
+        if spec.is_async:
+            coro = self._run_async(spec, data, ctx)
+            asyncio.run_coroutine_threadsafe(coro, self._loop)
+        else:
+            self._start_thread_task((spec, data, ctx))
+
+    def admit_inline(self, job: ClaimedJob) -> Callable[[], None] | None:
+        """Admit a sync job to run on the calling thread: its slot is taken and its
+        deadline watched from now; the returned call runs it and reports its outcome.
+        None: the job goes through ``submit`` (async handler, or refused)."""
+        resolved = resolve(job, self.registry)
+        if not isinstance(resolved, tuple) or resolved[0].is_async:
+            return None
+        spec, data = resolved
+        ctx = self._admit(job, data)
+        return lambda: self._finish(job.id, self._call_sync(spec, data, ctx))
+
+    def _admit(self, job: ClaimedJob, data: Any) -> JobContext:
+        """Take a slot for JOB and watch its deadline; its context for the handler."""
         record = job_record(job, self.queue, data)
         ctx = JobContext(job=record, log=JobLogger(self.log_sink, job.id, self.queue),
                          slots=self.slots)
@@ -127,11 +152,7 @@ class ThreadExecutor:
             if deadline < self._next_wake:  # wake the watchdog only if it sleeps too long
                 self._watch_cond.notify()
         self.slots.take()
-        if spec.is_async:
-            coro = self._run_async(spec, data, ctx)
-            asyncio.run_coroutine_threadsafe(coro, self._loop)
-        else:
-            self._start_thread_task((spec, data, ctx))
+        return ctx
 
     def running(self) -> list[RunningJob]:
         with self._lock:
