@@ -129,12 +129,14 @@ class Supervisor:
 
     def _reporter(self, queue: str) -> Any:
         def report(outcome: Settlement) -> None:
-            # when nothing else is being settled, the reporting thread writes the outcome
-            # itself: a hand-over to the settle thread costs a caller more than the write.
-            # Under load the settle thread is busy and batches (one script for many).
-            if self._settle_lock.acquire(blocking=False):
+            # a lone job's outcome is written by the reporting thread itself: a hand-over
+            # to the settle thread costs its caller more than the write. With other jobs
+            # in hand the settle thread batches (one script for many), and the reporting
+            # thread goes on serving them instead of waiting for Redis.
+            if (self._settle_queue.empty() and self.executors[queue].jobs_in_hand() == 0
+                    and self._settle_lock.acquire(blocking=False)):
                 try:
-                    if self._settle_queue.empty() and self._write_once(queue, outcome):
+                    if self._write_once(queue, outcome):
                         return
                 finally:
                     self._settle_lock.release()

@@ -14,7 +14,8 @@ the waiting, for every child at once:
                               pidfd         <--- it exited
                             plus one wakeup pipe.
                             LOG, output  -> sink.emit (RedisLogSink)
-                            DONE         -> report(Settlement) -> settle thread
+                            DONE         -> report(Settlement) once the pool's
+                                            lock is let go (it may write to Redis)
                             exit         -> kill what is left of its group, reap,
                                             fail its job (CRASHED), fork a new one
                             timers: deadline -> SIGTERM the group, SIGKILL after
@@ -223,6 +224,7 @@ class ProcessExecutor:
         self._next_sample = 0.0
         self._wake_at = 0.0
         self._closed = False
+        self._reports: deque[Settlement] = deque()  # outcomes to report once unlocked
         self._selector = selectors.DefaultSelector()
         with _FORK_LOCK:
             self._wake_r, self._wake_w = os.pipe()
@@ -248,6 +250,11 @@ class ProcessExecutor:
 
     def admit_inline(self, job: ClaimedJob) -> None:
         return None  # jobs run in the children, never on a supervisor thread
+
+    def jobs_in_hand(self) -> int:
+        with self._lock:
+            return len(self._backlog) + sum(
+                1 for c in self._children.values() if c.state is State.BUSY)
 
     def submit(self, job: ClaimedJob) -> None:
         try:
@@ -363,8 +370,14 @@ class ProcessExecutor:
         self._cond.notify_all()
 
     def _report(self, outcome: Settlement) -> None:
+        # called by the manager thread under the lock: the outcome is handed on once the
+        # lock is let go (_flush_reports), since reporting may write to Redis
         if not self._closed:
-            self.report(outcome)
+            self._reports.append(outcome)
+
+    def _flush_reports(self) -> None:
+        while self._reports:
+            self.report(self._reports.popleft())
 
     def _wake(self) -> None:
         try:
@@ -388,6 +401,7 @@ class ProcessExecutor:
         if self.config.memory_limit_per_child and time.monotonic() >= self._next_sample:
             self._next_sample = time.monotonic() + MEMORY_SAMPLE_S
             self._check_memory()
+            self._flush_reports()
         with self._lock:
             if self._closed:
                 return
@@ -395,6 +409,7 @@ class ProcessExecutor:
             self._run_timers(now)
             self._fill_pool(now)
             timeout = self._sleep_for(time.monotonic())
+        self._flush_reports()
         events = self._selector.select(timeout)
         events.sort(key=lambda e: e[0].data[1] if e[0].data else -1)
         with self._lock:
@@ -403,6 +418,7 @@ class ProcessExecutor:
                     self._drain_wakeups()
                 elif not key.data[0].exited:
                     self._on_event(*key.data)
+        self._flush_reports()
 
     def _sleep_for(self, now: float) -> float | None:
         times = [self._deadlines[0][0]] if self._deadlines else []

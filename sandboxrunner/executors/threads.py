@@ -154,6 +154,9 @@ class ThreadExecutor:
         self.slots.take()
         return ctx
 
+    def jobs_in_hand(self) -> int:
+        return self.slots.busy
+
     def running(self) -> list[RunningJob]:
         with self._lock:
             return list(self._running.values())
