@@ -52,9 +52,11 @@ local function settle(qprefix, recent, failures, id, status, body, ttl_ms, chann
   end
 end
 
-local function trim_history(recent, failures, history)
+-- Cap the history lists after settling; FAILED: how many of the jobs failed (only then
+-- did the failures list grow).
+local function trim_history(recent, failures, history, failed)
   redis.call('LTRIM', recent, 0, history - 1)
-  redis.call('LTRIM', failures, 0, history - 1)
+  if failed > 0 then redis.call('LTRIM', failures, 0, history - 1) end
 end
 
 -- Add client CID to the clients notified when job record JKEY settles (once per client:

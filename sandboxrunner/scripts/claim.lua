@@ -16,22 +16,24 @@
 -- (name is '' when the id has no job record: a malformed entry the caller must drop).
 local qprefix, sid = ARGV[1], ARGV[2]
 local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('RPUSH', KEYS[1], id)
-end
 local next_due = -1
+-- the earliest retry first: the set is mostly empty, or not due, and then one call does
 local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+if first[2] and tonumber(first[2]) <= now then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('RPUSH', KEYS[1], id)
+  end
+  first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+end
 if first[2] then next_due = math.max(0, tonumber(first[2]) - now) end
 local ids = {}
+-- the head of the lease counts only if it is still queued (see above): checked below
+local head = nil
 if ARGV[4] == '1' then
-  local head = redis.call('LINDEX', KEYS[2], 0)
-  if head then
-    local status = redis.call('HGET', qprefix .. 'job:' .. head, 'status')
-    -- no record: a malformed entry just moved in (below it is dropped and reported)
-    if status == 'queued' or not status then ids[1] = head end
-  end
+  head = redis.call('LINDEX', KEYS[2], 0)
+  if head then ids[1] = head end
 end
 for i = 5, #ARGV do
   -- only ids still in SID's lease: a supervisor that took the lease back meanwhile (SID
@@ -53,8 +55,10 @@ for _, id in ipairs(ids) do
   local jkey = qprefix .. 'job:' .. id
   local f = redis.call('HMGET', jkey, 'name', 'data', 'timeout', 'enq', 'status', 'attempt',
                       'sid')
-  local again = f[5] == 'active' and f[7] == sid
-  if f[1] and (f[5] == 'queued' or again) then
+  local again = f[5] == 'active' and f[7] == sid and id ~= head
+  if id == head and f[1] and f[5] ~= 'queued' then
+    -- a head the BLMOVE did not move (it timed out): a job this supervisor already runs
+  elseif f[1] and (f[5] == 'queued' or again) then
     -- tonumber: a record written by hand may hold garbage, which must not abort the script
     local attempt = tonumber(f[6]) or 0
     if not again then attempt = attempt + 1 end

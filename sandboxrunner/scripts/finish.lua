@@ -21,5 +21,5 @@ for i = 5, #ARGV, 4 do
   end
 end
 count_settled(KEYS[2], KEYS[5], completed, failed, now)
-if recorded > 0 then trim_history(KEYS[3], KEYS[4], history) end
+if recorded > 0 then trim_history(KEYS[3], KEYS[4], history, failed) end
 return recorded

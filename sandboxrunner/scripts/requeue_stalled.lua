@@ -34,5 +34,5 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], sid)
 count_settled(KEYS[4], KEYS[7], 0, failed, now)
-if failed > 0 then trim_history(KEYS[5], KEYS[6], tonumber(ARGV[6])) end
+if failed > 0 then trim_history(KEYS[5], KEYS[6], tonumber(ARGV[6]), failed) end
 return {requeued, failed}
