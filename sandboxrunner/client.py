@@ -46,7 +46,7 @@ from .errors import (
 )
 from .job import Outcome, canonical_json, encode_data
 from .keys import queue_of_job
-from .listener import AsyncListener, Listener
+from .listener import AsyncListener, Listener, Waiter
 from .registry import JobSpec, Registry, load_registry
 from .store import AsyncStore, EnqueueResult, Store
 
@@ -163,7 +163,7 @@ class Client:
         job = self.prepare(name, data, timeout, retries)
         self._check_nested(job.spec.queue)
         listener = self.listener
-        waiter = _SyncWaiter()
+        waiter = Waiter()
         listener.register(job.job_id, waiter)
         try:
             result = self._enqueue(job, listener.cid, wait_timeout)
@@ -194,7 +194,7 @@ class Client:
         except ValueError as exc:
             raise JobNotFound(str(exc)) from exc
         listener = self.listener
-        waiter = _SyncWaiter()
+        waiter = Waiter()
         listener.register(job_id, waiter)
         got = self.store.attach(job_id, listener.cid)
         if isinstance(got, Outcome):
@@ -214,7 +214,7 @@ class Client:
         if isinstance(got, Outcome):
             self.listener.deliver(got)
 
-    def _wait(self, job_id: str, waiter: _SyncWaiter, wait_timeout: int | None,
+    def _wait(self, job_id: str, waiter: Waiter, wait_timeout: int | None,
               live: int) -> Outcome:
         started = time.monotonic()
         check_s = self.config.lease_ms / 1000
@@ -226,8 +226,9 @@ class Client:
                     self.listener.unregister(job_id, waiter)
                     raise WaitTimeout(job_id, wait_timeout)
                 slice_s = min(slice_s, left)
-            if waiter.event.wait(slice_s):
-                return waiter.outcome
+            outcome = self.listener.wait(waiter, slice_s)  # may read for other callers too
+            if outcome is not None:
+                return outcome
             live = self._recheck(job_id, live)
 
     def _recheck(self, job_id: str, live_before: int) -> int:
@@ -382,16 +383,6 @@ class _EnqueueRetry:
                     self.job.job_id, self.job.spec.name, exc, self.backoff_s)
         delay, self.backoff_s = self.backoff_s, min(self.backoff_s * 2, RETRY_BACKOFF_MAX_S)
         return delay
-
-
-class _SyncWaiter:
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.outcome: Outcome = Outcome("", "", "")
-
-    def __call__(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-        self.event.set()
 
 
 class _nested_wait:

@@ -10,8 +10,32 @@ connection and nothing polls.
 
 Pub/sub drops messages while disconnected, so the listener confirms its subscription
 before anyone enqueues, and after a reconnect it asks Redis for the outcome of every job
-still awaited (``attach``). A message that arrives before its waiter registered (a
+still awaited (``recheck``). A message that arrives before its waiter registered (a
 singleton caller attached to another caller's job) is kept briefly in a bounded cache.
+
+`Listener` has no thread of its own: the waiting callers take turns reading (the
+leader/followers pattern), so a lone caller reads its own outcome and no result crosses
+from a listener thread to the caller::
+
+    reply connection --read by--> the leader (a thread in Listener.wait)
+                                      | deliver(): sets the Waiter's wake
+                                      v
+                    itself, or a follower (asleep on its wake) --> its caller returns
+
+- Who reads: at most one waiting thread, the leader. The role guards every read of the
+  connection, the reconnect and the close (redis-py's PubSub is not thread-safe). The
+  leader delivers every message it reads, to itself or to other waiters.
+- How the role passes: the leader leaves when its own outcome arrives or its slice of
+  waiting ends (its wait_timeout, or the caller's once-per-lease re-check). Leaving, it
+  hands the role to the follower that came last (its job is likely the furthest from
+  done) by setting that follower's `wake` with ``promoted``; a follower handed the role
+  after its own outcome or time ran out passes it on the same way. Only unread messages
+  are left behind, and the next leader reads them.
+- A leader that loses Redis reconnects itself: resubscribe (confirmed), then `recheck`.
+  The backoff between tries (up to BACKOFF_MAX_S) belongs to the listener, so a new
+  leader goes on where a leader that gave up left off.
+- Nobody waiting: nobody reads. Messages stay in the socket buffer until the next
+  waiter leads and delivers them (one whose waiter gave up lands in the orphan cache).
 """
 
 from __future__ import annotations
@@ -19,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,28 +60,57 @@ Callback = Callable[[Outcome], None]
 ORPHAN_CACHE_SIZE = 10_000
 SUBSCRIBE_TIMEOUT_S = 5.0
 LISTEN_SLICE_S = 1.0  # below redis-py's 5 s socket timeout: an idle read never times out
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
+READ_ERRORS = (redis.RedisError, OSError, ValueError, RuntimeError)
+
+
+class Waiter:
+    """A caller waiting in `Listener.wait`, registered as its job's callback: `wake` is
+    set when its outcome arrives or when it is handed the leader role (``promoted``)."""
+
+    __slots__ = ("outcome", "promoted", "wake")
+
+    def __init__(self) -> None:
+        self.outcome: Outcome | None = None
+        self.promoted = False  # changed under the listener's lock only
+        self.wake = threading.Event()
+
+    def __call__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.wake.set()
 
 
 class Listener:
+    """The reply channel of a client process's threads, read by whichever caller leads
+    (module docstring); it subscribes, confirmed, when made."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self.cid = uuid.uuid4().hex
         self.channel = store.keys.reply_channel(self.cid)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # waiters, orphans, and who leads
         self._waiters: dict[str, list[Callback]] = {}
         self._orphans: OrderedDict[str, Outcome] = OrderedDict()
-        self._stop = threading.Event()
-        self._pubsub = self._subscribe()
-        self._thread = threading.Thread(target=self._loop, name="sr-listener", daemon=True)
-        self._thread.start()
+        self._leading = False  # a thread holds the leader role, or has been handed it
+        self._followers: dict[Waiter, None] = {}  # waiting, not leading; in arrival order
+        self._closed = False
+        # the leader's alone: the connection (None: lost), and when to try again
+        self._pubsub: redis.client.PubSub | None = self._subscribe()
+        self._backoff_s = BACKOFF_MIN_S
+        self._retry_at = 0.0
 
     def _subscribe(self) -> redis.client.PubSub:
         pubsub: redis.client.PubSub = self.store.redis.pubsub()  # type: ignore[no-untyped-call]
-        pubsub.subscribe(self.channel)
-        # wait for the confirmation: a result published before it would be lost
-        message = pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
-        while message is not None and message.get("type") != "subscribe":
+        try:
+            pubsub.subscribe(self.channel)
+            # wait for the confirmation: a result published before it would be lost
             message = pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
+            while message is not None and message.get("type") != "subscribe":
+                message = pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
+        except BaseException:
+            pubsub.close()
+            raise
         if message is None:
             pubsub.close()
             raise redis.ConnectionError(f"no confirmation of SUBSCRIBE {self.channel}")
@@ -89,50 +143,113 @@ class Listener:
         for callback in callbacks:
             callback(outcome)
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=3)
-        try:
-            self._pubsub.close()
-        except redis.RedisError:
-            pass
-
-    def _loop(self) -> None:
-        backoff = 0.05
-        while not self._stop.is_set():
+    def wait(self, waiter: Waiter, timeout_s: float) -> Outcome | None:
+        """WAITER's outcome, once it arrives within TIMEOUT_S (None if it does not); the
+        calling thread reads the reply channel for everybody while it leads."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            if waiter.outcome is not None:
+                return waiter.outcome
+            lead = not self._leading
+            if lead:
+                self._leading = True
+            else:
+                self._followers[waiter] = None
+        if not lead:
+            waiter.wake.wait(max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                self._followers.pop(waiter, None)
+                lead, waiter.promoted = waiter.promoted, False
+            if lead:
+                waiter.wake.clear()  # it only meant "lead"; an outcome is checked next
+        if lead:
             try:
-                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                backoff = 0.05
-            except (redis.RedisError, OSError, ValueError, RuntimeError) as exc:
-                if self._stop.is_set():
-                    return
-                log.warning("result listener lost Redis (%s); reconnecting", exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-                self._reconnect()
-                continue
-            if message is not None and message.get("type") == "message":
-                try:
-                    outcome = Outcome.from_reply(message["data"])
-                except ValueError:
-                    # published by hand, not by the finish script: this thread serves
-                    # every waiter of the process and must not die of it
-                    log.error("ignored a malformed message on %s: %r", self.channel,
-                              message["data"][:200])
-                    continue
-                self.deliver(outcome)
+                self._lead(waiter, deadline)
+            finally:
+                self._hand_over()
+        return waiter.outcome
 
-    def _reconnect(self) -> None:
+    def _lead(self, waiter: Waiter, deadline: float) -> None:
+        while waiter.outcome is None and not self._closed:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                return
+            if self._pubsub is None:
+                self._resubscribe(waiter, left_s)
+                continue
+            try:
+                message = self._pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=min(LISTEN_SLICE_S, left_s))
+            except READ_ERRORS as exc:
+                self._drop(exc)
+                continue
+            self._backoff_s = BACKOFF_MIN_S
+            if message is not None and message.get("type") == "message":
+                self._handle(message["data"])
+
+    def _hand_over(self) -> None:
+        """Leave the leader role: to the follower that came last, or to nobody."""
+        with self._lock:
+            if self._closed:  # keep the role for good: nobody reads a closed listener
+                pubsub, self._pubsub = self._pubsub, None
+            elif self._followers:
+                pubsub = None
+                follower = next(reversed(self._followers))
+                del self._followers[follower]
+                follower.promoted = True
+                follower.wake.set()
+            else:
+                pubsub = None
+                self._leading = False
+        if pubsub is not None:
+            _close_quietly(pubsub)
+
+    def _handle(self, data: bytes | str) -> None:
         try:
-            self._pubsub.close()
-        except (redis.RedisError, OSError):
-            pass
+            outcome = Outcome.from_reply(data)
+        except ValueError:
+            # published by hand, not by the finish script: the leader reads for every
+            # waiter of the process and must not fail them for it
+            log.error("ignored a malformed message on %s: %r", self.channel, data[:200])
+            return
+        self.deliver(outcome)
+
+    def _drop(self, exc: Exception) -> None:
+        """The connection failed: close it and schedule a resubscribe after the backoff."""
+        if not self._closed:
+            log.warning("result listener lost Redis (%s); reconnecting", exc)
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            _close_quietly(pubsub)
+        self._back_off()
+
+    def _back_off(self) -> None:
+        self._retry_at = time.monotonic() + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, BACKOFF_MAX_S)
+
+    def _resubscribe(self, waiter: Waiter, left_s: float) -> None:
+        pause_s = self._retry_at - time.monotonic()
+        if pause_s > 0:
+            waiter.wake.wait(min(pause_s, left_s))  # ends early if its outcome comes
+            return
         try:
             self._pubsub = self._subscribe()
         except (redis.RedisError, OSError) as exc:
             log.warning("result listener could not resubscribe yet: %s", exc)
+            self._back_off()
             return
         self.recheck()
+
+    def close(self) -> None:
+        """Stop reading; a thread leading now closes the connection as it leaves."""
+        with self._lock:
+            self._closed = True
+            if self._leading:
+                return
+            self._leading = True  # for good: nobody reads a closed listener
+            pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            _close_quietly(pubsub)
 
     def recheck(self) -> None:
         """Ask Redis for the outcome of every awaited job (after a gap in the stream)."""
@@ -145,6 +262,13 @@ class Listener:
                 return
             if isinstance(got, Outcome):
                 self.deliver(got)
+
+
+def _close_quietly(pubsub: redis.client.PubSub) -> None:
+    try:
+        pubsub.close()
+    except (redis.RedisError, OSError):
+        pass
 
 
 class AsyncListener:
