@@ -80,6 +80,15 @@ def test_thread_mode_timeout_raises_job_timeout_within_the_limit(redis_url: str)
     assert "300 ms" in str(info.value)
 
 
+def test_a_deadline_later_than_the_watchdogs_nap_is_still_kept(redis_url: str) -> None:
+    # the watchdog is not woken for a job due after its next wake-up (WATCH_IDLE_S)
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        started = time.monotonic()
+        with pytest.raises(JobTimeout):
+            client.run_job("slow", {"seconds": 5}, timeout=1500)
+        assert 1.5 <= time.monotonic() - started < 2.3
+
+
 def test_a_lone_job_runs_on_the_fetching_thread_which_hands_fetching_on(
         redis_url: str) -> None:
     with running_supervisor(redis_url, concurrency=3) as supervisor, \

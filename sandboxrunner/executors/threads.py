@@ -41,6 +41,7 @@ from .base import (
 log = logging.getLogger(__name__)
 
 IDLE_THREAD_EXIT_S = 60.0
+WATCH_IDLE_S = 1.0
 
 
 class Slots:
@@ -270,10 +271,14 @@ class ThreadExecutor:
                     finally:
                         self._lock.acquire()
                     continue
+                # never asleep longer than WATCH_IDLE_S: a job due later than that does
+                # not have to wake the watchdog (a thread wake-up costs a lone job's
+                # caller more than a wake-up a second costs an idle supervisor)
                 heads = [fifo[0][0] for fifo in self._deadlines.values() if fifo]
-                self._next_wake = min(heads, default=float("inf"))
-                self._watch_cond.wait(self._next_wake - now if heads else None)
-                self._next_wake = float("inf")
+                self._next_wake = min(heads, default=now + WATCH_IDLE_S)
+                self._next_wake = min(self._next_wake, now + WATCH_IDLE_S)
+                self._watch_cond.wait(self._next_wake - now)
+                self._next_wake = 0.0  # awake: nobody needs to notify
 
     def _expire(self, entry: RunningJob) -> None:
         log.warning("job %s %s timed out after %d ms (thread keeps running, result discarded)",
