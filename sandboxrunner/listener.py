@@ -373,8 +373,10 @@ class AsyncListener:
                     continue
                 assert self._pubsub is not None
                 try:
+                    # no time limit (redis-py then sets up no timer per message): the task
+                    # is cancelled by close(), and a lost connection raises
                     message = await self._pubsub.get_message(ignore_subscribe_messages=True,
-                                                             timeout=LISTEN_SLICE_S)
+                                                             timeout=None)
                 except (redis.RedisError, OSError, ValueError, RuntimeError) as exc:
                     log.warning("result listener lost Redis (%s); reconnecting", exc)
                     await self._drop_pubsub()

@@ -423,11 +423,31 @@ def _resolve(future: asyncio.Future[Any], result: Any) -> None:
             future.set_result(result)
 
 
+async def _send_async(client: aioredis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
+    """The asyncio twin of `_send`: one write, the replies in order, errors in place."""
+    pool: Any = client.connection_pool  # redis-py's asyncio pool and connection are untyped
+    conn: Any = await pool.get_connection()
+    try:
+        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        await conn.disconnect()  # replies may be left unread on it
+        raise
+    finally:
+        await pool.release(conn)
+
+
 class _ScriptBatcher:
     """Sends the calls of one script that the callers of an event loop start in the same
-    loop iteration as one pipeline: one write, one connection and one reply read for
-    many callers instead of one each. Only for a script that is safe to replay (redis-py
-    retries a pipeline whole after a connection error): enqueue is idempotent per job id.
+    loop iteration in one write on one connection, instead of one each. A connection
+    error fails every call of the batch; their callers retry (enqueue is idempotent per
+    job id).
     """
 
     def __init__(self, client: aioredis.Redis, script: Any) -> None:
@@ -447,14 +467,9 @@ class _ScriptBatcher:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        if len(batch) == 1:
-            await self._call_one(*batch[0])
-            return
-        pipe = self._client.pipeline(transaction=False)
-        for command, _ in batch:
-            pipe.evalsha(self._script.sha, *command)
         try:
-            results = await pipe.execute(raise_on_error=False)
+            results = await _send_async(self._client, *(("EVALSHA", self._script.sha, *c)
+                                                        for c, _ in batch))
         except Exception as exc:  # noqa: BLE001 - every caller gets it (and retries)
             for _, future in batch:
                 _resolve(future, exc)

@@ -207,7 +207,7 @@ def test_killed_supervisor_job_completes_on_another_and_caller_gets_it(
             caller = threading.Thread(target=lambda: out.update(
                 r=client.run_job("record", {"file": str(runs), "seconds": 1})))
             caller.start()
-            wait_for(lambda: runs.exists())
+            wait_for(lambda: runs.exists() and runs.read_text() != "")  # written, not just made
             first.signal(signal.SIGKILL)
             first.wait()
             second = SupervisorProcess(redis_url)
@@ -230,7 +230,7 @@ def test_a_job_whose_supervisor_dies_past_max_stalled_fails_as_stalled(
         first.wait_ready()
         with client_for(redis_url) as client:
             handle = client.enqueue("record", {"file": str(runs), "seconds": 5})
-            wait_for(lambda: runs.exists())
+            wait_for(lambda: runs.exists() and runs.read_text() != "")  # written, not just made
             first.signal(signal.SIGKILL)
             second = SupervisorProcess(redis_url, SANDBOXRUNNER_MAX_STALLED="0")
             second.wait_ready()
