@@ -378,3 +378,26 @@ def test_nested_run_job_with_a_free_child_works(redis_url: str) -> None:
             client_for(redis_url) as client:
         assert client.run_job("nested", {"inner": "echo", "inner_data": 1},
                               wait_timeout=15_000)["echo"] == 1
+
+
+def test_the_backlog_of_claimed_jobs_is_deep_for_short_jobs_and_one_a_child_for_long_ones(
+        redis_url: str, redis_client: Any) -> None:
+    with running_supervisor(redis_url, **PROC) as sup, client_for(redis_url) as client:
+        pool = sup.executors["default"]
+        # nothing run yet: one waiting job per child (another supervisor may be idle)
+        assert pool._backlog_limit() == 2
+        for i in range(20):
+            client.run_job("echo", i)
+        # short jobs: more wait, so a claim or settlement serves several of them
+        assert pool._backlog_limit() > 2
+        with pool._lock:
+            assert pool._free() > 2
+        client.run_job("slow", {"seconds": 0.3})
+        assert pool._backlog_limit() == 2
+        # long jobs: what the two busy children and a short backlog cannot take stays in
+        # Redis for any supervisor
+        handles = [client.enqueue("slow", {"seconds": 0.5}) for _ in range(6)]
+        time.sleep(0.25)
+        assert pool.snapshot()["backlog"] <= 2 and pool.jobs_in_hand() <= 4
+        assert redis_client.llen(Keys("sr").wait("default")) >= 2
+        assert [h.result(wait_timeout=10_000)["slept"] for h in handles] == [0.5] * 6

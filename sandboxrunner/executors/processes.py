@@ -82,6 +82,9 @@ FORK_RETRY_S = 0.02
 MEMORY_SAMPLE_S = 0.1
 MAX_OUTPUT_LINE = 64 * 1024
 DRAIN_LIMIT = 4 * 1024 * 1024  # per drain: a grandchild printing forever can't pin us
+PREFETCH_WAIT_MS = 5.0  # the backlog holds about this much work (see _backlog_limit)
+PREFETCH_MAX = 8  # jobs per child in the backlog at most
+RUN_TIME_WEIGHT = 0.1  # of the latest job in the running average of run times
 MSG, OUT, EXIT = 0, 1, 2  # selector event kinds, in the order they are handled
 
 # Supervisor-side fds of every pool in this process. A new child closes them all, so no
@@ -225,6 +228,7 @@ class ProcessExecutor:
         self._wake_at = 0.0
         self._closed = False
         self._reports: deque[Settlement] = deque()  # outcomes to report once unlocked
+        self._avg_run_ms: float | None = None  # recent run time of a job (sizes the backlog)
         self._selector = selectors.DefaultSelector()
         with _FORK_LOCK:
             self._wake_r, self._wake_w = os.pipe()
@@ -310,14 +314,31 @@ class ProcessExecutor:
 
     # -- handing jobs to children (lock held) ----------------------------------------
     def _free(self) -> int:
-        # Up to `size` jobs more than there are idle children wait in the backlog, so a
-        # child that finishes gets its next job from memory at once, not after a claim
-        # round trip to Redis; their deadlines start when a child takes them. While every
-        # child is busy and the backlog still holds half of that, no slot is offered, so
-        # the fetch thread claims several jobs per round trip instead of one per job.
-        if not self._idle and len(self._backlog) * 2 >= self.size > 1:
+        # Claimed jobs wait in the backlog (up to _backlog_limit), so a child that
+        # finishes gets its next job from memory at once, not after a claim round trip to
+        # Redis; their deadlines start when a child takes them. While every child is busy
+        # and the backlog still holds half of that, no slot is offered, so the fetch
+        # thread claims several jobs per round trip instead of one per job.
+        limit = self._backlog_limit()
+        if not self._idle and len(self._backlog) * 2 >= limit > 1:
             return 0
-        return max(0, len(self._idle) + self.size - len(self._backlog))
+        return max(0, len(self._idle) + limit - len(self._backlog))
+
+    def _backlog_limit(self) -> int:
+        """How many claimed jobs may wait for a child: about PREFETCH_WAIT_MS of work at
+        the jobs' recent pace, from one per child (long jobs, or none run yet: a job
+        waiting here is one another supervisor cannot take) to PREFETCH_MAX per child
+        (short jobs: fewer claims and settlements per job)."""
+        if self._avg_run_ms is None:
+            return self.size
+        fit = int(self.size * PREFETCH_WAIT_MS / max(self._avg_run_ms, 0.001))
+        return max(self.size, min(self.size * PREFETCH_MAX, fit))
+
+    def _note_run_time(self, job: Assigned) -> None:
+        """Fold how long JOB ran into the recent average that sizes the backlog."""
+        ran_ms = max(0.0, time.monotonic() - (job.deadline - job.timeout_ms / 1000)) * 1000
+        avg = self._avg_run_ms
+        self._avg_run_ms = ran_ms if avg is None else avg + RUN_TIME_WEIGHT * (ran_ms - avg)
 
     def _busy(self) -> bool:
         return any(c.state is State.BUSY for c in self._children.values())
@@ -580,6 +601,7 @@ class ProcessExecutor:
         except UnicodeDecodeError as exc:
             raise pipes.ProtocolError(f"a DONE frame that is not UTF-8: {exc}") from None
         self._read_output(child, DRAIN_LIMIT, final=True)  # C-level output of this job
+        self._note_run_time(job)
         child.job = None
         child.jobs_served += 1
         self._report(Settlement(job.id, status, body))
@@ -774,6 +796,7 @@ class ProcessExecutor:
     def _expire(self, child: Child, job: Assigned) -> None:
         log.warning("job %s %s timed out after %d ms: killing child %d and its processes",
                     job.id, job.name, job.timeout_ms, child.pid)
+        self._note_run_time(job)
         self._kill(child, f"job {job.id} timed out", graceful=True, expected=True)
         self._report(timed_out(job.id, job.timeout_ms,
                                f"its child process (pid {child.pid}) and every process it "
