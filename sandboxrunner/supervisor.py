@@ -239,7 +239,10 @@ class Supervisor:
             finally:
                 role.release()
             if run_here is not None:
-                run_here()
+                try:
+                    run_here()
+                except Exception:  # noqa: BLE001 - a fetch thread must outlive any one job
+                    log.exception("unexpected error running a job of %s; carrying on", queue)
 
     def _fetch_turn(self, queue: str) -> Callable[[], None] | None:
         """Fetch once, riding out Redis errors; a job to run on this thread, if any."""
@@ -358,8 +361,8 @@ class Supervisor:
         try:
             self._store.finish(queue, self.sid, [outcome],
                                self.log_sink.logged([outcome.job_id]))
-        except redis.RedisError:
-            return False  # the settle thread retries until Redis is back
+        except Exception:  # noqa: BLE001 - the settle thread retries (Redis down) or logs
+            return False
         self._forget_settled(queue, [outcome])
         return True
 
