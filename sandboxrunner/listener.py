@@ -205,14 +205,9 @@ class Listener:
             _close_quietly(pubsub)
 
     def _handle(self, data: bytes | str) -> None:
-        try:
-            outcome = Outcome.from_reply(data)
-        except ValueError:
-            # published by hand, not by the finish script: the leader reads for every
-            # waiter of the process and must not fail them for it
-            log.error("ignored a malformed message on %s: %r", self.channel, data[:200])
-            return
-        self.deliver(outcome)
+        outcome = _outcome_of(self.channel, data)
+        if outcome is not None:
+            self.deliver(outcome)
 
     def _drop(self, exc: Exception) -> None:
         """The connection failed: close it and schedule a resubscribe after the backoff."""
@@ -262,6 +257,17 @@ class Listener:
                 return
             if isinstance(got, Outcome):
                 self.deliver(got)
+
+
+def _outcome_of(channel: str, data: bytes | str) -> Outcome | None:
+    """The outcome a reply message carries; None (logged) for a malformed one: published
+    by hand, not by the finish script, and whoever reads for every waiter must not fail
+    them for it."""
+    try:
+        return Outcome.from_reply(data)
+    except ValueError:
+        log.error("ignored a malformed message on %s: %r", channel, data[:200])
+        return None
 
 
 def _close_quietly(pubsub: redis.client.PubSub) -> None:
@@ -390,14 +396,9 @@ class AsyncListener:
             await self._drop_pubsub()
 
     def _handle(self, data: bytes | str) -> None:
-        try:
-            outcome = Outcome.from_reply(data)
-        except ValueError:
-            # published by hand, not by the finish script: the task serves every waiter
-            # of the loop and must not die of it
-            log.error("ignored a malformed message on %s: %r", self.channel, data[:200])
-            return
-        self.deliver(outcome)
+        outcome = _outcome_of(self.channel, data)
+        if outcome is not None:
+            self.deliver(outcome)
 
     async def _resubscribe(self) -> bool:
         try:
