@@ -4,7 +4,7 @@ and deadlocks at its first TLS connection or hash, waiting for a thread it does 
 
 `FORK_GUARD.shared()` wraps our own OpenSSL work in threads that may run while the
 process pool forks: TLS handshakes of rediss:// connections and the hashing of the Lua
-scripts (store.py). `FORK_GUARD.exclusive()` wraps each fork (executors/processes.py). A
+scripts (store.py). `FORK_GUARD.exclusive()` wraps each fork (executors/children.py). A
 fork waits briefly for the handshakes in progress and is put off if they last; a
 handshake waits only while a fork is under way, never for another handshake, so an
 event loop running several handshakes cannot deadlock. Not covered: OpenSSL used by

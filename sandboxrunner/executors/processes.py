@@ -32,11 +32,14 @@ pool remembers that this child now has it. Children dying faster than RespawnLim
 allows are replaced after an exponential backoff instead of a fork storm. A fork never
 happens while another thread of ours is inside an OpenSSL handshake (forkguard.py): the
 child would inherit OpenSSL's locks held and hang at its first TLS connection.
+
+What is done to one child (the fork itself, signalling its group, reaping, its tree's
+RSS) and the records kept of it (Child, Assigned, State) are in children.py; this module
+decides when, under the pool's lock.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 import heapq
 import itertools
@@ -49,7 +52,6 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
@@ -61,11 +63,24 @@ from ..client import Client
 from ..config import Config
 from ..context import LogSink, PoolSlots, log_line
 from ..errors import UnknownJob
-from ..forkguard import FORK_GUARD
 from ..job import ErrorKind, Status
 from ..registry import JobSpec, Registry
 from ..store import ClaimedJob, Settlement
 from .base import Report, RunningJob, deadline_after, failure, timed_out
+from .children import (
+    Assigned,
+    Child,
+    RespawnLimiter,
+    State,
+    close_fds,
+    descendants,
+    describe_exit,
+    fork_child,
+    open_supervisor_pipe,
+    reap,
+    signal_tree,
+    tree_rss,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +90,7 @@ STARTUP_TIMEOUT_S = 10.0
 # a child's message pipe reads EOF as it exits, just before its pidfd says so; a child
 # still alive this long after the EOF closed the pipe itself and can no longer report
 PIPE_EOF_GRACE_S = 0.5
-# how long a fork waits for TLS handshakes of other threads (forkguard.py), with the pool
-# lock held, before it is put off for FORK_RETRY_S
-FORK_WAIT_S = 0.05
+# a fork that found threads inside TLS handshakes (children.FORK_WAIT_S) is put off this long
 FORK_RETRY_S = 0.02
 MEMORY_SAMPLE_S = 0.1
 MAX_OUTPUT_LINE = 64 * 1024
@@ -86,117 +99,6 @@ PREFETCH_WAIT_MS = 5.0  # the backlog holds about this much work (see _backlog_l
 PREFETCH_MAX = 8  # jobs per child in the backlog at most
 RUN_TIME_WEIGHT = 0.1  # of the latest job in the running average of run times
 MSG, OUT, EXIT = 0, 1, 2  # selector event kinds, in the order they are handled
-
-# Supervisor-side fds of every pool in this process. A new child closes them all, so no
-# child holds a sibling's pipe open. Created and closed only under _FORK_LOCK, so the
-# set a child receives is exact at the moment of its fork.
-_FORK_LOCK = threading.Lock()
-_SUPERVISOR_FDS: set[int] = set()
-
-
-class State(enum.StrEnum):
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    DYING = "dying"
-
-
-@dataclass
-class Assigned:
-    id: str
-    name: str
-    timeout_ms: int
-    deadline: float  # monotonic
-    started_at: float  # epoch seconds
-
-
-@dataclass(eq=False)
-class Child:
-    pid: int
-    cmd_fd: int
-    msg_fd: int
-    out_fd: int
-    pidfd: int  # -1 without pidfd_open: the message pipe's EOF stands in
-    known: dict[str, JobSpec]  # specs in the child's memory
-    proc: psutil.Process
-    forked_at: float
-    state: State = State.STARTING
-    job: Assigned | None = None
-    jobs_served: int = 0
-    reader: pipes.FrameReader = field(default_factory=lambda: pipes.FrameReader(
-        pipes.FROM_CHILD))
-    out_buffer: bytearray = field(default_factory=bytearray)
-    kill_at: float | None = None  # SIGKILL escalation
-    eof_at: float | None = None  # its message pipe closed: gone by then, or it is broken
-    doomed: list[psutil.Process] = field(default_factory=list)  # descendants to kill
-    slot: int = 0  # its counter in the pool's nested-call array (context.PoolSlots)
-    why: str = ""  # why it is dying
-    expected: bool = False  # a death we caused on purpose (not a crash)
-    broken: bool = False  # its message pipe is no longer read
-    exited: bool = False
-
-
-class RespawnLimiter:
-    """billiard's one good idea: past MAX_DEATHS unexpected deaths in WINDOW_S, wait
-    before forking again, doubling the wait up to MAX_DELAY_S while deaths continue."""
-
-    def __init__(self, max_deaths: int = 10, window_s: float = 10.0,
-                 first_delay_s: float = 0.1, max_delay_s: float = 5.0) -> None:
-        self.max_deaths, self.window_s = max_deaths, window_s
-        self.first_delay_s, self.max_delay_s = first_delay_s, max_delay_s
-        self.delay_s = 0.0
-        self._deaths: deque[float] = deque()
-
-    def record(self, now: float) -> float:
-        """Note an unexpected death; the delay before the next fork (0: none)."""
-        self._deaths.append(now)
-        while self._deaths[0] < now - self.window_s:
-            self._deaths.popleft()
-        if len(self._deaths) <= self.max_deaths:
-            self.delay_s = 0.0
-        else:
-            self.delay_s = min(max(self.delay_s * 2, self.first_delay_s), self.max_delay_s)
-        return self.delay_s
-
-    def recent(self) -> int:
-        return len(self._deaths)
-
-
-def _close_fds(fds: list[int]) -> None:
-    with _FORK_LOCK:
-        for fd in fds:
-            if fd >= 0:
-                _SUPERVISOR_FDS.discard(fd)
-                os.close(fd)
-
-
-def _open_pidfd(pid: int) -> int:
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):  # Linux < 5.3
-        return -1
-
-
-def describe_exit(pid: int, status: int | None, limits: dict[str, int]) -> str:
-    """How a child ended, for a job's error and the log."""
-    if status is None:
-        return f"the child process running the job (pid {pid}) exited (status unknown)"
-    code = os.waitstatus_to_exitcode(status)
-    if code >= 0:
-        return (f"the child process running the job (pid {pid}) exited with code {code} "
-                "(os._exit or sys.exit in the job)")
-    sig = -code
-    try:
-        name = signal.Signals(sig).name
-    except ValueError:  # a real-time signal has no name
-        name = f"signal {sig}"
-    text = f"the child process running the job (pid {pid}) was killed by {name}"
-    text += f" ({signal.strsignal(sig)})"
-    if sig == signal.SIGXCPU and "cpu_seconds" in limits:
-        text += f": the job used up child_limits.cpu_seconds={limits['cpu_seconds']}"
-    elif sig == signal.SIGKILL:
-        text += ", not sent by sandboxrunner: perhaps the kernel's out-of-memory killer"
-    return text
 
 
 class ProcessExecutor:
@@ -230,9 +132,7 @@ class ProcessExecutor:
         self._reports: deque[Settlement] = deque()  # outcomes to report once unlocked
         self._avg_run_ms: float | None = None  # recent run time of a job (sizes the backlog)
         self._selector = selectors.DefaultSelector()
-        with _FORK_LOCK:
-            self._wake_r, self._wake_w = os.pipe()
-            _SUPERVISOR_FDS.update((self._wake_r, self._wake_w))
+        self._wake_r, self._wake_w = open_supervisor_pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -487,33 +387,14 @@ class ProcessExecutor:
         known = dict(self.registry.jobs)  # what the child will hold in its memory
         used = {c.slot for c in self._children.values()}
         slot = min(set(range(len(self._nested_calls))) - used)
-        with _FORK_LOCK, FORK_GUARD.exclusive(FORK_WAIT_S) as clear:
-            if not clear:
-                return None
-            cmd_r, cmd_w = os.pipe()
-            msg_r, msg_w = os.pipe()
-            out_r, out_w = os.pipe()
-            setup = child_mod.ChildSetup(
-                queue=self.queue, cmd_fd=cmd_r, msg_fd=msg_w, out_fd=out_w,
-                inherited_fds=(*_SUPERVISOR_FDS, cmd_w, msg_r, out_r),
-                parent_pid=os.getpid(), specs=known,
-                log_max_lines=self.config.log_max_lines, limits=self.limits,
-                make_client=self._make_client,
-                slots=PoolSlots(self.queue, self.size, self._nested_calls, slot))
-            try:
-                pid = os.fork()
-            except OSError:
-                for fd in (cmd_r, cmd_w, msg_r, msg_w, out_r, out_w):
-                    os.close(fd)
-                raise
-            if pid == 0:
-                child_mod.main(setup)  # never returns
-            for fd in (cmd_r, msg_w, out_w):
-                os.close(fd)
-            pidfd = _open_pidfd(pid)
-            _SUPERVISOR_FDS.update(fd for fd in (cmd_w, msg_r, out_r, pidfd) if fd >= 0)
-        return self._track(Child(pid, cmd_w, msg_r, out_r, pidfd, known, psutil.Process(pid),
-                                 time.monotonic(), slot=slot))
+        # fork_child adds the pipe ends and the parent pid
+        setup = functools.partial(
+            child_mod.ChildSetup, queue=self.queue, specs=known,
+            log_max_lines=self.config.log_max_lines, limits=self.limits,
+            make_client=self._make_client,
+            slots=PoolSlots(self.queue, self.size, self._nested_calls, slot))
+        child = fork_child(setup, slot)
+        return None if child is None else self._track(child)
 
     def _track(self, child: Child) -> Child:
         msg_r, out_r, pidfd, pid = child.msg_fd, child.out_fd, child.pidfd, child.pid
@@ -700,8 +581,8 @@ class ProcessExecutor:
         self._read_messages(child, once=False)  # frames it wrote before dying
         self._read_output(child, DRAIN_LIMIT, final=True)
         # its zombie still holds the group id, so the group can't be a stranger's yet
-        self._signal_tree(child, signal.SIGKILL)
-        status = self._reap(child.pid)
+        signal_tree(child, signal.SIGKILL)
+        status = reap(child.pid)
         self._forget(child)
         if child.state is State.BUSY and child.job is not None:
             self._on_crash(child, child.job, describe_exit(child.pid, status, self.limits))
@@ -729,17 +610,11 @@ class ProcessExecutor:
                       "logs and child_limits)", self.queue, self._limiter.recent(),
                       self._limiter.window_s, delay)
 
-    def _reap(self, pid: int) -> int | None:
-        try:
-            return os.waitpid(pid, 0)[1]
-        except ChildProcessError:  # someone else's waitpid(-1) took it
-            return None
-
     def _forget(self, child: Child) -> None:
         for fd in (child.msg_fd, child.out_fd, child.pidfd):
             if fd >= 0:
                 self._unregister(fd)
-        _close_fds([child.cmd_fd, child.msg_fd, child.out_fd, child.pidfd])
+        close_fds([child.cmd_fd, child.msg_fd, child.out_fd, child.pidfd])
         self._children.pop(child.pid, None)
         self._nested_calls[child.slot] = 0  # it died, perhaps inside a nested run_job
 
@@ -752,20 +627,9 @@ class ProcessExecutor:
             child.doomed = descendants(child.pid)
         child.state, child.why, child.expected = State.DYING, why, expected
         child.job = None
-        self._signal_tree(child, signal.SIGTERM if graceful else signal.SIGKILL)
+        signal_tree(child, signal.SIGTERM if graceful else signal.SIGKILL)
         child.kill_at = time.monotonic() + KILL_GRACE_S if graceful else None
         self._cond.notify_all()
-
-    def _signal_tree(self, child: Child, sig: int) -> None:
-        try:
-            os.killpg(child.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass  # the group is empty already
-        for proc in child.doomed:  # descendants that may have left the group
-            try:
-                proc.send_signal(sig)
-            except psutil.Error:
-                pass
 
     def _run_timers(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -779,7 +643,7 @@ class ProcessExecutor:
         for child in list(self._children.values()):
             if child.kill_at is not None and child.kill_at <= now:
                 child.kill_at = None
-                self._signal_tree(child, signal.SIGKILL)
+                signal_tree(child, signal.SIGKILL)
             elif child.eof_at is not None and child.eof_at <= now:
                 child.eof_at = None
                 if child.state is not State.DYING and not child.exited:
@@ -810,7 +674,7 @@ class ProcessExecutor:
             busy = [(c, c.job) for c in self._children.values()
                     if c.state is State.BUSY and c.job]
         over = [(c, job, rss) for c, job in busy
-                if (rss := _tree_rss(c.proc)) > limit_mib * MIB]
+                if (rss := tree_rss(c.proc)) > limit_mib * MIB]
         with self._lock:
             for child, job, rss in over:
                 if child.state is State.BUSY and child.job is job:
@@ -836,54 +700,8 @@ class ProcessExecutor:
                 self._kill(child, "the pool is closing", graceful=False, expected=True)
             for child in children:
                 child.exited = True
-                self._reap(child.pid)
+                reap(child.pid)
                 self._forget(child)
             self._selector.close()
-            _close_fds([self._wake_r, self._wake_w])
+            close_fds([self._wake_r, self._wake_w])
             self._cond.notify_all()
-
-
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for member in (proc, *descendants(proc.pid)):
-        try:
-            total += member.memory_info().rss
-        except psutil.Error:
-            pass  # gone meanwhile
-    return total
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    """Every live process below PID. Walks /proc/P/task/T/children down the tree, which
-    costs microseconds; psutil's children() reads every process on the host (ms)."""
-    if not _PROC_CHILDREN:
-        try:
-            return psutil.Process(pid).children(recursive=True)
-        except psutil.Error:
-            return []
-    found: list[psutil.Process] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for kid in _children_of(parent):
-            try:
-                found.append(psutil.Process(kid))  # remembers its start time: no pid reuse
-            except psutil.Error:
-                continue
-            todo.append(kid)
-    return found
-
-
-def _children_of(pid: int) -> list[int]:
-    kids: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                kids += [int(k) for k in fh.read().split()]
-    except OSError:
-        pass  # exited meanwhile
-    return kids
-
-
-# /proc/P/task/T/children needs CONFIG_PROC_CHILDREN (on in mainstream kernels)
-_PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
