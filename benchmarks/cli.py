@@ -219,8 +219,53 @@ def measure_baseline(url: str, args: argparse.Namespace) -> dict[str, Any]:
             "status": "ok", "roundtrip_method": "Redis.ping()", **latency.to_json()}
 
 
+REDIS_BENCHMARK_CALLS = 20_000
+REDIS_BENCHMARK_COMMANDS = {"PING": ["-t", "ping_mbulk"],
+                            "EVAL 'return 1'": ["EVAL", "return 1", "0"]}
+
+
+def measure_redis_benchmark(url: str) -> list[dict[str, Any]]:
+    """The physical floor under any client: redis-benchmark (C) with one connection, one
+    command at a time, for a PING and for the cheapest script call. Skipped (n/a) when
+    redis-benchmark is not installed (Debian: `apt install redis-tools`)."""
+    rows = []
+    tool = shutil.which("redis-benchmark")
+    parsed = redis.connection.parse_url(url)
+    for label, command in REDIS_BENCHMARK_COMMANDS.items():
+        row = {"system": "redis", "variant": f"baseline: redis-benchmark {label}", "mode": "-",
+               "roundtrip_method": f"redis-benchmark -c 1 -n {REDIS_BENCHMARK_CALLS}"}
+        if tool is None or "path" in parsed:
+            reason = ("redis-benchmark not installed (apt install redis-tools)" if tool is None
+                      else "a unix socket URL: not measured")
+            rows.append({**row, "status": "n/a", "reason": reason})
+            continue
+        argv = [tool, "-h", str(parsed.get("host", "127.0.0.1")),
+                "-p", str(parsed.get("port", 6379)), "-c", "1",
+                "-n", str(REDIS_BENCHMARK_CALLS), "--csv", *command]
+        if parsed.get("password"):
+            argv[1:1] = ["-a", str(parsed["password"])]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                 check=True).stdout
+            fields = dict(zip(*[line.replace('"', "").split(",")
+                                for line in out.strip().splitlines()[:2]], strict=True))
+            figures = {"p50_ms": float(fields["p50_latency_ms"]),
+                       "p99_ms": float(fields["p99_latency_ms"]),
+                       "max_ms": float(fields["max_latency_ms"]),
+                       "mean_ms": float(fields["avg_latency_ms"])}
+        except (subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
+            rows.append({**row, "status": "n/a", "reason": f"{type(exc).__name__}: {exc}"[:300]})
+            continue
+        console.log(f"baseline redis-benchmark {label}: p50 {figures['p50_ms']:.3f} ms, "
+                    f"p99 {figures['p99_ms']:.3f} ms")
+        rows.append({**row, "status": "ok", "calls": REDIS_BENCHMARK_CALLS,
+                     "wanted": REDIS_BENCHMARK_CALLS, **figures})
+    return rows
+
+
 def run_variants(run: Run, args: argparse.Namespace, results: dict[str, Any]) -> None:
     if "latency" in args.only:
+        results["latency"] += measure_redis_benchmark(run.url)
         results["latency"].append(measure_baseline(run.url, args))
     for system in args.systems:
         try:
