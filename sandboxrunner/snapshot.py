@@ -2,6 +2,9 @@
 
 `SnapshotReader.read()` costs at most four round trips however many jobs ever ran, writes
 nothing and scans nothing (no KEYS/SCAN): every read is a fixed key or a bounded range.
+This module owns the reading (the rounds below) and puts the snapshot together; the
+records, and the pure functions that turn raw replies into them (rates, ages, supervisor
+states, elapsed times, log lines), are in snapshot_records.py. `Snapshot` is re-exported.
 
   1. one pipeline: TIME, INFO server, the newest MAX_SUPERVISORS entries of the
      supervisors index, the last LOG_TAIL lines of PREFIX:logs, and per queue: LLEN and
@@ -58,7 +61,6 @@ supervisor's next heartbeat.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
@@ -68,190 +70,41 @@ from .cron import list_schedules
 from .errors import RedisUnavailable
 from .job import ErrorInfo
 from .keys import QUEUES, Keys
+from .snapshot_records import (
+    RATE_WINDOW_S,
+    CronInfo,
+    FailureInfo,
+    QueueStats,
+    RunningJobInfo,
+    Snapshot,
+    SupervisorInfo,
+    as_int,
+    as_text,
+    cut_text,
+    decode_log_line,
+    decode_supervisor,
+    gone_supervisor,
+    rate_series,
+)
 from .store import Store
+
+__all__ = ["Snapshot", "SnapshotReader"]
 
 MAX_SUPERVISORS = 100
 MAX_ACTIVE_IDS = 1000  # per supervisor and queue; beyond it running jobs go unfiltered
 FAILURES_SHOWN = 10
 LOG_TAIL = 20
 GONE_SHOWN_MS = 60_000
-RATE_WINDOW_S = 60
-MAX_TEXT_CHARS = 500  # a message or log line is cut here: the screen shows one line
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    name: str
-    waiting: int
-    delayed: int  # failed attempts waiting for their retry's backoff
-    active: int
-    enqueued: int
-    completed: int
-    failed: int
-    retried: int
-    stalled: int
-    jobs_per_s: float
-    rate_per_s: tuple[int, ...]  # completions per second over the last minute, oldest first
-    oldest_waiting_ms: int | None
-    supervisors: int  # live supervisors serving it
-
-
-@dataclass(frozen=True)
-class ChildInfo:
-    queue: str
-    pid: int
-    state: str
-    job_id: str | None
-    job_name: str | None
-    cpu_percent: float
-    rss_bytes: int
-    jobs_served: int
-
-
-@dataclass(frozen=True)
-class SupervisorInfo:
-    sid: str
-    state: str  # live, late or gone
-    host: str
-    pid: int
-    mode: str
-    queues: tuple[str, ...]
-    uptime_ms: int
-    cpu_percent: float
-    rss_bytes: int
-    heartbeat_age_ms: int
-    capacity: int
-    busy: int
-    children: tuple[ChildInfo, ...]
-
-
-@dataclass(frozen=True)
-class RunningJobInfo:
-    id: str
-    name: str
-    queue: str
-    sid: str
-    host: str
-    supervisor_pid: int
-    worker: str
-    elapsed_ms: int
-    timeout_ms: int
-
-
-@dataclass(frozen=True)
-class FailureInfo:
-    id: str
-    queue: str
-    name: str
-    error_type: str
-    error_kind: str
-    message: str
-    ended_ms: int | None
-
-
-@dataclass(frozen=True)
-class CronInfo:
-    queue: str
-    job: str
-    pattern: str
-    tz: str
-    next_ms: int | None
-    last_tick_ms: int | None
-    last_outcome: str | None
-    last_job_id: str
-    runs: int
-    skips: int
-    error: str
-
-
-@dataclass(frozen=True)
-class LogLine:
-    id: str
-    ts_ms: int
-    level: str
-    job_id: str
-    source: str
-    msg: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    redis_url: str  # without its password
-    redis_version: str
-    server_time_ms: int
-    queues: tuple[QueueStats, ...]
-    supervisors: tuple[SupervisorInfo, ...]
-    running: tuple[RunningJobInfo, ...]
-    failures: tuple[FailureInfo, ...]
-    cron: tuple[CronInfo, ...]
-    logs: tuple[LogLine, ...]
-
-    def live_supervisors(self) -> int:
-        return sum(1 for s in self.supervisors if s.state != "gone")
-
-    def totals(self) -> dict[str, Any]:
-        return {
-            "waiting": sum(q.waiting for q in self.queues),
-            "active": sum(q.active for q in self.queues),
-            "completed": sum(q.completed for q in self.queues),
-            "failed": sum(q.failed for q in self.queues),
-            "jobs_per_s": round(sum(q.jobs_per_s for q in self.queues), 3),
-            "supervisors": self.live_supervisors(),
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        """The documented JSON shape (module docstring)."""
-        queues = {}
-        for q in self.queues:
-            row = asdict(q)
-            del row["name"]
-            row["rate_per_s"] = list(q.rate_per_s)
-            queues[q.name] = row
-        return {
-            "redis": {"url": self.redis_url, "version": self.redis_version},
-            "server_time_ms": self.server_time_ms,
-            "totals": self.totals(),
-            "queues": queues,
-            "supervisors": [asdict(s) for s in self.supervisors],
-            "running": [asdict(r) for r in self.running],
-            "failures": [asdict(f) for f in self.failures],
-            "cron": [asdict(c) for c in self.cron],
-            "logs": [asdict(line) for line in self.logs],
-        }
 
 
 # -- tolerant decoding: anything in Redis may have been written by hand ---------------------
 
 
-def _text(value: Any) -> str:
-    if value is None or isinstance(value, Exception):
-        return ""
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _int(value: Any, default: int = 0) -> int:
-    try:
-        return int(float(_text(value) if isinstance(value, bytes) else value))
-    except (TypeError, ValueError, OverflowError):
-        return default
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
-
-
 def _ok(value: Any, empty: Any) -> Any:
     """A pipeline reply, or EMPTY when that one command failed (e.g. a wrong-type key)."""
     return empty if isinstance(value, Exception) or value is None else value
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + "…"
 
 
 def _job_key(keys: Keys, job_id: str) -> str | None:
@@ -296,17 +149,6 @@ class _Batch:
         return self._replies[at]
 
 
-def rate_series(raw: dict[Any, Any], now_s: int) -> tuple[int, ...]:
-    """The ring's ``second:count`` slots as counts for the last RATE_WINDOW_S seconds."""
-    counts = [0] * RATE_WINDOW_S
-    for value in raw.values():
-        second, _, count = _text(value).partition(":")
-        age = now_s - _int(second, -1)
-        if 0 <= age < RATE_WINDOW_S:
-            counts[RATE_WINDOW_S - 1 - age] = _int(count)
-    return tuple(counts)
-
-
 class SnapshotReader:
     """Reads snapshots from one Redis; keeps its connections between reads."""
 
@@ -348,7 +190,7 @@ class SnapshotReader:
             running=running,
             failures=self._failures(second["failures"]),
             cron=self._cron(),
-            logs=tuple(reversed([_log_line(entry) for entry in first["logs"]])),
+            logs=tuple(reversed([decode_log_line(entry) for entry in first["logs"]])),
         )
 
     def _first_round(self) -> dict[str, Any]:
@@ -371,7 +213,7 @@ class SnapshotReader:
         return {
             "now_ms": int(seconds) * 1000 + int(micros) // 1000,
             "version": _version(batch.reply(at_info, {})),
-            "index": [(_text(sid), int(score)) for sid, score in batch.reply(at_index, [])],
+            "index": [(as_text(sid), int(score)) for sid, score in batch.reply(at_index, [])],
             "logs": batch.reply(at_logs, []),
             "queues": {q: {name: batch.reply(at) for name, at in ats.items()}
                        for q, ats in at_queues.items()},
@@ -385,41 +227,41 @@ class SnapshotReader:
         oldest: dict[str, int] = {}
         failures: list[tuple[str, str, int | None]] = []
         for q, raw in first["queues"].items():
-            active[q] = [(batch.add("llen", k.active(q, _text(sid))),
-                          batch.add("lrange", k.active(q, _text(sid)), 0, MAX_ACTIVE_IDS - 1))
+            active[q] = [(batch.add("llen", k.active(q, as_text(sid))),
+                          batch.add("lrange", k.active(q, as_text(sid)), 0, MAX_ACTIVE_IDS - 1))
                          for sid, _ in raw["sups"] or ()]
-            oldest_key = _job_key(k, _text(raw["oldest_id"]))
+            oldest_key = _job_key(k, as_text(raw["oldest_id"]))
             if oldest_key:
                 oldest[q] = batch.add("hget", oldest_key, "enq")
-            for job_id in map(_text, raw["failure_ids"] or ()):
+            for job_id in map(as_text, raw["failure_ids"] or ()):
                 job_key = _job_key(k, job_id)
                 at = batch.add("hmget", job_key, ["name", "error", "end"]) if job_key else None
                 failures.append((q, job_id, at))
         batch.run()
         return {
-            "snapshots": [(sid, score, batch.reply(got), _int(batch.reply(ttl, -2), -2))
+            "snapshots": [(sid, score, batch.reply(got), as_int(batch.reply(ttl, -2), -2))
                           for sid, score, got, ttl in snapshots],
-            "active": {q: sum(_int(batch.reply(n, 0)) for n, _ in at)
+            "active": {q: sum(as_int(batch.reply(n, 0)) for n, _ in at)
                        for q, at in active.items()},
             # None: some list was longer than we read, so membership can't be decided
-            "active_ids": None if any(_int(batch.reply(n, 0)) > MAX_ACTIVE_IDS
+            "active_ids": None if any(as_int(batch.reply(n, 0)) > MAX_ACTIVE_IDS
                                       for at in active.values() for n, _ in at)
-            else {_text(i) for at in active.values() for _, ids in at
+            else {as_text(i) for at in active.values() for _, ids in at
                   for i in batch.reply(ids, [])},
-            "oldest": {q: _int(batch.reply(i, 0)) or None for q, i in oldest.items()},
+            "oldest": {q: as_int(batch.reply(i, 0)) or None for q, i in oldest.items()},
             "failures": [(q, job_id, batch.reply(at, [None] * 3) if at is not None
                           else [None] * 3) for q, job_id, at in failures],
         }
 
     def _queue(self, q: str, raw: dict[str, Any], second: dict[str, Any],
                supervisors: tuple[SupervisorInfo, ...], now_ms: int) -> QueueStats:
-        stats = {_text(f): _int(v) for f, v in (raw["stats"] or {}).items()}
+        stats = {as_text(f): as_int(v) for f, v in (raw["stats"] or {}).items()}
         series = rate_series(raw["rate"] or {}, now_ms // 1000)
         enq = second["oldest"].get(q)
         return QueueStats(
             name=q,
-            waiting=_int(raw["waiting"]),
-            delayed=_int(raw["delayed"]),
+            waiting=as_int(raw["waiting"]),
+            delayed=as_int(raw["delayed"]),
             active=second["active"].get(q, 0),
             enqueued=stats.get("enqueued", 0),
             completed=stats.get("completed", 0),
@@ -438,14 +280,14 @@ class SnapshotReader:
         running: list[RunningJobInfo] = []
         for sid, score, raw, pttl in snapshots:
             try:
-                snap = json.loads(_text(raw) or "null")
+                snap = json.loads(as_text(raw) or "null")
             except ValueError:
                 snap = None
             if not isinstance(snap, dict):
                 if now_ms - score <= GONE_SHOWN_MS:
-                    shown.append(_gone(sid, max(0, now_ms - score)))
+                    shown.append(gone_supervisor(sid, max(0, now_ms - score)))
                 continue
-            info, jobs = _supervisor(sid, snap, pttl, now_ms, self.config.lease_ms)
+            info, jobs = decode_supervisor(sid, snap, pttl, now_ms, self.config.lease_ms)
             shown.append(info)
             running += jobs
         # a stable order, so rows don't jump between refreshes; the gone ones last
@@ -459,11 +301,11 @@ class SnapshotReader:
             if error is None and name is None:
                 info = ErrorInfo(kind="", type="", message="(record expired or malformed id)")
             else:
-                info = ErrorInfo.from_json(_text(error) or "{}")
+                info = ErrorInfo.from_json(as_text(error) or "{}")
             first_line = info.message.strip().splitlines()[0] if info.message.strip() else ""
-            out.append(FailureInfo(id=job_id, queue=queue, name=_text(name),
+            out.append(FailureInfo(id=job_id, queue=queue, name=as_text(name),
                                    error_type=info.type, error_kind=info.kind,
-                                   message=_cut(first_line), ended_ms=_int(end) or None))
+                                   message=cut_text(first_line), ended_ms=as_int(end) or None))
         out.sort(key=lambda f: f.ended_ms or 0, reverse=True)
         return tuple(out[:FAILURES_SHOWN])
 
@@ -472,87 +314,6 @@ class SnapshotReader:
             CronInfo(queue=r["queue"], job=r["job"], pattern=r["pattern"], tz=r["tz"],
                      next_ms=r["next_ms"], last_tick_ms=r["last_tick_ms"],
                      last_outcome=r["last_outcome"], last_job_id=r["last_job_id"],
-                     runs=r["runs"], skips=r["skips"], error=_cut(r["error"]))
+                     runs=r["runs"], skips=r["skips"], error=cut_text(r["error"]))
             for r in list_schedules(self._cron_store, self.queues)
         )
-
-
-def _sid_parts(sid: str) -> tuple[str, int]:
-    """Host and pid from a supervisor id ``host-pid-hex`` (a host may contain dashes)."""
-    parts = sid.rsplit("-", 2)
-    return (parts[0], _int(parts[1])) if len(parts) == 3 else (sid, 0)
-
-
-def _gone(sid: str, age_ms: int) -> SupervisorInfo:
-    host, pid = _sid_parts(sid)
-    return SupervisorInfo(sid=sid, state="gone", host=host, pid=pid, mode="", queues=(),
-                          uptime_ms=0, cpu_percent=0.0, rss_bytes=0, heartbeat_age_ms=age_ms,
-                          capacity=0, busy=0, children=())
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _supervisor(sid: str, snap: dict[str, Any], pttl: int, now_ms: int,
-                default_lease_ms: int) -> tuple[SupervisorInfo, list[RunningJobInfo]]:
-    beat_ms = _int(snap.get("heartbeat_ms"))
-    ttl_ms = _int(snap.get("ttl_ms"))
-    # PTTL gives the snapshot's age on the server's clock; a supervisor that publishes no
-    # ttl_ms leaves only a comparison of two hosts' clocks
-    age_ms = max(0, ttl_ms - pttl if ttl_ms and pttl >= 0 else now_ms - beat_ms)
-    lease_ms = _int(snap.get("lease_ms")) or default_lease_ms
-    raw_executors = snap.get("executors")
-    executors: dict[str, dict[str, Any]] = {
-        str(q): ex for q, ex in raw_executors.items() if isinstance(ex, dict)
-    } if isinstance(raw_executors, dict) else {}
-    host, pid = str(snap.get("host", "")), _int(snap.get("pid"))
-    info = SupervisorInfo(
-        sid=sid, state="late" if age_ms > lease_ms else "live", host=host, pid=pid,
-        mode=str(snap.get("mode", "")),
-        queues=tuple(str(q) for q in snap.get("queues") or ()),
-        uptime_ms=max(0, beat_ms - int(_float(snap.get("started_at")) * 1000) + age_ms),
-        cpu_percent=_float(snap.get("cpu_percent")), rss_bytes=_int(snap.get("rss_bytes")),
-        heartbeat_age_ms=age_ms,
-        capacity=sum(_int(ex.get("capacity")) for ex in executors.values()),
-        busy=sum(_int(ex.get("running")) for ex in executors.values()),
-        children=tuple(
-            ChildInfo(queue=q, pid=_int(c.get("pid")), state=str(c.get("state", "")),
-                      job_id=c.get("job_id"), job_name=c.get("job_name"),
-                      cpu_percent=_float(c.get("cpu_percent")),
-                      rss_bytes=_int(c.get("rss_bytes")), jobs_served=_int(c.get("jobs_served")))
-            for q, ex in executors.items() for c in _dicts(ex.get("children"))
-        ),
-    )
-    # started_at and heartbeat_ms are both the supervisor's clock: skew cancels out
-    jobs = [
-        RunningJobInfo(id=str(r.get("id", "")), name=str(r.get("name", "")),
-                       queue=str(r.get("queue", "")), sid=sid, host=host, supervisor_pid=pid,
-                       worker=str(r.get("worker", "")), timeout_ms=_int(r.get("timeout_ms")),
-                       elapsed_ms=max(0, beat_ms - int(_float(r.get("started_at")) * 1000)
-                                      + age_ms))
-        for r in _dicts(snap.get("running"))
-    ]
-    return info, jobs
-
-
-def _log_line(entry: Any) -> LogLine:
-    entry_id, fields = entry
-    fields = {_text(f): v for f, v in (fields or {}).items()}
-    try:
-        line = json.loads(_text(fields.get("line")))
-    except ValueError:
-        line = None
-    if not isinstance(line, dict):
-        line = {"msg": _text(fields.get("line")), "level": "info"}
-    msg = str(line.get("msg", ""))
-    if isinstance(line.get("err"), dict):
-        msg += f" [{line['err'].get('type', 'Error')}: {line['err'].get('message', '')}]"
-    if "data" in line:
-        msg += " " + json.dumps(line["data"], default=str)
-    entry_text = _text(entry_id)
-    ts_ms = int(_float(line.get("ts")) * 1000) or _int(entry_text.partition("-")[0])
-    return LogLine(id=entry_text, ts_ms=ts_ms, level=str(line.get("level", "info")),
-                   job_id=_text(fields.get("job")), source=str(line.get("source", "")),
-                   msg=_cut(msg.replace("\n", " ")))
-
