@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 STATE_DIR_NAME = ".sandboxrunner"
-READY_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 10.0  # a server we just started: it may be loading its data
+ANSWER_TIMEOUT_S = 10.0  # a running server we found: this long silent counts as hung
 STOP_TIMEOUT_S = 10.0
 START_ATTEMPTS = 3  # a fresh port is picked per attempt: another process may take ours
 POLL_INTERVAL_S = 0.005
@@ -98,7 +99,8 @@ def ensure_embedded(project_dir: Path) -> str:
         state = _read_state(state_dir)
         if state is not None and _is_server_in(state["pid"], state_dir):
             pid = state["pid"]
-            outcome = _await_server(state["port"], pid, partial(_pid_alive, pid), READY_TIMEOUT_S)
+            outcome = _await_server(state["port"], pid, partial(_pid_alive, pid),
+                                    ANSWER_TIMEOUT_S)
             if outcome == "ready":
                 return str(state["url"])
             # Ours but not answering: kill it so two servers never write the same AOF.
