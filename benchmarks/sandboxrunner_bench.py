@@ -116,6 +116,15 @@ class Supervisor:
         self.proc.stop()
 
 
+def _stopped(client: Client | None, supervisor: Supervisor | None) -> tuple[None, None]:
+    """Close the client, then stop the supervisor (either may be missing)."""
+    if client is not None:
+        client.close()
+    if supervisor is not None:
+        supervisor.stop()
+    return None, None
+
+
 class SandboxrunnerVariant(Variant):
     system = "sandboxrunner"
 
@@ -147,12 +156,7 @@ class SandboxrunnerVariant(Variant):
             raise Unavailable(f"noop returned {got!r}")
 
     def stop(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-        if self.supervisor is not None:
-            self.supervisor.stop()
-            self.supervisor = None
+        self.client, self.supervisor = _stopped(self.client, self.supervisor)
 
     def worker_pids(self) -> list[int]:
         return [self.supervisor.pid] if self.supervisor is not None else []
@@ -245,12 +249,7 @@ class SandboxrunnerTimeouts(TimeoutTarget):
         self.client.run_job("noop", payload(0), wait_timeout=20_000)
 
     def stop(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-        if self.supervisor is not None:
-            self.supervisor.stop()
-            self.supervisor = None
+        self.client, self.supervisor = _stopped(self.client, self.supervisor)
 
     def root_pid(self) -> int:
         assert self.supervisor is not None

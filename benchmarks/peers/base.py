@@ -97,3 +97,15 @@ class PeerTimeouts(TimeoutTarget):
 
     def root_pid(self) -> int:
         return self.pool.first_pid
+
+
+def outcome_of(get: Callable[[], Any], no_answer: type[BaseException]) -> tuple[bool, str]:
+    """What a timeout job's result wait saw: (stopped, how). NO_ANSWER is the peer's "not
+    within the wait" exception; any other exception is the peer reporting the job failed."""
+    try:
+        get()
+    except no_answer:
+        return False, "no answer"
+    except Exception as exc:  # noqa: BLE001 - the peer's "job failed" exception
+        return True, f"{type(exc).__name__}: {exc}"[:160]
+    return False, "completed"

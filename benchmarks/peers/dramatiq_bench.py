@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Latency, Throughput, left_s
-from benchmarks.peers.base import PeerTimeouts, PeerVariant, in_slices, wait_ready
+from benchmarks.peers.base import (
+    PeerTimeouts,
+    PeerVariant,
+    in_slices,
+    outcome_of,
+    wait_ready,
+)
 from benchmarks.variant import PROCESSES, THREADS, Variant, payload, run_roundtrips
 
 APP = "benchmarks.peers.dramatiq_app"
@@ -95,13 +101,7 @@ class DramatiqTimeouts(PeerTimeouts):
     def wait_outcome(self, handle: Any, timeout_s: float) -> tuple[bool, str]:
         from dramatiq.results import ResultTimeout
 
-        try:
-            _get(handle, timeout_s)
-        except ResultTimeout:
-            return False, "no answer"
-        except Exception as exc:  # noqa: BLE001 - ResultFailure: the actor failed
-            return True, f"{type(exc).__name__}: {exc}"[:160]
-        return False, "completed"
+        return outcome_of(lambda: _get(handle, timeout_s), ResultTimeout)
 
     def submit_stamp(self) -> None:
         self.app.stamp.send()

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Latency, Throughput, left_s
-from benchmarks.peers.base import PeerTimeouts, PeerVariant, in_slices, wait_ready
+from benchmarks.peers.base import (
+    PeerTimeouts,
+    PeerVariant,
+    in_slices,
+    outcome_of,
+    wait_ready,
+)
 from benchmarks.variant import PROCESSES, THREADS, Variant, payload, run_roundtrips
 
 HUEY = "benchmarks.peers.huey_app.huey"
@@ -93,13 +99,7 @@ class HueyTimeouts(PeerTimeouts):
     def wait_outcome(self, handle: Any, timeout_s: float) -> tuple[bool, str]:
         from huey.exceptions import ResultTimeout
 
-        try:
-            _get(handle, timeout_s)
-        except ResultTimeout:
-            return False, "no answer"
-        except Exception as exc:  # noqa: BLE001 - TaskException: the task failed
-            return True, f"{type(exc).__name__}: {exc}"[:160]
-        return False, "completed"
+        return outcome_of(lambda: _get(handle, timeout_s), ResultTimeout)
 
     def submit_stamp(self) -> None:
         self.app.stamp()
