@@ -45,6 +45,13 @@ class ForkGuard:
                 if not self._inside:
                     self._cond.notify_all()
 
+    def wait_until_clear(self, timeout_s: float) -> bool:
+        """Wait up to TIMEOUT_S until no thread is inside a guarded section; True if so.
+        Nothing is held afterwards: a caller that must not wait with its own locks held
+        waits here first, then takes `exclusive` with no wait."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not (self._inside or self._forking), timeout_s)
+
     @contextmanager
     def exclusive(self, timeout_s: float) -> Iterator[bool]:
         """Yields True once no thread is inside a guarded section (none enters until the

@@ -26,11 +26,6 @@ from .. import pipes
 from ..forkguard import FORK_GUARD
 from ..registry import JobSpec
 
-# how long a fork waits for TLS handshakes of other threads (forkguard.py), with the pool
-# lock held, before the pool puts it off (processes.FORK_RETRY_S)
-FORK_WAIT_S = 0.05
-
-
 # Supervisor-side fds of every pool in this process. A new child closes them all, so no
 # child holds a sibling's pipe open. Created and closed only under _FORK_LOCK, so the
 # set a child receives is exact at the moment of its fork.
@@ -130,12 +125,13 @@ def _open_pidfd(pid: int) -> int:
 
 
 def fork_child(make_setup: Callable[..., child_mod.ChildSetup], slot: int) -> Child | None:
-    """A new child, or None when threads stayed inside OpenSSL (forkguard.py).
+    """A new child, or None when a thread is inside OpenSSL (forkguard.py): the caller
+    waits for that without its own locks held (FORK_GUARD.wait_until_clear) and retries.
 
     MAKE_SETUP is the pool's ChildSetup with every field bound but the pipe ends and the
     parent pid, which are added here; SLOT is the child's counter in context.PoolSlots.
     """
-    with _FORK_LOCK, FORK_GUARD.exclusive(FORK_WAIT_S) as clear:
+    with _FORK_LOCK, FORK_GUARD.exclusive(0) as clear:
         if not clear:
             return None
         cmd_r, cmd_w = os.pipe()

@@ -63,6 +63,7 @@ from ..client import Client
 from ..config import Config
 from ..context import LogSink, PoolSlots, log_line
 from ..errors import UnknownJob
+from ..forkguard import FORK_GUARD
 from ..job import ErrorKind, Status
 from ..registry import JobSpec, Registry
 from ..store import ClaimedJob, Settlement
@@ -90,8 +91,10 @@ STARTUP_TIMEOUT_S = 10.0
 # a child's message pipe reads EOF as it exits, just before its pidfd says so; a child
 # still alive this long after the EOF closed the pipe itself and can no longer report
 PIPE_EOF_GRACE_S = 0.5
-# a fork that found threads inside TLS handshakes (children.FORK_WAIT_S) is put off this long
-FORK_RETRY_S = 0.02
+# a fork that found threads inside TLS handshakes is put off: the manager thread waits up
+# to FORK_WAIT_S for them, without the pool's lock (snapshots, submits and the heartbeat
+# must not queue behind a handshake), then tries again
+FORK_WAIT_S = 0.05
 MEMORY_SAMPLE_S = 0.1
 MAX_OUTPUT_LINE = 64 * 1024
 DRAIN_LIMIT = 4 * 1024 * 1024  # per drain: a grandchild printing forever can't pin us
@@ -126,6 +129,7 @@ class ProcessExecutor:
         self._blobs: dict[int, tuple[JobSpec, bytes]] = {}
         self._limiter = RespawnLimiter()
         self._respawn_at = 0.0
+        self._fork_put_off = False  # the last fork found a thread inside OpenSSL
         self._next_sample = 0.0
         self._wake_at = 0.0
         self._closed = False
@@ -319,6 +323,8 @@ class ProcessExecutor:
             self._terminate_all()
 
     def _manage_once(self) -> None:
+        if self._fork_put_off:
+            FORK_GUARD.wait_until_clear(FORK_WAIT_S)
         if self.config.memory_limit_per_child and time.monotonic() >= self._next_sample:
             self._next_sample = time.monotonic() + MEMORY_SAMPLE_S
             self._check_memory()
@@ -372,9 +378,9 @@ class ProcessExecutor:
     def _fill_pool(self, now: float) -> None:
         while self._live() < self.size and now >= self._respawn_at:
             try:
-                if self._fork() is None:
-                    self._respawn_at = now + FORK_RETRY_S  # a handshake is under way
-                    return
+                self._fork_put_off = self._fork() is None
+                if self._fork_put_off:
+                    return  # a handshake is under way: _manage_once waits, unlocked
             except OSError as exc:
                 delay = max(self._limiter.record(now), 1.0)
                 self._respawn_at = now + delay
