@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -144,32 +142,10 @@ def run(
 def jobs(jobs_dir: str = typer.Option(None, "--jobs-dir")) -> None:
     """List the jobs found in the jobs folder and plugins."""
     config = _config(jobs_dir=jobs_dir)
-    registry = _registry(config)
-    from .registry import describe
+    from .listings import jobs_lines
 
-    if not registry.names():
-        typer.echo(f"no jobs found in {config.jobs_dir}")
-        return
-    rows = [("name", "queue", "cron", "singleton", "timeout_ms", "source")]
-    for name in registry.names():
-        d = describe(registry.get(name))
-        rows.append((d["name"], d["queue"], d["cron"] or "-", d["singleton"] or "-",
-                     str(d["timeout_ms"] or config.job_timeout), _short_path(d["source"])))
-    _print_columns(rows)
-
-
-def _print_columns(rows: Sequence[Sequence[str]]) -> None:
-    """Plain aligned columns: greppable, never truncated or wrapped."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _short_path(source: str) -> str:
-    try:
-        return os.path.relpath(source) if os.path.isabs(source) else source
-    except ValueError:
-        return source
+    for line in jobs_lines(_registry(config), config):
+        typer.echo(line)
 
 
 @app.command()
@@ -235,7 +211,10 @@ def cron() -> None:
     if not rows:
         typer.echo("no cron schedules in Redis (a supervisor syncs them when it starts)")
         return
-    _print_columns([SCHEDULE_COLUMNS, *rows])
+    from .listings import columns
+
+    for line in columns([SCHEDULE_COLUMNS, *rows]):
+        typer.echo(line)
 
 
 @app.command()

@@ -12,6 +12,12 @@ each one called"). Jobs come from three places, merged by `load_registry`:
                  ``{job_name: module | dict}`` (dict keys: ``handler`` plus the attributes
                  above without ``run``).
 
+A missing jobs folder is an error (`JobLoadError`, "No jobs found: ...", naming the folder)
+unless register_job or plugins give jobs: then it is a warning. An app may keep all its jobs
+in plugins or code, but a supervisor started from the wrong directory, or with a mistyped
+``--jobs-dir``, must not start serving nothing (it would fail every job it claims as unknown).
+An existing folder with no job files is not an error (`sandboxrunner jobs` says so).
+
 All three go through `make_spec` (in `sandboxrunner.jobspec`, which owns validation and
 the `JobSpec`/`CronSpec` types; they are re-exported here), so a job is validated the same
 way wherever it comes from. Every problem is a `JobLoadError` naming the job, its source
@@ -37,6 +43,7 @@ import importlib
 import importlib.machinery
 import importlib.metadata
 import importlib.util
+import logging
 import sys
 import traceback
 import types
@@ -55,6 +62,8 @@ from sandboxrunner.jobspec import describe as describe
 from sandboxrunner.jobspec import make_spec as make_spec
 from sandboxrunner.jobspec import spec_from_module as spec_from_module
 from sandboxrunner.keys import QUEUES
+
+log = logging.getLogger(__name__)
 
 PACKAGE = "sandboxrunner_jobs"
 PLUGIN_GROUP = "sandboxrunner.jobs"
@@ -191,7 +200,8 @@ def _job_files(jobs_dir: Path) -> list[Path]:
 
 
 def load_file_jobs(jobs_dir: Path) -> dict[str, JobSpec]:
-    """Every job file in `jobs_dir`; a missing directory holds no jobs."""
+    """Every job file in `jobs_dir`; a missing directory holds none (`load_registry` decides
+    whether that is an error)."""
     jobs_dir = Path(jobs_dir).resolve()
     if not jobs_dir.exists():
         return {}
@@ -264,10 +274,28 @@ def _merge(jobs: dict[str, JobSpec], extra: list[JobSpec]) -> None:
         jobs[spec.name] = spec
 
 
+def _check_missing_folder(jobs_dir: Path, other_jobs: int) -> None:
+    """A missing jobs folder with no job from anywhere else is a mistake (a typo, or the
+    wrong directory); with jobs from register_job or plugins it is only worth a warning."""
+    if other_jobs:
+        log.warning("jobs folder %s does not exist; serving only the %d job(s) from "
+                    "register_job and plugins", jobs_dir, other_jobs)
+        return
+    raise JobLoadError(
+        f"No jobs found: jobs folder {jobs_dir} does not exist, and no job comes from "
+        "register_job or a plugin; run from your project's folder, or point jobs_dir at your "
+        "job files (--jobs-dir, SANDBOXRUNNER_JOBS_DIR, or jobs_dir in [tool.sandboxrunner])"
+    )
+
+
 def load_registry(jobs_dir: Path, *, include_plugins: bool = True) -> Registry:
-    """All jobs: files in `jobs_dir`, then register_job, then plugins; names must be unique."""
+    """All jobs: files in `jobs_dir`, then register_job, then plugins; names must be unique.
+    A missing `jobs_dir` is a `JobLoadError` unless register_job or plugins give jobs."""
+    jobs_dir = Path(jobs_dir).resolve()
     jobs = load_file_jobs(jobs_dir)
     _merge(jobs, list(_REGISTERED.values()))
     if include_plugins:
         _merge(jobs, load_plugin_jobs())
+    if not jobs_dir.exists():
+        _check_missing_folder(jobs_dir, len(jobs))
     return Registry(jobs)

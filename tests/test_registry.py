@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import os
 import pickle
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from sandboxrunner import registry
-from sandboxrunner.errors import JobLoadError, UnknownJob
+from sandboxrunner.errors import EXIT_CONFIG, JobLoadError, UnknownJob
 from sandboxrunner.registry import (
     CronSpec,
     Registry,
@@ -24,6 +26,7 @@ from sandboxrunner.registry import (
     make_spec,
     register_job,
 )
+from tests.supervisors import ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -127,9 +130,30 @@ def test_a_job_can_import_a_helper_from_its_own_folder(tmp_path: Path) -> None:
     assert load_registry(jobs, include_plugins=False).get("uses_helper").call(4, None) == 8
 
 
-def test_a_missing_jobs_dir_is_an_empty_registry(tmp_path: Path) -> None:
-    reg = load_registry(tmp_path / "nope", include_plugins=False)
-    assert reg.names() == [] and reg.jobs == {}
+def test_a_missing_jobs_dir_with_no_other_jobs_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(JobLoadError) as info:
+        load_registry(tmp_path / "nope", include_plugins=False)
+    message = str(info.value)
+    assert message.startswith("No jobs found: ")
+    assert f"jobs folder {(tmp_path / 'nope').resolve()} does not exist" in message
+    assert "\n" not in message
+
+
+def test_a_missing_jobs_dir_is_fine_when_register_job_gives_jobs_and_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    register_job("from_code", lambda: None)
+    with caplog.at_level("WARNING", logger="sandboxrunner.registry"):
+        reg = load_registry(tmp_path / "nope", include_plugins=False)
+    assert reg.names() == ["from_code"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"jobs folder {(tmp_path / 'nope').resolve()} does not exist; serving only the 1 "
+        "job(s) from register_job and plugins"]
+
+
+def test_an_existing_empty_jobs_dir_is_an_empty_registry(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    assert load_registry(tmp_path / "jobs", include_plugins=False).names() == []
 
 
 def test_a_jobs_dir_that_is_a_file_is_an_error(tmp_path: Path) -> None:
@@ -499,6 +523,7 @@ def test_plugin_jobs_load_from_modules_and_dicts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin_module: str
 ) -> None:
     use_entry_points(monkeypatch, mypkg=f"{plugin_module}:JOBS")
+    (tmp_path / "jobs").mkdir()
     reg = load_registry(tmp_path / "jobs")
     assert reg.get("plugin_dict").call(1, None) == ("dict", 1)
     assert reg.get("plugin_dict").source == "plugin:mypkg"
@@ -526,3 +551,41 @@ def test_a_broken_plugin_names_its_entry_point(
     with pytest.raises(JobLoadError) as info:
         load_registry(tmp_path / "jobs")
     assert "brokenpkg" in str(info.value) and problem in str(info.value)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def sandboxrunner(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The `sandboxrunner` command in a subprocess, with no configuration from this shell."""
+    clean = {k: v for k, v in os.environ.items()
+             if k != "REDIS_URL" and not k.startswith("SANDBOXRUNNER_")}
+    clean.update(PYTHONPATH=str(ROOT), **env)
+    return subprocess.run([sys.executable, "-m", "sandboxrunner", *args], cwd=cwd, env=clean,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_start_with_a_jobs_dir_that_does_not_exist_exits_3_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent"
+    done = sandboxrunner(["start", "--jobs-dir", str(missing)], tmp_path,
+                         REDIS_URL="redis://127.0.0.1:1/0")
+    assert done.returncode == EXIT_CONFIG, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"jobs folder {missing} does not exist" in done.stderr
+
+
+def test_start_and_jobs_from_a_folder_without_worker_jobs_exit_3_naming_it(
+        tmp_path: Path) -> None:
+    for command in (["start"], ["jobs"]):
+        done = sandboxrunner(command, tmp_path, REDIS_URL="redis://127.0.0.1:1/0")
+        assert done.returncode == EXIT_CONFIG, (command, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: No jobs found: ")
+        assert f"jobs folder {tmp_path / 'worker_jobs'} does not exist" in done.stderr
+        assert done.stderr.count("\n") == 1
+
+
+def test_jobs_in_an_empty_jobs_folder_says_no_jobs_found_and_where(tmp_path: Path) -> None:
+    (tmp_path / "worker_jobs").mkdir()
+    done = sandboxrunner(["jobs"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"No jobs found in {tmp_path / 'worker_jobs'} ")
