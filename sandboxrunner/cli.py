@@ -200,20 +200,16 @@ def redis_stop() -> None:
 def cron() -> None:
     """List the cron schedules in Redis: pattern, next run, last run and its outcome."""
     config = _config()
-    from .cron import SCHEDULE_COLUMNS, describe_schedule, list_schedules
+    from .cron_state import list_schedules
+    from .listings import cron_lines
     from .store import Store
 
     store = Store(config, _redis_url(config))
     try:
-        rows = [describe_schedule(row) for row in list_schedules(store)]
+        rows = list_schedules(store)
     finally:
         store.close()
-    if not rows:
-        typer.echo("no cron schedules in Redis (a supervisor syncs them when it starts)")
-        return
-    from .listings import columns
-
-    for line in columns([SCHEDULE_COLUMNS, *rows]):
+    for line in cron_lines(rows):
         typer.echo(line)
 
 

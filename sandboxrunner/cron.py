@@ -20,18 +20,31 @@ it. After a time with no supervisor (or a stalled scheduler), at most one catch-
 made, at start, for the most recent missed tick; the others are dropped. A new schedule,
 or one whose pattern or tz changed, fires nothing from before it was synced (``since``).
 
-Schedule sync (``cron_sync``, on start): the starting supervisor makes each served
-queue's schedules its own: adds its schedules, keeps the state of unchanged ones, deletes
-schedules of jobs it doesn't have or that lost their ``cron``. The newest start wins. In
-a rolling deploy, supervisors of the older version keep running but only fire schedules
-whose stored pattern and tz equal their own, so they never fire a schedule the newer
-version removed or changed. If Redis loses the hash (flush, restart without persistence),
-the next fire sees no ``@sync`` marker and the scheduler syncs again.
+Schedule sync (``cron_sync``, on start), for each served queue. The rule: a supervisor
+changes only the schedules of jobs it has loaded, never those of jobs it could not have
+loaded (another version's or project's, or one whose file was deleted):
+
+  * its cron jobs' schedules are written; an unchanged one keeps its state, a changed
+    pattern or tz starts afresh;
+  * the schedule of a job it has without cron on that queue is deleted;
+  * the schedule of a job it does not have is kept as it is, and whoever has the job keeps
+    firing it. `sandboxrunner cron` shows it as not loaded by the newest supervisor (its
+    ``synced_by`` is not the ``@sync`` sid); ``sandboxrunner cron --remove NAME`` deletes it
+    once the job is gone for good.
+
+A supervisor fires only schedules whose stored pattern and tz equal its own. So in a rolling
+deploy the older supervisors stop firing a schedule the newer version changed or whose cron
+it removed (they get ``changed`` or ``gone``), while a job the newer version no longer has
+at all goes on being fired by the older supervisors until they stop; and a supervisor
+started with the wrong job files (a missing folder is an error, see registry.py) cannot
+delete or stop the schedules of the right ones. If Redis loses the hash (flush, restart
+without persistence), the next fire sees no ``@sync`` marker and the scheduler syncs again.
 
 Redis layout (``keys.Keys.cron``): one HASH per queue, field job name -> JSON
 ``{pattern, tz, since, next, last, job, skipped, runs, skips, error, synced_by,
 synced_at}`` (times in ms; ``job`` is the last run's id, or the in-flight run that made
-the last tick skip), plus the ``@sync`` field. `list_schedules` reads it for dashboards.
+the last tick skip), plus the ``@sync`` field ``{sid, at}`` of the newest sync.
+`sandboxrunner.cron_state` reads it for the CLI and dashboards.
 """
 
 from __future__ import annotations
@@ -43,7 +56,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
@@ -51,16 +63,15 @@ from croniter import croniter
 
 from .client import check_timeout, singleton_key
 from .config import Config
+from .cron_state import list_schedules as list_schedules  # re-exported for the dashboard
 from .errors import InvalidJobData
 from .job import encode_data
-from .keys import QUEUES
 from .registry import JobSpec, Registry
 from .store import CronFired, CronRun, Store
 
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_MAX_S = 2.0
-SYNC_MARKER = "@sync"
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,9 @@ class CronScheduler:
         self.sid = sid
         self.queues = queues
         self.schedules = schedules_for(registry, queues, config)
+        # the queue of each loaded job's schedule (None: no cron), for the sync's removals
+        self._cron_queue = {name: spec.queue if spec.cron else None
+                            for name, spec in registry.jobs.items()}
         self._store = Store(config, url)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,12 +164,17 @@ class CronScheduler:
         for queue in self.queues:
             entries = [(s.name, s.pattern, s.tz, s.tick_after(now_ms), s.error)
                        for s in self.schedules if s.queue == queue]
-            added, removed = self._store.cron_sync(queue, self.sid, entries)
+            without_cron = [n for n, q in self._cron_queue.items() if q != queue]
+            added, removed, kept = self._store.cron_sync(queue, self.sid, entries, without_cron)
             for name in added:
                 log.info("cron schedule %s of %s synced", name, queue)
             for name in removed:
-                log.info("cron schedule %s of %s removed: this supervisor has no such cron "
-                         "job", name, queue)
+                log.info("cron schedule %s of %s removed: job %s has no cron on this queue "
+                         "any more", name, queue, name)
+            for name in kept:
+                log.info("cron schedule %s of %s kept: this supervisor has no job %s, so it "
+                         "leaves it to supervisors that have it (`sandboxrunner cron` shows it)",
+                         name, queue, name)
         self._next_ms.clear()  # the next pass asks for every schedule's latest due tick
 
     # -- the thread ------------------------------------------------------------------
@@ -231,75 +250,7 @@ class CronScheduler:
         return int(time.time() * 1000) + self._clock_offset_ms
 
 
-# -- reading schedules (dashboard, `sandboxrunner cron`) ---------------------------------
-
-
-def list_schedules(store: Store, queues: tuple[str, ...] = QUEUES) -> list[dict[str, Any]]:
-    """Every schedule as a plain dict, with its last run's status; two round trips."""
-    rows: list[dict[str, Any]] = []
-    for queue, fields in store.cron_schedules(queues).items():
-        for name in sorted(fields):
-            if name == SYNC_MARKER:
-                continue
-            try:
-                raw = json.loads(fields[name])
-            except ValueError:
-                raw = None
-            if not isinstance(raw, dict):
-                raw = {"error": "unreadable schedule record"}
-            row = _row(queue, name, raw)
-            if not row["last_job_id"].startswith(f"{queue}-"):
-                row["last_job_id"] = ""  # a hand-edited record: no job to look up
-            rows.append(row)
-    statuses = store.job_statuses([r["last_job_id"] for r in rows if r["last_job_id"]])
-    it = iter(statuses)
-    for row in rows:
-        if row["last_job_id"]:
-            status = next(it) or "expired"
-            row["last_outcome"] = "skipped" if row["last_skipped"] else status
-            row["last_job_status"] = status
-    return rows
-
-
-def _row(queue: str, name: str, raw: dict[str, Any]) -> dict[str, Any]:
-    last = int(raw.get("last") or 0)
-    return {
-        "queue": queue,
-        "job": name,
-        "pattern": raw.get("pattern", ""),
-        "tz": raw.get("tz", ""),
-        "next_ms": int(raw.get("next") or 0) or None,
-        "last_tick_ms": last or None,
-        "last_job_id": raw.get("job") or "",
-        "last_skipped": bool(raw.get("skipped")),
-        "last_outcome": None,  # 'skipped' or the last run's job status ('expired': gone)
-        "last_job_status": None,
-        "runs": int(raw.get("runs") or 0),
-        "skips": int(raw.get("skips") or 0),
-        "error": raw.get("error") or "",
-        "synced_by": raw.get("synced_by", ""),
-        "synced_at_ms": int(raw.get("synced_at") or 0) or None,
-    }
-
-
 def _iso(epoch_ms: int | None) -> str:
     if not epoch_ms:
         return "-"
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def describe_schedule(row: dict[str, Any]) -> tuple[str, ...]:
-    """One line of `sandboxrunner cron`: queue, job, pattern, tz, next, last, outcome, runs."""
-    outcome = row["last_outcome"] or "-"
-    if row["error"]:
-        outcome = f"error: {row['error']}"
-    elif row["last_skipped"]:
-        outcome = f"skipped ({row['last_job_id']} in flight)"
-    elif row["last_job_id"]:
-        outcome = f"{outcome} ({row['last_job_id']})"
-    return (row["queue"], row["job"], row["pattern"], row["tz"], _iso(row["next_ms"]),
-            _iso(row["last_tick_ms"]), outcome, f"{row['runs']}/{row['skips']}")
-
-
-SCHEDULE_COLUMNS = ("queue", "job", "pattern", "tz", "next", "last", "last outcome",
-                    "runs/skips")

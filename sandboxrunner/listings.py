@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from .config import Config
 from .registry import Registry, describe
@@ -37,3 +39,33 @@ def jobs_lines(registry: Registry, config: Config) -> list[str]:
         rows.append((d["name"], d["queue"], d["cron"] or "-", d["singleton"] or "-",
                      str(d["timeout_ms"] or config.job_timeout), short_path(d["source"])))
     return columns(rows)
+
+
+def _iso(epoch_ms: int | None) -> str:
+    if not epoch_ms:
+        return "-"
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def describe_schedule(row: dict[str, Any]) -> tuple[str, ...]:
+    """One line of `sandboxrunner cron`: queue, job, pattern, tz, next, last, outcome, runs."""
+    outcome = row["last_outcome"] or "-"
+    if row["error"]:
+        outcome = f"error: {row['error']}"
+    elif row["last_skipped"]:
+        outcome = f"skipped ({row['last_job_id']} in flight)"
+    elif row["last_job_id"]:
+        outcome = f"{outcome} ({row['last_job_id']})"
+    return (row["queue"], row["job"], row["pattern"], row["tz"], _iso(row["next_ms"]),
+            _iso(row["last_tick_ms"]), outcome, f"{row['runs']}/{row['skips']}")
+
+
+SCHEDULE_COLUMNS = ("queue", "job", "pattern", "tz", "next", "last", "last outcome",
+                    "runs/skips")
+
+
+def cron_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """`sandboxrunner cron`: one row per schedule (rows from cron_state.list_schedules)."""
+    if not rows:
+        return ["No cron schedules in Redis (a supervisor syncs them when it starts)"]
+    return columns([SCHEDULE_COLUMNS, *(describe_schedule(row) for row in rows)])

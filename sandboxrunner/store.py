@@ -166,6 +166,16 @@ class CronFired:
     server_ms: int
 
 
+@dataclass(frozen=True)
+class CronHashes:
+    """The cron hashes of some queues (name -> schedule JSON, plus '@sync') and how many
+    supervisors of each heartbeat within a lease, read at server_ms."""
+
+    server_ms: int
+    schedules: dict[str, dict[str, str]]
+    live_supervisors: dict[str, int]
+
+
 def _send(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
     """Send COMMANDS in one write on a connection of CLIENT's pool and read their
     replies; an error reply comes back in its place as an exception. Neither retried nor
@@ -375,15 +385,16 @@ class Store:
         pipe.execute()
 
     # -- cron (see cron.py) ----------------------------------------------------------
-    def cron_sync(self, queue: str, sid: str,
-                  entries: list[tuple[str, str, str, int, str]]) -> tuple[list[str], list[str]]:
-        """Make QUEUE's schedules ENTRIES (name, pattern, tz, next ms, error); returns the
-        names added or changed and the names removed."""
-        args: list[Any] = [sid]
+    def cron_sync(self, queue: str, sid: str, entries: list[tuple[str, str, str, int, str]],
+                  without_cron: Sequence[str] = ()) -> tuple[list[str], ...]:
+        """Sync QUEUE's schedules with ENTRIES (name, pattern, tz, next ms, error), deleting
+        those of WITHOUT_CRON (jobs the caller has with no cron on QUEUE; see cron_sync.lua);
+        returns the names added or changed, removed, and kept without the caller."""
+        args: list[Any] = [sid, json.dumps(list(without_cron))]
         for entry in entries:
             args += list(entry)
-        added, removed = self._run("cron_sync", [self.keys.cron(queue)], args)
-        return [_text(n) for n in added], [_text(n) for n in removed]
+        replies = self._run("cron_sync", [self.keys.cron(queue)], args)
+        return tuple([_text(n) for n in names] for names in replies)
 
     def cron_fire(self, run: CronRun) -> CronFired:
         """Enqueue (or skip, for a busy singleton) one tick of a schedule, at most once."""
@@ -397,15 +408,24 @@ class Store:
         )
         return CronFired(_text(got[0]), _text(got[1]), int(got[2]))
 
-    def cron_schedules(self, queues: tuple[str, ...]) -> dict[str, dict[str, str]]:
-        """Every queue's cron hash (name -> schedule JSON), in one round trip."""
+    def cron_schedules(self, queues: tuple[str, ...]) -> CronHashes:
+        """Every queue's cron hash and live supervisor count, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
+        pipe.time()
         for queue in queues:
             pipe.hgetall(self.keys.cron(queue))
-        return {
-            queue: {_text(k): _text(v) for k, v in raw.items()}
-            for queue, raw in zip(queues, pipe.execute(), strict=True)
-        }
+            pipe.zrange(self.keys.sups(queue), 0, -1, withscores=True)
+        (seconds, micros), *replies = pipe.execute()
+        server_ms = int(seconds) * 1000 + int(micros) // 1000
+        hashes, beats = replies[0::2], replies[1::2]
+        return CronHashes(
+            server_ms=server_ms,
+            schedules={queue: {_text(k): _text(v) for k, v in raw.items()}
+                       for queue, raw in zip(queues, hashes, strict=True)},
+            live_supervisors={
+                queue: sum(1 for _, beat_ms in sups if beat_ms >= server_ms - self.config.lease_ms)
+                for queue, sups in zip(queues, beats, strict=True)},
+        )
 
     def job_statuses(self, job_ids: list[str]) -> list[str]:
         """The status of each job ('' when it has no record), in one round trip."""

@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sandboxrunner.cron import Schedule, list_schedules
+from sandboxrunner.cron import Schedule
+from sandboxrunner.cron_state import list_schedules
 from sandboxrunner.keys import Keys
 from sandboxrunner.store import CronRun, Store
 from tests.supervisors import (
@@ -174,7 +175,7 @@ def test_an_every_second_schedule_fires_once_per_tick_across_two_supervisors(
     assert row["next_ms"] == row["last_tick_ms"] + 1000
 
 
-def test_a_removed_cron_export_removes_the_schedule_on_restart(
+def test_a_restart_removes_schedules_of_jobs_it_has_without_cron_and_keeps_the_others(
         redis_url: str, tmp_path: Path) -> None:
     jobs, out = tmp_path / "jobs", tmp_path / "runs.txt"
     cron_job(jobs, "report", "0 * * * *", out)
@@ -189,13 +190,61 @@ def test_a_removed_cron_export_removes_the_schedule_on_restart(
         first.stop()
     assert sorted(schedules(redis_url)) == ["cleanup", "report"]  # stopping removes nothing
     write_job(jobs, "report", "")  # the cron export is gone, the job stays
-    (jobs / "cleanup.py").unlink()  # the job is gone
+    (jobs / "cleanup.py").unlink()  # the job is gone: this supervisor could not have loaded it
     second = cron_supervisor(redis_url, jobs)
     try:
         second.wait_ready()
-        assert schedules(redis_url) == {}
+        rows = schedules(redis_url)
+        assert sorted(rows) == ["cleanup"]
+        assert not rows["cleanup"]["loaded_by_newest"]
+        assert rows["cleanup"]["synced_by"] != rows["cleanup"]["newest_sid"]
+        second.signal(signal.SIGTERM)
+        assert second.wait() == 0
+        output = second.output()
     finally:
         second.stop()
+    assert "cron schedule report of default removed: job report has no cron" in output
+    assert "cron schedule cleanup of default kept: this supervisor has no job cleanup" in output
+
+
+def test_a_supervisor_with_other_jobs_leaves_the_schedules_of_the_first_firing(
+        redis_url: str, tmp_path: Path) -> None:
+    """`start` from the wrong project folder against the same Redis."""
+    jobs, out = tmp_path / "jobs", tmp_path / "runs.txt"
+    cron_job(jobs, "tick", "*/1 * * * * *", out)
+    other_jobs = tmp_path / "other_project_jobs"
+    cron_job(other_jobs, "other", "0 0 1 1 *", tmp_path / "other.txt")
+    real = cron_supervisor(redis_url, jobs)
+    wrong = None
+    try:
+        real.wait_ready()
+        wrong = cron_supervisor(redis_url, other_jobs)
+        wrong.wait_ready()
+        started_at = time.time()
+        rows = schedules(redis_url)
+        assert sorted(rows) == ["other", "tick"]
+        assert rows["other"]["loaded_by_newest"] and not rows["tick"]["loaded_by_newest"]
+        wait_for(lambda: any(enq > started_at + 1 for enq, _ in runs_of(out)), timeout_s=5)
+    finally:
+        real.stop()
+        if wrong:
+            wrong.stop()
+
+
+def test_a_missing_jobs_folder_exits_3_and_leaves_the_schedules_alone(
+        redis_url: str, redis_client: Any, tmp_path: Path) -> None:
+    jobs, out = tmp_path / "jobs", tmp_path / "runs.txt"
+    cron_job(jobs, "nightly", "30 2 * * *", out)
+    with running_supervisor(redis_url, jobs_dir=str(jobs)):
+        pass
+    before = redis_client.hgetall(KEYS.cron("default"))
+    assert b"nightly" in before
+    missing = tmp_path / "nonexistent"
+    done = subprocess.run([sys.executable, "-m", "sandboxrunner", "start", "--jobs-dir",
+                           str(missing)], cwd=tmp_path, env=supervisor_env(redis_url),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3 and f"jobs folder {missing} does not exist" in done.stderr
+    assert redis_client.hgetall(KEYS.cron("default")) == before
 
 
 def test_an_older_supervisor_stops_firing_a_schedule_a_newer_one_removed(
@@ -217,6 +266,30 @@ def test_an_older_supervisor_stops_firing_a_schedule_a_newer_one_removed(
         assert schedules(redis_url) == {}  # the old supervisor did not put it back
         late = [enq for enq, _ in runs_of(out) if enq > removed_at]
         assert late == []
+    finally:
+        old.stop()
+        if new:
+            new.stop()
+
+
+def test_an_older_supervisor_keeps_firing_a_job_the_newer_one_does_not_have(
+        redis_url: str, tmp_path: Path) -> None:
+    """A rolling deploy whose new version deletes the job file: the new version could not
+    have loaded the job, so it keeps the schedule, and the old version fires it while it runs."""
+    jobs, out = tmp_path / "jobs", tmp_path / "runs.txt"
+    new_jobs = tmp_path / "new_jobs"
+    cron_job(jobs, "tick", "*/1 * * * * *", out)
+    write_job(new_jobs, "unrelated", "")
+    old = cron_supervisor(redis_url, jobs)
+    new = None
+    try:
+        old.wait_ready()
+        new = cron_supervisor(redis_url, new_jobs)
+        new.wait_ready()
+        started_at = time.time()
+        row = schedules(redis_url)["tick"]
+        assert not row["loaded_by_newest"]
+        wait_for(lambda: any(enq > started_at + 1 for enq, _ in runs_of(out)), timeout_s=5)
     finally:
         old.stop()
         if new:
@@ -268,7 +341,7 @@ def test_a_singleton_cron_job_skips_ticks_while_its_previous_run_is_in_flight(
 
 
 def _describe(row: dict[str, Any]) -> tuple[str, ...]:
-    from sandboxrunner.cron import describe_schedule
+    from sandboxrunner.listings import describe_schedule
 
     return describe_schedule(row)
 
