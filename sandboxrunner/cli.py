@@ -197,19 +197,24 @@ def redis_stop() -> None:
 
 
 @app.command()
-def cron() -> None:
-    """List the cron schedules in Redis: pattern, next run, last run and its outcome."""
+def cron(remove: str = typer.Option(None, "--remove", metavar="JOB",
+                                    help="Delete JOB's schedule (a job gone for good)")) -> None:
+    """List the cron schedules in Redis: in words, next fire times, last run and outcome."""
     config = _config()
+    from .cron import remove_schedule
     from .cron_state import list_schedules
-    from .listings import cron_lines
+    from .listings import cron_lines, removed_lines
     from .store import Store
 
     store = Store(config, _redis_url(config))
     try:
-        rows = list_schedules(store)
+        lines = (removed_lines(remove, remove_schedule(store, remove)) if remove
+                 else cron_lines(list_schedules(store)))
+    except errors.CronScheduleNotFound as exc:
+        raise _fail(exc, errors.EXIT_USAGE) from exc
     finally:
         store.close()
-    for line in cron_lines(rows):
+    for line in lines:
         typer.echo(line)
 
 

@@ -64,8 +64,9 @@ from croniter import croniter
 from .client import check_timeout, singleton_key
 from .config import Config
 from .cron_state import list_schedules as list_schedules  # re-exported for the dashboard
-from .errors import InvalidJobData
+from .errors import CronScheduleNotFound, InvalidJobData
 from .job import encode_data
+from .keys import QUEUES
 from .registry import JobSpec, Registry
 from .store import CronFired, CronRun, Store
 
@@ -254,3 +255,16 @@ def _iso(epoch_ms: int | None) -> str:
     if not epoch_ms:
         return "-"
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def remove_schedule(store: Store, name: str, queues: tuple[str, ...] = QUEUES) -> list[str]:
+    """Delete the schedule of job NAME from every queue holding one; returns those queues.
+    A supervisor that still has the job stops firing it (``gone``) until it restarts."""
+    removed = [queue for queue in queues if store.cron_remove(queue, name)]
+    if not removed:
+        raise CronScheduleNotFound(
+            f"no cron schedule {name} in Redis (queues {', '.join(queues)}); "
+            "`sandboxrunner cron` lists them")
+    for queue in removed:
+        log.info("cron schedule %s of %s removed by hand", name, queue)
+    return removed

@@ -93,3 +93,7 @@ class JobFailed(JobError):
 
 class JobTimeout(JobError):
     """The job ran past its time limit."""
+
+
+class CronScheduleNotFound(SandboxRunnerError):
+    """No cron schedule of that job name is in Redis."""

@@ -4,7 +4,9 @@ This module owns the answer to "how is this job called and how must the runner t
 `make_spec` checks a handler and its options (``cron``, ``worker``, ``singleton``,
 ``timeout``, ``retries``, ``backoff``) and returns a frozen `JobSpec`; `spec_from_module`
 reads those options from a module's attributes (job files and plugin modules). Every
-problem is a `JobLoadError` naming the job, its source and what is wrong.
+problem is a `JobLoadError` naming the job, its source and what is wrong. A six-field cron
+pattern that looks written seconds first is accepted (croniter reads it) but logged as a
+warning at load (see cron_text.py).
 
 Finding and importing the definitions, and merging them into a `Registry`, is
 `sandboxrunner.registry`'s job; this module imports nothing from it.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import re
 import types
@@ -25,8 +28,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from sandboxrunner.cron_text import seconds_first_warning
 from sandboxrunner.errors import JobLoadError
 from sandboxrunner.keys import QUEUES
+
+log = logging.getLogger(__name__)
 
 # Job names end up inside Redis keys separated by ':' and hash-tagged with '{}', so those
 # characters (and '.', which would make the module name look like a subpackage) are out.
@@ -150,6 +156,9 @@ def _validate_cron(name: str, source: str, cron: Any) -> CronSpec | None:
     ):
         if problem:
             raise _fail(name, source, problem)
+    warning = seconds_first_warning(spec.pattern)
+    if warning:
+        log.warning("%s: %s", _where(name, source), warning)
     return spec
 
 

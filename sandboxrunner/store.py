@@ -427,6 +427,10 @@ class Store:
                 for queue, sups in zip(queues, beats, strict=True)},
         )
 
+    def cron_remove(self, queue: str, name: str) -> bool:
+        """Delete NAME's schedule from QUEUE's cron hash (one command: no script needed)."""
+        return bool(self.redis.hdel(self.keys.cron(queue), name))
+
     def job_statuses(self, job_ids: list[str]) -> list[str]:
         """The status of each job ('' when it has no record), in one round trip."""
         pipe = self.redis.pipeline(transaction=False)

@@ -18,8 +18,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sandboxrunner.cron import Schedule
 from sandboxrunner.cron_state import list_schedules
+from sandboxrunner.cron_text import (
+    describe_pattern,
+    fields_in_words,
+    fire_time_text,
+    next_fire_times,
+    seconds_first_warning,
+)
 from sandboxrunner.keys import Keys
 from sandboxrunner.store import CronRun, Store
 from tests.supervisors import (
@@ -104,6 +113,61 @@ def test_ticks_follow_the_pattern_with_seconds_last_and_the_time_zone() -> None:
     assert berlin_9am.tick_after(ms("2024-01-01T12:00:00+00:00")) == ms("2024-01-02T08:00+00:00")
     assert Schedule("default", "j", "0 9 * * *", "UTC").tick_after(
         ms("2024-01-01T12:00:00+00:00")) == ms("2024-01-02T09:00+00:00")
+
+
+# -- schedules in words ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pattern", "tz", "words"), [
+    ("30 2 * * *", "UTC", "At 02:30 (UTC)"),
+    ("0 9 * * 1-5", "Europe/Berlin", "At 09:00, Monday through Friday (Europe/Berlin)"),
+    # six fields: croniter reads seconds LAST, and so must the words
+    ("* * * * * */2", "UTC", "Every 2 seconds (UTC)"),
+    ("* * * * * 30", "UTC", "At 30 seconds past the minute (UTC)"),
+    ("*/2 * * * * *", "UTC", "Every second, every 2 minutes (UTC)"),
+    ("0 0 1 * 1", "UTC", "At 00:00, on day 1 of the month, or on Monday (UTC)"),
+])
+def test_a_schedule_is_described_in_words_as_croniter_reads_it(
+        pattern: str, tz: str, words: str) -> None:
+    assert describe_pattern(pattern, tz) == words
+
+
+def test_the_fallback_words_name_each_field_as_croniter_reads_it() -> None:
+    assert fields_in_words("*/15 9-17 * * mon-fri 30") == (
+        "second 30, minute */15, hour 9-17, day of month *, month *, weekday mon-fri")
+    assert fields_in_words("0 2 * * *") == (
+        "minute 0, hour 2, day of month *, month *, weekday *")
+
+
+def test_next_fire_times_follow_croniter_in_the_schedules_time_zone() -> None:
+    after = ms("2024-07-01T12:00:00+00:00")
+    assert next_fire_times("0 9 * * 1-5", "Europe/Berlin", after, 3) == [
+        ms("2024-07-02T07:00:00+00:00"), ms("2024-07-03T07:00:00+00:00"),
+        ms("2024-07-04T07:00:00+00:00")]
+    assert fire_time_text(ms("2024-07-02T07:00:00+00:00"), "Europe/Berlin") == (
+        "Tue 2024-07-02 09:00:00 CEST")
+    assert fire_time_text(ms("2024-01-02T07:00:00+00:00"), "UTC") == "Tue 2024-01-02 07:00:00 UTC"
+
+
+@pytest.mark.parametrize(("pattern", "meant", "rewrite"), [
+    ("*/2 * * * * *", "every 2 seconds", "* * * * * */2"),
+    ("0 */5 * * * *", "every 5 minutes", "*/5 * * * * 0"),
+    ("0 0 12 * * *", "at 12:00", "0 12 * * * 0"),
+])
+def test_a_six_field_pattern_that_looks_seconds_first_is_warned_about(
+        pattern: str, meant: str, rewrite: str) -> None:
+    warning = seconds_first_warning(pattern)
+    assert warning is not None and "\n" not in warning
+    assert f"cron pattern {pattern!r}" in warning and "seconds LAST" in warning
+    assert "every second" in warning
+    assert f"If you meant seconds first ({meant}), write {rewrite!r}" in warning
+
+
+@pytest.mark.parametrize("pattern", [
+    "*/2 * * * *", "* * * * * *", "*/1 * * * * 0-59", "* * * * * */2", "30 2 * * * 0",
+    "0 0 * * * 15"])
+def test_other_patterns_get_no_seconds_first_warning(pattern: str) -> None:
+    assert seconds_first_warning(pattern) is None
 
 
 # -- the fire script -----------------------------------------------------------------------
@@ -397,21 +461,107 @@ def test_schedules_come_back_after_redis_loses_them(
         wait_for(lambda: any(enq > flushed_at for enq, _ in runs_of(out)), timeout_s=3)
 
 
-def test_sandboxrunner_cron_prints_the_schedules(redis_url: str, tmp_path: Path) -> None:
-    jobs, out = tmp_path / "jobs", tmp_path / "runs.txt"
-    cron_job(jobs, "nightly", "30 2 * * *", out)
-    cron_job(jobs, "urgent", "*/10 * * * * *", out, extra="worker = 'priority'")
-    with running_supervisor(redis_url, jobs_dir=str(jobs)):
-        pass
-    env = supervisor_env(redis_url, SANDBOXRUNNER_JOBS_DIR=str(jobs))
-    done = subprocess.run([sys.executable, "-m", "sandboxrunner", "cron"], cwd=ROOT, env=env,
+def cli(args: list[str], cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sandboxrunner", *args], cwd=cwd,
+                          env=supervisor_env(env.pop("redis_url", ""), **env),
                           capture_output=True, text=True, timeout=30)
+
+
+def block_of(lines: list[str], heading: str) -> list[str]:
+    """The detail block of one schedule: its heading line and the indented lines below."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  ")),
+               len(lines))
+    return lines[start:end]
+
+
+def test_jobs_shows_each_schedule_in_words_with_its_next_fire_times_and_warnings(
+        tmp_path: Path) -> None:
+    jobs, out = tmp_path / "worker_jobs", tmp_path / "runs.txt"
+    cron_job(jobs, "nightly", "30 2 * * *", out)
+    cron_job(jobs, "tick", "*/2 * * * * *", out)
+    write_job(jobs, "plain", "")
+    done = cli(["jobs"], cwd=tmp_path, SANDBOXRUNNER_JOBS_DIR=str(jobs))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split()[:4] == ["queue", "job", "pattern", "tz"]
-    nightly = next(line for line in lines if " nightly " in line)
-    assert "30 2 * * *" in nightly and "UTC" in nightly
-    assert any(line.startswith("priority") and " urgent " in line for line in lines)
+    nightly = block_of(lines, "nightly: ")
+    assert nightly[0] == "nightly: At 02:30 (UTC)"
+    nexts = nightly[1].removeprefix("  next: ").split(", ")
+    assert len(nexts) == 3 and all(t.endswith(" 02:30:00 UTC") for t in nexts)
+    tick = block_of(lines, "tick: ")
+    assert tick[0] == "tick: Every second, every 2 minutes (UTC)"
+    assert tick[2].startswith("  warning: cron pattern '*/2 * * * * *' has six fields")
+    assert "write '* * * * * */2'" in tick[2]
+    assert not any(line.startswith("plain: ") for line in lines)
+    assert "tick.py): cron pattern '*/2 * * * * *' has six fields" in done.stderr  # the log
+
+
+def test_cron_shows_words_next_fire_times_and_says_when_no_supervisor_serves_a_queue(
+        redis_url: str, tmp_path: Path) -> None:
+    jobs, out = tmp_path / "jobs", tmp_path / "runs.txt"
+    cron_job(jobs, "nightly", "30 2 * * *", out)
+    cron_job(jobs, "urgent", "* * * * * */10", out, extra="worker = 'priority'")
+    with running_supervisor(redis_url, jobs_dir=str(jobs)):
+        pass  # synced both schedules, then stopped: nobody serves either queue any more
+    default_only = SupervisorProcess(redis_url, ["--workers", "default"],
+                                     SANDBOXRUNNER_JOBS_DIR=str(jobs))
+    try:
+        default_only.wait_ready()
+        done = cli(["cron"], redis_url=redis_url)
+    finally:
+        default_only.stop()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:5] == ["queue", "job", "pattern", "tz", "next"]
+    nightly_row = next(line for line in lines if " nightly " in line)
+    assert "30 2 * * *" in nightly_row and " 02:30:00 UTC" in nightly_row
+    urgent_row = next(line for line in lines if line.startswith("priority ") and " urgent " in line)
+    assert "none: no supervisor serves priority" in urgent_row
+    assert block_of(lines, "nightly (default): ")[0] == "nightly (default): At 02:30 (UTC)"
+    urgent = block_of(lines, "urgent (priority): ")
+    assert urgent[0] == "urgent (priority): Every 10 seconds (UTC)"
+    assert urgent[1].startswith("  next: none: no supervisor serves priority")
+
+
+def test_cron_shows_a_schedule_nobody_fires_as_overdue_and_not_loaded_by_the_newest(
+        redis_url: str, redis_client: Any, tmp_path: Path) -> None:
+    jobs, out = tmp_path / "jobs", tmp_path / "runs.txt"
+    cron_job(jobs, "cleanup", "*/5 * * * *", out)
+    with running_supervisor(redis_url, jobs_dir=str(jobs)):
+        pass
+    raw = json.loads(redis_client.hget(KEYS.cron("default"), "cleanup"))
+    raw["next"] -= 3600_000  # as if nobody fired it for an hour
+    redis_client.hset(KEYS.cron("default"), "cleanup", json.dumps(raw))
+    other = tmp_path / "other"
+    write_job(other, "unrelated", "")
+    with running_supervisor(redis_url, jobs_dir=str(other)) as newest:
+        done = cli(["cron"], redis_url=redis_url)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "overdue" in next(line for line in lines if " cleanup " in line)
+    block = block_of(lines, "cleanup (default): ")
+    assert block[1].startswith("  next: none: overdue since ")
+    assert block[1].endswith("no live supervisor of default fires it")
+    assert block[2] == (f"  not loaded by the newest supervisor of default ({newest.sid}), "
+                        "which has no job cleanup; it is fired only by supervisors that have "
+                        "the job. Gone for good? sandboxrunner cron --remove cleanup")
+
+
+def test_cron_remove_deletes_a_schedule_and_refuses_an_unknown_one(
+        redis_url: str, tmp_path: Path) -> None:
+    jobs, out = tmp_path / "jobs", tmp_path / "runs.txt"
+    cron_job(jobs, "cleanup", "*/5 * * * *", out)
+    cron_job(jobs, "nightly", "30 2 * * *", out)
+    with running_supervisor(redis_url, jobs_dir=str(jobs)):
+        pass
+    done = cli(["cron", "--remove", "cleanup"], redis_url=redis_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Removed cron schedule cleanup of default\n"
+    assert sorted(schedules(redis_url)) == ["nightly"]
+    again = cli(["cron", "--remove", "cleanup"], redis_url=redis_url)
+    assert again.returncode == 2
+    assert again.stderr == ("error: no cron schedule cleanup in Redis (queues default, "
+                            "priority); `sandboxrunner cron` lists them\n")
 
 
 def test_the_scheduler_sleeps_between_ticks_instead_of_polling(

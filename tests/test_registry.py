@@ -359,6 +359,19 @@ def test_valid_cron_forms_become_cron_specs(tmp_path: Path) -> None:
     assert describe(reg.get("full"))["cron"] == "0 9 * * 1"
 
 
+def test_a_six_field_pattern_that_looks_seconds_first_is_logged_at_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    jobs = tmp_path / "jobs"
+    path = write_job(jobs, "tick.py", "cron = '*/2 * * * * *'\ndef run(): pass\n")
+    write_job(jobs, "fine.py", "cron = '* * * * * */2'\ndef run(): pass\n")
+    with caplog.at_level("WARNING", logger="sandboxrunner.jobspec"):
+        load_registry(jobs, include_plugins=False)
+    (record,) = caplog.records
+    assert record.getMessage().startswith(
+        f"job 'tick' (file {path.resolve()}): cron pattern '*/2 * * * * *' has six fields")
+
+
 @pytest.mark.parametrize("timeout", ["0", "-5", "True", "'500'", "1.5"])
 def test_a_timeout_that_is_not_a_positive_int_is_an_error(
     tmp_path: Path, timeout: str
