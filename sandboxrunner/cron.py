@@ -228,12 +228,17 @@ class CronScheduler:
 
     def _log_outcome(self, schedule: Schedule, tick_ms: int, fired: CronFired) -> None:
         key = (schedule.queue, schedule.name)
+        # a tick is routine (DEBUG); INFO is kept for sync changes and the start of a
+        # streak of skips (the job runs longer than its interval)
         if fired.outcome == "fired":
-            log.info("cron %s: tick %s queued as job %s", schedule.name, _iso(tick_ms),
-                     fired.job_id)
+            log.debug("cron %s: tick %s queued as job %s", schedule.name, _iso(tick_ms),
+                      fired.job_id)
         elif fired.outcome == "skipped":
-            log.info("cron %s: tick %s skipped, singleton job %s still in flight",
-                     schedule.name, _iso(tick_ms), fired.job_id)
+            first_skip = self._last_outcome.get(key) != "skipped"
+            log.log(logging.INFO if first_skip else logging.DEBUG,
+                    "cron %s: tick %s skipped, singleton job %s still in flight%s",
+                    schedule.name, _iso(tick_ms), fired.job_id,
+                    " (further skips while it runs are logged at DEBUG)" if first_skip else "")
         elif fired.outcome in ("changed", "gone") and self._last_outcome.get(key) != fired.outcome:
             log.warning("cron %s: not fired by this supervisor: the schedule in Redis was %s "
                         "by a supervisor started later with other job files",

@@ -8,6 +8,7 @@ other test's supervisor loads), with the output file baked into the cron data.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
 import subprocess
@@ -562,6 +563,27 @@ def test_cron_remove_deletes_a_schedule_and_refuses_an_unknown_one(
     assert again.returncode == 2
     assert again.stderr == ("error: no cron schedule cleanup in Redis (queues default, "
                             "priority); `sandboxrunner cron` lists them\n")
+
+
+def test_ticks_are_logged_at_debug_and_sync_changes_at_info(
+        redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    jobs, out = tmp_path / "jobs", tmp_path / "runs.txt"
+    cron_job(jobs, "tick", "*/1 * * * * *", out)
+    cron_job(jobs, "busy", "*/1 * * * * *", out, extra="singleton = True", seconds=2.5)
+    with caplog.at_level("DEBUG", logger="sandboxrunner.cron"), \
+            running_supervisor(redis_url, jobs_dir=str(jobs)):
+        wait_for(lambda: len(runs_of(out)) >= 3 and schedules(redis_url)["busy"]["skips"] >= 2)
+    cron_records = [r for r in caplog.records if r.name == "sandboxrunner.cron"]
+    info = [r.getMessage() for r in cron_records if r.levelno >= logging.INFO]
+    debug = [r.getMessage() for r in cron_records if r.levelno == logging.DEBUG]
+    assert {"cron schedule busy of default synced",
+            "cron schedule tick of default synced"} <= set(info)
+    assert sum("queued as job" in m for m in debug) >= 2
+    assert not any("queued as job" in m for m in info)
+    # a skip is worth one INFO line when a streak of skips starts, not one per tick
+    skipped_info = [m for m in info if "skipped" in m]
+    assert skipped_info and all("cron busy: tick" in m for m in skipped_info)
+    assert len(skipped_info) < sum("skipped" in m for m in info + debug)
 
 
 def test_the_scheduler_sleeps_between_ticks_instead_of_polling(
