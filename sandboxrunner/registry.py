@@ -10,7 +10,8 @@ each one called"). Jobs come from three places, merged by `load_registry`:
   register_job   programmatic registration, kept in a module-level dict.
   plugins        entry points in the group ``sandboxrunner.jobs``; each loads to a mapping
                  ``{job_name: module | dict}`` (dict keys: ``handler`` plus the attributes
-                 above without ``run``).
+                 above without ``run``). Their source reads ``plugin:<entry point> from
+                 <distribution> <version>``: the installed package that declared it.
 
 A missing jobs folder is an error (`JobLoadError`, "No jobs found: ...", naming the folder)
 unless register_job or plugins give jobs: then it is a warning. An app may keep all its jobs
@@ -217,39 +218,46 @@ def load_file_jobs(jobs_dir: Path) -> dict[str, JobSpec]:
 # --------------------------------------------------------------------------- plugins
 
 
-def _plugin_job(ep_name: str, job_name: Any, value: Any) -> JobSpec:
-    source = f"plugin:{ep_name}"
+def _distribution(ep: importlib.metadata.EntryPoint) -> str:
+    """' from DIST VERSION': the installed distribution that declared EP, when known."""
+    dist = ep.dist
+    return f" from {dist.name} {dist.version}" if dist is not None else ""
+
+
+def _plugin_job(source: str, job_name: Any, value: Any) -> JobSpec:
     if isinstance(value, types.ModuleType):
         return spec_from_module(job_name, value, source)
     if not isinstance(value, Mapping):
         raise JobLoadError(
-            f"plugin entry point {ep_name!r}: job {job_name!r} must be a module or a dict, "
-            f"got {type(value).__name__}"
+            f"{source}: job {job_name!r} must be a module or a dict, got {type(value).__name__}"
         )
     unknown = sorted(set(value) - _PLUGIN_DICT_KEYS)
     if unknown or "handler" not in value:
         raise JobLoadError(
-            f"plugin entry point {ep_name!r}: job {job_name!r} needs a 'handler' key and "
-            f"allows only {sorted(_PLUGIN_DICT_KEYS)}; unknown keys: {unknown}"
+            f"{source}: job {job_name!r} needs a 'handler' key and allows only "
+            f"{sorted(_PLUGIN_DICT_KEYS)}; unknown keys: {unknown}"
         )
     options = {k: v for k, v in value.items() if k != "handler"}
     return make_spec(job_name, value["handler"], source=source, **options)
 
 
 def _load_plugin(ep: importlib.metadata.EntryPoint) -> list[JobSpec]:
+    # The source names the entry point and the distribution that declared it, so a clash
+    # or a broken plugin says which installed package to look at.
+    source = f"plugin:{ep.name}{_distribution(ep)}"
     try:
         jobs = ep.load()
     except Exception as exc:
         raise JobLoadError(
-            f"plugin entry point {ep.name!r} ({ep.value}) failed to load with "
+            f"{source}: entry point {ep.name!r} ({ep.value}) failed to load with "
             f"{type(exc).__name__}: {exc}\n{_format_import_error(exc)}"
         ) from exc
     if not isinstance(jobs, Mapping):
         raise JobLoadError(
-            f"plugin entry point {ep.name!r} ({ep.value}) must load to a mapping "
+            f"{source}: entry point {ep.name!r} ({ep.value}) must load to a mapping "
             f"{{job_name: module or dict}}, got {type(jobs).__name__}"
         )
-    return [_plugin_job(ep.name, job_name, value) for job_name, value in jobs.items()]
+    return [_plugin_job(source, job_name, value) for job_name, value in jobs.items()]
 
 
 def load_plugin_jobs() -> list[JobSpec]:

@@ -25,7 +25,8 @@ from tests.supervisors import ROOT, TEST_JOBS, SupervisorProcess, client_for, ru
 
 PLUGIN_PKG = Path(__file__).parent / "plugin_pkg"
 PLUGIN_MODULE = "sandboxrunner_testplugin"
-SOURCE = "plugin:testplugin"
+# the entry point, and the installed distribution and version that declared it
+SOURCE = "plugin:testplugin from sandboxrunner-testplugin 0.1.0"
 
 
 @pytest.fixture(scope="session")
@@ -99,10 +100,12 @@ def test_jobs_command_lists_plugin_jobs_with_their_source(plugin_installed: Path
     write_job(tmp_path / "worker_jobs", "local", "def run(data):\n    return data\n")
     done = cli(["jobs"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:]}
-    assert rows["plugin_greet"][1] == "default" and rows["plugin_greet"][-1] == SOURCE
-    assert rows["plugin_whoami"][1] == "priority" and rows["plugin_whoami"][-1] == SOURCE
-    assert rows["local"][-1] == os.path.join("worker_jobs", "local.py")
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:] if line}
+    assert rows["plugin_greet"].split()[1] == "default"
+    assert rows["plugin_greet"].endswith(f" {SOURCE}")
+    assert rows["plugin_whoami"].split()[1] == "priority"
+    assert rows["plugin_whoami"].endswith(f" {SOURCE}")
+    assert rows["local"].endswith(" " + os.path.join("worker_jobs", "local.py"))
 
 
 def test_plugin_jobs_run_in_thread_mode(plugin_installed: Path, redis_url: str) -> None:
