@@ -6,6 +6,7 @@ Public API: run_job, arun_job, enqueue, get_result, register_job, init_worker, a
 from .client import JobHandle, arun_job, enqueue, get_result, run_job
 from .errors import (
     ConfigError,
+    CronScheduleNotFound,
     DeadlockError,
     InvalidJobData,
     JobError,
@@ -24,6 +25,7 @@ from .worker import Worker, init_worker
 
 __all__ = [
     "ConfigError",
+    "CronScheduleNotFound",
     "DeadlockError",
     "InvalidJobData",
     "JobError",
