@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 FIELD_NAMES = ("minute", "hour", "day of month", "month", "weekday", "second")
 _EVERY_VALUE = ("*", "*/1")
@@ -75,9 +75,14 @@ def seconds_first_warning(pattern: str) -> str | None:
     fields = pattern.split()
     if len(fields) != 6 or fields[5] not in _EVERY_SECOND or fields[0] in _EVERY_MINUTE:
         return None
+    warning = (f"cron pattern {pattern!r} has six fields, and croniter reads the sixth as the "
+               f"seconds (seconds LAST): it runs every second during the minutes that "
+               f"{fields[0]!r} matches")
     rewrite = " ".join([*fields[1:], fields[0]])
+    try:
+        croniter(rewrite, datetime.now(UTC)).get_next(datetime)
+    except (CroniterError, ValueError, KeyError, TypeError):
+        return warning  # read seconds first it is no valid pattern either: no rewrite to offer
     meant = describe_pattern(rewrite, "UTC").removesuffix(" (UTC)")
-    return (f"cron pattern {pattern!r} has six fields, and croniter reads the sixth as the "
-            f"seconds (seconds LAST): it runs every second during the minutes that "
-            f"{fields[0]!r} matches. If you meant seconds first "
-            f"({meant[:1].lower()}{meant[1:]}), write {rewrite!r}")
+    return f"{warning}. If you meant seconds first ({meant[:1].lower()}{meant[1:]}), " \
+           f"write {rewrite!r}"

@@ -164,6 +164,13 @@ def test_a_six_field_pattern_that_looks_seconds_first_is_warned_about(
     assert f"If you meant seconds first ({meant}), write {rewrite!r}" in warning
 
 
+def test_a_seconds_first_warning_offers_no_rewrite_that_croniter_would_reject() -> None:
+    # read seconds first, hour 31 is no hour: the warning stands, without a rewrite
+    assert seconds_first_warning("0 0 31 * * *") == (
+        "cron pattern '0 0 31 * * *' has six fields, and croniter reads the sixth as the "
+        "seconds (seconds LAST): it runs every second during the minutes that '0' matches")
+
+
 @pytest.mark.parametrize("pattern", [
     "*/2 * * * *", "* * * * * *", "*/1 * * * * 0-59", "* * * * * */2", "30 2 * * * 0",
     "0 0 * * * 15"])
