@@ -146,10 +146,13 @@ class CronScheduler:
         self._clock_offset_ms = 0  # Redis server time minus local time
         self._next_ms: dict[tuple[str, str], int] = {}
         self._last_outcome: dict[tuple[str, str], str] = {}
+        self._synced = False  # a start syncs once (the supervisor may sync before start)
 
     def start(self) -> None:
-        """Sync this supervisor's schedules into Redis, then start firing them."""
-        self.sync()
+        """Sync this supervisor's schedules into Redis (unless done already), then start
+        firing them."""
+        if not self._synced:
+            self.sync()
         if any(not s.error for s in self.schedules):
             self._thread = threading.Thread(target=self._run, name="sr-cron", daemon=True)
             self._thread.start()
@@ -177,6 +180,7 @@ class CronScheduler:
                          "leaves it to supervisors that have it (`sandboxrunner cron` shows it)",
                          name, queue, name)
         self._next_ms.clear()  # the next pass asks for every schedule's latest due tick
+        self._synced = True
 
     # -- the thread ------------------------------------------------------------------
     def _run(self) -> None:
