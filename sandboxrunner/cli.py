@@ -1,5 +1,6 @@
 """The `sandboxrunner` command: start, run, jobs, logs, redis. No logic lives here:
-each command builds the config, calls the library and maps errors to exit codes."""
+each command builds the config, calls the library and maps errors to exit codes.
+`logs` lives in cli_results.py and the shared error reporting in cli_support.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from typing import Any
 import typer
 
 from . import errors
-from .config import Config, load_config
+from .cli_results import logs
+from .cli_support import fail as _fail
+from .cli_support import load_cli_config
+from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +28,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Background jobs on Redis: job files, run_job, cron, sandboxes.")
 
 
-def _fail(exc: BaseException, code: int) -> typer.Exit:
-    # plain text, never wrapped: paths and tracebacks must stay greppable
-    typer.secho("error: ", fg=typer.colors.RED, bold=True, err=True, nl=False)
-    typer.echo(str(exc), err=True)
-    return typer.Exit(code)
-
-
 def _config(**overrides: Any) -> Config:
-    try:
-        return load_config(overrides)
-    except errors.ConfigError as exc:
-        raise _fail(exc, errors.EXIT_CONFIG) from exc
+    return load_cli_config(**overrides)
 
 
 def _registry(config: Config) -> Any:
@@ -172,30 +166,7 @@ def _short_path(source: str) -> str:
         return source
 
 
-@app.command()
-def logs(job_id: str = typer.Argument(...),
-         follow: bool = typer.Option(False, "--follow", "-f")) -> None:
-    """Print a job's log lines; --follow keeps printing until the job settles."""
-    config = _config()
-    from .joblog import read_job_log
-    from .store import Store
-
-    store = Store(config, _redis_url(config))
-    after = "-"
-    while True:
-        for entry_id, line in read_job_log(store.redis, store.keys, job_id, after):
-            after = entry_id
-            stamp = time.strftime("%H:%M:%S", time.localtime(line.get("ts", 0)))
-            extra = f" {json.dumps(line['data'])}" if "data" in line else ""
-            typer.echo(f"{stamp} {line.get('level', 'info'):5} {line.get('msg', '')}{extra}")
-            if "err" in line:
-                typer.echo(line["err"].get("traceback", ""))
-        if not follow:
-            return
-        status = store.job_fields(job_id, "status")[0]
-        if status in ("completed", "failed", ""):
-            return
-        time.sleep(0.5)
+app.command()(logs)
 
 
 redis_app = typer.Typer(help="The embedded Redis server of this project.")
