@@ -34,9 +34,10 @@ from typing import Any
 
 import redis
 
-from .config import Config, load_config, redact_url
+from .config import Config, load_config, project_hint, redact_url
 from .context import current_job
 from .errors import (
+    ConfigError,
     DeadlockError,
     InvalidJobData,
     JobNotFound,
@@ -438,6 +439,8 @@ _default_lock = threading.Lock()
 def resolve_redis_url(config: Config) -> str:
     if config.redis_url:
         return config.redis_url
+    if not config.project_found:  # an embedded server belongs to a project, not to any cwd
+        raise ConfigError(f"no Redis URL is configured (REDIS_URL) and {project_hint(config)}")
     from .embedded import ensure_embedded
 
     return ensure_embedded(config.project_dir)

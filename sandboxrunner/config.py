@@ -3,13 +3,21 @@
 Precedence, lowest first (a later layer wins key by key):
 
   1. the defaults below;
-  2. ``[tool.sandboxrunner]`` in ``<project_dir>/pyproject.toml``; project_dir is the
-     nearest ancestor of the current directory holding a pyproject.toml (else the cwd);
+  2. ``[tool.sandboxrunner]`` in ``<project_dir>/pyproject.toml`` (see "The project");
   3. the environment: ``REDIS_URL``, ``WORKERS`` (comma-separated),
      ``SANDBOXRUNNER_ENV=production|development`` and ``SANDBOXRUNNER_<KEY>`` for every
      other key below (booleans as 1/true/yes/on or 0/false/no/off, child_limits as JSON);
      an empty variable counts as unset;
   4. ``overrides``: CLI flags and init_worker keyword arguments; None means "not given".
+     ``names`` says how the user wrote each (``--workers``), so an error quotes that.
+
+The project (`find_project_dir` is the one place that decides it): the folder named by
+``--project`` (the ``project_dir`` argument) or ``SANDBOXRUNNER_PROJECT``, which must exist;
+else, as git finds its repository, the nearest of the cwd and its ancestors holding a
+``worker_jobs/`` folder or a ``pyproject.toml`` with a ``[tool.sandboxrunner]`` table (a
+pyproject.toml without one, say a sub-package's, is walked past). Outside any project the
+cwd is used and ``project_found`` is False: nothing is found there, no embedded server is
+started there, and `project_hint` says why in the messages that report it.
 
 Keys (all durations are integer milliseconds, all sizes MiB):
 
@@ -46,6 +54,7 @@ and what was expected.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -88,6 +97,7 @@ class Config:
     auto_start_production: bool = True
     production: bool = False
     project_dir: Path = Path(".")
+    project_found: bool = True  # False: no project around the cwd, project_dir is the cwd
 
     def effective_concurrency(self) -> int:
         """How many jobs run at once when `concurrency` is not set."""
@@ -102,8 +112,11 @@ class Config:
         return None if self.redis_url is None else redact_url(self.redis_url)
 
 
-assert set(KEYS) == {f.name for f in fields(Config)} - {"project_dir"}
+# Where the configuration was found, so neither can itself be configured.
+FOUND_NOT_SET = ("project_dir", "project_found")
+assert set(KEYS) == {f.name for f in fields(Config)} - set(FOUND_NOT_SET)
 
+PROJECT_ENV = "SANDBOXRUNNER_PROJECT"
 _ENV_NAMES = {"redis_url": "REDIS_URL", "workers": "WORKERS"}
 
 # Each layer maps a key to (validated value, where it came from).
@@ -115,12 +128,73 @@ def env_var_name(key: str) -> str:
     return _ENV_NAMES.get(key, f"SANDBOXRUNNER_{key.upper()}")
 
 
-def _reject_unknown(keys: Any, where: str) -> None:
+def _with_suggestion(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    return f"{name} (did you mean {close[0]}?)" if close else name
+
+
+def _reject_unknown(keys: Any, where: str, noun: str = "key") -> None:
     unknown = sorted(str(k) for k in keys if k not in KEYS)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(KEYS))}"
-        )
+        valid = sorted(KEYS)
+        named = ", ".join(_with_suggestion(name, valid) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigError(f"{where}: unknown {noun}{plural} {named}; "
+                          f"valid {noun}s: {', '.join(valid)}")
+
+
+# --------------------------------------------------------------------------- the project
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as TOML: {exc}") from exc
+
+
+def _is_project(folder: Path) -> bool:
+    if (folder / "worker_jobs").is_dir():
+        return True
+    pyproject = folder / "pyproject.toml"
+    return pyproject.is_file() and "sandboxrunner" in _read_toml(pyproject).get("tool", {})
+
+
+def find_project_dir(start: Path | None = None) -> Path | None:
+    """The nearest of `start` (default: the cwd) and its ancestors that holds a
+    worker_jobs/ folder or a pyproject.toml with [tool.sandboxrunner], as git finds its
+    repository; None when none does."""
+    start = (start if start is not None else Path.cwd()).resolve()
+    return next((folder for folder in (start, *start.parents) if _is_project(folder)), None)
+
+
+def _named_project(path: Path | str, where: str) -> Path:
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"{where}: {folder} is not a folder")
+    return folder
+
+
+def _locate_project(given: Path | None, given_as: str,
+                    env: Mapping[str, str]) -> tuple[Path, bool]:
+    """(project folder, whether it was named or found); the cwd when neither."""
+    if given is not None:
+        return _named_project(given, given_as), True
+    named = env.get(PROJECT_ENV, "").strip()
+    if named:
+        return _named_project(named, f"environment {PROJECT_ENV}"), True
+    found = find_project_dir()
+    return (found, True) if found is not None else (Path.cwd().resolve(), False)
+
+
+def project_hint(config: Config) -> str:
+    """Why a command outside any project finds nothing, and what to do ('' in one)."""
+    if config.project_found:
+        return ""
+    return (f"no sandboxrunner project found in {config.project_dir} or any folder above it "
+            f"(a project has a worker_jobs/ folder or a pyproject.toml with "
+            f"[tool.sandboxrunner]); run this in your project, pass --project DIR or set "
+            f"{PROJECT_ENV}")
 
 
 # --------------------------------------------------------------------------- layers
@@ -130,11 +204,7 @@ def _pyproject_layer(project_dir: Path) -> Layer:
     path = project_dir / "pyproject.toml"
     if not path.is_file():
         return {}
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read as TOML: {exc}") from exc
-    section = document.get("tool", {}).get("sandboxrunner", {})
+    section = _read_toml(path).get("tool", {}).get("sandboxrunner", {})
     where = f"{path} [tool.sandboxrunner]"
     if not isinstance(section, dict):
         raise bad(where, "a table", section)
@@ -162,10 +232,14 @@ def _env_layer(env: Mapping[str, str]) -> Layer:
     return layer
 
 
-def _override_layer(overrides: Mapping[str, Any]) -> Layer:
+def _override_layer(overrides: Mapping[str, Any], names: Mapping[str, str]) -> Layer:
     given = {k: v for k, v in overrides.items() if v is not None}
-    _reject_unknown(given, "overrides")
-    return {k: (KEYS[k].check(v, f"override {k}"), f"override {k}") for k, v in given.items()}
+    _reject_unknown(given, "init_worker", noun="argument")
+    layer: Layer = {}
+    for key, value in given.items():
+        where = names.get(key) or f"init_worker argument {key}"
+        layer[key] = (KEYS[key].check(value, where), where)
+    return layer
 
 
 def _check_consistency(layer: Layer) -> None:
@@ -179,31 +253,31 @@ def _check_consistency(layer: Layer) -> None:
         )
 
 
-def find_project_dir(start: Path | None = None) -> Path:
-    """The nearest ancestor of `start` (default: cwd) holding pyproject.toml, else start."""
-    start = (start if start is not None else Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return start
-
-
 def load_config(
     overrides: Mapping[str, Any] | None = None,
     *,
     project_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Config:
-    """Defaults < pyproject.toml < environment < overrides, validated into a Config."""
-    project_dir = find_project_dir() if project_dir is None else Path(project_dir).resolve()
+    """Defaults < pyproject.toml < environment < overrides, validated into a Config.
+
+    NAMES says how the user wrote each override (``{"workers": "--workers"}``, and
+    ``"project_dir"`` for PROJECT_DIR), so errors quote it; unnamed ones are init_worker
+    arguments."""
+    names = names or {}
+    env = os.environ if env is None else env
+    project_dir, project_found = _locate_project(
+        project_dir, names.get("project_dir", "project_dir"), env)
     defaults = Config()
     merged: Layer = {k: (getattr(defaults, k), "defaults") for k in KEYS}
     merged.update(_pyproject_layer(project_dir))
-    merged.update(_env_layer(os.environ if env is None else env))
-    merged.update(_override_layer(overrides or {}))
+    merged.update(_env_layer(env))
+    merged.update(_override_layer(overrides or {}, names))
     _check_consistency(merged)
     values = {k: value for k, (value, _) in merged.items()}
     jobs_dir: Path = values.pop("jobs_dir")
     if not jobs_dir.is_absolute():
         jobs_dir = project_dir / jobs_dir
-    return Config(**values, jobs_dir=jobs_dir, project_dir=project_dir)
+    return Config(**values, jobs_dir=jobs_dir, project_dir=project_dir,
+                  project_found=project_found)

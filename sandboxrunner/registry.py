@@ -68,14 +68,15 @@ _PLUGIN_DICT_KEYS = frozenset(
 class Registry:
     """The jobs known to this process, by name."""
 
-    def __init__(self, jobs: dict[str, JobSpec]) -> None:
+    def __init__(self, jobs: dict[str, JobSpec], jobs_dir: Path | None = None) -> None:
         self.jobs = jobs
+        self.jobs_dir = jobs_dir  # where job files were looked for, for UnknownJob
 
     def get(self, name: str) -> JobSpec:
         try:
             return self.jobs[name]
         except KeyError:
-            raise UnknownJob(name, list(self.jobs)) from None
+            raise UnknownJob(name, list(self.jobs), self.jobs_dir) from None
 
     def names(self) -> list[str]:
         return sorted(self.jobs)
@@ -270,4 +271,4 @@ def load_registry(jobs_dir: Path, *, include_plugins: bool = True) -> Registry:
     _merge(jobs, list(_REGISTERED.values()))
     if include_plugins:
         _merge(jobs, load_plugin_jobs())
-    return Registry(jobs)
+    return Registry(jobs, Path(jobs_dir).resolve())

@@ -9,11 +9,17 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
-from tests.supervisors import ROOT, TEST_JOBS
+from sandboxrunner.embedded import stop_embedded
+from sandboxrunner.keys import Keys
+from tests.supervisors import ROOT, TEST_JOBS, wait_for
 
 CLI = [sys.executable, "-m", "sandboxrunner"]
 
@@ -137,3 +143,214 @@ def test_config_comes_from_pyproject(tmp_path: Path) -> None:
     (project / "pyproject.toml").write_text("[tool.sandboxrunner]\nno_such_key = 1\n")
     done = _cli(["jobs"], project)
     assert done.returncode != 0 and "no_such_key" in done.stderr
+
+
+# --------------------------------------------------------------------------- the project
+
+
+@contextmanager
+def _no_server_left_in(folder: Path) -> Iterator[None]:
+    """Stops an embedded server the code under test should not have started in FOLDER."""
+    try:
+        yield
+    finally:
+        stop_embedded(folder)
+
+
+def _one_error_line(done: subprocess.CompletedProcess) -> str:
+    """The command's stderr, checked to be one `error:` line and no traceback."""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+def test_run_job_outside_any_project_names_the_folder_and_starts_no_server(
+        tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = "from sandboxrunner import run_job; run_job('hello', {'name': 'ada'})"
+    with _no_server_left_in(elsewhere):
+        done = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=_env(),
+                              capture_output=True, text=True, timeout=60)
+        cli = _cli(["run", "hello", '{"name": "ada"}'], elsewhere)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("sandboxrunner.errors.ConfigError: ")
+    assert f"no sandboxrunner project found in {elsewhere}" in last and "REDIS_URL" in last
+    assert cli.returncode == 3
+    assert f"no sandboxrunner project found in {elsewhere}" in _one_error_line(cli)
+    assert not (elsewhere / ".sandboxrunner").exists()
+
+
+def test_an_unknown_job_outside_any_project_says_where_it_looked(redis_url: str,
+                                                                 tmp_path: Path) -> None:
+    done = _cli(["run", "hello", "{}"], tmp_path, REDIS_URL=redis_url)
+    assert done.returncode == 2
+    line = _one_error_line(done)
+    assert "unknown job 'hello'" in line and str(tmp_path / "worker_jobs") in line
+    assert "--project" in line and "SANDBOXRUNNER_PROJECT" in line
+
+
+def test_the_project_is_found_from_a_subfolder_or_named_from_anywhere(tmp_path: Path) -> None:
+    project = _project(tmp_path / "app", {"hello": HELLO})
+    (project / "src" / "web").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for cwd, args, env in [(project / "src" / "web", [], {}),
+                           (elsewhere, ["--project", str(project)], {}),
+                           (elsewhere, [], {"SANDBOXRUNNER_PROJECT": str(project)})]:
+        done = _cli(["jobs", *args], cwd, **env)
+        assert done.returncode == 0, done.stderr
+        assert "hello" in done.stdout
+    missing = _cli(["jobs", "--project", str(tmp_path / "nope")], elsewhere)
+    assert missing.returncode == 3
+    assert _one_error_line(missing) == f"error: --project: {tmp_path / 'nope'} is not a folder"
+
+
+def test_read_only_commands_never_start_the_embedded_server(tmp_path: Path) -> None:
+    project = _project(tmp_path, {"hello": HELLO})
+    job_id = "default-" + "0" * 32
+    with _no_server_left_in(project):
+        for command in (["logs", job_id], ["logs", "-f", job_id], ["result", job_id],
+                        ["cron"]):
+            done = _cli(command, project, timeout=20)
+            assert done.returncode == 4, (command, done.stderr)
+            line = _one_error_line(done)
+            assert f"no embedded server runs for {project}" in line
+            assert "sandboxrunner start" in line
+        assert _cli(["jobs"], project).returncode == 0
+    assert not (project / ".sandboxrunner").exists()
+
+
+def test_a_bad_flag_value_names_the_flag(tmp_path: Path) -> None:
+    project = _project(tmp_path, {"hello": HELLO})
+    done = _cli(["start", "--workers", "urgent"], project)
+    assert done.returncode == 3
+    assert _one_error_line(done) == ("error: --workers: unknown worker 'urgent'; "
+                                     "expected some of: default, priority")
+    done = _cli(["start", "--concurrency", "0"], project)
+    assert done.returncode == 3
+    assert _one_error_line(done).startswith("error: --concurrency: expected a positive integer")
+
+
+# --------------------------------------------------------------------------- run and result
+
+
+@contextmanager
+def _supervisor(cwd: Path, *args: str, **env: str) -> Iterator[subprocess.Popen]:
+    """`sandboxrunner start` at env["REDIS_URL"], waited for until it serves `default`."""
+    proc = subprocess.Popen(CLI + ["start", *args], cwd=cwd, env=_env(**env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with redis.Redis.from_url(env["REDIS_URL"]) as client:
+            wait_for(lambda: proc.poll() is not None or client.zcard(Keys().sups("default")),
+                     timeout_s=30, what="the supervisor to serve queue default")
+        assert proc.poll() is None, "the supervisor exited"
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _test_jobs_env(redis_url: str, **extra: str) -> dict[str, str]:
+    return {"REDIS_URL": redis_url, "SANDBOXRUNNER_JOBS_DIR": str(TEST_JOBS),
+            "SANDBOXRUNNER_LEASE_MS": "400", "SANDBOXRUNNER_HEARTBEAT_MS": "100", **extra}
+
+
+def test_a_wait_timeout_has_its_own_exit_code_and_result_fetches_the_job_later(
+        redis_url: str, tmp_path: Path) -> None:
+    env = _test_jobs_env(redis_url)
+    with _supervisor(tmp_path, **env):
+        waited = _cli(["run", "slow", '{"seconds": 1}', "--wait-timeout", "200"], tmp_path, **env)
+        assert waited.returncode == 5, waited.stderr
+        line = _one_error_line(waited)
+        job_id = line.split("gave up waiting for job ")[1].split()[0]
+        assert f"`sandboxrunner result {job_id}`" in line
+        too_soon = _cli(["result", job_id, "--wait-timeout", "100"], tmp_path, **env)
+        assert too_soon.returncode == 5 and job_id in _one_error_line(too_soon)
+        fetched = _cli(["result", job_id], tmp_path, **env)
+        assert fetched.returncode == 0, fetched.stderr
+        assert json.loads(fetched.stdout) == {"slept": 1, "tag": None}
+        failed = _cli(["run", "fail", '{"card": "7"}'], tmp_path, **env)
+        assert failed.returncode == 1
+    unknown = _cli(["result", "default-" + "0" * 32], tmp_path, **env)
+    assert unknown.returncode == 2 and "default-" + "0" * 32 in _one_error_line(unknown)
+
+
+def test_result_of_a_failed_job_exits_1_with_its_error(redis_url: str, tmp_path: Path) -> None:
+    env = _test_jobs_env(redis_url)
+    with _supervisor(tmp_path, **env):
+        script = ("from sandboxrunner import enqueue; "
+                  "print(enqueue('fail', {'card': '9'}).id)")
+        job_id = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_env(**env),
+                                capture_output=True, text=True, timeout=60,
+                                check=True).stdout.strip()
+        done = _cli(["result", job_id], tmp_path, **env)
+    assert done.returncode == 1
+    assert "PaymentDeclined" in done.stderr and "card 9 declined" in done.stderr
+    assert "Traceback" in done.stderr  # the job's own, from its worker
+
+
+def test_run_with_no_supervisor_exits_6_and_the_job_stays_queued(redis_url: str,
+                                                                  tmp_path: Path) -> None:
+    env = _test_jobs_env(redis_url)
+    done = _cli(["run", "echo", '{"x": 1}'], tmp_path, **env)
+    assert done.returncode == 6, done.stderr
+    assert "no live supervisor serves queue 'default'" in done.stderr
+
+
+# --------------------------------------------------------------------------- --help
+
+
+def _commands() -> list[list[str]]:
+    import typer.main
+
+    from sandboxrunner.cli import app
+
+    group: Any = typer.main.get_command(app)
+    found = []
+    for name, command in group.commands.items():
+        subcommands = getattr(command, "commands", None)
+        found += [[name, sub] for sub in subcommands] if subcommands else [[name]]
+    return found
+
+
+def test_every_option_and_argument_has_help_text() -> None:
+    import typer.main
+
+    from sandboxrunner.cli import app
+
+    group: Any = typer.main.get_command(app)
+    for path in _commands():
+        command = group
+        for name in path:
+            command = command.commands[name]
+        for param in command.params:
+            assert getattr(param, "help", None), f"{' '.join(path)} {param.name}: no help text"
+        assert command.help, f"{' '.join(path)}: no help text"
+
+
+def test_help_shows_no_bool_metavars_and_lists_the_exit_codes(tmp_path: Path) -> None:
+    top_help = _cli(["--help"], tmp_path)
+    assert top_help.returncode == 0
+    for code, meaning in [(0, "done"), (1, "failed"), (2, "bad input"), (3, "configuration"),
+                          (4, "Redis"), (5, "--wait-timeout"), (6, "no supervisor")]:
+        assert any(line.strip().startswith(f"{code} ") and meaning in line
+                   for line in top_help.stdout.splitlines()), (code, top_help.stdout)
+    for path in _commands():
+        done = _cli([*path, "--help"], tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "<bool>" not in done.stdout, (path, done.stdout)
+        assert "Exit codes:" in done.stdout or path[0] == "redis", (path, done.stdout)
+
+
+@pytest.mark.parametrize("command", ["start", "run", "result", "logs", "cron", "top"])
+def test_every_command_that_talks_to_redis_takes_redis_url(command: str,
+                                                          tmp_path: Path) -> None:
+    done = _cli([command, "--help"], tmp_path)
+    assert done.returncode == 0 and "--redis-url URL" in done.stdout, done.stdout
+    assert "--project DIR" in done.stdout
