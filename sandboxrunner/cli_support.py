@@ -26,6 +26,8 @@ REDIS_URL_OPTION: Any = typer.Option(
     help="redis://, rediss:// or unix:// URL of the Redis server. Default: REDIS_URL, else "
          "[tool.sandboxrunner] redis_url, else the project's embedded server.")
 
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+
 # How the user wrote each setting on the command line, so an error quotes the flag.
 FLAG_NAMES = {"workers": "--workers", "concurrency": "--concurrency",
               "jobs_dir": "--jobs-dir", "redis_url": "--redis-url",
@@ -71,7 +73,8 @@ def exit_code_of(exc: errors.SandboxRunnerError) -> int:
 
 def reports_errors(command: Command) -> Command:
     """Wrap a command so our errors and Redis failures end it with one line and their exit
-    code, never a traceback; a failed job's remote traceback is printed above its line."""
+    code, never a traceback (Ctrl-C ends it quietly); a failed job's remote traceback is
+    printed above its line."""
 
     @functools.wraps(command)
     def reporting(*args: Any, **kwargs: Any) -> Any:
@@ -88,6 +91,8 @@ def reports_errors(command: Command) -> Command:
             raise fail(exc, exit_code_of(exc)) from exc
         except redis.RedisError as exc:
             raise fail(errors.RedisUnavailable(f"Redis failed: {exc}"), errors.EXIT_REDIS) from exc
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return reporting  # type: ignore[return-value]
 
