@@ -1,5 +1,7 @@
-"""The `sandboxrunner` command: start, run, jobs, logs, redis. No logic lives here:
-each command builds the config, calls the library and maps errors to exit codes."""
+"""The `sandboxrunner` command: start, run, jobs, logs, result, cron, top, redis. No logic
+lives here: each command builds the config, calls the library and maps errors to exit
+codes. `logs` and `result` live in cli_results.py; the shared options, the error reporting
+and finding Redis without starting it in cli_support.py."""
 
 from __future__ import annotations
 
@@ -11,37 +13,40 @@ from typing import Any
 import typer
 
 from . import errors
-from .config import Config, load_config
+from .cli_results import logs, result
+from .cli_support import (
+    EXIT_CODES_HELP,
+    PROJECT_OPTION,
+    REDIS_URL_OPTION,
+    existing_redis_url,
+    load_cli_config,
+    reports_errors,
+)
+from .cli_support import fail as _fail
+from .config import Config
 
 log = logging.getLogger(__name__)
 
 REDIS_WAIT_FIRST_S = 0.5
 REDIS_WAIT_MAX_S = 5.0
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Plain help (no rich boxes): greppable, and flags show no `<bool>`; a bug's traceback
+# stays plain text too.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False, epilog=EXIT_CODES_HELP,
                   help="Background jobs on Redis: job files, run_job, cron, sandboxes.")
 
 
-def _fail(exc: BaseException, code: int) -> typer.Exit:
-    # plain text, never wrapped: paths and tracebacks must stay greppable
-    typer.secho("error: ", fg=typer.colors.RED, bold=True, err=True, nl=False)
-    typer.echo(str(exc), err=True)
-    return typer.Exit(code)
-
-
-def _config(**overrides: Any) -> Config:
-    try:
-        return load_config(overrides)
-    except errors.ConfigError as exc:
-        raise _fail(exc, errors.EXIT_CONFIG) from exc
+def _config(project: str | None = None, **overrides: Any) -> Config:
+    return load_cli_config(project, **overrides)
 
 
 def _registry(config: Config) -> Any:
-    from .registry import load_registry
+    from .registry import load_project_registry
 
     try:
-        return load_registry(config.jobs_dir)
-    except errors.JobLoadError as exc:
+        return load_project_registry(config)
+    except (errors.JobLoadError, errors.ConfigError) as exc:
         raise _fail(exc, errors.EXIT_CONFIG) from exc
 
 
@@ -78,21 +83,36 @@ def _setup_logging(verbose: bool) -> None:
 
 
 @app.command()
+@reports_errors
 def start(
-    workers: str = typer.Option(None, "--workers", help="Queues to serve: default,priority"),
-    concurrency: int = typer.Option(None, "--concurrency", "-c", help="Jobs at once per queue"),
-    jobs_dir: str = typer.Option(None, "--jobs-dir", help="Folder of job files"),
-    redis_url: str = typer.Option(None, "--redis-url", help="redis://, rediss:// or unix://"),
+    workers: str = typer.Option(None, "--workers", metavar="QUEUES",
+                                help="Queues to serve, comma-separated: default, priority "
+                                     "or both (the default)."),
+    concurrency: int = typer.Option(None, "--concurrency", "-c", metavar="N",
+                                    help="Jobs at once per queue. Default: 300 threads, or "
+                                         "one child per CPU with --separate-process."),
+    jobs_dir: str = typer.Option(None, "--jobs-dir", metavar="DIR",
+                                 help="Folder of job files. Default: worker_jobs/ in the "
+                                      "project."),
+    redis_url: str = REDIS_URL_OPTION,
     separate_process: bool = typer.Option(None, "--separate-process/--threads",
-                                          help="Run jobs in pre-forked child processes"),
-    production: bool = typer.Option(None, "--production", help="Run as production"),
+                                          help="Run each job in a pre-forked child process, "
+                                               "hard-killed at its timeout (default: "
+                                               "threads)."),
+    production: bool = typer.Option(None, "--production",
+                                    help="Run as production (as SANDBOXRUNNER_ENV=production)."),
     wait_for_redis: bool = typer.Option(True, "--wait-for-redis/--no-wait-for-redis",
-                                        help="Retry until Redis answers, or exit 4 at once"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+                                        help="Retry until Redis answers (the default), or "
+                                             "exit 4 at once."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug lines too."),
+    project: str = PROJECT_OPTION,
 ) -> None:
-    """Start a supervisor that serves the queues until SIGINT/SIGTERM."""
+    """Serve the queues until SIGINT/SIGTERM.
+
+    A supervisor runs the jobs of its queues until it is stopped; then it lets running jobs
+    finish for grace_period ms, hands back any still running, and exits 0."""
     _setup_logging(verbose)
-    config = _config(workers=workers, concurrency=concurrency, jobs_dir=jobs_dir,
+    config = _config(project, workers=workers, concurrency=concurrency, jobs_dir=jobs_dir,
                      redis_url=redis_url, use_separate_process=separate_process,
                      production=production)
     registry = _registry(config)
@@ -107,71 +127,57 @@ def start(
 
 
 @app.command()
+@reports_errors
 def run(
-    name: str = typer.Argument(..., help="Job name"),
-    data: str = typer.Argument(None, help="Job data as JSON"),
-    timeout: int = typer.Option(None, "--timeout", help="Run-time limit in ms"),
-    wait_timeout: int = typer.Option(None, "--wait-timeout", help="Give up waiting after ms"),
+    name: str = typer.Argument(..., metavar="NAME",
+                               help="The job: a file in worker_jobs/ or a plugin job "
+                                    "(`sandboxrunner jobs` lists them)."),
+    data: str = typer.Argument(None, metavar="JSON",
+                               help="The job's data as JSON, e.g. '{\"user_id\": \"u1\"}'. "
+                                    "Default: null."),
+    timeout: int = typer.Option(None, "--timeout", metavar="MS",
+                                help="Run-time limit in ms, counted from the job's start. "
+                                     "Default: the job's `timeout`, else job_timeout."),
+    wait_timeout: int = typer.Option(None, "--wait-timeout", metavar="MS",
+                                     help="Stop waiting after MS ms (exit 5); the job goes "
+                                          "on, and `sandboxrunner result ID` fetches it."),
+    redis_url: str = REDIS_URL_OPTION,
+    project: str = PROJECT_OPTION,
 ) -> None:
-    """Run a job, wait, and print its result as JSON (exit 1 if it failed)."""
-    config = _config()
+    """Run a job, wait, and print its result as JSON.
+
+    If the job fails its error goes to stderr, with its traceback, and the exit code is 1."""
+    config = _config(project, redis_url=redis_url)
     try:
         payload = json.loads(data) if data is not None else None
     except ValueError as exc:
-        raise _fail(errors.InvalidJobData(f"data is not valid JSON: {exc}: {data!r}"),
-                    errors.EXIT_USAGE) from exc
+        raise errors.InvalidJobData(f"data is not valid JSON: {exc}: {data!r}") from exc
     from .client import Client, set_default_client
 
     client = Client(config, _registry(config), _redis_url(config))
     set_default_client(client)
     try:
-        result = client.run_job(name, payload, timeout=timeout, wait_timeout=wait_timeout)
-    except errors.JobError as exc:
-        if exc.remote_traceback:
-            typer.echo(exc.remote_traceback, err=True)
-        raise _fail(exc, errors.EXIT_JOB_FAILED) from exc
-    except errors.SandboxRunnerError as exc:
-        bad_input = isinstance(exc, errors.UnknownJob | errors.InvalidJobData)
-        raise _fail(exc, errors.EXIT_USAGE if bad_input else errors.EXIT_JOB_FAILED) from exc
+        value = client.run_job(name, payload, timeout=timeout, wait_timeout=wait_timeout)
     finally:
         client.close()
-    typer.echo(json.dumps(result))
+    typer.echo(json.dumps(value))
 
 
 @app.command()
-def jobs(jobs_dir: str = typer.Option(None, "--jobs-dir")) -> None:
+def jobs(jobs_dir: str = typer.Option(None, "--jobs-dir", metavar="DIR",
+                                      help="Folder of job files. Default: worker_jobs/ in "
+                                           "the project."),
+         project: str = PROJECT_OPTION) -> None:
     """List the jobs found in the jobs folder and plugins."""
-    config = _config(jobs_dir=jobs_dir)
+    config = _config(project, jobs_dir=jobs_dir)
     from .listings import jobs_lines
 
     for line in jobs_lines(_registry(config), config):
         typer.echo(line)
 
 
-@app.command()
-def logs(job_id: str = typer.Argument(...),
-         follow: bool = typer.Option(False, "--follow", "-f")) -> None:
-    """Print a job's log lines; --follow keeps printing until the job settles."""
-    config = _config()
-    from .joblog import read_job_log
-    from .store import Store
-
-    store = Store(config, _redis_url(config))
-    after = "-"
-    while True:
-        for entry_id, line in read_job_log(store.redis, store.keys, job_id, after):
-            after = entry_id
-            stamp = time.strftime("%H:%M:%S", time.localtime(line.get("ts", 0)))
-            extra = f" {json.dumps(line['data'])}" if "data" in line else ""
-            typer.echo(f"{stamp} {line.get('level', 'info'):5} {line.get('msg', '')}{extra}")
-            if "err" in line:
-                typer.echo(line["err"].get("traceback", ""))
-        if not follow:
-            return
-        status = store.job_fields(job_id, "status")[0]
-        if status in ("completed", "failed", ""):
-            return
-        time.sleep(0.5)
+app.command()(logs)
+app.command()(result)
 
 
 redis_app = typer.Typer(help="The embedded Redis server of this project.")
@@ -179,34 +185,36 @@ app.add_typer(redis_app, name="redis")
 
 
 @redis_app.command("status")
-def redis_status() -> None:
+def redis_status(project: str = PROJECT_OPTION) -> None:
     """Show the embedded server of this project, if one runs."""
     from .embedded import embedded_status
 
-    status = embedded_status(_config().project_dir)
+    status = embedded_status(_config(project).project_dir)
     typer.echo(json.dumps(status) if status else "no embedded server runs for this project")
 
 
 @redis_app.command("stop")
-def redis_stop() -> None:
+def redis_stop(project: str = PROJECT_OPTION) -> None:
     """Stop the embedded server of this project."""
     from .embedded import stop_embedded
 
-    stopped = stop_embedded(_config().project_dir)
+    stopped = stop_embedded(_config(project).project_dir)
     typer.echo("stopped" if stopped else "no embedded server was running")
 
 
 @app.command()
+@reports_errors
 def cron(remove: str = typer.Option(None, "--remove", metavar="JOB",
-                                    help="Delete JOB's schedule (a job gone for good)")) -> None:
+                                    help="Delete JOB's schedule (a job gone for good)."),
+         redis_url: str = REDIS_URL_OPTION, project: str = PROJECT_OPTION) -> None:
     """List the cron schedules in Redis: in words, next fire times, last run and outcome."""
-    config = _config()
+    config = _config(project, redis_url=redis_url)
     from .cron import remove_schedule
     from .cron_state import list_schedules
     from .listings import cron_lines, removed_lines
     from .store import Store
 
-    store = Store(config, _redis_url(config))
+    store = Store(config, existing_redis_url(config, "cron"))
     try:
         lines = (removed_lines(remove, remove_schedule(store, remove)) if remove
                  else cron_lines(list_schedules(store)))
@@ -219,22 +227,28 @@ def cron(remove: str = typer.Option(None, "--remove", metavar="JOB",
 
 
 @app.command()
+@reports_errors
 def top(
-    once: bool = typer.Option(False, "--once", help="Print one snapshot and exit"),
-    as_json: bool = typer.Option(False, "--json", help="Print one snapshot as JSON and exit"),
-    width: int = typer.Option(None, "--width", min=40, help="Render at N columns"),
-    refresh: float = typer.Option(1.0, "--refresh", min=0.1, help="Seconds between refreshes"),
-    redis_url: str = typer.Option(None, "--redis-url", help="redis://, rediss:// or unix://"),
+    once: bool = typer.Option(False, "--once", help="Print one snapshot as text and exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print one snapshot as JSON and exit."),
+    width: int = typer.Option(None, "--width", min=40, metavar="N",
+                              help="Render at N columns. Default: the terminal's width."),
+    refresh: float = typer.Option(1.0, "--refresh", min=0.1, metavar="SECONDS",
+                                  help="Seconds between refreshes of the live screen."),
+    redis_url: str = REDIS_URL_OPTION,
+    project: str = PROJECT_OPTION,
 ) -> None:
-    """Dashboard of queues, supervisors, running jobs, failures, cron and logs (q quits).
-    Read-only; never starts the embedded server."""
-    config = _config(redis_url=redis_url)
+    """Live dashboard: queues, supervisors, jobs, failures, cron, logs.
+
+    q or Ctrl-C quits. Read-only: it never starts the embedded server."""
+    config = _config(project, redis_url=redis_url)
     from .top import run_top
 
-    try:
-        run_top(config, once=once, as_json=as_json, width=width, refresh_s=refresh)
-    except errors.RedisUnavailable as exc:
-        raise _fail(exc, errors.EXIT_REDIS) from exc
+    run_top(config, once=once, as_json=as_json, width=width, refresh_s=refresh)
+
+
+for _command in app.registered_commands:  # every command's --help lists the exit codes
+    _command.epilog = _command.epilog or EXIT_CODES_HELP
 
 
 def main() -> None:  # pragma: no cover - console entry for python -m

@@ -34,9 +34,10 @@ from typing import Any
 
 import redis
 
-from .config import Config, load_config, redact_url
+from .config import Config, load_config, project_hint, redact_url
 from .context import current_job
 from .errors import (
+    ConfigError,
     DeadlockError,
     InvalidJobData,
     JobNotFound,
@@ -47,7 +48,7 @@ from .errors import (
 from .job import Outcome, canonical_json, encode_data
 from .keys import queue_of_job
 from .listener import AsyncListener, Listener, Waiter
-from .registry import JobSpec, Registry, load_registry
+from .registry import JobSpec, Registry, load_project_registry
 from .store import AsyncStore, EnqueueResult, Store
 
 log = logging.getLogger(__name__)
@@ -438,6 +439,8 @@ _default_lock = threading.Lock()
 def resolve_redis_url(config: Config) -> str:
     if config.redis_url:
         return config.redis_url
+    if not config.project_found:  # an embedded server belongs to a project, not to any cwd
+        raise ConfigError(f"no Redis URL is configured (REDIS_URL) and {project_hint(config)}")
     from .embedded import ensure_embedded
 
     return ensure_embedded(config.project_dir)
@@ -449,7 +452,7 @@ def default_client() -> Client:
     with _default_lock:
         if _default is None or _default[0] != os.getpid():  # a forked child builds its own
             config = load_config()
-            registry = load_registry(config.jobs_dir)
+            registry = load_project_registry(config)
             _default = (os.getpid(), Client(config, registry, resolve_redis_url(config)))
         return _default[1]
 

@@ -3,13 +3,21 @@
 Precedence, lowest first (a later layer wins key by key):
 
   1. the defaults below;
-  2. ``[tool.sandboxrunner]`` in ``<project_dir>/pyproject.toml``; project_dir is the
-     nearest ancestor of the current directory holding a pyproject.toml (else the cwd);
+  2. ``[tool.sandboxrunner]`` in ``<project_dir>/pyproject.toml`` (see "The project");
   3. the environment: ``REDIS_URL``, ``WORKERS`` (comma-separated),
      ``SANDBOXRUNNER_ENV=production|development`` and ``SANDBOXRUNNER_<KEY>`` for every
      other key below (booleans as 1/true/yes/on or 0/false/no/off, child_limits as JSON);
      an empty variable counts as unset;
   4. ``overrides``: CLI flags and init_worker keyword arguments; None means "not given".
+     ``names`` says how the user wrote each (``--workers``), so an error quotes that.
+
+The project (`find_project_dir` is the one place that decides it): the folder named by
+``--project`` (the ``project_dir`` argument) or ``SANDBOXRUNNER_PROJECT``, which must exist;
+else, as git finds its repository, the nearest of the cwd and its ancestors holding a
+``worker_jobs/`` folder or a ``pyproject.toml`` with a ``[tool.sandboxrunner]`` table (a
+pyproject.toml without one, say a sub-package's, is walked past). Outside any project the
+cwd is used and ``project_found`` is False: nothing is found there, no embedded server is
+started there, and `project_hint` says why in the messages that report it.
 
 Keys (all durations are integer milliseconds, all sizes MiB):
 
@@ -39,29 +47,27 @@ Keys (all durations are integer milliseconds, all sizes MiB):
   auto_start_production   true       ... and do so in production too
   production              false      also set by SANDBOXRUNNER_ENV=production
 
-Every value is validated; a bad one is a `ConfigError` naming its source (the pyproject
-file and key, the environment variable, or the override) and what was expected.
+Every value is validated (the checks are in config_keys.py); a bad one is a `ConfigError`
+naming its source (the pyproject file and key, the environment variable, or the override)
+and what was expected.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import difflib
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from sandboxrunner.config_keys import KEYS, bad
+from sandboxrunner.config_keys import redact_url as redact_url  # re-exported
 from sandboxrunner.errors import ConfigError
 from sandboxrunner.keys import QUEUES
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-CHILD_LIMIT_KEYS = ("address_space_mib", "cpu_seconds", "open_files")
 THREAD_CONCURRENCY = 300
-_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class Config:
     auto_start_production: bool = True
     production: bool = False
     project_dir: Path = Path(".")
+    project_found: bool = True  # False: no project around the cwd, project_dir is the cwd
 
     def effective_concurrency(self) -> int:
         """How many jobs run at once when `concurrency` is not set."""
@@ -105,188 +112,11 @@ class Config:
         return None if self.redis_url is None else redact_url(self.redis_url)
 
 
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by ``***``, safe to print or log."""
-    # Plain string surgery rather than urllib: urlunsplit turns unix:///path into unix:/path.
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority_end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:authority_end], rest[authority_end:]
-    if "@" in authority:
-        userinfo, _, hostport = authority.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        # A lone userinfo (redis://secret@host) was read as the password by redis-py < 4.
-        authority = f"{user}:***@{hostport}" if has_password else f"***@{hostport}"
-    tail, has_fragment, fragment = tail.partition("#")
-    path, has_query, query = tail.partition("?")
-    if has_query:
-        query = "&".join(
-            f"{key}=***" if key.lower() == "password" else item
-            for item, key in ((item, item.partition("=")[0]) for item in query.split("&"))
-        )
-    return f"{scheme}://{authority}{path}{has_query}{query}{has_fragment}{fragment}"
+# Where the configuration was found, so neither can itself be configured.
+FOUND_NOT_SET = ("project_dir", "project_found")
+assert set(KEYS) == {f.name for f in fields(Config)} - set(FOUND_NOT_SET)
 
-
-# --------------------------------------------------------------------------- value checks
-
-
-def _bad(where: str, expected: str, value: Any) -> ConfigError:
-    return ConfigError(f"{where}: expected {expected}, got {value!r}")
-
-
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass, but `job_timeout = true` is a mistake, not 1 ms.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int_at_least(minimum: int, expected: str) -> Callable[[Any, str], int]:
-    def check(value: Any, where: str) -> int:
-        if not _is_int(value) or value < minimum:
-            raise _bad(where, expected, value)
-        return int(value)
-
-    return check
-
-
-_duration_ms = _int_at_least(1, "a positive integer (milliseconds)")
-_positive_int = _int_at_least(1, "a positive integer")
-_mebibytes = _int_at_least(1, "a positive integer (MiB)")
-
-
-def _check_bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(where, "true or false", value)
-    return value
-
-
-def _check_data_size(value: Any, where: str) -> float:
-    if (not isinstance(value, int | float) or isinstance(value, bool)
-            or not math.isfinite(value) or value <= 0):
-        raise _bad(where, "a positive number of MiB", value)
-    return float(value)
-
-
-def _check_redis_url(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.startswith(REDIS_SCHEMES):
-        shown = redact_url(value) if isinstance(value, str) else value
-        raise _bad(where, f"a URL starting with {', '.join(REDIS_SCHEMES)}", shown)
-    return value
-
-
-def _check_jobs_dir(value: Any, where: str) -> Path:
-    if not isinstance(value, str | os.PathLike) or not str(value).strip():
-        raise _bad(where, "a directory path", value)
-    return Path(value).expanduser()
-
-
-def _check_workers(value: Any, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        items = value.split(",")
-    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        items = list(value)
-    else:
-        raise _bad(where, "a list of queue names or a comma-separated string", value)
-    names = [item.strip() for item in items if item.strip()]
-    if not names:
-        raise ConfigError(f"{where}: no worker given; expected some of: {', '.join(QUEUES)}")
-    unknown = [n for n in names if n not in QUEUES]
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown worker {', '.join(map(repr, unknown))}; "
-            f"expected some of: {', '.join(QUEUES)}"
-        )
-    return tuple(dict.fromkeys(names))  # drops duplicates, keeps the given order
-
-
-def _check_key_prefix(value: Any, where: str) -> str:
-    # Braces would break the {prefix:queue} hash tag that keeps a queue in one slot.
-    if (not isinstance(value, str) or not value
-            or any(c in "{}" or c.isspace() for c in value)):
-        raise _bad(where, "a non-empty prefix without braces or whitespace", value)
-    return value
-
-
-def _check_child_limits(value: Any, where: str) -> dict[str, int]:
-    expected = f"a table/JSON object with some of {', '.join(CHILD_LIMIT_KEYS)}"
-    if not isinstance(value, Mapping):
-        raise _bad(where, expected, value)
-    unknown = sorted(set(value) - set(CHILD_LIMIT_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}; expected {expected}")
-    for key, limit in value.items():
-        _positive_int(limit, f"{where}.{key}")
-    return dict(value)
-
-
-# --------------------------------------------------------------------------- environment text
-
-
-def _text_int(text: str) -> Any:
-    try:
-        return int(text.strip())
-    except ValueError:
-        return text  # left as text so the check reports the original value
-
-
-def _text_float(text: str) -> Any:
-    try:
-        return float(text.strip())
-    except ValueError:
-        return text
-
-
-def _text_bool(text: str) -> Any:
-    word = text.strip().lower()
-    if word in _TRUE_WORDS or word in _FALSE_WORDS:
-        return word in _TRUE_WORDS
-    return text
-
-
-def _text_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _text_str(text: str) -> Any:
-    return text.strip()
-
-
-@dataclass(frozen=True)
-class _Key:
-    check: Callable[[Any, str], Any]
-    from_text: Callable[[str], Any] = _text_str
-
-
-_KEYS: dict[str, _Key] = {
-    "redis_url": _Key(_check_redis_url),
-    "jobs_dir": _Key(_check_jobs_dir),
-    "workers": _Key(_check_workers),
-    "concurrency": _Key(_positive_int, _text_int),
-    "job_timeout": _Key(_duration_ms, _text_int),
-    "use_separate_process": _Key(_check_bool, _text_bool),
-    "result_ttl": _Key(_duration_ms, _text_int),
-    "lease_ms": _Key(_duration_ms, _text_int),
-    "heartbeat_ms": _Key(_duration_ms, _text_int),
-    "max_stalled": _Key(_int_at_least(0, "a non-negative integer"), _text_int),
-    "key_prefix": _Key(_check_key_prefix),
-    "history_size": _Key(_positive_int, _text_int),
-    "log_max_lines": _Key(_positive_int, _text_int),
-    "max_data_size": _Key(_check_data_size, _text_float),
-    "grace_period": _Key(_duration_ms, _text_int),
-    "max_jobs_per_child": _Key(_positive_int, _text_int),
-    "max_memory_per_child": _Key(_mebibytes, _text_int),
-    "memory_limit_per_child": _Key(_mebibytes, _text_int),
-    "child_limits": _Key(_check_child_limits, _text_json),
-    "auto_start": _Key(_check_bool, _text_bool),
-    "auto_start_production": _Key(_check_bool, _text_bool),
-    "production": _Key(_check_bool, _text_bool),
-}
-# project_dir is where the configuration was found, so it cannot itself be configured.
-assert set(_KEYS) == {f.name for f in fields(Config)} - {"project_dir"}
-
+PROJECT_ENV = "SANDBOXRUNNER_PROJECT"
 _ENV_NAMES = {"redis_url": "REDIS_URL", "workers": "WORKERS"}
 
 # Each layer maps a key to (validated value, where it came from).
@@ -298,12 +128,73 @@ def env_var_name(key: str) -> str:
     return _ENV_NAMES.get(key, f"SANDBOXRUNNER_{key.upper()}")
 
 
-def _reject_unknown(keys: Any, where: str) -> None:
-    unknown = sorted(str(k) for k in keys if k not in _KEYS)
+def _with_suggestion(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    return f"{name} (did you mean {close[0]}?)" if close else name
+
+
+def _reject_unknown(keys: Any, where: str, noun: str = "key") -> None:
+    unknown = sorted(str(k) for k in keys if k not in KEYS)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(_KEYS))}"
-        )
+        valid = sorted(KEYS)
+        named = ", ".join(_with_suggestion(name, valid) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigError(f"{where}: unknown {noun}{plural} {named}; "
+                          f"valid {noun}s: {', '.join(valid)}")
+
+
+# --------------------------------------------------------------------------- the project
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as TOML: {exc}") from exc
+
+
+def _is_project(folder: Path) -> bool:
+    if (folder / "worker_jobs").is_dir():
+        return True
+    pyproject = folder / "pyproject.toml"
+    return pyproject.is_file() and "sandboxrunner" in _read_toml(pyproject).get("tool", {})
+
+
+def find_project_dir(start: Path | None = None) -> Path | None:
+    """The nearest of `start` (default: the cwd) and its ancestors that holds a
+    worker_jobs/ folder or a pyproject.toml with [tool.sandboxrunner], as git finds its
+    repository; None when none does."""
+    start = (start if start is not None else Path.cwd()).resolve()
+    return next((folder for folder in (start, *start.parents) if _is_project(folder)), None)
+
+
+def _named_project(path: Path | str, where: str) -> Path:
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"{where}: {folder} is not a folder")
+    return folder
+
+
+def _locate_project(given: Path | None, given_as: str,
+                    env: Mapping[str, str]) -> tuple[Path, bool]:
+    """(project folder, whether it was named or found); the cwd when neither."""
+    if given is not None:
+        return _named_project(given, given_as), True
+    named = env.get(PROJECT_ENV, "").strip()
+    if named:
+        return _named_project(named, f"environment {PROJECT_ENV}"), True
+    found = find_project_dir()
+    return (found, True) if found is not None else (Path.cwd().resolve(), False)
+
+
+def project_hint(config: Config) -> str:
+    """Why a command outside any project finds nothing, and what to do ('' in one)."""
+    if config.project_found:
+        return ""
+    return (f"no sandboxrunner project found in {config.project_dir} or any folder above it "
+            f"(a project has a worker_jobs/ folder or a pyproject.toml with "
+            f"[tool.sandboxrunner]); run this in your project, pass --project DIR or set "
+            f"{PROJECT_ENV}")
 
 
 # --------------------------------------------------------------------------- layers
@@ -313,21 +204,17 @@ def _pyproject_layer(project_dir: Path) -> Layer:
     path = project_dir / "pyproject.toml"
     if not path.is_file():
         return {}
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read as TOML: {exc}") from exc
-    section = document.get("tool", {}).get("sandboxrunner", {})
+    section = _read_toml(path).get("tool", {}).get("sandboxrunner", {})
     where = f"{path} [tool.sandboxrunner]"
     if not isinstance(section, dict):
-        raise _bad(where, "a table", section)
+        raise bad(where, "a table", section)
     _reject_unknown(section, where)
-    return {k: (_KEYS[k].check(v, f"{where} {k}"), f"{where} {k}") for k, v in section.items()}
+    return {k: (KEYS[k].check(v, f"{where} {k}"), f"{where} {k}") for k, v in section.items()}
 
 
 def _env_layer(env: Mapping[str, str]) -> Layer:
     layer: Layer = {}
-    for key, spec in _KEYS.items():
+    for key, spec in KEYS.items():
         var = env_var_name(key)
         text = env.get(var, "")
         if text.strip():  # `REDIS_URL= cmd` is the shell idiom for "unset"
@@ -337,7 +224,7 @@ def _env_layer(env: Mapping[str, str]) -> Layer:
     if mode:
         where = "environment SANDBOXRUNNER_ENV"
         if mode not in ("production", "development"):
-            raise _bad(where, "'production' or 'development'", env["SANDBOXRUNNER_ENV"])
+            raise bad(where, "'production' or 'development'", env["SANDBOXRUNNER_ENV"])
         given = layer.get("production")
         if given is not None and given[0] != (mode == "production"):
             raise ConfigError(f"{where}={mode} contradicts {given[1]}; set only one of them")
@@ -345,10 +232,14 @@ def _env_layer(env: Mapping[str, str]) -> Layer:
     return layer
 
 
-def _override_layer(overrides: Mapping[str, Any]) -> Layer:
+def _override_layer(overrides: Mapping[str, Any], names: Mapping[str, str]) -> Layer:
     given = {k: v for k, v in overrides.items() if v is not None}
-    _reject_unknown(given, "overrides")
-    return {k: (_KEYS[k].check(v, f"override {k}"), f"override {k}") for k, v in given.items()}
+    _reject_unknown(given, "init_worker", noun="argument")
+    layer: Layer = {}
+    for key, value in given.items():
+        where = names.get(key) or f"init_worker argument {key}"
+        layer[key] = (KEYS[key].check(value, where), where)
+    return layer
 
 
 def _check_consistency(layer: Layer) -> None:
@@ -362,31 +253,31 @@ def _check_consistency(layer: Layer) -> None:
         )
 
 
-def find_project_dir(start: Path | None = None) -> Path:
-    """The nearest ancestor of `start` (default: cwd) holding pyproject.toml, else start."""
-    start = (start if start is not None else Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return start
-
-
 def load_config(
     overrides: Mapping[str, Any] | None = None,
     *,
     project_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Config:
-    """Defaults < pyproject.toml < environment < overrides, validated into a Config."""
-    project_dir = find_project_dir() if project_dir is None else Path(project_dir).resolve()
+    """Defaults < pyproject.toml < environment < overrides, validated into a Config.
+
+    NAMES says how the user wrote each override (``{"workers": "--workers"}``, and
+    ``"project_dir"`` for PROJECT_DIR), so errors quote it; unnamed ones are init_worker
+    arguments."""
+    names = names or {}
+    env = os.environ if env is None else env
+    project_dir, project_found = _locate_project(
+        project_dir, names.get("project_dir", "project_dir"), env)
     defaults = Config()
-    merged: Layer = {k: (getattr(defaults, k), "defaults") for k in _KEYS}
+    merged: Layer = {k: (getattr(defaults, k), "defaults") for k in KEYS}
     merged.update(_pyproject_layer(project_dir))
-    merged.update(_env_layer(os.environ if env is None else env))
-    merged.update(_override_layer(overrides or {}))
+    merged.update(_env_layer(env))
+    merged.update(_override_layer(overrides or {}, names))
     _check_consistency(merged)
     values = {k: value for k, (value, _) in merged.items()}
     jobs_dir: Path = values.pop("jobs_dir")
     if not jobs_dir.is_absolute():
         jobs_dir = project_dir / jobs_dir
-    return Config(**values, jobs_dir=jobs_dir, project_dir=project_dir)
+    return Config(**values, jobs_dir=jobs_dir, project_dir=project_dir,
+                  project_found=project_found)

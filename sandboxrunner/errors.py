@@ -6,11 +6,15 @@ where: the job name, the file, the pattern, the list of known jobs.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 EXIT_OK = 0
-EXIT_JOB_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
-EXIT_REDIS = 4
+EXIT_JOB_FAILED = 1  # the job ran and failed or timed out
+EXIT_USAGE = 2  # bad input: unknown job name or job id, data not JSON, a bad option
+EXIT_CONFIG = 3  # bad configuration or job file, or no project found
+EXIT_REDIS = 4  # Redis unreachable, or (read-only commands) no embedded server runs
+EXIT_WAIT_TIMEOUT = 5  # the caller stopped waiting; the job goes on
+EXIT_NO_SUPERVISOR = 6  # nobody serves the job's queue; the job stays queued
 
 
 class SandboxRunnerError(Exception):
@@ -26,13 +30,22 @@ class JobLoadError(SandboxRunnerError):
 
 
 class UnknownJob(SandboxRunnerError):
-    """The job name is not registered; the message lists the known names."""
+    """The job name is not registered; the message lists the known names and says where
+    job files were looked for."""
 
-    def __init__(self, name: str, known: list[str]) -> None:
+    def __init__(self, name: str, known: list[str], jobs_dir: Path | None = None) -> None:
         self.name = name
         self.known = sorted(known)
-        listing = ", ".join(self.known) if self.known else "(none: no job files were found)"
-        super().__init__(f"unknown job {name!r}; available jobs: {listing}")
+        self.jobs_dir = jobs_dir
+        if self.known:
+            source = f" (job files from {jobs_dir}, and plugins)" if jobs_dir else ""
+            message = f"unknown job {name!r}; available jobs: {', '.join(self.known)}{source}"
+        else:
+            missing = " (no such folder)" if jobs_dir and not jobs_dir.is_dir() else ""
+            message = (f"unknown job {name!r}: no jobs at all (no job files in "
+                       f"{jobs_dir or 'the jobs folder'}{missing}, no plugin jobs); run this "
+                       f"in your project, pass --project DIR or set SANDBOXRUNNER_PROJECT")
+        super().__init__(message)
 
 
 class InvalidJobData(SandboxRunnerError):

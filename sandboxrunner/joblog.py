@@ -117,6 +117,26 @@ class RedisLogSink:
         pipe.execute()
 
 
+# What a line's source is shown as, in `logs` and `top` alike: output a job printed is
+# `out`/`err`, whatever level it was stored with; ctx.log lines show their level.
+OUTPUT_LABELS = {"stdout": "out", "output": "out", "stderr": "err"}
+
+
+def display_level(level: str, source: str = "") -> str:
+    """The label a log line is shown with."""
+    return OUTPUT_LABELS.get(source, level or "info")
+
+
+def _decoded(raw: Any) -> dict[str, Any]:
+    # a stream entry written by hand must not crash its reader: shown as its text
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "{}")
+    try:
+        line = json.loads(text)
+    except ValueError:
+        line = None
+    return line if isinstance(line, dict) else {"msg": text, "level": "info"}
+
+
 def read_job_log(client: redis.Redis, keys: Keys, job_id: str, after: str = "-",
                  count: int = 10_000) -> list[tuple[str, dict[str, Any]]]:
     """Log lines of one job after stream id AFTER ('-' for all), oldest first."""
@@ -125,7 +145,7 @@ def read_job_log(client: redis.Redis, keys: Keys, job_id: str, after: str = "-",
                                        count=count) or []
     out = []
     for entry_id, fields in entries:
-        raw = (fields or {}).get(b"line") or (fields or {}).get("line") or "{}"
+        raw = (fields or {}).get(b"line") or (fields or {}).get("line")
         text_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        out.append((text_id, json.loads(raw)))
+        out.append((text_id, _decoded(raw)))
     return out

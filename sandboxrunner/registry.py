@@ -52,7 +52,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sandboxrunner.errors import JobLoadError, UnknownJob
+from sandboxrunner.config import Config, project_hint
+from sandboxrunner.errors import ConfigError, JobLoadError, UnknownJob
 from sandboxrunner.jobspec import JOB_NAME_RE
 
 # Re-exported (the `as` form marks it for mypy): callers and tests import them from here.
@@ -78,14 +79,15 @@ _PLUGIN_DICT_KEYS = frozenset(
 class Registry:
     """The jobs known to this process, by name."""
 
-    def __init__(self, jobs: dict[str, JobSpec]) -> None:
+    def __init__(self, jobs: dict[str, JobSpec], jobs_dir: Path | None = None) -> None:
         self.jobs = jobs
+        self.jobs_dir = jobs_dir  # where job files were looked for, for UnknownJob
 
     def get(self, name: str) -> JobSpec:
         try:
             return self.jobs[name]
         except KeyError:
-            raise UnknownJob(name, list(self.jobs)) from None
+            raise UnknownJob(name, list(self.jobs), self.jobs_dir) from None
 
     def names(self) -> list[str]:
         return sorted(self.jobs)
@@ -282,13 +284,18 @@ def _merge(jobs: dict[str, JobSpec], extra: list[JobSpec]) -> None:
         jobs[spec.name] = spec
 
 
-def _check_missing_folder(jobs_dir: Path, other_jobs: int) -> None:
+def _check_missing_folder(jobs_dir: Path, other_jobs: int, no_project: str) -> None:
     """A missing jobs folder with no job from anywhere else is a mistake (a typo, or the
-    wrong directory); with jobs from register_job or plugins it is only worth a warning."""
+    wrong directory); with jobs from register_job or plugins it is only worth a warning.
+    NO_PROJECT: why no project was found around the cwd ('' if one was): the root cause,
+    so it is what the error says."""
     if other_jobs:
         log.warning("jobs folder %s does not exist; serving only the %d job(s) from "
                     "register_job and plugins", jobs_dir, other_jobs)
         return
+    if no_project:
+        raise ConfigError(f"No jobs found: jobs folder {jobs_dir} does not exist, and "
+                          f"{no_project}")
     raise JobLoadError(
         f"No jobs found: jobs folder {jobs_dir} does not exist, and no job comes from "
         "register_job or a plugin; run from your project's folder, or point jobs_dir at your "
@@ -296,7 +303,14 @@ def _check_missing_folder(jobs_dir: Path, other_jobs: int) -> None:
     )
 
 
-def load_registry(jobs_dir: Path, *, include_plugins: bool = True) -> Registry:
+def load_project_registry(config: Config) -> Registry:
+    """The jobs of CONFIG's project; outside any project, a missing jobs folder with no
+    other jobs is the `ConfigError` that says no project was found."""
+    return load_registry(config.jobs_dir, no_project=project_hint(config))
+
+
+def load_registry(jobs_dir: Path, *, include_plugins: bool = True,
+                  no_project: str = "") -> Registry:
     """All jobs: files in `jobs_dir`, then register_job, then plugins; names must be unique.
     A missing `jobs_dir` is a `JobLoadError` unless register_job or plugins give jobs."""
     jobs_dir = Path(jobs_dir).resolve()
@@ -305,5 +319,5 @@ def load_registry(jobs_dir: Path, *, include_plugins: bool = True) -> Registry:
     if include_plugins:
         _merge(jobs, load_plugin_jobs())
     if not jobs_dir.exists():
-        _check_missing_folder(jobs_dir, len(jobs))
-    return Registry(jobs)
+        _check_missing_folder(jobs_dir, len(jobs), no_project)
+    return Registry(jobs, Path(jobs_dir).resolve())

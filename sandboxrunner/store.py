@@ -30,6 +30,7 @@ BLOCK_TIMEOUT_S = 1.0
 ASYNC_POOL_SIZE = 32
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
 CONNECT_TIMEOUT_S = 10.0
+LISTED_PER_END = 1000  # ids read from each end of a wait list when resolving a short id
 
 
 def _script_source(name: str) -> str:
@@ -437,6 +438,31 @@ class Store:
         for job_id in job_ids:
             pipe.hget(self.keys.job(job_id), "status")
         return [_text(s) for s in pipe.execute()] if job_ids else []
+
+    # -- finding a job from the start of its id (the short ids `top` shows) -----------
+    def listed_job_ids(self, queues: Sequence[str] = QUEUES) -> set[str]:
+        """The ids Redis lists anyway, in two round trips and no key scan: the jobs each
+        supervisor holds (its lease), both ends of the wait list, those waiting for a
+        retry, and each queue's history of settled and failed jobs."""
+        k, end = self.keys, LISTED_PER_END - 1
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zrange(k.sups(queue), 0, -1)
+            pipe.lrange(k.wait(queue), 0, end)
+            pipe.lrange(k.wait(queue), -LISTED_PER_END, -1)
+            pipe.zrange(k.delayed(queue), 0, end)
+            pipe.lrange(k.recent(queue), 0, self.config.history_size - 1)
+            pipe.lrange(k.failures(queue), 0, self.config.history_size - 1)
+        per_queue = len(pipe) // max(len(queues), 1)
+        replies = pipe.execute()
+        listed: set[str] = set()
+        for queue, at in zip(queues, range(0, len(replies), per_queue), strict=True):
+            sids, *id_lists = replies[at:at + per_queue]
+            listed.update(_text(i) for ids in id_lists for i in ids)
+            for sid in sids:
+                pipe.lrange(k.active(queue, _text(sid)), 0, -1)
+        listed.update(_text(i) for ids in pipe.execute() for i in ids)
+        return listed
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:

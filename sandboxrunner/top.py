@@ -44,6 +44,7 @@ from rich.text import Text
 
 from .config import Config
 from .errors import RedisUnavailable
+from .joblog import display_level
 from .snapshot import Snapshot, SnapshotReader
 
 NARROW_WIDTH = 100
@@ -326,7 +327,7 @@ def logs_table(snap: Snapshot, width: int, rows: int) -> RenderableType:
         return Text.assemble(title, ("  no log lines", "dim"))
     lines = [title]
     for line in snap.logs[len(snap.logs) - rows:] if rows else ():
-        level = {"stdout": "out", "stderr": "err"}.get(line.source, line.level)
+        level = display_level(line.level, line.source)  # as `logs` shows it
         style = LEVEL_STYLES.get(line.level, "")
         lines.append(Text.assemble(
             (fmt_clock(line.ts_ms), "dim"), " ", (f"{level[:5]:5}", style or "dim"), " ",

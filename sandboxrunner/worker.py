@@ -39,7 +39,7 @@ from typing import Any
 from . import client as client_mod
 from .client import Client, resolve_redis_url
 from .config import Config, load_config
-from .registry import Registry, load_registry
+from .registry import Registry, load_project_registry
 from .store import check_reachable
 from .supervisor import Supervisor
 
@@ -151,7 +151,7 @@ def current_worker() -> Worker | None:
 
 def _start(overrides: Mapping[str, Any]) -> Worker:
     config = load_config(overrides)
-    registry = load_registry(config.jobs_dir)
+    registry = load_project_registry(config)
     url = resolve_redis_url(config)
     check_reachable(url)
     worker = Worker(config, registry, url, overrides)

@@ -15,6 +15,7 @@ from sandboxrunner.config import (
     env_var_name,
     find_project_dir,
     load_config,
+    project_hint,
     redact_url,
 )
 from sandboxrunner.errors import ConfigError
@@ -69,11 +70,12 @@ def test_effective_concurrency_depends_on_the_mode() -> None:
     assert Config(concurrency=7, use_separate_process=True).effective_concurrency() == 7
 
 
-def test_every_field_but_project_dir_has_an_environment_variable() -> None:
-    names = {env_var_name(f.name) for f in fields(Config) if f.name != "project_dir"}
+def test_every_setting_has_an_environment_variable() -> None:
+    found_not_set = ("project_dir", "project_found")
+    names = {env_var_name(f.name) for f in fields(Config) if f.name not in found_not_set}
     assert {"REDIS_URL", "WORKERS", "SANDBOXRUNNER_JOB_TIMEOUT",
             "SANDBOXRUNNER_CHILD_LIMITS"} <= names
-    assert len(names) == len(fields(Config)) - 1
+    assert len(names) == len(fields(Config)) - len(found_not_set)
 
 
 # --------------------------------------------------------------------------- precedence
@@ -150,14 +152,32 @@ def test_workers_are_deduplicated_in_order(tmp_path: Path) -> None:
     assert load(tmp_path, env={"WORKERS": "default,,default"}).workers == ("default",)
 
 
-def test_the_project_dir_is_the_nearest_folder_with_pyproject(tmp_path: Path) -> None:
+def test_the_project_is_the_nearest_folder_with_our_pyproject_section(tmp_path: Path) -> None:
     write_pyproject(tmp_path / "proj", "key_prefix = 'found'\n")
     deep = tmp_path / "proj" / "src" / "pkg"
     deep.mkdir(parents=True)
     assert find_project_dir(deep) == (tmp_path / "proj").resolve()
+
+
+def test_a_worker_jobs_folder_marks_a_project_too(tmp_path: Path) -> None:
+    (tmp_path / "app" / "worker_jobs").mkdir(parents=True)
+    (tmp_path / "app" / "web").mkdir()
+    assert find_project_dir(tmp_path / "app" / "web") == (tmp_path / "app").resolve()
+    assert find_project_dir(tmp_path / "app") == (tmp_path / "app").resolve()
+
+
+def test_a_pyproject_without_our_section_is_walked_past(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, "key_prefix = 'outer'\n")
+    inner = tmp_path / "libs" / "inner"
+    inner.mkdir(parents=True)
+    (inner / "pyproject.toml").write_text("[project]\nname = 'inner'\n")
+    assert find_project_dir(inner) == tmp_path.resolve()
+
+
+def test_no_project_above_a_folder_is_none(tmp_path: Path) -> None:
     lonely = tmp_path / "lonely"
     lonely.mkdir()
-    assert find_project_dir(lonely) == lonely.resolve()
+    assert find_project_dir(lonely) is None
 
 
 def test_load_config_finds_the_project_from_the_cwd(
@@ -168,7 +188,48 @@ def test_load_config_finds_the_project_from_the_cwd(
     monkeypatch.chdir(tmp_path / "sub")
     config = load_config(env={})
     assert config.key_prefix == "fromcwd"
-    assert config.project_dir == tmp_path.resolve()
+    assert config.project_dir == tmp_path.resolve() and config.project_found
+
+
+def test_without_a_project_the_cwd_is_used_and_marked_not_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(env={})
+    assert config.project_dir == tmp_path.resolve() and not config.project_found
+    assert config.jobs_dir == tmp_path.resolve() / "worker_jobs"
+    hint = project_hint(config)
+    assert str(tmp_path.resolve()) in hint and "--project" in hint
+    assert "SANDBOXRUNNER_PROJECT" in hint and "[tool.sandboxrunner]" in hint
+
+
+def test_sandboxrunner_project_names_the_project_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_pyproject(tmp_path / "proj", "key_prefix = 'viaenv'\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    config = load_config(env={"SANDBOXRUNNER_PROJECT": str(tmp_path / "proj")})
+    assert config.project_dir == (tmp_path / "proj").resolve() and config.project_found
+    assert config.key_prefix == "viaenv"
+
+
+def test_a_named_project_folder_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"SANDBOXRUNNER_PROJECT": str(missing)})
+    assert str(info.value) == (f"environment SANDBOXRUNNER_PROJECT: {missing} "
+                               "is not a folder")
+    with pytest.raises(ConfigError) as info:
+        load_config(project_dir=missing, env={}, names={"project_dir": "--project"})
+    assert str(info.value) == f"--project: {missing} is not a folder"
+
+
+def test_a_given_project_beats_sandboxrunner_project(tmp_path: Path) -> None:
+    write_pyproject(tmp_path / "given", "key_prefix = 'given'\n")
+    config = load_config(project_dir=tmp_path / "given",
+                         env={"SANDBOXRUNNER_PROJECT": str(tmp_path / "nope")})
+    assert config.key_prefix == "given"
 
 
 # --------------------------------------------------------------------------- errors
@@ -187,9 +248,17 @@ def test_a_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
                        "expected a positive integer (milliseconds), got 'soon'")
 
 
-def test_a_bad_override_names_the_key(tmp_path: Path) -> None:
+def test_a_bad_override_names_the_init_worker_argument(tmp_path: Path) -> None:
     message = config_error(tmp_path, overrides={"grace_period": 0})
-    assert message.startswith("override grace_period: expected a positive integer")
+    assert message.startswith("init_worker argument grace_period: expected a positive integer")
+
+
+def test_a_bad_flag_is_named_as_the_user_wrote_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"workers": "urgent", "concurrency": 0}, project_dir=tmp_path, env={},
+                    names={"workers": "--workers", "concurrency": "--concurrency"})
+    assert str(info.value) == ("--workers: unknown worker 'urgent'; "
+                               "expected some of: default, priority")
 
 
 def test_an_unknown_pyproject_key_lists_the_valid_ones(tmp_path: Path) -> None:
@@ -197,11 +266,20 @@ def test_an_unknown_pyproject_key_lists_the_valid_ones(tmp_path: Path) -> None:
     message = config_error(tmp_path)
     assert "[tool.sandboxrunner]: unknown keys foo, job_timeout_ms" in message
     assert "valid keys: " in message and "job_timeout" in message and "lease_ms" in message
+    assert "\n" not in message
 
 
-def test_an_unknown_override_lists_the_valid_ones(tmp_path: Path) -> None:
+def test_a_misspelt_key_gets_a_suggestion(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, "job_timout = 5\nconcurency = 3\nfoo = 1\n")
+    message = config_error(tmp_path)
+    assert ("unknown keys concurency (did you mean concurrency?), foo, "
+            "job_timout (did you mean job_timeout?); valid keys: ") in message
+
+
+def test_an_unknown_init_worker_argument_lists_the_valid_ones(tmp_path: Path) -> None:
     message = config_error(tmp_path, overrides={"timeout": 5, "project_dir": "x"})
-    assert "overrides: unknown keys project_dir, timeout; valid keys: " in message
+    assert ("init_worker: unknown arguments project_dir, timeout (did you mean "
+            "job_timeout?); valid arguments: ") in message
 
 
 def test_a_section_that_is_not_a_table_is_an_error(tmp_path: Path) -> None:
@@ -257,7 +335,7 @@ def test_bad_workers_from_the_environment_name_the_variable(tmp_path: Path) -> N
 def test_out_of_range_values_are_errors(
     tmp_path: Path, key: str, value: Any, expected: str
 ) -> None:
-    assert f"override {key}: expected {expected}" in config_error(
+    assert f"init_worker argument {key}: expected {expected}" in config_error(
         tmp_path, overrides={key: value})
 
 
@@ -285,10 +363,11 @@ def test_unparseable_environment_values_are_errors(
 
 def test_child_limits_keys_and_values_are_checked(tmp_path: Path) -> None:
     message = config_error(tmp_path, overrides={"child_limits": {"threads": 4}})
-    assert "override child_limits: unknown keys threads" in message
+    assert "init_worker argument child_limits: unknown keys threads" in message
     assert "address_space_mib, cpu_seconds, open_files" in message
     message = config_error(tmp_path, overrides={"child_limits": {"cpu_seconds": -1}})
-    assert message.startswith("override child_limits.cpu_seconds: expected a positive integer")
+    assert message.startswith(
+        "init_worker argument child_limits.cpu_seconds: expected a positive integer")
 
 
 def test_a_redis_url_needs_a_known_scheme_and_the_error_hides_its_password(

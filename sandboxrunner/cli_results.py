@@ -1,0 +1,225 @@
+"""`sandboxrunner logs` and `sandboxrunner result`: one job's log lines and outcome, read
+from Redis. Both only read: they never start the embedded server.
+
+Either takes a job's full id or the start of one, such as the 8 hex digits `top` shows
+(with or without the ``default-``/``priority-`` queue part). A start is looked up among
+the ids Redis lists anyway (`Store.listed_job_ids`: running, waiting, retrying, recent and
+failed jobs), never by scanning keys; it must match exactly one.
+
+`logs` prints each line as ``HH:MM:SS LABEL message {data}`` (LABEL as `top` shows it,
+`joblog.display_level`) and ends with a ``job`` line: the job's state, or with --follow
+its outcome once it settles. A followed job that waits with no supervisor serving its
+queue says so once, and keeps following.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import typer
+
+from . import errors
+from .cli_support import (
+    PROJECT_OPTION,
+    REDIS_URL_OPTION,
+    existing_redis_url,
+    load_cli_config,
+    reports_errors,
+)
+from .config import Config, redact_url
+from .job import TERMINAL_STATUSES, ErrorInfo, ErrorKind, Status
+from .joblog import display_level, read_job_log
+from .keys import QUEUES
+from .store import Store
+
+FOLLOW_POLL_S = 0.25
+# Lines are written in batches (joblog.FLUSH_INTERVAL_S): the last may land just after the
+# job settles, so a follower reads once more this long after it sees the outcome.
+LAST_LINES_WAIT_S = 0.2
+CANDIDATES_SHOWN = 5
+FULL_ID = re.compile(rf"^({'|'.join(QUEUES)})-[0-9a-f]{{32}}$")
+ID_START = re.compile(rf"^(?:({'|'.join(QUEUES)})-)?([0-9a-f]+)$")
+RECORD_FIELDS = ("status", "name", "start", "end", "error", "attempt")
+
+JOB_ID_ARGUMENT = typer.Argument(
+    ..., metavar="ID",
+    help="The job's id, as `run`, enqueue() or `top --json` give it, or its start: the "
+         "8 hex digits `top` shows are enough when no other listed job shares them.")
+
+
+# -- finding the job ---------------------------------------------------------------------
+
+
+def resolve_job_id(store: Store, given: str) -> str:
+    """The full id GIVEN names; JobNotFound (one line) when it names none or several."""
+    given = given.strip()
+    if FULL_ID.match(given):
+        return given
+    shape = ID_START.match(given)
+    if not shape:
+        raise errors.JobNotFound(
+            f"{given!r} is not a job id or the start of one (`queue-` and 32 hex digits, "
+            f"or their first hex digits as `top` shows them); pass the full id "
+            f"(`sandboxrunner top --json` lists it)")
+    queue, digits = shape.groups()
+    queues = (queue,) if queue else QUEUES
+    matches = sorted(i for i in store.listed_job_ids(queues)
+                     if i.partition("-")[2].startswith(digits))
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise errors.JobNotFound(
+            f"no job id starts with {given!r} among the running, waiting, retrying, recent "
+            f"and failed jobs of queue{'s' if len(queues) > 1 else ''} {', '.join(queues)} "
+            f"(the last "
+            f"{store.config.history_size} settled of each) in Redis at "
+            f"{redact_url(store.url)}; pass the full id")
+    more = len(matches) - CANDIDATES_SHOWN
+    shown = ", ".join(matches[:CANDIDATES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+    raise errors.JobNotFound(f"{given!r} is the start of {len(matches)} job ids: {shown}; "
+                             f"give more of the id")
+
+
+def _record(store: Store, job_id: str) -> dict[str, str]:
+    return dict(zip(RECORD_FIELDS, store.job_fields(job_id, *RECORD_FIELDS), strict=True))
+
+
+def _not_found(store: Store, job_id: str) -> errors.JobNotFound:
+    return errors.JobNotFound(
+        f"no job {job_id} in Redis at {redact_url(store.url)}: never enqueued there, or "
+        f"its record expired (result_ttl {store.config.result_ttl} ms)")
+
+
+# -- describing it -----------------------------------------------------------------------
+
+
+def _clock(epoch_ms: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch_ms / 1000))
+
+
+def _seconds(ms: int) -> str:
+    return f"{ms / 1000:.2f} s"
+
+
+def _ms(text: str) -> int:
+    return int(text) if text.isdigit() else 0
+
+
+def _outcome(record: dict[str, str]) -> str:
+    took = _seconds(max(_ms(record["end"]) - _ms(record["start"]), 0))
+    if record["status"] == Status.COMPLETED:
+        return f"completed in {took}"
+    error = ErrorInfo.from_json(record["error"] or "{}")
+    first_line = (error.message.strip().splitlines() or [""])[0]
+    if error.kind == ErrorKind.TIMEOUT:
+        return f"timed out: {first_line} (ran {took})"
+    return f"failed: {error.type}: {first_line} (ran {took})"
+
+
+def _state(store: Store, job_id: str, record: dict[str, str]) -> str:
+    """What the job is doing, for its `job` line; says so when nobody serves its queue."""
+    status, queue = record["status"], job_id.partition("-")[0]
+    if status == Status.ACTIVE:
+        ran_ms = store.server_time_ms() - _ms(record["start"])
+        return f"running for {_seconds(max(ran_ms, 0))} (attempt {record['attempt'] or 1})"
+    if store.live_supervisors(queue) == 0:
+        return (f"{status} on {queue!r}; no live supervisor serves queue {queue!r}: it runs "
+                f"when one starts (`sandboxrunner start`)")
+    return f"{status} on {queue!r}"
+
+
+def _job_line(job_id: str, record: dict[str, str], text: str) -> str:
+    settled = record["status"] in TERMINAL_STATUSES and _ms(record["end"])
+    stamp = _clock(_ms(record["end"]) if settled else time.time() * 1000)
+    return f"{stamp} job   {job_id} {record['name'] or '?'} {text}"
+
+
+# -- printing its lines ------------------------------------------------------------------
+
+
+def _print_new_lines(store: Store, job_id: str, after: str) -> str:
+    """Print the job's log lines after stream id AFTER; returns the last one printed."""
+    for entry_id, line in read_job_log(store.redis, store.keys, job_id, after):
+        after = entry_id
+        label = display_level(str(line.get("level", "info")), str(line.get("source", "")))
+        extra = f" {json.dumps(line['data'])}" if "data" in line else ""
+        typer.echo(f"{_clock(float(line.get('ts', 0)) * 1000)} {label:5} "
+                   f"{line.get('msg', '')}{extra}")
+        if isinstance(line.get("err"), dict):
+            typer.echo(str(line["err"].get("traceback", "")).rstrip("\n"))
+    return after
+
+
+def _follow(store: Store, job_id: str, after: str, record: dict[str, str]) -> None:
+    """Print new lines until the job settles, then its outcome."""
+    said_waiting = False
+    while record["status"] not in TERMINAL_STATUSES:
+        if record["status"] == "":
+            typer.echo(_job_line(job_id, record, "record expired while followed"))
+            return
+        if not said_waiting and record["status"] == Status.QUEUED:
+            state = _state(store, job_id, record)
+            said_waiting = "no live supervisor" in state
+            if said_waiting:
+                typer.echo(_job_line(job_id, record, state))
+        time.sleep(FOLLOW_POLL_S)
+        after = _print_new_lines(store, job_id, after)
+        record = _record(store, job_id)
+    time.sleep(LAST_LINES_WAIT_S)
+    _print_new_lines(store, job_id, after)
+    typer.echo(_job_line(job_id, record, _outcome(record)))
+
+
+def _store(project: str | None, redis_url: str | None, command: str) -> Store:
+    config: Config = load_cli_config(project, redis_url=redis_url)
+    return Store(config, existing_redis_url(config, command))
+
+
+@reports_errors
+def logs(job_id: str = JOB_ID_ARGUMENT,
+         follow: bool = typer.Option(False, "--follow", "-f",
+                                     help="Keep printing new lines until the job settles, "
+                                          "then its outcome."),
+         redis_url: str = REDIS_URL_OPTION,
+         project: str = PROJECT_OPTION) -> None:
+    """Print a job's log lines (--follow: until it settles)."""
+    store = _store(project, redis_url, "logs")
+    try:
+        job_id = resolve_job_id(store, job_id)
+        after = _print_new_lines(store, job_id, "-")
+        record = _record(store, job_id)
+        if record["status"] == "" and after == "-":
+            raise _not_found(store, job_id)
+        if follow:
+            _follow(store, job_id, after, record)
+        elif record["status"] in TERMINAL_STATUSES:
+            typer.echo(_job_line(job_id, record, _outcome(record)))
+        elif record["status"]:
+            typer.echo(_job_line(job_id, record, _state(store, job_id, record)))
+    finally:
+        store.close()
+
+
+@reports_errors
+def result(job_id: str = JOB_ID_ARGUMENT,
+           wait_timeout: int = typer.Option(None, "--wait-timeout", metavar="MS",
+                                            help="Stop waiting after MS ms (exit 5). "
+                                                 "Default: wait until the job settles."),
+           redis_url: str = REDIS_URL_OPTION,
+           project: str = PROJECT_OPTION) -> None:
+    """Wait for a job enqueued earlier and print its result as JSON.
+
+    For a job that `run --wait-timeout` stopped waiting for, or one enqueue() or cron
+    started. If the job failed its error goes to stderr and the exit code is 1."""
+    from .client import Client
+    from .registry import Registry
+
+    config = load_cli_config(project, redis_url=redis_url)
+    client = Client(config, Registry({}), existing_redis_url(config, "result"))
+    try:
+        value = client.get_result(resolve_job_id(client.store, job_id), wait_timeout)
+    finally:
+        client.close()
+    typer.echo(json.dumps(value))
