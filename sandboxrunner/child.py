@@ -55,6 +55,7 @@ from .context import JobContext, JobLogger, PoolSlots, current_job, log_line
 from .errors import UnknownJob
 from .executors.base import failure, success
 from .job import ErrorInfo, ErrorKind, JobRecord, Status
+from .joboutput import LineBuffer
 from .registry import JobSpec
 from .store import Settlement
 
@@ -159,7 +160,7 @@ class LineWriter(io.TextIOBase):
 
     def __init__(self, sink: PipeLogSink, fd: int, source: str, level: str) -> None:
         self._sink, self._fd, self._source, self._level = sink, fd, source, level
-        self._parts: list[str] = []
+        self._lines = LineBuffer()  # thread mode's JobOutput cuts lines the same way
         self._lock = threading.Lock()
         # bytes written to sys.stdout.buffer go to the output pipe, as C-level writes do
         self.buffer = open(fd, "wb", buffering=0, closefd=False)  # noqa: SIM115
@@ -168,11 +169,7 @@ class LineWriter(io.TextIOBase):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         with self._lock:
-            self._parts.append(text)
-            if "\n" not in text:
-                return len(text)
-            *lines, rest = "".join(self._parts).split("\n")
-            self._parts = [rest] if rest else []
+            lines = self._lines.feed(text)
         for line in lines:
             self._emit(line)
         return len(text)
@@ -180,7 +177,7 @@ class LineWriter(io.TextIOBase):
     def finish(self) -> None:
         """Send a last line without its newline (at the end of a job)."""
         with self._lock:
-            rest, self._parts = "".join(self._parts), []
+            rest = self._lines.rest()
         if rest:
             self._emit(rest)
 

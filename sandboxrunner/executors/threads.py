@@ -11,6 +11,9 @@ hand-off (see supervisor.py). Such a job takes a slot and is watched like any ot
 A thread cannot be killed. At its deadline a job is reported failed with a timeout and
 its slot is freed; the thread runs on in the background and whatever it returns later is
 discarded (the job already left the lease). Use ``--separate-process`` for a hard kill.
+
+While the executor runs, what a job prints becomes its log lines (joboutput.py): each
+job gets a `JobOutput` in its context, closed before its outcome is reported.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import JobContext, JobLogger, LogSink, current_job
+from ..joboutput import JobOutput, capture_job_output, release_job_output
 from ..registry import Registry
 from ..store import ClaimedJob, Settlement
 from .base import (
@@ -89,6 +93,7 @@ class ThreadExecutor:
         self.slots = Slots(queue, concurrency)
         self._lock = threading.Lock()
         self._running: dict[str, RunningJob] = {}
+        self._outputs: dict[str, JobOutput] = {}  # of the jobs in _running
         # one FIFO of (deadline, id) per distinct timeout: deadlines in each are ascending,
         # so the watchdog looks at a few heads instead of a heap holding every job
         self._deadlines: dict[int, deque[tuple[float, str]]] = {}
@@ -98,6 +103,7 @@ class ThreadExecutor:
         self._threads = 0
         self._stopping = threading.Event()
         self._watch_cond = threading.Condition(self._lock)
+        capture_job_output()  # released by shutdown
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name=f"sr-{queue}-asyncio", daemon=True)
@@ -143,11 +149,13 @@ class ThreadExecutor:
     def _admit(self, job: ClaimedJob, data: Any) -> JobContext:
         """Take a slot for JOB and watch its deadline; its context for the handler."""
         record = job_record(job, self.queue, data)
+        output = JobOutput(self.log_sink, job.id, self.queue)
         ctx = JobContext(job=record, log=JobLogger(self.log_sink, job.id, self.queue),
-                         slots=self.slots)
+                         slots=self.slots, output=output)
         with self._lock:
             self._running[job.id] = RunningJob(job.id, job.name, self.queue, time.time(),
                                                job.timeout_ms, "thread")
+            self._outputs[job.id] = output
             deadline = deadline_after(job.timeout_ms)
             self._deadlines.setdefault(job.timeout_ms, deque()).append((deadline, job.id))
             if deadline < self._next_wake:  # wake the watchdog only if it sleeps too long
@@ -182,6 +190,7 @@ class ThreadExecutor:
         self._loop_thread.join(timeout=5)
         if not self._loop.is_running():
             self._loop.close()
+        release_job_output()
         return left
 
     # -- internals -------------------------------------------------------------------
@@ -238,10 +247,12 @@ class ThreadExecutor:
     def _finish(self, job_id: str, outcome: Settlement) -> None:
         with self._lock:
             entry = self._running.pop(job_id, None)
+            output = self._outputs.pop(job_id, None)
             if entry is not None:
                 self._drop_settled_heads(entry.timeout_ms)
-        if entry is None:
+        if entry is None or output is None:
             return  # timed out earlier: its late outcome is discarded
+        output.close()  # its last partial lines, before the outcome is written
         self.slots.give()
         self.report(outcome)
 
@@ -258,15 +269,17 @@ class ThreadExecutor:
                 expired = []
                 for fifo in self._deadlines.values():
                     while fifo and fifo[0][0] <= now:
-                        entry = self._running.pop(fifo.popleft()[1], None)
+                        job_id = fifo.popleft()[1]
+                        entry = self._running.pop(job_id, None)
                         if entry is not None:
-                            expired.append(entry)
+                            expired.append((entry, self._outputs.pop(job_id)))
                     while fifo and fifo[0][1] not in self._running:
                         fifo.popleft()
                 if expired:
                     self._lock.release()
                     try:
-                        for entry in expired:
+                        for entry, output in expired:
+                            output.close()  # its thread's later prints are not its log
                             self._expire(entry)
                     finally:
                         self._lock.acquire()
