@@ -18,6 +18,7 @@ is re-imported. Its life:
   4. serve: read a RUN frame, run the handler (sync directly, async on an event loop
      kept for the child's life), send DONE. EOF on the command pipe: exit. A job calling
      sys.exit ends the child with that exit code, as it would end a process.
+Its process title says which queue it serves and what it runs (proctitle.py).
 
 The child never returns into the supervisor's code and always leaves with os._exit, so
 no atexit handler or finaliser of the parent (or of pytest) runs twice. Everything it
@@ -56,6 +57,7 @@ from .errors import UnknownJob
 from .executors.base import failure, success
 from .job import ErrorInfo, ErrorKind, JobRecord, Status
 from .joboutput import LineBuffer
+from .proctitle import child_title, set_title
 from .registry import JobSpec
 from .store import Settlement
 
@@ -236,6 +238,7 @@ class ChildRuntime:
                          log=JobLogger(self.sink, call.job_id, self.queue),
                          slots=self.setup.slots)
         self.sink.begin(call.job_id)
+        set_title(child_title(self.queue, call.name, call.job_id))
         if "cpu_seconds" in self.limits:
             _arm_cpu_limit(self.limits["cpu_seconds"])
         token = current_job.set(ctx)
@@ -262,6 +265,7 @@ class ChildRuntime:
             writer.finish()
         _LIBC.fflush(None)
         self.sink.begin("")
+        set_title(child_title(self.queue))
 
     def _spec(self, call: Call) -> JobSpec:
         if call.spec_blob is not None:
@@ -369,6 +373,7 @@ def _start(setup: ChildSetup) -> ChildRuntime:
     global CURRENT
     _detach(setup)
     runtime = CURRENT = ChildRuntime(setup)
+    set_title(child_title(setup.queue))  # while it is the only thread (proctitle.py)
     _redirect_output(setup, runtime)
     # the inherited objects are never collected here: freezing them keeps the collector
     # from touching (and so copying) every page shared with the supervisor
