@@ -11,8 +11,10 @@ lines and sends each to the job's log with source ``stdout`` (level info) or ``s
 of the job. Writes of any other code (the app's own threads beside an in-process worker,
 the supervisor's threads) go to the stream that was there before, untouched.
 
-Once its job is over (settled or timed out) a `JobOutput` is closed, so what a thread left
-behind by the job writes afterwards goes to the real stream again.
+A `JobOutput` is closed when the handler returns; what code of the job writes after that
+(a task it left running) goes to the real stream again. A timed-out job's thread, which
+cannot be stopped, goes on writing to the job's log until its handler returns, as its
+``ctx.log`` lines do.
 
 Not captured in thread mode, since one process has one fd 1 and one fd 2 (process mode,
 where each child has its own, captures all of these):
@@ -82,7 +84,7 @@ class JobOutput:
         self._open = True
 
     def write(self, source: str, text: str) -> bool:
-        """Send TEXT's complete lines to the job's log; False once the job is over."""
+        """Send TEXT's complete lines to the job's log; False once it is closed."""
         with self._lock:
             if not self._open:
                 return False
@@ -94,7 +96,7 @@ class JobOutput:
             return True
 
     def close(self) -> None:
-        """The job is over: its unfinished lines are sent, later writes go elsewhere."""
+        """The handler returned: its unfinished lines are sent, later writes go elsewhere."""
         with self._lock:
             self._open = False
             for source, buffer in self._buffers.items():

@@ -60,6 +60,18 @@ JOBS = {
             await asyncio.create_task(_helper(data["tag"]))
             return data["tag"]
     """,
+    "leaves_a_task": """
+        import asyncio
+
+        async def _later():
+            await asyncio.sleep(0.05)
+            print("left behind")
+
+        async def run(data, ctx):
+            print("in the job")
+            run.task = asyncio.create_task(_later())  # kept, so it is not collected
+            return "returned"
+    """,
     "outlives": """
         import time
 
@@ -150,7 +162,7 @@ def test_an_app_with_an_in_process_worker_keeps_its_own_prints(
     assert not isinstance(sys.stdout, JobStream)  # the worker stopped: put back
 
 
-def test_a_timed_out_thread_prints_to_the_real_stdout_once_its_job_is_over(
+def test_a_timed_out_job_thread_goes_on_printing_into_its_log_until_it_returns(
         redis_url: str, redis_client: redis.Redis, jobs_dir: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     with running_supervisor(redis_url, jobs_dir=str(jobs_dir)), \
@@ -158,10 +170,22 @@ def test_a_timed_out_thread_prints_to_the_real_stdout_once_its_job_is_over(
         handle = client.enqueue("outlives", timeout=200)
         with pytest.raises(JobTimeout):
             handle.result(wait_timeout=5000)
-        wait_for(lambda: "after the deadline" in capsys.readouterr().out, timeout_s=5,
-                 what="the late print on stdout")
+        got = log_of(redis_client, handle.id, 2)  # as its ctx.log lines would
+    assert [x["msg"] for x in got] == ["before the deadline", "after the deadline"]
+    assert "deadline" not in capsys.readouterr().out
+
+
+def test_a_task_an_async_job_leaves_behind_prints_to_the_real_stdout_once_it_returned(
+        redis_url: str, redis_client: redis.Redis, jobs_dir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with running_supervisor(redis_url, jobs_dir=str(jobs_dir)), \
+            client_for(redis_url, jobs_dir=str(jobs_dir)) as client:
+        handle = client.enqueue("leaves_a_task")
+        assert handle.result(wait_timeout=5000) == "returned"
+        wait_for(lambda: "left behind" in capsys.readouterr().out, timeout_s=5,
+                 what="the task's print on stdout")
         got = log_of(redis_client, handle.id, 1)
-    assert [x["msg"] for x in got] == ["before the deadline"]
+    assert [x["msg"] for x in got] == ["in the job"]
 
 
 def test_sandboxrunner_logs_shows_what_a_thread_mode_job_printed(

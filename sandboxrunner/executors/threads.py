@@ -13,7 +13,9 @@ its slot is freed; the thread runs on in the background and whatever it returns 
 discarded (the job already left the lease). Use ``--separate-process`` for a hard kill.
 
 While the executor runs, what a job prints becomes its log lines (joboutput.py): each
-job gets a `JobOutput` in its context, closed before its outcome is reported.
+job gets a `JobOutput` in its context, closed when its handler returns (before its
+outcome is reported; a timed-out job's thread keeps writing to its log until then, as
+its ``ctx.log`` does).
 """
 
 from __future__ import annotations
@@ -93,7 +95,6 @@ class ThreadExecutor:
         self.slots = Slots(queue, concurrency)
         self._lock = threading.Lock()
         self._running: dict[str, RunningJob] = {}
-        self._outputs: dict[str, JobOutput] = {}  # of the jobs in _running
         # one FIFO of (deadline, id) per distinct timeout: deadlines in each are ascending,
         # so the watchdog looks at a few heads instead of a heap holding every job
         self._deadlines: dict[int, deque[tuple[float, str]]] = {}
@@ -149,13 +150,11 @@ class ThreadExecutor:
     def _admit(self, job: ClaimedJob, data: Any) -> JobContext:
         """Take a slot for JOB and watch its deadline; its context for the handler."""
         record = job_record(job, self.queue, data)
-        output = JobOutput(self.log_sink, job.id, self.queue)
         ctx = JobContext(job=record, log=JobLogger(self.log_sink, job.id, self.queue),
-                         slots=self.slots, output=output)
+                         slots=self.slots, output=JobOutput(self.log_sink, job.id, self.queue))
         with self._lock:
             self._running[job.id] = RunningJob(job.id, job.name, self.queue, time.time(),
                                                job.timeout_ms, "thread")
-            self._outputs[job.id] = output
             deadline = deadline_after(job.timeout_ms)
             self._deadlines.setdefault(job.timeout_ms, deque()).append((deadline, job.id))
             if deadline < self._next_wake:  # wake the watchdog only if it sleeps too long
@@ -233,6 +232,7 @@ class ThreadExecutor:
             return raised(ctx.job.id, exc)
         finally:
             current_job.reset(token)
+            ctx.output.close()  # its last partial lines, before its outcome is written
 
     async def _run_async(self, spec: Any, data: Any, ctx: JobContext) -> None:
         token = current_job.set(ctx)
@@ -242,17 +242,16 @@ class ThreadExecutor:
             outcome = raised(ctx.job.id, exc)
         finally:
             current_job.reset(token)
+            ctx.output.close()
         self._finish(ctx.job.id, outcome)
 
     def _finish(self, job_id: str, outcome: Settlement) -> None:
         with self._lock:
             entry = self._running.pop(job_id, None)
-            output = self._outputs.pop(job_id, None)
             if entry is not None:
                 self._drop_settled_heads(entry.timeout_ms)
-        if entry is None or output is None:
+        if entry is None:
             return  # timed out earlier: its late outcome is discarded
-        output.close()  # its last partial lines, before the outcome is written
         self.slots.give()
         self.report(outcome)
 
@@ -269,17 +268,15 @@ class ThreadExecutor:
                 expired = []
                 for fifo in self._deadlines.values():
                     while fifo and fifo[0][0] <= now:
-                        job_id = fifo.popleft()[1]
-                        entry = self._running.pop(job_id, None)
+                        entry = self._running.pop(fifo.popleft()[1], None)
                         if entry is not None:
-                            expired.append((entry, self._outputs.pop(job_id)))
+                            expired.append(entry)
                     while fifo and fifo[0][1] not in self._running:
                         fifo.popleft()
                 if expired:
                     self._lock.release()
                     try:
-                        for entry, output in expired:
-                            output.close()  # its thread's later prints are not its log
+                        for entry in expired:
                             self._expire(entry)
                     finally:
                         self._lock.acquire()
