@@ -342,17 +342,24 @@ class SnapshotReader:
                 shown.append(info)
         indexed = {sid for sid, *_ in second["snapshots"]}
         for sid, mine in leased.items():
-            if sid not in indexed:  # serves a queue, but was not among the indexed ones
-                age_ms = max(0, now_ms - last_beat.get(sid, now_ms))
-                state = supervisor_state(age_ms, self.config.lease_ms)
-                per_queue = {q: split_lease(n, None, state) for q, n in mine.items()}
-                self._add(splits, per_queue)
-                if state == "gone" and any(mine.values()):
-                    shown.append(gone_supervisor(sid, age_ms, per_queue))
+            if sid not in indexed:
+                shown += self._unindexed(sid, mine, now_ms - last_beat.get(sid, now_ms), splits)
         # a stable order, so rows don't jump between refreshes; the gone ones last
         shown.sort(key=lambda s: (s.state == "gone", s.host, s.pid, s.sid))
         running.sort(key=lambda r: (-r.elapsed_ms / max(r.timeout_ms, 1), r.id))
         return tuple(shown), tuple(running), splits
+
+    def _unindexed(self, sid: str, leased: dict[str, int], age_ms: int,
+                   splits: dict[str, LeaseSplit]) -> list[SupervisorInfo]:
+        """A supervisor serving a queue but not among those read from the index: its jobs
+        are counted (by its last heartbeat on the queues, server clock), and it is shown
+        if it is gone with jobs left in its lease."""
+        state = supervisor_state(max(0, age_ms), self.config.lease_ms)
+        per_queue = {q: split_lease(n, None, state) for q, n in leased.items()}
+        self._add(splits, per_queue)
+        if state == "gone" and any(leased.values()):
+            return [gone_supervisor(sid, max(0, age_ms), per_queue)]
+        return []
 
     @staticmethod
     def _add(splits: dict[str, LeaseSplit], per_queue: dict[str, LeaseSplit]) -> None:
