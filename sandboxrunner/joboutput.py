@@ -11,6 +11,9 @@ lines and sends each to the job's log with source ``stdout`` (level info) or ``s
 of the job. Writes of any other code (the app's own threads beside an in-process worker,
 the supervisor's threads) go to the stream that was there before, untouched.
 
+A process forked by a job (multiprocessing, os.fork) has no log sink running: there every
+write goes to the replaced stream, as it would without the capture.
+
 A `JobOutput` is closed when the handler returns; what code of the job writes after that
 (a task it left running) goes to the real stream again. A timed-out job's thread, which
 cannot be stopped, goes on writing to the job's log until its handler returns, as its
@@ -29,6 +32,7 @@ jobs' prints too.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -117,7 +121,7 @@ class JobStream:
         self.replaced, self.source = replaced, source
 
     def write(self, text: str) -> int:
-        ctx = current_job.get()
+        ctx = current_job.get() if _routing else None
         output = ctx.output if ctx is not None else None
         if output is not None:
             if not isinstance(text, str):
@@ -142,13 +146,24 @@ class JobStream:
 
 _lock = threading.Lock()
 _users = 0
+_routing = True  # False in a process forked from this one: its log sink did not come along
+
+
+def _forked() -> None:
+    # what the parent's executors counted is theirs; one started here captures afresh
+    global _routing, _users, _lock
+    _routing, _users, _lock = False, 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def capture_job_output() -> None:
     """Route the prints of jobs to their logs until as many ``release_job_output``."""
-    global _users
+    global _users, _routing
     with _lock:
         _users += 1
+        _routing = True
         if _users == 1:
             for name in ("stdout", "stderr"):
                 stream = getattr(sys, name)

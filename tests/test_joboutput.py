@@ -72,6 +72,23 @@ JOBS = {
             run.task = asyncio.create_task(_later())  # kept, so it is not collected
             return "returned"
     """,
+    "forks": """
+        import os
+        import sys
+        import warnings
+
+        def run(data, ctx):
+            print("in the job")
+            with warnings.catch_warnings():  # 3.12+: fork of a multi-threaded process
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+            if pid == 0:  # a process the job forked: no log sink runs here
+                print("from the forked child")
+                sys.stdout.flush()
+                os._exit(0)
+            os.waitpid(pid, 0)
+            return "forked"
+    """,
     "outlives": """
         import time
 
@@ -186,6 +203,18 @@ def test_a_task_an_async_job_leaves_behind_prints_to_the_real_stdout_once_it_ret
                  what="the task's print on stdout")
         got = log_of(redis_client, handle.id, 1)
     assert [x["msg"] for x in got] == ["in the job"]
+
+
+def test_a_process_a_job_forks_prints_to_the_real_stdout(
+        redis_url: str, redis_client: redis.Redis, jobs_dir: Path,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    with running_supervisor(redis_url, jobs_dir=str(jobs_dir)), \
+            client_for(redis_url, jobs_dir=str(jobs_dir)) as client:
+        handle = client.enqueue("forks")
+        assert handle.result(wait_timeout=5000) == "forked"
+        got = log_of(redis_client, handle.id, 1)
+    assert [x["msg"] for x in got] == ["in the job"]
+    assert "from the forked child" in capfd.readouterr().out
 
 
 def test_sandboxrunner_logs_shows_what_a_thread_mode_job_printed(
