@@ -56,7 +56,7 @@ class QueueStats:
     jobs_per_s: float
     rate_per_s: tuple[int, ...]  # completions per second over the last minute, oldest first
     oldest_waiting_ms: int | None
-    supervisors: int  # live supervisors serving it
+    supervisors: int  # supervisors serving it, live or late (not gone)
 
 
 @dataclass(frozen=True)

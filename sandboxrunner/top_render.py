@@ -288,7 +288,8 @@ def logs_table(snap: Snapshot, width: int, rows: int) -> RenderableType:
         return Text.assemble(title, ("  no log lines", "dim"))
     lines = [title]
     for line in snap.logs[len(snap.logs) - rows:] if rows else ():
-        level = {"stdout": "out", "stderr": "err"}.get(line.source, line.level)
+        # prints, and in process mode what fd 1/2 carried (source "output"), show as out/err
+        level = {"stdout": "out", "output": "out", "stderr": "err"}.get(line.source, line.level)
         style = LEVEL_STYLES.get(line.level, "")
         lines.append(Text.assemble(
             (fmt_clock(line.ts_ms), "dim"), " ", (f"{level[:5]:5}", style or "dim"), " ",

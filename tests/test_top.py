@@ -57,12 +57,14 @@ JOBS = {
             raise InvoiceRejected(f"invoice {data['invoice']} rejected by the bank")
     """,
     "render_pdf": """
+        import os
         import time
 
         worker = "priority"
 
         def run(data, ctx):
             print(f"rendering {data['pages']} pages")
+            os.write(1, f"pdf engine: {data['pages']} pages\\n".encode())  # as C code would
             time.sleep(data["seconds"])
             return data["pages"]
     """,
@@ -311,7 +313,8 @@ def test_once_at_160_columns_shows_where_jobs_run_children_and_logs(
     assert "processes" in _row(lines, str(processes_pid), "live")
     assert "render_pdf" in _row(lines, "└", "busy")
     assert "0 3 * * * UTC" in _row(lines, "nightly_report")
-    assert any("rendering 300 pages" in line for line in lines)
+    assert any(re.search(r" out +\w{8} rendering 300 pages$", line) for line in lines)
+    assert any(re.search(r" out +\w{8} pdf engine: 300 pages$", line) for line in lines)
     assert "redis://127.0.0.1:" in lines[0] and "2 supervisors" in lines[0]
 
 
