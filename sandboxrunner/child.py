@@ -18,6 +18,7 @@ is re-imported. Its life:
   4. serve: read a RUN frame, run the handler (sync directly, async on an event loop
      kept for the child's life), send DONE. EOF on the command pipe: exit. A job calling
      sys.exit ends the child with that exit code, as it would end a process.
+Its process title says which queue it serves and what it runs (proctitle.py).
 
 The child never returns into the supervisor's code and always leaves with os._exit, so
 no atexit handler or finaliser of the parent (or of pytest) runs twice. Everything it
@@ -55,6 +56,8 @@ from .context import JobContext, JobLogger, PoolSlots, current_job, log_line
 from .errors import UnknownJob
 from .executors.base import failure, success
 from .job import ErrorInfo, ErrorKind, JobRecord, Status
+from .joboutput import LineBuffer
+from .proctitle import child_title, set_title
 from .registry import JobSpec
 from .store import Settlement
 
@@ -159,7 +162,7 @@ class LineWriter(io.TextIOBase):
 
     def __init__(self, sink: PipeLogSink, fd: int, source: str, level: str) -> None:
         self._sink, self._fd, self._source, self._level = sink, fd, source, level
-        self._parts: list[str] = []
+        self._lines = LineBuffer()  # thread mode's JobOutput cuts lines the same way
         self._lock = threading.Lock()
         # bytes written to sys.stdout.buffer go to the output pipe, as C-level writes do
         self.buffer = open(fd, "wb", buffering=0, closefd=False)  # noqa: SIM115
@@ -168,11 +171,7 @@ class LineWriter(io.TextIOBase):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         with self._lock:
-            self._parts.append(text)
-            if "\n" not in text:
-                return len(text)
-            *lines, rest = "".join(self._parts).split("\n")
-            self._parts = [rest] if rest else []
+            lines = self._lines.feed(text)
         for line in lines:
             self._emit(line)
         return len(text)
@@ -180,7 +179,7 @@ class LineWriter(io.TextIOBase):
     def finish(self) -> None:
         """Send a last line without its newline (at the end of a job)."""
         with self._lock:
-            rest, self._parts = "".join(self._parts), []
+            rest = self._lines.rest()
         if rest:
             self._emit(rest)
 
@@ -239,6 +238,7 @@ class ChildRuntime:
                          log=JobLogger(self.sink, call.job_id, self.queue),
                          slots=self.setup.slots)
         self.sink.begin(call.job_id)
+        set_title(child_title(self.queue, call.name, call.job_id))
         if "cpu_seconds" in self.limits:
             _arm_cpu_limit(self.limits["cpu_seconds"])
         token = current_job.set(ctx)
@@ -265,6 +265,7 @@ class ChildRuntime:
             writer.finish()
         _LIBC.fflush(None)
         self.sink.begin("")
+        set_title(child_title(self.queue))
 
     def _spec(self, call: Call) -> JobSpec:
         if call.spec_blob is not None:
@@ -372,6 +373,7 @@ def _start(setup: ChildSetup) -> ChildRuntime:
     global CURRENT
     _detach(setup)
     runtime = CURRENT = ChildRuntime(setup)
+    set_title(child_title(setup.queue))  # while it is the only thread (proctitle.py)
     _redirect_output(setup, runtime)
     # the inherited objects are never collected here: freezing them keeps the collector
     # from touching (and so copying) every page shared with the supervisor

@@ -115,6 +115,9 @@ def start(
     config = _config(project, workers=workers, concurrency=concurrency, jobs_dir=jobs_dir,
                      redis_url=redis_url, use_separate_process=separate_process,
                      production=production)
+    from .proctitle import set_title, supervisor_title
+
+    set_title(supervisor_title(config))  # before any thread starts (proctitle.py)
     registry = _registry(config)
     url = _redis_url(config, wait=wait_for_redis)
     from .supervisor import Supervisor

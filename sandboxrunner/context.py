@@ -2,7 +2,10 @@
 
 ``ctx.job`` is the `JobRecord`; ``ctx.log(msg, data=None, err=None)`` and its ``warn`` and
 ``error`` variants record log lines of that job through a `LogSink` (straight to Redis in
-thread mode, over the pipe to the supervisor in a child process).
+thread mode, over the pipe to the supervisor in a child process). ``current_job`` says
+which job the running code belongs to: it is set around the handler, so it follows the
+job's thread or asyncio task (a nested run_job and thread mode's print capture,
+joboutput.py, read it).
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class JobContext:
     # set by the supervisor that runs the job; lets run_job spot a nested call that would
     # wait for a slot its own caller holds
     slots: Any = field(default=None, repr=False)
+    # thread mode: where the job's prints go (joboutput.JobOutput); a child has its own
+    output: Any = field(default=None, repr=False)
 
 
 current_job: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

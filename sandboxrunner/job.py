@@ -20,10 +20,13 @@ where BODY is the result JSON or the error JSON, so a waiting caller needs no se
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
+import os
 import traceback
 from dataclasses import asdict, dataclass
+from types import TracebackType
 from typing import Any
 
 from .errors import InvalidJobData, JobError, JobFailed, JobTimeout
@@ -50,8 +53,26 @@ class ErrorKind(enum.StrEnum):
     MEMORY = "memory"  # its child went over the memory limit
 
 
+# frames of these run a handler: a job's traceback starts below them (see _from_handler)
+_RUNNER_DIRS = tuple(os.path.dirname(os.path.abspath(f)) + os.sep
+                     for f in (__file__, asyncio.__file__))
+
+
+def _from_handler(tb: TracebackType | None) -> TracebackType | None:
+    """TB less its leading frames of the runner (this package calling the handler, and
+    asyncio running it as a coroutine), so it starts at the user's handler; frames below
+    the handler stay, ours included. All of TB when no frame is the user's."""
+    start = tb
+    while start is not None and start.tb_frame.f_code.co_filename.startswith(_RUNNER_DIRS):
+        start = start.tb_next
+    return start or tb
+
+
 @dataclass(frozen=True)
 class ErrorInfo:
+    """Why a job failed, as the caller gets it: ``traceback`` is the handler's exception
+    as text, from the handler down (the runner's frames above it are left out)."""
+
     kind: str
     type: str
     message: str
@@ -59,7 +80,8 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException, kind: ErrorKind = ErrorKind.RAISED) -> ErrorInfo:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        text = "".join(traceback.format_exception(type(exc), exc,
+                                                  _from_handler(exc.__traceback__)))
         return cls(kind=kind.value, type=type(exc).__name__, message=str(exc), traceback=text)
 
     def to_json(self) -> str:

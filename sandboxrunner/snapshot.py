@@ -24,24 +24,29 @@ Clocks: ages come from the Redis server clock (TIME, PTTL). A running job's elap
 is measured on its supervisor's own clock (its start and the snapshot's heartbeat) plus
 the snapshot's age from PTTL, so clock skew between hosts does not distort it.
 
-Supervisor states: ``live``; ``late`` when its last heartbeat is older than its lease (its
-jobs are about to be taken back); ``gone`` when its snapshot expired but it is still in
-the index (it died without removing itself). A gone one is listed for GONE_SHOWN_MS after
-its last heartbeat, then left out; the index itself is never modified here.
+Supervisor states (live, late, gone: by the server clock) and the split of each queue's
+leased jobs into running, prefetched and orphaned are derived in snapshot_records.py,
+whose docstring states the rules. A gone supervisor is one whose lease lapsed or whose
+snapshot expired (it died without removing itself): it is listed while jobs are left in
+its lease, and otherwise for GONE_SHOWN_MS after its last heartbeat, then left out; the
+index itself is never modified here.
 
 JSON shape (`Snapshot.to_json`, what ``sandboxrunner top --json`` prints). Times are epoch
 ms, durations ms; lists are bounded as noted:
 
   {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0"},
    "server_time_ms": int,
-   "totals": {"waiting", "active", "completed", "failed", "jobs_per_s", "supervisors"},
-   "queues": {"default": {"waiting", "delayed", "active", "enqueued", "completed",
+   "totals": {"waiting", "active", "running", "prefetched", "orphaned", "completed",
+              "failed", "jobs_per_s", "supervisors"},
+   "queues": {"default": {"waiting", "delayed", "active", "running", "prefetched",
+                          "orphaned", "enqueued", "completed",
                           "failed", "retried", "stalled", "jobs_per_s",
                           "rate_per_s": [60 ints, oldest first],
                           "oldest_waiting_ms": int | null, "supervisors": int},
               "priority": {...}},
    "supervisors": [{"sid", "state", "host", "pid", "mode", "queues": [..], "uptime_ms",
-                    "cpu_percent", "rss_bytes", "heartbeat_age_ms", "capacity", "busy",
+                    "cpu_percent", "rss_bytes", "heartbeat_age_ms", "capacity",
+                    "busy", "prefetched", "orphaned",      # busy: jobs running
                     "children": [{"queue", "pid", "state", "job_id", "job_name",
                                   "cpu_percent", "rss_bytes", "jobs_served"}]}],
    "running": [{"id", "name", "queue", "sid", "host", "supervisor_pid", "worker",
@@ -53,9 +58,11 @@ ms, durations ms; lists are bounded as noted:
              "last_job_id", "runs", "skips", "error"}],
    "logs": [{"id", "ts_ms", "level", "job_id", "source", "msg"}]}   # LOG_TAIL, oldest first
 
-A queue's ``active`` counts leased jobs (claimed, not settled), read live; ``running``
-lists what the supervisors published, so a job that just started appears after its
-supervisor's next heartbeat.
+A queue's ``active`` counts leased jobs (claimed, not settled), read live, and is the sum
+of its ``running``, ``prefetched`` and ``orphaned``; a supervisor's ``busy``,
+``prefetched`` and ``orphaned`` add up to the queues' the same way. The ``running`` list
+holds what the supervisors published, so a job that just started is counted at once and
+listed after its supervisor's next heartbeat; a gone supervisor lists none.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ from .snapshot_records import (
     RATE_WINDOW_S,
     CronInfo,
     FailureInfo,
+    LeaseSplit,
     QueueStats,
     RunningJobInfo,
     Snapshot,
@@ -85,6 +93,8 @@ from .snapshot_records import (
     decode_supervisor,
     gone_supervisor,
     rate_series,
+    split_lease,
+    supervisor_state,
 )
 from .store import Store
 
@@ -114,6 +124,33 @@ def _job_key(keys: Keys, job_id: str) -> str | None:
         return keys.job(job_id)
     except ValueError:
         return None  # a malformed id pushed by hand: nothing to look up
+
+
+def _json_object(raw: Any) -> dict[str, Any] | None:
+    """A supervisor's snapshot, or None when it expired (or is not a JSON object)."""
+    try:
+        value = json.loads(as_text(raw) or "null")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _leased_by_sid(by_queue: dict[str, list[tuple[str, int]]]) -> dict[str, dict[str, int]]:
+    """{queue: [(sid, leased)]} turned around: {sid: {queue: leased}}."""
+    out: dict[str, dict[str, int]] = {}
+    for q, rows in by_queue.items():
+        for sid, n in rows:
+            out.setdefault(sid, {})[q] = n
+    return out
+
+
+def _last_beats(queues: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Each supervisor's last heartbeat on any queue (server ms), from the ``sups`` zsets."""
+    out: dict[str, int] = {}
+    for raw in queues.values():
+        for sid, score in raw["sups"] or ():
+            out[as_text(sid)] = max(out.get(as_text(sid), 0), int(score))
+    return out
 
 
 def _version(info: Any) -> str:
@@ -177,15 +214,15 @@ class SnapshotReader:
         first = self._first_round()
         now_ms = first["now_ms"]
         second = self._second_round(first)
-        supervisors, running = self._supervisors(second["snapshots"], now_ms)
+        supervisors, running, splits = self._supervisors(first, second, now_ms)
         if second["active_ids"] is not None:
             running = tuple(r for r in running if r.id in second["active_ids"])
         return Snapshot(
             redis_url=redact_url(self.url),
             redis_version=first["version"],
             server_time_ms=now_ms,
-            queues=tuple(self._queue(q, first["queues"][q], second, supervisors, now_ms)
-                         for q in self.queues),
+            queues=tuple(self._queue(q, first["queues"][q], second, splits[q], supervisors,
+                                     now_ms) for q in self.queues),
             supervisors=supervisors,
             running=running,
             failures=self._failures(second["failures"]),
@@ -223,11 +260,11 @@ class SnapshotReader:
         k, batch = self.keys, _Batch(self._redis)
         snapshots = [(sid, score, batch.add("get", k.supervisor(sid)),
                       batch.add("pttl", k.supervisor(sid))) for sid, score in first["index"]]
-        active: dict[str, list[tuple[int, int]]] = {}
+        active: dict[str, list[tuple[str, int, int]]] = {}
         oldest: dict[str, int] = {}
         failures: list[tuple[str, str, int | None]] = []
         for q, raw in first["queues"].items():
-            active[q] = [(batch.add("llen", k.active(q, as_text(sid))),
+            active[q] = [(as_text(sid), batch.add("llen", k.active(q, as_text(sid))),
                           batch.add("lrange", k.active(q, as_text(sid)), 0, MAX_ACTIVE_IDS - 1))
                          for sid, _ in raw["sups"] or ()]
             oldest_key = _job_key(k, as_text(raw["oldest_id"]))
@@ -241,19 +278,20 @@ class SnapshotReader:
         return {
             "snapshots": [(sid, score, batch.reply(got), as_int(batch.reply(ttl, -2), -2))
                           for sid, score, got, ttl in snapshots],
-            "active": {q: sum(as_int(batch.reply(n, 0)) for n, _ in at)
-                       for q, at in active.items()},
+            # sid -> queue -> jobs in its lease
+            "leased": _leased_by_sid({q: [(sid, as_int(batch.reply(n, 0))) for sid, n, _ in at]
+                                      for q, at in active.items()}),
             # None: some list was longer than we read, so membership can't be decided
             "active_ids": None if any(as_int(batch.reply(n, 0)) > MAX_ACTIVE_IDS
-                                      for at in active.values() for n, _ in at)
-            else {as_text(i) for at in active.values() for _, ids in at
+                                      for at in active.values() for _, n, _ in at)
+            else {as_text(i) for at in active.values() for _, _, ids in at
                   for i in batch.reply(ids, [])},
             "oldest": {q: as_int(batch.reply(i, 0)) or None for q, i in oldest.items()},
             "failures": [(q, job_id, batch.reply(at, [None] * 3) if at is not None
                           else [None] * 3) for q, job_id, at in failures],
         }
 
-    def _queue(self, q: str, raw: dict[str, Any], second: dict[str, Any],
+    def _queue(self, q: str, raw: dict[str, Any], second: dict[str, Any], split: LeaseSplit,
                supervisors: tuple[SupervisorInfo, ...], now_ms: int) -> QueueStats:
         stats = {as_text(f): as_int(v) for f, v in (raw["stats"] or {}).items()}
         series = rate_series(raw["rate"] or {}, now_ms // 1000)
@@ -262,7 +300,10 @@ class SnapshotReader:
             name=q,
             waiting=as_int(raw["waiting"]),
             delayed=as_int(raw["delayed"]),
-            active=second["active"].get(q, 0),
+            active=split.active,
+            running=split.running,
+            prefetched=split.prefetched,
+            orphaned=split.orphaned,
             enqueued=stats.get("enqueued", 0),
             completed=stats.get("completed", 0),
             failed=stats.get("failed", 0),
@@ -271,29 +312,60 @@ class SnapshotReader:
             jobs_per_s=round(sum(series) / RATE_WINDOW_S, 3),
             rate_per_s=series,
             oldest_waiting_ms=max(0, now_ms - enq) if enq else None,
-            supervisors=sum(1 for s in supervisors if s.state == "live" and q in s.queues),
+            supervisors=sum(1 for s in supervisors if s.state != "gone" and q in s.queues),
         )
 
-    def _supervisors(self, snapshots: list[tuple[str, int, Any, int]],
-                     now_ms: int) -> tuple[tuple[SupervisorInfo, ...], tuple[RunningJobInfo, ...]]:
+    def _supervisors(self, first: dict[str, Any], second: dict[str, Any], now_ms: int,
+                     ) -> tuple[tuple[SupervisorInfo, ...], tuple[RunningJobInfo, ...],
+                                dict[str, LeaseSplit]]:
+        """Every supervisor to show, the jobs they run, and each queue's leased jobs split
+        (snapshot_records.py's docstring): from the snapshots of the indexed ones, and
+        from the queues' ``sups`` (server clock) for those whose snapshot is not there."""
+        leased: dict[str, dict[str, int]] = second["leased"]
+        last_beat = _last_beats(first["queues"])
         shown: list[SupervisorInfo] = []
         running: list[RunningJobInfo] = []
-        for sid, score, raw, pttl in snapshots:
-            try:
-                snap = json.loads(as_text(raw) or "null")
-            except ValueError:
-                snap = None
-            if not isinstance(snap, dict):
-                if now_ms - score <= GONE_SHOWN_MS:
-                    shown.append(gone_supervisor(sid, max(0, now_ms - score)))
-                continue
-            info, jobs = decode_supervisor(sid, snap, pttl, now_ms, self.config.lease_ms)
-            shown.append(info)
-            running += jobs
+        splits = {q: LeaseSplit() for q in self.queues}
+        for sid, score, raw, pttl in second["snapshots"]:
+            mine = leased.get(sid, {})
+            snap = _json_object(raw)
+            if snap is None:  # expired: it stopped heartbeating three leases ago
+                per_queue = {q: split_lease(n, None, "gone") for q, n in mine.items()}
+                info = gone_supervisor(sid, max(0, now_ms - last_beat.get(sid, score)),
+                                       per_queue)
+            else:
+                info, jobs, per_queue = decode_supervisor(sid, snap, pttl, now_ms,
+                                                          self.config.lease_ms, mine)
+                running += jobs
+            self._add(splits, per_queue)
+            if info.state != "gone" or info.orphaned or info.heartbeat_age_ms <= GONE_SHOWN_MS:
+                shown.append(info)
+        indexed = {sid for sid, *_ in second["snapshots"]}
+        for sid, mine in leased.items():
+            if sid not in indexed:
+                shown += self._unindexed(sid, mine, now_ms - last_beat.get(sid, now_ms), splits)
         # a stable order, so rows don't jump between refreshes; the gone ones last
         shown.sort(key=lambda s: (s.state == "gone", s.host, s.pid, s.sid))
         running.sort(key=lambda r: (-r.elapsed_ms / max(r.timeout_ms, 1), r.id))
-        return tuple(shown), tuple(running)
+        return tuple(shown), tuple(running), splits
+
+    def _unindexed(self, sid: str, leased: dict[str, int], age_ms: int,
+                   splits: dict[str, LeaseSplit]) -> list[SupervisorInfo]:
+        """A supervisor serving a queue but not among those read from the index: its jobs
+        are counted (by its last heartbeat on the queues, server clock), and it is shown
+        if it is gone with jobs left in its lease."""
+        state = supervisor_state(max(0, age_ms), self.config.lease_ms)
+        per_queue = {q: split_lease(n, None, state) for q, n in leased.items()}
+        self._add(splits, per_queue)
+        if state == "gone" and any(leased.values()):
+            return [gone_supervisor(sid, max(0, age_ms), per_queue)]
+        return []
+
+    @staticmethod
+    def _add(splits: dict[str, LeaseSplit], per_queue: dict[str, LeaseSplit]) -> None:
+        for q, split in per_queue.items():
+            if q in splits:
+                splits[q] += split
 
     def _failures(self, rows: list[tuple[str, str, list[Any]]]) -> tuple[FailureInfo, ...]:
         out = []

@@ -1,10 +1,32 @@
 """The records of one `top` snapshot, and the pure functions that build them from raw
 Redis replies: tolerant decoding, the per-second rate series, a supervisor's state, its
-heartbeat age and its running jobs' elapsed time (clocks: snapshot.py's docstring), one
-log line.
+heartbeat age and its running jobs' elapsed time (clocks: snapshot.py's docstring), how
+its leased jobs split into running, prefetched and orphaned, one log line.
 
 Nothing here talks to Redis: snapshot.py reads the replies and hands them over. The JSON
-shape of `Snapshot.to_json` is documented in snapshot.py's docstring.
+shape of `Snapshot.to_json` is documented in snapshot.py's docstring. A web dashboard
+reuses these records and derivations; they are the one place each rule is stated:
+
+Supervisor state, from the age of its last heartbeat on the Redis server's clock
+(`supervisor_state`): ``live``; ``late`` past half its lease without a heartbeat (the
+silence heartbeat.lua also treats as a sign of trouble); ``gone`` once its lease lapsed,
+whether or not another supervisor is there to take its jobs back, or once its snapshot
+expired. A gone supervisor's uptime stops at its last heartbeat, and it runs nothing.
+
+Leased jobs (`split_lease`): a queue's ``active`` jobs are those in the supervisors'
+leases, read live, split three ways so that every count shown adds up:
+  running     being run: in process mode at most one per child of the pool (a pool
+              starts a job as soon as a child is free), in thread mode all of them
+              (a thread supervisor claims no more than its free slots);
+  prefetched  claimed by a process pool ahead of a free child: the backlog, which
+              waits in the supervisor's memory (its deadline starts when a child takes
+              it) and which no other supervisor can take meanwhile;
+  orphaned    in the lease of a gone supervisor: a live supervisor of the queue takes
+              them back (runs them again) at its next heartbeat, or the next to start.
+A supervisor's ``busy`` and ``prefetched`` are the sums of its queues' splits, and a
+queue's are the sums over its supervisors, so the queue line, the supervisor line and
+``running`` agree. The list of running jobs comes from the supervisors' heartbeats, so a
+job started since the last one is counted before it is listed.
 """
 
 from __future__ import annotations
@@ -22,7 +44,10 @@ class QueueStats:
     name: str
     waiting: int
     delayed: int  # failed attempts waiting for their retry's backoff
-    active: int
+    active: int  # leased: running + prefetched + orphaned
+    running: int
+    prefetched: int
+    orphaned: int
     enqueued: int
     completed: int
     failed: int
@@ -31,7 +56,7 @@ class QueueStats:
     jobs_per_s: float
     rate_per_s: tuple[int, ...]  # completions per second over the last minute, oldest first
     oldest_waiting_ms: int | None
-    supervisors: int  # live supervisors serving it
+    supervisors: int  # supervisors serving it, live or late (not gone)
 
 
 @dataclass(frozen=True)
@@ -59,7 +84,9 @@ class SupervisorInfo:
     rss_bytes: int
     heartbeat_age_ms: int
     capacity: int
-    busy: int
+    busy: int  # jobs running
+    prefetched: int
+    orphaned: int  # jobs left in its lease when it is gone
     children: tuple[ChildInfo, ...]
 
 
@@ -131,6 +158,9 @@ class Snapshot:
         return {
             "waiting": sum(q.waiting for q in self.queues),
             "active": sum(q.active for q in self.queues),
+            "running": sum(q.running for q in self.queues),
+            "prefetched": sum(q.prefetched for q in self.queues),
+            "orphaned": sum(q.orphaned for q in self.queues),
             "completed": sum(q.completed for q in self.queues),
             "failed": sum(q.failed for q in self.queues),
             "jobs_per_s": round(sum(q.jobs_per_s for q in self.queues), 3),
@@ -202,50 +232,105 @@ def _sid_parts(sid: str) -> tuple[str, int]:
     return (parts[0], as_int(parts[1])) if len(parts) == 3 else (sid, 0)
 
 
-def gone_supervisor(sid: str, age_ms: int) -> SupervisorInfo:
+def supervisor_state(age_ms: int, lease_ms: int) -> str:
+    """live, late or gone for a last heartbeat AGE_MS old (server clock); see the top."""
+    if age_ms > lease_ms:
+        return "gone"
+    return "late" if age_ms > lease_ms // 2 else "live"
+
+
+@dataclass(frozen=True)
+class LeaseSplit:
+    """One supervisor's leased jobs of one queue, or sums of them (see the top)."""
+
+    running: int = 0
+    prefetched: int = 0
+    orphaned: int = 0
+
+    def __add__(self, other: LeaseSplit) -> LeaseSplit:
+        return LeaseSplit(self.running + other.running, self.prefetched + other.prefetched,
+                          self.orphaned + other.orphaned)
+
+    @property
+    def active(self) -> int:
+        return self.running + self.prefetched + self.orphaned
+
+
+def split_lease(leased: int, capacity: int | None, state: str) -> LeaseSplit:
+    """LEASED jobs of a supervisor in STATE whose executor runs CAPACITY at once (None:
+    unknown, as for a supervisor whose snapshot was not read)."""
+    if state == "gone":
+        return LeaseSplit(orphaned=leased)
+    running = leased if capacity is None else min(leased, capacity)
+    return LeaseSplit(running=running, prefetched=leased - running)
+
+
+def gone_supervisor(sid: str, age_ms: int, splits: dict[str, LeaseSplit]) -> SupervisorInfo:
+    """A supervisor known only by its id (its snapshot expired): gone."""
     host, pid = _sid_parts(sid)
     return SupervisorInfo(sid=sid, state="gone", host=host, pid=pid, mode="", queues=(),
                           uptime_ms=0, cpu_percent=0.0, rss_bytes=0, heartbeat_age_ms=age_ms,
-                          capacity=0, busy=0, children=())
+                          capacity=0, busy=0, prefetched=0,
+                          orphaned=sum(split.orphaned for split in splits.values()),
+                          children=())
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def decode_supervisor(sid: str, snap: dict[str, Any], pttl: int, now_ms: int,
-                default_lease_ms: int) -> tuple[SupervisorInfo, list[RunningJobInfo]]:
-    beat_ms = as_int(snap.get("heartbeat_ms"))
-    ttl_ms = as_int(snap.get("ttl_ms"))
+def _executors(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    raw = snap.get("executors")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(q): ex for q, ex in raw.items() if isinstance(ex, dict)}
+
+
+def _children(executors: dict[str, dict[str, Any]]) -> tuple[ChildInfo, ...]:
+    return tuple(
+        ChildInfo(queue=q, pid=as_int(c.get("pid")), state=str(c.get("state", "")),
+                  job_id=c.get("job_id"), job_name=c.get("job_name"),
+                  cpu_percent=_float(c.get("cpu_percent")), rss_bytes=as_int(c.get("rss_bytes")),
+                  jobs_served=as_int(c.get("jobs_served")))
+        for q, ex in executors.items() for c in _dicts(ex.get("children")))
+
+
+def _snapshot_age_ms(snap: dict[str, Any], pttl: int, now_ms: int) -> int:
     # PTTL gives the snapshot's age on the server's clock; a supervisor that publishes no
     # ttl_ms leaves only a comparison of two hosts' clocks
-    age_ms = max(0, ttl_ms - pttl if ttl_ms and pttl >= 0 else now_ms - beat_ms)
-    lease_ms = as_int(snap.get("lease_ms")) or default_lease_ms
-    raw_executors = snap.get("executors")
-    executors: dict[str, dict[str, Any]] = {
-        str(q): ex for q, ex in raw_executors.items() if isinstance(ex, dict)
-    } if isinstance(raw_executors, dict) else {}
+    ttl_ms = as_int(snap.get("ttl_ms"))
+    return max(0, ttl_ms - pttl if ttl_ms and pttl >= 0
+               else now_ms - as_int(snap.get("heartbeat_ms")))
+
+
+def decode_supervisor(sid: str, snap: dict[str, Any], pttl: int, now_ms: int,
+                      default_lease_ms: int, leased: dict[str, int],
+                      ) -> tuple[SupervisorInfo, list[RunningJobInfo], dict[str, LeaseSplit]]:
+    """A supervisor from its published snapshot and LEASED (queue -> jobs in its lease,
+    read live): its record, the jobs it runs, and its leased jobs split per queue."""
+    age_ms = _snapshot_age_ms(snap, pttl, now_ms)
+    state = supervisor_state(age_ms, as_int(snap.get("lease_ms")) or default_lease_ms)
+    executors = _executors(snap)
+    splits = {q: split_lease(n, as_int(executors[q].get("capacity")) if q in executors
+                             else None, state) for q, n in leased.items()}
+    total = sum(splits.values(), LeaseSplit())
+    beat_ms = as_int(snap.get("heartbeat_ms"))
+    started_ms = int(_float(snap.get("started_at")) * 1000)
     host, pid = str(snap.get("host", "")), as_int(snap.get("pid"))
+    gone = state == "gone"
     info = SupervisorInfo(
-        sid=sid, state="late" if age_ms > lease_ms else "live", host=host, pid=pid,
-        mode=str(snap.get("mode", "")),
+        sid=sid, state=state, host=host, pid=pid, mode=str(snap.get("mode", "")),
         queues=tuple(str(q) for q in snap.get("queues") or ()),
-        uptime_ms=max(0, beat_ms - int(_float(snap.get("started_at")) * 1000) + age_ms),
+        # a gone supervisor's uptime stops at its last heartbeat
+        uptime_ms=max(0, beat_ms - started_ms + (0 if gone else age_ms)),
         cpu_percent=_float(snap.get("cpu_percent")), rss_bytes=as_int(snap.get("rss_bytes")),
         heartbeat_age_ms=age_ms,
         capacity=sum(as_int(ex.get("capacity")) for ex in executors.values()),
-        busy=sum(as_int(ex.get("running")) for ex in executors.values()),
-        children=tuple(
-            ChildInfo(queue=q, pid=as_int(c.get("pid")), state=str(c.get("state", "")),
-                      job_id=c.get("job_id"), job_name=c.get("job_name"),
-                      cpu_percent=_float(c.get("cpu_percent")),
-                      rss_bytes=as_int(c.get("rss_bytes")),
-                      jobs_served=as_int(c.get("jobs_served")))
-            for q, ex in executors.items() for c in _dicts(ex.get("children"))
-        ),
+        busy=total.running, prefetched=total.prefetched, orphaned=total.orphaned,
+        children=() if gone else _children(executors),  # they died with it
     )
     # started_at and heartbeat_ms are both the supervisor's clock: skew cancels out
-    jobs = [
+    jobs = [] if gone else [
         RunningJobInfo(id=str(r.get("id", "")), name=str(r.get("name", "")),
                        queue=str(r.get("queue", "")), sid=sid, host=host, supervisor_pid=pid,
                        worker=str(r.get("worker", "")), timeout_ms=as_int(r.get("timeout_ms")),
@@ -253,7 +338,7 @@ def decode_supervisor(sid: str, snap: dict[str, Any], pttl: int, now_ms: int,
                                       + age_ms))
         for r in _dicts(snap.get("running"))
     ]
-    return info, jobs
+    return info, jobs, splits
 
 
 def decode_log_line(entry: Any) -> LogLine:

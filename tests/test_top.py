@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from sandboxrunner import JobFailed, JobTimeout
 from sandboxrunner.embedded import TestServer
 from sandboxrunner.keys import Keys
 from sandboxrunner.snapshot import Snapshot, SnapshotReader
-from sandboxrunner.top import render, time_bar
+from sandboxrunner.top_render import render, time_bar
 from tests.supervisors import ROOT, SupervisorProcess, client_for, make_config, wait_for
 
 CLI = [sys.executable, "-m", "sandboxrunner", "top"]
@@ -56,12 +57,14 @@ JOBS = {
             raise InvoiceRejected(f"invoice {data['invoice']} rejected by the bank")
     """,
     "render_pdf": """
+        import os
         import time
 
         worker = "priority"
 
         def run(data, ctx):
             print(f"rendering {data['pages']} pages")
+            os.write(1, f"pdf engine: {data['pages']} pages\\n".encode())  # as C code would
             time.sleep(data["seconds"])
             return data["pages"]
     """,
@@ -134,7 +137,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     for name, body in JOBS.items():
         (jobs_dir / f"{name}.py").write_text(textwrap.dedent(body))
     with TestServer(root / "redis") as server:
-        env = {"SANDBOXRUNNER_JOBS_DIR": str(jobs_dir)}
+        # a lease long enough that a heartbeat slowed by a loaded machine is not "late"
+        env = {"SANDBOXRUNNER_JOBS_DIR": str(jobs_dir), "SANDBOXRUNNER_LEASE_MS": "5000"}
         threads = SupervisorProcess(server.url, ["--workers", "default", "-c", "2"], **env)
         processes = SupervisorProcess(server.url, ["--workers", "priority", "-c", "2",
                                                    "--separate-process"], **env)
@@ -244,7 +248,12 @@ def test_json_snapshot_lists_supervisors_failures_cron_and_log_tail(
 
 
 def _screen(scenario: Scenario, cwd: Path, width: int) -> list[str]:
-    done = run_top(["--once", "--width", str(width)], cwd, REDIS_URL=scenario.url)
+    return screen_of(scenario.url, cwd, width)
+
+
+def screen_of(url: str, cwd: Path, width: int) -> list[str]:
+    """`top --once` at WIDTH columns, as lines."""
+    done = run_top(["--once", "--width", str(width)], cwd, REDIS_URL=url)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert max(len(line) for line in lines) <= width
@@ -279,8 +288,10 @@ def _row(lines: list[str], *words: str) -> str:
 def test_once_at_80_columns_keeps_queues_and_running_jobs_legible(
         scenario: Scenario, tmp_path: Path) -> None:
     lines = _screen(scenario, tmp_path, 80)
-    assert _queue_row(lines, "default")[:6] == ["default", "1", "2", "3", "3", "0.10"]
-    assert _queue_row(lines, "priority")[:5] == ["priority", "0", "1", "0", "1"]
+    # waiting, prefetched, running, completed, failed (jobs/s only as the sparkline)
+    assert _queue_row(lines, "default")[:6] == ["default", "1", "0", "2", "3", "3"]
+    assert _queue_row(lines, "priority")[:6] == ["priority", "0", "0", "1", "0", "1"]
+    assert "0.12 jobs/s" in lines[2]  # both queues: 7 settlements this minute
     for job_id in scenario.long_crunch:
         row = _running_row(lines, job_id)
         assert re.search(r" crunch +default +█*░+ +[\d.]+s / 2m00s$", row)
@@ -302,7 +313,8 @@ def test_once_at_160_columns_shows_where_jobs_run_children_and_logs(
     assert "processes" in _row(lines, str(processes_pid), "live")
     assert "render_pdf" in _row(lines, "└", "busy")
     assert "0 3 * * * UTC" in _row(lines, "nightly_report")
-    assert any("rendering 300 pages" in line for line in lines)
+    assert any(re.search(r" out +\w{8} rendering 300 pages$", line) for line in lines)
+    assert any(re.search(r" out +\w{8} pdf engine: 300 pages$", line) for line in lines)
     assert "redis://127.0.0.1:" in lines[0] and "2 supervisors" in lines[0]
 
 
@@ -326,15 +338,29 @@ def test_top_never_starts_an_embedded_server(tmp_path: Path) -> None:
     assert not (tmp_path / ".sandboxrunner" / "redis.json").exists()
 
 
-def test_a_supervisor_that_stopped_heartbeating_is_shown_late_then_gone_then_dropped(
+def test_a_silent_supervisor_is_late_after_half_a_lease_gone_after_one_then_dropped(
         redis_url: str, redis_client: redis.Redis) -> None:
     keys = Keys("sr")
     now_ms = int(time.time() * 1000)
-    late = {"sid": "web-1-aa", "host": "web", "pid": 1, "mode": "threads",
-            "queues": ["default"], "started_at": now_ms / 1000 - 60, "heartbeat_ms": now_ms,
-            "lease_ms": 1000, "ttl_ms": 30_000, "executors": {}, "running": []}
-    redis_client.set(keys.supervisor("web-1-aa"), json.dumps(late), px=27_000)  # 3 s old
-    redis_client.zadd(keys.supervisors(), {"web-1-aa": now_ms, "db-host-2-bb": now_ms - 5000,
+
+    def publish(sid: str, age_ms: int, running: list[dict[str, Any]] = ()) -> None:
+        snap = {"sid": sid, "host": sid.split("-")[0], "pid": int(sid.split("-")[1]),
+                "mode": "threads", "queues": ["default"], "started_at": now_ms / 1000 - 60,
+                "heartbeat_ms": now_ms - age_ms, "lease_ms": 10_000, "ttl_ms": 30_000,
+                "executors": {"default": {"capacity": 4, "running": len(running)}},
+                "running": list(running)}
+        redis_client.set(keys.supervisor(sid), json.dumps(snap), px=30_000 - age_ms)
+        redis_client.zadd(keys.supervisors(), {sid: now_ms - age_ms})
+
+    job = {"id": "default-" + "c" * 32, "name": "crunch", "queue": "default",
+           "started_at": now_ms / 1000 - 20, "timeout_ms": 60_000, "worker": "thread"}
+    publish("web-1-aa", 6000)  # past half its lease
+    publish("crashed-4-dd", 12_000, [job])  # past its lease: gone, its job orphaned
+    redis_client.zadd(keys.sups("default"), {"crashed-4-dd": now_ms - 12_000,
+                                             "ancient-5-ee": now_ms - 3_600_000})
+    redis_client.lpush(keys.active("default", "crashed-4-dd"), job["id"])
+    redis_client.lpush(keys.active("default", "ancient-5-ee"), "default-" + "e" * 32)
+    redis_client.zadd(keys.supervisors(), {"db-host-2-bb": now_ms - 5000,  # expired
                                            "old-3-cc": now_ms - 10 * 60_000})
     reader = SnapshotReader(make_config(redis_url), redis_url)
     try:
@@ -342,17 +368,27 @@ def test_a_supervisor_that_stopped_heartbeating_is_shown_late_then_gone_then_dro
     finally:
         reader.close()
     shown = {s.sid: s for s in snap.supervisors}
-    assert set(shown) == {"web-1-aa", "db-host-2-bb"}  # old-3-cc is dropped
-    assert shown["web-1-aa"].state == "late" and 2500 <= shown["web-1-aa"].heartbeat_age_ms
+    # old-3-cc is dropped; ancient-5-ee, long gone, stays while it holds a job
+    assert set(shown) == {"web-1-aa", "crashed-4-dd", "db-host-2-bb", "ancient-5-ee"}
+    assert shown["web-1-aa"].state == "late" and 5500 <= shown["web-1-aa"].heartbeat_age_ms
+    crashed = shown["crashed-4-dd"]
+    assert (crashed.state, crashed.mode, crashed.orphaned, crashed.busy) == ("gone", "threads",
+                                                                             1, 0)
+    assert 47_000 <= crashed.uptime_ms <= 49_000  # up to its last heartbeat, 12 s ago
     gone = shown["db-host-2-bb"]
-    assert (gone.state, gone.host, gone.pid) == ("gone", "db-host", 2)
+    assert (gone.state, gone.host, gone.pid, gone.orphaned) == ("gone", "db-host", 2, 0)
+    ancient = shown["ancient-5-ee"]
+    assert (ancient.state, ancient.orphaned) == ("gone", 1)
+    assert snap.running == ()  # a gone supervisor runs nothing
+    assert (snap.queues[0].active, snap.queues[0].running, snap.queues[0].orphaned) == (2, 0, 2)
     assert snap.live_supervisors() == 1
-    assert redis_client.zcard(keys.supervisors()) == 3  # read-only: nothing removed
+    assert redis_client.zcard(keys.supervisors()) == 4  # read-only: nothing removed
     console = Console(width=100, file=io.StringIO())
     console.print(render(snap, 100))
     screen = console.file.getvalue()  # type: ignore[attr-defined]
     assert re.search(r"web +1 +late", screen)
-    assert re.search(r"db-host +2 +gone .* last seen 5\.\ds ago", screen)
+    assert re.search(r"db-host +2 +gone .* last seen 5\.\ds ago *\n", screen)
+    assert re.search(r"crashed +4 +gone .* last seen 12\.\ds ago · 1 orphaned", screen)
 
 
 def test_a_job_settled_since_the_last_heartbeat_is_not_shown_running(
@@ -428,6 +464,96 @@ def test_the_elapsed_bar_turns_red_near_the_timeout() -> None:
     assert str(time_bar(5000, 1000, 4)) == "████"
 
 
+# -- running, prefetched and orphaned jobs -----------------------------------------------
+
+
+def json_of(url: str, cwd: Path) -> dict[str, Any]:
+    done = run_top(["--json"], cwd, REDIS_URL=url)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def supervisor_row(snap: dict[str, Any], pid: int) -> dict[str, Any]:
+    found = [s for s in snap["supervisors"] if s["pid"] == pid]
+    assert len(found) == 1, snap["supervisors"]
+    return dict(found[0])
+
+
+def test_jobs_a_process_pool_claimed_ahead_of_a_free_child_are_shown_as_prefetched(
+        redis_url: str, tmp_path: Path) -> None:
+    supervisor = SupervisorProcess(redis_url, ["--workers", "default", "-c", "1",
+                                               "--separate-process"])
+    try:
+        supervisor.wait_ready()
+        with client_for(redis_url) as client:
+            ids = {client.enqueue("slow", {"seconds": LONG_S}).id for _ in range(3)}
+        snap = wait_for(lambda: (s := json_of(redis_url, tmp_path))["running"] and s,
+                        what="a job running in the child")
+        default = snap["queues"]["default"]
+        assert (default["waiting"], default["active"]) == (1, 2)
+        assert (default["running"], default["prefetched"], default["orphaned"]) == (1, 1, 0)
+        assert (snap["totals"]["running"], snap["totals"]["prefetched"]) == (1, 1)
+        row = supervisor_row(snap, supervisor.proc.pid)
+        assert (row["busy"], row["prefetched"], row["orphaned"], row["capacity"]) == (1, 1, 0, 1)
+        assert len(snap["running"]) == 1 and snap["running"][0]["id"] in ids
+        lines = screen_of(redis_url, tmp_path, 100)
+    finally:
+        supervisor.stop()
+    assert "waiting 1  prefetched 1  running 1  completed 0" in lines[1]
+    assert _queue_row(lines, "default")[:4] == ["default", "1", "1", "1"]
+    assert "running jobs (1)" in lines
+    assert _row(lines, str(supervisor.proc.pid), "live").endswith("1/1 busy · 1 prefetched")
+
+
+@pytest.mark.parametrize("others", ["alone", "beside_another_queue", "beside_the_same_queue"])
+def test_a_sigkilled_supervisor_is_gone_once_its_lease_lapsed_by_the_server_clock(
+        redis_url: str, tmp_path: Path, others: str) -> None:
+    lease = {"SANDBOXRUNNER_LEASE_MS": "2000"}  # gone after 2 s, its snapshot kept for 6 s
+    victim = SupervisorProcess(redis_url, ["--workers", "default", "-c", "2"], **lease)
+    other = None
+    try:
+        victim.wait_ready()
+        with client_for(redis_url) as client:
+            ids = {client.enqueue("slow", {"seconds": LONG_S}).id for _ in range(2)}
+        wait_for(lambda: {r["id"] for r in json_of(redis_url, tmp_path)["running"]} == ids,
+                 what="both jobs running")
+        if others != "alone":
+            queue = "default" if others == "beside_the_same_queue" else "priority"
+            other = SupervisorProcess(redis_url, ["--workers", queue, "-c", "2"], **lease)
+            other.wait_ready((queue,))
+        victim.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.wait()
+        snap = wait_for(lambda: (s := json_of(redis_url, tmp_path)) and supervisor_row(
+            s, victim.proc.pid)["state"] == "gone" and s, timeout_s=20, what="gone")
+        assert time.monotonic() - killed_at < 2 + 3  # its lease, and a margin for the load
+        gone = supervisor_row(snap, victim.proc.pid)
+        assert (gone["mode"], gone["queues"], gone["busy"]) == ("threads", ["default"], 0)
+        assert gone["children"] == [] and gone["uptime_ms"] > 0
+        assert supervisor_row(json_of(redis_url, tmp_path),
+                              victim.proc.pid)["uptime_ms"] == gone["uptime_ms"]  # stopped
+        if others == "beside_the_same_queue":
+            assert other is not None
+            snap = wait_for(lambda: (s := json_of(redis_url, tmp_path)) and {
+                r["id"] for r in s["running"]} == ids and s, what="the jobs taken back")
+            assert {r["supervisor_pid"] for r in snap["running"]} == {other.proc.pid}
+            default = snap["queues"]["default"]
+            assert (default["active"], default["running"], default["orphaned"]) == (2, 2, 0)
+            return
+        assert snap["running"] == [] and gone["orphaned"] == 2
+        default = snap["queues"]["default"]
+        assert (default["active"], default["running"], default["prefetched"],
+                default["orphaned"]) == (2, 0, 0, 2)
+        lines = screen_of(redis_url, tmp_path, 100)
+        assert "orphaned 2" in lines[1] and "running jobs (0)  none" in lines
+        assert re.search(r" gone .*last seen [\d.]+s ago · 2 orphaned$",
+                         _row(lines, str(victim.proc.pid), "gone"))
+    finally:
+        victim.stop()
+        if other is not None:
+            other.stop()
+
+
 # -- the live screen in a real terminal --------------------------------------------------
 
 
@@ -498,6 +624,7 @@ def test_live_dashboard_in_a_real_terminal_shows_the_queues_and_quits_on_q(
     term.type(f"{sys.executable} -m sandboxrunner top; echo TOP_EXIT=$?")
     screen = term.wait_for("priority")
     assert "queues" in screen and "q quits" in screen
+    assert "waiting 1  prefetched 0  running 3  completed" in screen
     assert short(scenario.long_render) in screen
     assert "nightly_report" in screen
     _quit_and_check_the_terminal(term)
@@ -514,3 +641,24 @@ def test_live_dashboard_says_redis_is_unreachable_and_recovers_when_it_is_back(
     with TestServer(tmp_path / "late-redis", port=port):
         term.wait_for("queues")
         _quit_and_check_the_terminal(term)
+
+
+def test_live_dashboard_shows_a_sigkilled_supervisor_gone_with_its_jobs_orphaned(
+        redis_url: str, tmux_with: Callable[..., Tmux]) -> None:
+    victim = SupervisorProcess(redis_url, ["--workers", "default", "-c", "2"])  # lease 1 s
+    try:
+        victim.wait_ready()
+        with client_for(redis_url) as client:
+            for _ in range(2):
+                client.enqueue("slow", {"seconds": LONG_S})
+        term = tmux_with(REDIS_URL=redis_url)
+        term.type(f"{sys.executable} -m sandboxrunner top --refresh 0.3; echo TOP_EXIT=$?")
+        term.wait_for("2/2 busy")
+        victim.signal(signal.SIGKILL)
+        victim.wait()
+        screen = term.wait_for("· 2 orphaned")
+        assert "running jobs (0)" in screen and "orphaned 2" in screen
+        assert re.search(rf" {victim.proc.pid} +gone ", screen)
+        _quit_and_check_the_terminal(term)
+    finally:
+        victim.stop()

@@ -11,6 +11,11 @@ hand-off (see supervisor.py). Such a job takes a slot and is watched like any ot
 A thread cannot be killed. At its deadline a job is reported failed with a timeout and
 its slot is freed; the thread runs on in the background and whatever it returns later is
 discarded (the job already left the lease). Use ``--separate-process`` for a hard kill.
+
+While the executor runs, what a job prints becomes its log lines (joboutput.py): each
+job gets a `JobOutput` in its context, closed when its handler returns (before its
+outcome is reported; a timed-out job's thread keeps writing to its log until then, as
+its ``ctx.log`` does).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import JobContext, JobLogger, LogSink, current_job
+from ..joboutput import JobOutput, capture_job_output, release_job_output
 from ..registry import Registry
 from ..store import ClaimedJob, Settlement
 from .base import (
@@ -98,6 +104,7 @@ class ThreadExecutor:
         self._threads = 0
         self._stopping = threading.Event()
         self._watch_cond = threading.Condition(self._lock)
+        capture_job_output()  # released by shutdown
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name=f"sr-{queue}-asyncio", daemon=True)
@@ -144,7 +151,7 @@ class ThreadExecutor:
         """Take a slot for JOB and watch its deadline; its context for the handler."""
         record = job_record(job, self.queue, data)
         ctx = JobContext(job=record, log=JobLogger(self.log_sink, job.id, self.queue),
-                         slots=self.slots)
+                         slots=self.slots, output=JobOutput(self.log_sink, job.id, self.queue))
         with self._lock:
             self._running[job.id] = RunningJob(job.id, job.name, self.queue, time.time(),
                                                job.timeout_ms, "thread")
@@ -182,6 +189,7 @@ class ThreadExecutor:
         self._loop_thread.join(timeout=5)
         if not self._loop.is_running():
             self._loop.close()
+        release_job_output()
         return left
 
     # -- internals -------------------------------------------------------------------
@@ -224,6 +232,7 @@ class ThreadExecutor:
             return raised(ctx.job.id, exc)
         finally:
             current_job.reset(token)
+            ctx.output.close()  # its last partial lines, before its outcome is written
 
     async def _run_async(self, spec: Any, data: Any, ctx: JobContext) -> None:
         token = current_job.set(ctx)
@@ -233,6 +242,7 @@ class ThreadExecutor:
             outcome = raised(ctx.job.id, exc)
         finally:
             current_job.reset(token)
+            ctx.output.close()
         self._finish(ctx.job.id, outcome)
 
     def _finish(self, job_id: str, outcome: Settlement) -> None:
