@@ -14,10 +14,12 @@ the caller re-reads the job's state once per lease, which also covers a result p
 while the listener was reconnecting.
 
 Redis outages: a waiting caller keeps waiting while Redis is unreachable (the listener
-reconnects with backoff and re-reads what it missed). An enqueue that cannot reach Redis
-is retried with backoff for up to ENQUEUE_RETRY_S (bounded by ``wait_timeout``), then
-raises `RedisUnavailable`; the job id is chosen before the first try, so a retry whose
-first try got through attaches to that job instead of enqueueing it twice.
+reconnects with backoff and re-reads what it missed). Before it waits, every call (run_job,
+enqueue, get_result and their asyncio twins: the subscribe, the enqueue, the first read)
+follows one rule, `connection.RedisRetry`, while Redis is unreachable or still loading its
+data: retry with backoff for up to ENQUEUE_RETRY_S (bounded by ``wait_timeout``), then
+raise `RedisUnavailable`. The job id is chosen before the first try, so a retry whose first
+try got through attaches to that job instead of enqueueing it twice.
 """
 
 from __future__ import annotations
@@ -34,26 +36,26 @@ from typing import Any
 
 import redis
 
-from .config import Config, load_config, redact_url
+from .async_store import AsyncStore
+from .config import Config, load_config
+from .connection import RedisRetry, aretrying, caller_retry, retrying
 from .context import current_job
 from .errors import (
     DeadlockError,
     InvalidJobData,
     JobNotFound,
     NoSupervisor,
-    RedisUnavailable,
     WaitTimeout,
 )
 from .job import Outcome, canonical_json, encode_data
 from .keys import queue_of_job
 from .listener import AsyncListener, Listener, Waiter
 from .registry import JobSpec, Registry, load_registry
-from .store import AsyncStore, EnqueueResult, Store
+from .store import EnqueueResult, Store
 
 log = logging.getLogger(__name__)
 
-ENQUEUE_RETRY_S = 10.0
-RETRY_BACKOFF_MAX_S = 1.0
+ENQUEUE_RETRY_S = 10.0  # how long a call waits for an unreachable (or loading) Redis
 
 MAX_SINGLETON_KEY_CHARS = 200
 
@@ -110,7 +112,7 @@ class Client:
         self.config = config
         self.registry = registry
         self.url = url
-        self.store = Store(config, url)
+        self.store = Store(config, url, retry=caller_retry())
         self._listener: Listener | None = None
         self._lock = threading.Lock()
         self._async_listeners: dict[int, AsyncListener] = {}
@@ -146,27 +148,30 @@ class Client:
         return PreparedJob(spec, f"{spec.queue}-{uuid.uuid4().hex}", data_json, timeout_ms,
                            singleton_key(spec, data), retries, _backoff_json(spec))
 
-    def _enqueue(self, job: PreparedJob, reply_cid: str,
-                 wait_timeout: int | None = None) -> EnqueueResult:
-        retry = _EnqueueRetry(self, job, wait_timeout)
-        while True:
-            try:
-                return self.store.enqueue(job.spec.queue, job.job_id, job.spec.name,
-                                          job.data_json, job.timeout_ms, reply_cid,
-                                          job.singleton_key, job.retries, job.backoff_json)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                time.sleep(retry.delay_s(exc))
+    def _retry(self, doing: str, wait_timeout: int | None) -> RedisRetry:
+        """The rule for this call while Redis does not answer: retry up to
+        ENQUEUE_RETRY_S (bounded by wait_timeout), then RedisUnavailable."""
+        limit_s = ENQUEUE_RETRY_S
+        if wait_timeout is not None:
+            limit_s = min(limit_s, wait_timeout / 1000)
+        return RedisRetry(self.url, doing, limit_s)
+
+    def _enqueue_once(self, job: PreparedJob, reply_cid: str) -> EnqueueResult:
+        return self.store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
+                                  job.timeout_ms, reply_cid, job.singleton_key, job.retries,
+                                  job.backoff_json)
 
     # -- sync ------------------------------------------------------------------------
     def run_job(self, name: str, data: Any = None, timeout: int | None = None,
                 wait_timeout: int | None = None, retries: int | None = None) -> Any:
         job = self.prepare(name, data, timeout, retries)
-        self._check_nested(job.spec.queue)
-        listener = self.listener
+        retry = self._retry(f"enqueue job {job.spec.name!r}", wait_timeout)
+        self._check_nested(job.spec.queue, retry)
+        listener = retrying(lambda: self.listener, retry)  # subscribed before the job exists
         waiter = Waiter()
         listener.register(job.job_id, waiter)
         try:
-            result = self._enqueue(job, listener.cid, wait_timeout)
+            result = retrying(lambda: self._enqueue_once(job, listener.cid), retry)
         except BaseException:
             listener.unregister(job.job_id, waiter)
             raise
@@ -174,7 +179,7 @@ class Client:
         if result.attached:
             listener.unregister(job.job_id, waiter)
             listener.register(job_id, waiter)
-            self._collect_if_settled(job_id)
+            self._collect_if_settled(job_id, retry)
         if result.live_supervisors == 0:
             log.warning("no supervisor serves queue %r yet; job %s waits up to %d ms for one "
                         "(`sandboxrunner start`)", job.spec.queue, job_id, self.config.lease_ms)
@@ -185,32 +190,38 @@ class Client:
     def enqueue(self, name: str, data: Any = None, timeout: int | None = None,
                 retries: int | None = None) -> JobHandle:
         job = self.prepare(name, data, timeout, retries)
-        result = self._enqueue(job, "")
+        retry = self._retry(f"enqueue job {job.spec.name!r}", None)
+        result = retrying(lambda: self._enqueue_once(job, ""), retry)
         return JobHandle(result.job_id, self)
 
     def get_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
-        try:
-            queue_of_job(job_id)
-        except ValueError as exc:
-            raise JobNotFound(str(exc)) from exc
-        listener = self.listener
+        _check_job_id(job_id)
+        retry = self._retry(f"fetch the result of job {job_id}", wait_timeout)
+        listener = retrying(lambda: self.listener, retry)
         waiter = Waiter()
         listener.register(job_id, waiter)
-        got = self.store.attach(job_id, listener.cid)
+        try:
+            got = retrying(lambda: self.store.attach(job_id, listener.cid), retry)
+        except BaseException:
+            listener.unregister(job_id, waiter)
+            raise
         if isinstance(got, Outcome):
             listener.unregister(job_id, waiter)
             return got.value()
         if got == "":
             listener.unregister(job_id, waiter)
-            raise JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
-                              f"(result_ttl {self.config.result_ttl} ms)")
+            raise self._not_found(job_id)
         outcome = self._wait(job_id, waiter, wait_timeout, 1)
         return outcome.value()
 
-    def _collect_if_settled(self, job_id: str) -> None:
+    def _not_found(self, job_id: str) -> JobNotFound:
+        return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
+                           f"(result_ttl {self.config.result_ttl} ms)")
+
+    def _collect_if_settled(self, job_id: str, retry: RedisRetry) -> None:
         """Deliver the outcome of a job attached to if it settled before our waiter was
         registered: its one reply message may have gone to another waiter of this process."""
-        got = self.store.attach(job_id, self.listener.cid)
+        got = retrying(lambda: self.store.attach(job_id, self.listener.cid), retry)
         if isinstance(got, Outcome):
             self.listener.deliver(got)
 
@@ -252,13 +263,14 @@ class Client:
             )
         return live
 
-    def _check_nested(self, queue: str) -> None:
+    def _check_nested(self, queue: str, retry: RedisRetry) -> None:
         ctx = current_job.get()
         slots = getattr(ctx, "slots", None)
         if ctx is None or slots is None or slots.queue != queue:
             return
         would_block_all = slots.waiting_nested() + 1 >= slots.capacity
-        if would_block_all and self.store.live_supervisors(queue) <= 1:
+        if would_block_all and retrying(lambda: self.store.live_supervisors(queue),
+                                        retry) <= 1:
             raise DeadlockError(
                 f"run_job from inside job {ctx.job.name!r} would wait for a free slot of "
                 f"queue {queue!r}, but every one of its {slots.capacity} slot(s) is held by a "
@@ -286,24 +298,19 @@ class Client:
         store = listener.store
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         listener.register(job.job_id, future)
-        retry = _EnqueueRetry(self, job, wait_timeout)
+        retry = self._retry(f"enqueue job {job.spec.name!r}", wait_timeout)
         job_id = job.job_id
         try:
-            while True:
-                try:
-                    await listener.ensure_started()  # subscribed before the job exists
-                    result = await store.enqueue(job.spec.queue, job.job_id, job.spec.name,
-                                                 job.data_json, job.timeout_ms, listener.cid,
-                                                 job.singleton_key, job.retries,
-                                                 job.backoff_json)
-                    break
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    await asyncio.sleep(retry.delay_s(exc))
+            await aretrying(listener.ensure_started, retry)  # subscribed before the job exists
+            result = await aretrying(
+                lambda: store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
+                                      job.timeout_ms, listener.cid, job.singleton_key,
+                                      job.retries, job.backoff_json), retry)
             if result.attached:
                 listener.unregister(job.job_id, future)
                 job_id = result.job_id
                 listener.register(job_id, future)
-                got = await store.attach(job_id, listener.cid)
+                got = await aretrying(lambda: store.attach(job_id, listener.cid), retry)
                 if isinstance(got, Outcome):
                     listener.deliver(got)
             outcome = await self._await(listener, job_id, future, wait_timeout,
@@ -313,16 +320,18 @@ class Client:
         return _named(outcome, job.spec.name).value()
 
     async def aget_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
+        _check_job_id(job_id)
         listener = self._async_listener()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         listener.register(job_id, future)
+        retry = self._retry(f"fetch the result of job {job_id}", wait_timeout)
         try:
-            await listener.ensure_started()
-            got = await listener.store.attach(job_id, listener.cid)
+            await aretrying(listener.ensure_started, retry)
+            got = await aretrying(lambda: listener.store.attach(job_id, listener.cid), retry)
             if isinstance(got, Outcome):
                 return got.value()
             if got == "":
-                raise JobNotFound(f"no job {job_id}: never enqueued, or its result expired")
+                raise self._not_found(job_id)
             return (await self._await(listener, job_id, future, wait_timeout, 1)).value()
         finally:
             listener.unregister(job_id, future)
@@ -361,30 +370,6 @@ class Client:
             live = now_live
 
 
-class _EnqueueRetry:
-    """Backoff of an enqueue that cannot reach Redis, up to ENQUEUE_RETRY_S."""
-
-    def __init__(self, client: Client, job: PreparedJob, wait_timeout: int | None) -> None:
-        self.client, self.job = client, job
-        limit_s = ENQUEUE_RETRY_S
-        if wait_timeout is not None:
-            limit_s = min(limit_s, wait_timeout / 1000)
-        self.limit_s = limit_s
-        self.deadline = time.monotonic() + limit_s
-        self.backoff_s = 0.05
-
-    def delay_s(self, exc: Exception) -> float:
-        """How long to wait before the next try; raises RedisUnavailable past the limit."""
-        if time.monotonic() + self.backoff_s > self.deadline:
-            raise RedisUnavailable(
-                f"cannot reach Redis at {redact_url(self.client.url)} to enqueue job "
-                f"{self.job.spec.name!r} (tried for {self.limit_s:g} s): {exc}") from exc
-        log.warning("cannot reach Redis to enqueue job %s %s (%s); retrying in %.2f s",
-                    self.job.job_id, self.job.spec.name, exc, self.backoff_s)
-        delay, self.backoff_s = self.backoff_s, min(self.backoff_s * 2, RETRY_BACKOFF_MAX_S)
-        return delay
-
-
 class _nested_wait:
     """Counts a job's slot as waiting on a nested run_job while the call waits."""
 
@@ -400,6 +385,13 @@ class _nested_wait:
     def __exit__(self, *exc: object) -> None:
         if self.slots is not None:
             self.slots.leave_nested()
+
+
+def _check_job_id(job_id: str) -> None:
+    try:
+        queue_of_job(job_id)
+    except ValueError as exc:
+        raise JobNotFound(str(exc)) from exc
 
 
 def _named(outcome: Outcome, name: str) -> Outcome:

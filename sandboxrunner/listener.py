@@ -51,8 +51,9 @@ from collections.abc import Callable
 import redis
 import redis.asyncio as aioredis
 
+from .async_store import AsyncStore
 from .job import Outcome
-from .store import AsyncStore, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,17 @@ import concurrent.futures
 import logging
 import signal
 import time
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from sandboxrunner import client as client_mod
 from sandboxrunner.client import Client
 from sandboxrunner.embedded import TestServer
+from sandboxrunner.errors import RedisUnavailable
 from sandboxrunner.store import Store
 from tests.faults.common import K, job_lines, leftovers, starts, stats, wait_for
 from tests.supervisors import SupervisorProcess, client_for, make_config, running_supervisor
@@ -169,3 +172,51 @@ def test_start_with_no_wait_for_redis_exits_4_at_once(tmp_path: Path) -> None:
         assert "cannot reach Redis" in sup.output()
     finally:
         sup.stop()
+
+
+PASSWORD = "s3cret-pw"
+
+
+@pytest.fixture
+def stopped_server(tmp_path: Path) -> Iterator[TestServer]:
+    """A server with a password, started and stopped: its port is known and closed."""
+    server = TestServer(tmp_path / "gone-redis", options={"requirepass": PASSWORD})
+    server.start()
+    server.stop()
+    yield server
+
+
+def _in_loop(client: Client, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    async def main() -> Any:
+        try:
+            return await make()
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+UNKNOWN_ID = "default-" + "1" * 32
+CALLER_PATHS: dict[str, Callable[[Client], Any]] = {
+    "run_job": lambda c: c.run_job("echo", 1),
+    "enqueue": lambda c: c.enqueue("echo", 1),
+    "get_result": lambda c: c.get_result(UNKNOWN_ID),
+    "arun_job": lambda c: _in_loop(c, lambda: c.arun_job("echo", 1)),
+    "aget_result": lambda c: _in_loop(c, lambda: c.aget_result(UNKNOWN_ID)),
+}
+
+
+@pytest.mark.parametrize("path", CALLER_PATHS)
+def test_every_caller_path_retries_a_stopped_redis_then_raises_redis_unavailable(
+        path: str, stopped_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_mod, "ENQUEUE_RETRY_S", 1.0)
+    with client_for(stopped_server.url) as client:
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable) as info:
+            CALLER_PATHS[path](client)
+        elapsed_s = time.monotonic() - started
+    assert 1.0 <= elapsed_s < 3.0  # retried up to the limit: neither at once nor for long
+    message = str(info.value)
+    assert f"redis://:***@127.0.0.1:{stopped_server.port}" in message, message
+    assert "tried for 1 s" in message and PASSWORD not in message
+    assert "\n" not in message and ".;" not in message and ".:" not in message, message
