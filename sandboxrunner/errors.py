@@ -11,6 +11,7 @@ EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_REDIS = 4
+EXIT_IN_USE = 5  # `redis stop` refused: live supervisors use the embedded server
 
 
 class SandboxRunnerError(Exception):
@@ -41,6 +42,10 @@ class InvalidJobData(SandboxRunnerError):
 
 class RedisUnavailable(SandboxRunnerError):
     """Redis could not be reached; the message names the address without its password."""
+
+
+class ServerInUse(SandboxRunnerError):
+    """The embedded server was not stopped: live supervisors use it (named in the message)."""
 
 
 class WaitTimeout(SandboxRunnerError):

@@ -19,11 +19,12 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from .config import Config
+from .connection import caller_retry, connect
 from .connection import check_reachable as check_reachable  # re-exported
-from .connection import connect
 from .forkguard import FORK_GUARD
 from .job import ErrorInfo, Outcome, Status
 from .keys import QUEUES, Keys
+from .supervision import SupervisorSeen, seen_in, server_ms, with_snapshot
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "attach",
                 "cron_sync", "cron_fire")
@@ -146,6 +147,24 @@ def _send(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
         pool.release(conn)
 
 
+def _checked(replies: list[Any]) -> list[Any]:
+    """REPLIES of `_send`, raising the first error reply among them."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
+    """The supervisors heartbeating within their lease on URL's server (config's lease
+    for one whose snapshot is gone)."""
+    store = Store(config, url, retry=caller_retry())
+    try:
+        return [s for s in store.supervisors_seen() if s.live(config.lease_ms)]
+    finally:
+        store.close()
+
+
 def _claimed_batch(flat: list[Any]) -> tuple[list[ClaimedJob], int]:
     """The claim script's reply: the ms until the next retry is due, then 7 fields a job."""
     return [_claimed(flat[i : i + 7]) for i in range(1, len(flat), 7)], int(flat[0])
@@ -229,6 +248,25 @@ class Store:
     def live_supervisors(self, queue: str) -> int:
         now_ms = self.server_time_ms()
         return int(self.redis.zcount(self.keys.sups(queue), now_ms - self.config.lease_ms, "+inf"))
+
+    def supervisors_seen(self) -> list[SupervisorSeen]:
+        """Every supervisor in a queue's ``sups`` set, by its newest heartbeat on any
+        queue (server clock), named by its snapshot: two round trips."""
+        k = self.keys
+        time_reply, *sups = _checked(_send(
+            self.redis, ("TIME",), *(("ZRANGE", k.sups(q), 0, -1, "WITHSCORES")
+                                     for q in QUEUES)))
+        now_ms = server_ms(time_reply)
+        newest: dict[str, SupervisorSeen] = {}
+        for reply in sups:
+            for seen in seen_in(reply, now_ms):
+                if seen.sid not in newest or seen.silent_ms < newest[seen.sid].silent_ms:
+                    newest[seen.sid] = seen
+        if not newest:
+            return []
+        raws = self.redis.mget([k.supervisor(sid) for sid in newest])
+        return [with_snapshot(seen, raw) for seen, raw in zip(newest.values(), raws,
+                                                               strict=True)]
 
     def server_time_ms(self) -> int:
         seconds, micros = self.redis.time()
