@@ -26,7 +26,7 @@ from sandboxrunner import client as client_mod
 from sandboxrunner.client import Client
 from sandboxrunner.embedded import TestServer
 from sandboxrunner.errors import RedisUnavailable
-from sandboxrunner.store import Store
+from sandboxrunner.store import Store, check_reachable
 from tests.faults.common import K, job_lines, leftovers, starts, stats, wait_for
 from tests.supervisors import SupervisorProcess, client_for, make_config, running_supervisor
 
@@ -220,3 +220,50 @@ def test_every_caller_path_retries_a_stopped_redis_then_raises_redis_unavailable
     assert f"redis://:***@127.0.0.1:{stopped_server.port}" in message, message
     assert "tried for 1 s" in message and PASSWORD not in message
     assert "\n" not in message and ".;" not in message and ".:" not in message, message
+
+
+def test_callers_wait_while_a_restarted_server_loads_its_data(
+        fresh_server: TestServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sandboxrunner")
+    url = fresh_server.url
+    with running_supervisor(url), client_for(url) as client:
+        done_id = client.enqueue("echo", "before").id
+        assert client.get_result(done_id, wait_timeout=5000)["echo"] == "before"
+        with redis.Redis.from_url(url) as r, r.pipeline(transaction=False) as pipe:
+            for i in range(20_000):  # AOF commands: while loading, Redis serves its
+                pipe.set(f"filler:{i}", "x")  # clients once every 1024 of them
+            pipe.execute()
+        fresh_server.stop()
+        # us per command loaded: 2 s or more, past redis-py's own retries (~0.5 s)
+        fresh_server.options["key-load-delay"] = "100"
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            restarting = pool.submit(fresh_server.restart)
+            wait_for(lambda: _loading(url), what="the server to be seen loading")
+            calls = {
+                "check_reachable": pool.submit(check_reachable, url),
+                "get_result": pool.submit(client.get_result, done_id, 10_000),
+                "run_job": pool.submit(client.run_job, "echo", "during", None, 10_000),
+                "arun_job": pool.submit(asyncio.run, _arun_echo(client)),
+            }
+            results = {name: call.result(timeout=30) for name, call in calls.items()}
+            restarting.result(timeout=30)
+    assert results["check_reachable"] is None
+    assert results["get_result"]["echo"] == "before"
+    assert results["run_job"]["echo"] == "during" and results["arun_job"]["echo"] == "async"
+    assert "still loading its data" in caplog.text  # the loading was seen, and waited for
+
+
+def _loading(url: str) -> bool:
+    """Whether the server at URL answers INFO and says it is loading its data."""
+    with redis.Redis.from_url(url, retry=None, socket_timeout=5) as client:
+        try:
+            return bool(client.info("persistence")["loading"])
+        except (redis.RedisError, OSError):
+            return False
+
+
+async def _arun_echo(client: Client) -> Any:
+    try:
+        return await client.arun_job("echo", "async", wait_timeout=10_000)
+    finally:
+        await client.aclose()
