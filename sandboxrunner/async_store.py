@@ -20,6 +20,7 @@ from .forkguard import FORK_GUARD
 from .job import Outcome, Status
 from .keys import Keys
 from .store import SCRIPT_SOURCES, EnqueueResult, _text
+from .supervision import JobWatch, watch_commands, watch_from
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:
@@ -130,8 +131,7 @@ class AsyncStore:
             return Outcome(job_id=job_id, status=status, body=body, name=name)
         return status
 
-    async def live_supervisors(self, queue: str) -> int:
-        seconds, micros = await self.redis.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        return int(await self.redis.zcount(self.keys.sups(queue),
-                                           now_ms - self.config.lease_ms, "+inf"))
+    async def watch(self, job_id: str) -> JobWatch:
+        """The twin of `Store.watch`: the same commands, the same parsing."""
+        return watch_from(job_id,
+                          await _send_async(self.redis, *watch_commands(self.keys, job_id)))

@@ -38,13 +38,12 @@ import redis
 
 from .async_store import AsyncStore
 from .config import Config, load_config
-from .connection import RedisRetry, aretrying, caller_retry, retrying
+from .connection import RedisRetry, aretrying, caller_retry, reason, retrying
 from .context import current_job
 from .errors import (
     DeadlockError,
     InvalidJobData,
     JobNotFound,
-    NoSupervisor,
     WaitTimeout,
 )
 from .job import Outcome, canonical_json, encode_data
@@ -52,6 +51,7 @@ from .keys import queue_of_job
 from .listener import AsyncListener, Listener, Waiter
 from .registry import JobSpec, Registry, load_registry
 from .store import EnqueueResult, Store
+from .supervision import JobWatch, no_supervisor
 
 log = logging.getLogger(__name__)
 
@@ -250,17 +250,19 @@ class Client:
             if isinstance(got, Outcome):
                 self.listener.deliver(got)
                 return live_before
-            live = self.store.live_supervisors(queue_of_job(job_id))
+            watch = self.store.watch(job_id)
         except redis.RedisError as exc:
             log.warning("waiting for job %s: cannot reach Redis (%s); still waiting",
-                        job_id, exc)
+                        job_id, reason(exc))
             return -1
-        if live == 0 and live_before == 0 and got in ("queued", "active"):
-            raise NoSupervisor(
-                f"no live supervisor serves queue {queue_of_job(job_id)!r} (none for "
-                f"{self.config.lease_ms} ms); job {job_id} stays queued and runs when one "
-                "starts (`sandboxrunner start`); fetch it later with get_result()"
-            )
+        return self._judge(watch, live_before)
+
+    def _judge(self, watch: JobWatch, live_before: int) -> int:
+        """The rule of both waits: a job queued or active while no live supervisor served
+        its queue at two checks in a row raises NoSupervisor; else the live count."""
+        live = watch.live_count(self.config.lease_ms)
+        if live == 0 and live_before == 0 and watch.status in ("queued", "active"):
+            raise no_supervisor(watch, self.config.lease_ms)
         return live
 
     def _check_nested(self, queue: str, retry: RedisRetry) -> None:
@@ -358,16 +360,13 @@ class Client:
                 got = await store.attach(job_id, listener.cid)
                 if isinstance(got, Outcome):
                     return got
-                now_live = await store.live_supervisors(queue_of_job(job_id))
+                watch = await store.watch(job_id)
             except redis.RedisError as exc:
                 log.warning("waiting for job %s: cannot reach Redis (%s); still waiting",
-                            job_id, exc)
+                            job_id, reason(exc))
                 live = -1
                 continue
-            if now_live == 0 and live == 0 and got in ("queued", "active"):
-                raise NoSupervisor(f"no live supervisor serves queue {queue_of_job(job_id)!r}; "
-                                   f"job {job_id} stays queued and runs when one starts")
-            live = now_live
+            live = self._judge(watch, live)
 
 
 class _nested_wait:

@@ -24,7 +24,15 @@ from .connection import check_reachable as check_reachable  # re-exported
 from .forkguard import FORK_GUARD
 from .job import ErrorInfo, Outcome, Status
 from .keys import QUEUES, Keys
-from .supervision import SupervisorSeen, seen_in, server_ms, with_snapshot
+from .supervision import (
+    JobWatch,
+    SupervisorSeen,
+    seen_in,
+    server_ms,
+    watch_commands,
+    watch_from,
+    with_snapshot,
+)
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "attach",
                 "cron_sync", "cron_fire")
@@ -248,6 +256,10 @@ class Store:
     def live_supervisors(self, queue: str) -> int:
         now_ms = self.server_time_ms()
         return int(self.redis.zcount(self.keys.sups(queue), now_ms - self.config.lease_ms, "+inf"))
+
+    def watch(self, job_id: str) -> JobWatch:
+        """What a waiting caller reads about its job's supervision: one round trip."""
+        return watch_from(job_id, _send(self.redis, *watch_commands(self.keys, job_id)))
 
     def supervisors_seen(self) -> list[SupervisorSeen]:
         """Every supervisor in a queue's ``sups`` set, by its newest heartbeat on any

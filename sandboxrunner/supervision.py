@@ -1,6 +1,7 @@
 """Who serves a queue, as Redis shows it: the records a waiting caller and `redis stop`
 read, built by pure functions from raw replies (the sync and asyncio stores send the
-same commands and parse the replies here, so the two cannot disagree).
+same commands and parse the replies here, so the two cannot disagree), and the
+`NoSupervisor` error a waiting caller raises from them.
 
 A supervisor's liveness is judged by the server clock: the ``sups`` set of each queue
 holds the server time of its last heartbeat (see keys.py), and a supervisor is live
@@ -12,6 +13,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from typing import Any
+
+from .errors import NoSupervisor
+from .keys import Keys, queue_of_job
 
 
 @dataclass(frozen=True)
@@ -67,3 +71,59 @@ def with_snapshot(seen: SupervisorSeen, raw: Any) -> SupervisorSeen:
                        lease_ms=int(snapshot.get("lease_ms", 0)))
     except (ValueError, KeyError, TypeError):
         return seen
+
+
+@dataclass(frozen=True)
+class JobWatch:
+    """What a waiting caller reads about its job: the record's status and the supervisor
+    holding it (when active), and every supervisor in the queue's ``sups`` set."""
+
+    job_id: str
+    queue: str
+    status: str  # '' when the record is gone
+    holder: str  # the sid of the supervisor it is active on ('' when not active)
+    supervisors: tuple[SupervisorSeen, ...]
+
+    def live_count(self, lease_ms: int) -> int:
+        return sum(1 for s in self.supervisors if s.live(lease_ms))
+
+
+def watch_commands(keys: Keys, job_id: str) -> list[tuple[Any, ...]]:
+    """The commands a `JobWatch` is read from, in one round trip."""
+    return [("TIME",), ("ZRANGE", keys.sups(queue_of_job(job_id)), 0, -1, "WITHSCORES"),
+            ("HMGET", keys.job(job_id), "status", "sid")]
+
+
+def watch_from(job_id: str, replies: list[Any]) -> JobWatch:
+    """The `JobWatch` of the raw replies to `watch_commands` (an error reply raises)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    time_reply, sups, (status, holder) = replies
+    status_text = text(status)
+    return JobWatch(job_id, queue_of_job(job_id), status_text,
+                    text(holder) if status_text == "active" else "",
+                    tuple(seen_in(sups, server_ms(time_reply))))
+
+
+def no_supervisor(watch: JobWatch, lease_ms: int) -> NoSupervisor:
+    """The error for a caller whose job nobody live serves, saying what Redis shows: the
+    job active on a supervisor that went silent, or queued with nobody serving the queue."""
+    holder = next((s for s in watch.supervisors if s.sid == watch.holder), None)
+    if watch.status == "active" and watch.holder:
+        silence = (f"which stopped heartbeating {holder.silent_ms} ms ago" if holder
+                   else "which no longer heartbeats")
+        return NoSupervisor(
+            f"job {watch.job_id} is active on supervisor {watch.holder}, {silence} (lease "
+            f"{lease_ms} ms), and no other live supervisor serves queue {watch.queue!r}: it "
+            "is stuck (in thread mode a job holding the GIL, such as a runaway regex, stops "
+            "its whole supervisor: run such jobs with --separate-process) or dead (then the "
+            "next supervisor to start runs the job again); fetch the result later with "
+            "get_result()")
+    silent = "; ".join(f"{s.sid} stopped heartbeating {s.silent_ms} ms ago"
+                       for s in watch.supervisors)
+    return NoSupervisor(
+        f"no live supervisor serves queue {watch.queue!r}: none heartbeated in the last "
+        f"{lease_ms} ms{f' ({silent})' if silent else ''}; job {watch.job_id} stays queued "
+        "and runs once a supervisor serves the queue (`sandboxrunner start`); fetch the "
+        "result later with get_result()")
