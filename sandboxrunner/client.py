@@ -25,85 +25,33 @@ try got through attaches to that job instead of enqueueing it twice.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from .async_store import AsyncStore
+from .calls import MAX_SINGLETON_KEY_CHARS as MAX_SINGLETON_KEY_CHARS  # re-exported
+from .calls import PreparedJob, prepare_call
+from .calls import check_timeout as check_timeout  # re-exported (cron.py)
+from .calls import singleton_key as singleton_key  # re-exported (cron.py)
 from .config import Config, load_config
 from .connection import RedisRetry, aretrying, caller_retry, reason, retrying
 from .context import current_job
-from .errors import (
-    DeadlockError,
-    InvalidJobData,
-    JobNotFound,
-    WaitTimeout,
-)
-from .job import Outcome, canonical_json, encode_data
+from .errors import DeadlockError, JobNotFound, WaitTimeout
+from .job import Outcome
 from .keys import queue_of_job
 from .listener import AsyncListener, Listener, Waiter
-from .registry import JobSpec, Registry, load_registry
+from .registry import Registry, load_registry
 from .store import EnqueueResult, Store
 from .supervision import JobWatch, no_supervisor
 
 log = logging.getLogger(__name__)
 
 ENQUEUE_RETRY_S = 10.0  # how long a call waits for an unreachable (or loading) Redis
-
-MAX_SINGLETON_KEY_CHARS = 200
-
-
-@dataclass(frozen=True)
-class PreparedJob:
-    spec: JobSpec
-    job_id: str
-    data_json: str
-    timeout_ms: int
-    singleton_key: str
-    retries: int
-    backoff_json: str
-
-
-def singleton_key(spec: JobSpec, data: Any) -> str:
-    """The Redis-side singleton key of a call: '' when the job is not a singleton."""
-    if spec.singleton is None or spec.singleton is False:
-        return ""
-    if spec.singleton is True:
-        return spec.name
-    try:
-        key = spec.singleton(data)
-    except Exception as exc:
-        raise InvalidJobData(f"singleton key function of job {spec.name!r} raised "
-                             f"{type(exc).__name__}: {exc}") from exc
-    try:
-        text = canonical_json(key)
-    except (TypeError, ValueError) as exc:
-        raise InvalidJobData(f"singleton key of job {spec.name!r} is not JSON-serialisable: "
-                             f"{exc}") from exc
-    if len(text) > MAX_SINGLETON_KEY_CHARS:  # keep Redis key names short
-        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return f"{spec.name}:{text}"
-
-
-def check_retries(retries: Any) -> int:
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise InvalidJobData(f"retries must be a whole number >= 0, got {retries!r}")
-    return retries
-
-
-def check_timeout(timeout: Any) -> int:
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
-        raise InvalidJobData(f"timeout must be a positive whole number of milliseconds, "
-                             f"got {timeout!r}")
-    return timeout
-
 
 class Client:
     """Enqueues and waits; one per process is created on demand by the module functions."""
@@ -116,7 +64,6 @@ class Client:
         self._listener: Listener | None = None
         self._lock = threading.Lock()
         self._async_listeners: dict[int, AsyncListener] = {}
-        self.max_data_bytes = int(config.max_data_size * 1024 * 1024)
 
     @property
     def listener(self) -> Listener:
@@ -140,13 +87,7 @@ class Client:
     # -- preparing -------------------------------------------------------------------
     def prepare(self, name: str, data: Any, timeout: int | None,
                 retries: int | None = None) -> PreparedJob:
-        spec = self.registry.get(name)
-        data_json = encode_data(data, self.max_data_bytes)
-        timeout_ms = check_timeout(timeout if timeout is not None
-                                   else spec.timeout_ms or self.config.job_timeout)
-        retries = check_retries(retries if retries is not None else spec.retries)
-        return PreparedJob(spec, f"{spec.queue}-{uuid.uuid4().hex}", data_json, timeout_ms,
-                           singleton_key(spec, data), retries, _backoff_json(spec))
+        return prepare_call(self.registry.get(name), data, timeout, retries, self.config)
 
     def _retry(self, doing: str, wait_timeout: int | None) -> RedisRetry:
         """The rule for this call while Redis does not answer: retry up to
@@ -396,12 +337,6 @@ def _check_job_id(job_id: str) -> None:
 def _named(outcome: Outcome, name: str) -> Outcome:
     return outcome if outcome.name else Outcome(outcome.job_id, outcome.status, outcome.body,
                                                 name)
-
-
-def _backoff_json(spec: JobSpec) -> str:
-    import json
-
-    return json.dumps(spec.backoff) if spec.backoff else ""
 
 
 class JobHandle:

@@ -27,7 +27,7 @@ from .keys import QUEUES, Keys
 from .supervision import (
     JobWatch,
     SupervisorSeen,
-    seen_in,
+    newest_per_supervisor,
     server_ms,
     watch_commands,
     watch_from,
@@ -262,23 +262,16 @@ class Store:
         return watch_from(job_id, _send(self.redis, *watch_commands(self.keys, job_id)))
 
     def supervisors_seen(self) -> list[SupervisorSeen]:
-        """Every supervisor in a queue's ``sups`` set, by its newest heartbeat on any
-        queue (server clock), named by its snapshot: two round trips."""
+        """Every supervisor of any queue's ``sups`` set, named by its snapshot."""
         k = self.keys
         time_reply, *sups = _checked(_send(
             self.redis, ("TIME",), *(("ZRANGE", k.sups(q), 0, -1, "WITHSCORES")
                                      for q in QUEUES)))
-        now_ms = server_ms(time_reply)
-        newest: dict[str, SupervisorSeen] = {}
-        for reply in sups:
-            for seen in seen_in(reply, now_ms):
-                if seen.sid not in newest or seen.silent_ms < newest[seen.sid].silent_ms:
-                    newest[seen.sid] = seen
-        if not newest:
+        seen = newest_per_supervisor(server_ms(time_reply), sups)
+        if not seen:
             return []
-        raws = self.redis.mget([k.supervisor(sid) for sid in newest])
-        return [with_snapshot(seen, raw) for seen, raw in zip(newest.values(), raws,
-                                                               strict=True)]
+        raws = self.redis.mget([k.supervisor(s.sid) for s in seen])
+        return [with_snapshot(one, raw) for one, raw in zip(seen, raws, strict=True)]
 
     def server_time_ms(self) -> int:
         seconds, micros = self.redis.time()

@@ -60,6 +60,17 @@ def seen_in(withscores: list[Any], now_ms: int) -> list[SupervisorSeen]:
     return [SupervisorSeen(text(member), now_ms - int(float(score))) for member, score in pairs]
 
 
+def newest_per_supervisor(now_ms: int, sups_replies: list[Any]) -> list[SupervisorSeen]:
+    """Each supervisor of several queues' raw ``sups`` replies once, by its newest
+    heartbeat on any of them."""
+    newest: dict[str, SupervisorSeen] = {}
+    for reply in sups_replies:
+        for seen in seen_in(reply, now_ms):
+            if seen.sid not in newest or seen.silent_ms < newest[seen.sid].silent_ms:
+                newest[seen.sid] = seen
+    return list(newest.values())
+
+
 def with_snapshot(seen: SupervisorSeen, raw: Any) -> SupervisorSeen:
     """SEEN with the host, pid and lease of its raw snapshot JSON (unchanged if it has
     none, or one that does not parse: it is only for naming the supervisor)."""
