@@ -387,6 +387,15 @@ def set_default_client(client: Client | None) -> None:
         _default = (os.getpid(), client) if client is not None else None
 
 
+def drop_default_client(client: Client) -> None:
+    """Stop using CLIENT for the module-level functions, if they still do (another may
+    have been installed meanwhile); the next call builds one from the project's config."""
+    global _default
+    with _default_lock:
+        if _default is not None and _default[1] is client:
+            _default = None
+
+
 def run_job(name: str, data: Any = None, timeout: int | None = None,
             wait_timeout: int | None = None, retries: int | None = None) -> Any:
     """Run job NAME with DATA, wait, and return its result (or raise its error)."""
