@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 ENQUEUE_RETRY_S = 10.0  # how long a call waits for an unreachable (or loading) Redis
 
+
 class Client:
     """Enqueues and waits; one per process is created on demand by the module functions."""
 

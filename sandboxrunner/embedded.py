@@ -166,8 +166,8 @@ def _stop(state: dict[str, Any], state_dir: Path) -> None:
     pid = state["pid"]
     problem = shutdown(state["port"], save=False)  # AOF is flushed on SHUTDOWN regardless
     if problem:
-        logger.warning("SHUTDOWN of embedded server pid %d failed (%s); killing it", pid,
-                       problem)
+        logger.warning("SHUTDOWN of embedded server pid %d failed (%s); killing it unless "
+                       "it exits", pid, problem)
     if not wait_gone(pid, STOP_TIMEOUT_S):
         kill_and_wait(pid)
     _write_state(state_dir, {**state, "pid": None, "stopped_at": time.time()})
