@@ -197,11 +197,22 @@ def redis_status(project: str = PROJECT_OPTION) -> None:
 
 
 @redis_app.command("stop")
-def redis_stop(project: str = PROJECT_OPTION) -> None:
-    """Stop the embedded server of this project."""
-    from .embedded import stop_embedded
+def redis_stop(force: bool = typer.Option(False, "--force",
+                                          help="Stop it even while live supervisors use it."),
+               project: str = PROJECT_OPTION) -> None:
+    """Stop the embedded server of this project; refused (exit 7) while live supervisors
+    use it, unless --force."""
+    from functools import partial
 
-    stopped = stop_embedded(_config(project).project_dir)
+    from .embedded import stop_embedded
+    from .store import live_supervisors_at
+
+    config = _config(project)
+    try:
+        stopped = stop_embedded(config.project_dir,
+                                None if force else partial(live_supervisors_at, config))
+    except errors.ServerInUse as exc:
+        raise _fail(exc, errors.EXIT_IN_USE) from exc
     typer.echo("stopped" if stopped else "no embedded server was running")
 
 

@@ -42,7 +42,8 @@ Exit codes:
   {errors.EXIT_CONFIG}  bad configuration or job file, or no project found
   {errors.EXIT_REDIS}  Redis unreachable, or no embedded server runs (read-only commands)
   {errors.EXIT_WAIT_TIMEOUT}  --wait-timeout passed; the job goes on (`sandboxrunner result ID`)
-  {errors.EXIT_NO_SUPERVISOR}  no supervisor serves the job's queue; the job stays queued"""
+  {errors.EXIT_NO_SUPERVISOR}  no supervisor serves the job's queue; the job stays queued
+  {errors.EXIT_IN_USE}  `redis stop` refused: live supervisors use the server (--force)"""
 
 _EXIT_CODES: tuple[tuple[type[errors.SandboxRunnerError], int], ...] = (
     (errors.JobError, errors.EXIT_JOB_FAILED),
@@ -53,6 +54,7 @@ _EXIT_CODES: tuple[tuple[type[errors.SandboxRunnerError], int], ...] = (
     (errors.JobLoadError, errors.EXIT_CONFIG),
     (errors.RedisUnavailable, errors.EXIT_REDIS),
     (errors.WaitTimeout, errors.EXIT_WAIT_TIMEOUT),
+    (errors.ServerInUse, errors.EXIT_IN_USE),
     (errors.NoSupervisor, errors.EXIT_NO_SUPERVISOR),
 )
 

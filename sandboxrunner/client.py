@@ -14,94 +14,44 @@ the caller re-reads the job's state once per lease, which also covers a result p
 while the listener was reconnecting.
 
 Redis outages: a waiting caller keeps waiting while Redis is unreachable (the listener
-reconnects with backoff and re-reads what it missed). An enqueue that cannot reach Redis
-is retried with backoff for up to ENQUEUE_RETRY_S (bounded by ``wait_timeout``), then
-raises `RedisUnavailable`; the job id is chosen before the first try, so a retry whose
-first try got through attaches to that job instead of enqueueing it twice.
+reconnects with backoff and re-reads what it missed). Before it waits, every call (run_job,
+enqueue, get_result and their asyncio twins: the subscribe, the enqueue, the first read)
+follows one rule, `connection.RedisRetry`, while Redis is unreachable or still loading its
+data: retry with backoff for up to ENQUEUE_RETRY_S (bounded by ``wait_timeout``), then
+raise `RedisUnavailable`. The job id is chosen before the first try, so a retry whose first
+try got through attaches to that job instead of enqueueing it twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from .config import Config, load_config, project_hint, redact_url
+from .async_store import AsyncStore
+from .calls import MAX_SINGLETON_KEY_CHARS as MAX_SINGLETON_KEY_CHARS  # re-exported
+from .calls import PreparedJob, prepare_call
+from .calls import check_timeout as check_timeout  # re-exported (cron.py)
+from .calls import singleton_key as singleton_key  # re-exported (cron.py)
+from .config import Config, load_config, project_hint
+from .connection import RedisRetry, aretrying, caller_retry, reason, retrying
 from .context import current_job
-from .errors import (
-    ConfigError,
-    DeadlockError,
-    InvalidJobData,
-    JobNotFound,
-    NoSupervisor,
-    RedisUnavailable,
-    WaitTimeout,
-)
-from .job import Outcome, canonical_json, encode_data
+from .errors import ConfigError, DeadlockError, JobNotFound, WaitTimeout
+from .job import Outcome
 from .keys import queue_of_job
 from .listener import AsyncListener, Listener, Waiter
-from .registry import JobSpec, Registry, load_project_registry
-from .store import AsyncStore, EnqueueResult, Store
+from .registry import Registry, load_project_registry
+from .store import EnqueueResult, Store
+from .supervision import JobWatch, no_supervisor
 
 log = logging.getLogger(__name__)
 
-ENQUEUE_RETRY_S = 10.0
-RETRY_BACKOFF_MAX_S = 1.0
-
-MAX_SINGLETON_KEY_CHARS = 200
-
-
-@dataclass(frozen=True)
-class PreparedJob:
-    spec: JobSpec
-    job_id: str
-    data_json: str
-    timeout_ms: int
-    singleton_key: str
-    retries: int
-    backoff_json: str
-
-
-def singleton_key(spec: JobSpec, data: Any) -> str:
-    """The Redis-side singleton key of a call: '' when the job is not a singleton."""
-    if spec.singleton is None or spec.singleton is False:
-        return ""
-    if spec.singleton is True:
-        return spec.name
-    try:
-        key = spec.singleton(data)
-    except Exception as exc:
-        raise InvalidJobData(f"singleton key function of job {spec.name!r} raised "
-                             f"{type(exc).__name__}: {exc}") from exc
-    try:
-        text = canonical_json(key)
-    except (TypeError, ValueError) as exc:
-        raise InvalidJobData(f"singleton key of job {spec.name!r} is not JSON-serialisable: "
-                             f"{exc}") from exc
-    if len(text) > MAX_SINGLETON_KEY_CHARS:  # keep Redis key names short
-        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return f"{spec.name}:{text}"
-
-
-def check_retries(retries: Any) -> int:
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise InvalidJobData(f"retries must be a whole number >= 0, got {retries!r}")
-    return retries
-
-
-def check_timeout(timeout: Any) -> int:
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
-        raise InvalidJobData(f"timeout must be a positive whole number of milliseconds, "
-                             f"got {timeout!r}")
-    return timeout
+ENQUEUE_RETRY_S = 10.0  # how long a call waits for an unreachable (or loading) Redis
 
 
 class Client:
@@ -111,11 +61,10 @@ class Client:
         self.config = config
         self.registry = registry
         self.url = url
-        self.store = Store(config, url)
+        self.store = Store(config, url, retry=caller_retry())
         self._listener: Listener | None = None
         self._lock = threading.Lock()
         self._async_listeners: dict[int, AsyncListener] = {}
-        self.max_data_bytes = int(config.max_data_size * 1024 * 1024)
 
     @property
     def listener(self) -> Listener:
@@ -139,35 +88,32 @@ class Client:
     # -- preparing -------------------------------------------------------------------
     def prepare(self, name: str, data: Any, timeout: int | None,
                 retries: int | None = None) -> PreparedJob:
-        spec = self.registry.get(name)
-        data_json = encode_data(data, self.max_data_bytes)
-        timeout_ms = check_timeout(timeout if timeout is not None
-                                   else spec.timeout_ms or self.config.job_timeout)
-        retries = check_retries(retries if retries is not None else spec.retries)
-        return PreparedJob(spec, f"{spec.queue}-{uuid.uuid4().hex}", data_json, timeout_ms,
-                           singleton_key(spec, data), retries, _backoff_json(spec))
+        return prepare_call(self.registry.get(name), data, timeout, retries, self.config)
 
-    def _enqueue(self, job: PreparedJob, reply_cid: str,
-                 wait_timeout: int | None = None) -> EnqueueResult:
-        retry = _EnqueueRetry(self, job, wait_timeout)
-        while True:
-            try:
-                return self.store.enqueue(job.spec.queue, job.job_id, job.spec.name,
-                                          job.data_json, job.timeout_ms, reply_cid,
-                                          job.singleton_key, job.retries, job.backoff_json)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                time.sleep(retry.delay_s(exc))
+    def _retry(self, doing: str, wait_timeout: int | None) -> RedisRetry:
+        """The rule for this call while Redis does not answer: retry up to
+        ENQUEUE_RETRY_S (bounded by wait_timeout), then RedisUnavailable."""
+        limit_s = ENQUEUE_RETRY_S
+        if wait_timeout is not None:
+            limit_s = min(limit_s, wait_timeout / 1000)
+        return RedisRetry(self.url, doing, limit_s)
+
+    def _enqueue_once(self, job: PreparedJob, reply_cid: str) -> EnqueueResult:
+        return self.store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
+                                  job.timeout_ms, reply_cid, job.singleton_key, job.retries,
+                                  job.backoff_json)
 
     # -- sync ------------------------------------------------------------------------
     def run_job(self, name: str, data: Any = None, timeout: int | None = None,
                 wait_timeout: int | None = None, retries: int | None = None) -> Any:
         job = self.prepare(name, data, timeout, retries)
-        self._check_nested(job.spec.queue)
-        listener = self.listener
+        retry = self._retry(f"enqueue job {job.spec.name!r}", wait_timeout)
+        self._check_nested(job.spec.queue, retry)
+        listener = retrying(lambda: self.listener, retry)  # subscribed before the job exists
         waiter = Waiter()
         listener.register(job.job_id, waiter)
         try:
-            result = self._enqueue(job, listener.cid, wait_timeout)
+            result = retrying(lambda: self._enqueue_once(job, listener.cid), retry)
         except BaseException:
             listener.unregister(job.job_id, waiter)
             raise
@@ -175,7 +121,7 @@ class Client:
         if result.attached:
             listener.unregister(job.job_id, waiter)
             listener.register(job_id, waiter)
-            self._collect_if_settled(job_id)
+            self._collect_if_settled(job_id, retry)
         if result.live_supervisors == 0:
             log.warning("no supervisor serves queue %r yet; job %s waits up to %d ms for one "
                         "(`sandboxrunner start`)", job.spec.queue, job_id, self.config.lease_ms)
@@ -186,32 +132,38 @@ class Client:
     def enqueue(self, name: str, data: Any = None, timeout: int | None = None,
                 retries: int | None = None) -> JobHandle:
         job = self.prepare(name, data, timeout, retries)
-        result = self._enqueue(job, "")
+        retry = self._retry(f"enqueue job {job.spec.name!r}", None)
+        result = retrying(lambda: self._enqueue_once(job, ""), retry)
         return JobHandle(result.job_id, self)
 
     def get_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
-        try:
-            queue_of_job(job_id)
-        except ValueError as exc:
-            raise JobNotFound(str(exc)) from exc
-        listener = self.listener
+        _check_job_id(job_id)
+        retry = self._retry(f"fetch the result of job {job_id}", wait_timeout)
+        listener = retrying(lambda: self.listener, retry)
         waiter = Waiter()
         listener.register(job_id, waiter)
-        got = self.store.attach(job_id, listener.cid)
+        try:
+            got = retrying(lambda: self.store.attach(job_id, listener.cid), retry)
+        except BaseException:
+            listener.unregister(job_id, waiter)
+            raise
         if isinstance(got, Outcome):
             listener.unregister(job_id, waiter)
             return got.value()
         if got == "":
             listener.unregister(job_id, waiter)
-            raise JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
-                              f"(result_ttl {self.config.result_ttl} ms)")
+            raise self._not_found(job_id)
         outcome = self._wait(job_id, waiter, wait_timeout, 1)
         return outcome.value()
 
-    def _collect_if_settled(self, job_id: str) -> None:
+    def _not_found(self, job_id: str) -> JobNotFound:
+        return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
+                           f"(result_ttl {self.config.result_ttl} ms)")
+
+    def _collect_if_settled(self, job_id: str, retry: RedisRetry) -> None:
         """Deliver the outcome of a job attached to if it settled before our waiter was
         registered: its one reply message may have gone to another waiter of this process."""
-        got = self.store.attach(job_id, self.listener.cid)
+        got = retrying(lambda: self.store.attach(job_id, self.listener.cid), retry)
         if isinstance(got, Outcome):
             self.listener.deliver(got)
 
@@ -240,26 +192,29 @@ class Client:
             if isinstance(got, Outcome):
                 self.listener.deliver(got)
                 return live_before
-            live = self.store.live_supervisors(queue_of_job(job_id))
+            watch = self.store.watch(job_id)
         except redis.RedisError as exc:
             log.warning("waiting for job %s: cannot reach Redis (%s); still waiting",
-                        job_id, exc)
+                        job_id, reason(exc))
             return -1
-        if live == 0 and live_before == 0 and got in ("queued", "active"):
-            raise NoSupervisor(
-                f"no live supervisor serves queue {queue_of_job(job_id)!r} (none for "
-                f"{self.config.lease_ms} ms); job {job_id} stays queued and runs when one "
-                "starts (`sandboxrunner start`); fetch it later with get_result()"
-            )
+        return self._judge(watch, live_before)
+
+    def _judge(self, watch: JobWatch, live_before: int) -> int:
+        """The rule of both waits: a job queued or active while no live supervisor served
+        its queue at two checks in a row raises NoSupervisor; else the live count."""
+        live = watch.live_count(self.config.lease_ms)
+        if live == 0 and live_before == 0 and watch.status in ("queued", "active"):
+            raise no_supervisor(watch, self.config.lease_ms)
         return live
 
-    def _check_nested(self, queue: str) -> None:
+    def _check_nested(self, queue: str, retry: RedisRetry) -> None:
         ctx = current_job.get()
         slots = getattr(ctx, "slots", None)
         if ctx is None or slots is None or slots.queue != queue:
             return
         would_block_all = slots.waiting_nested() + 1 >= slots.capacity
-        if would_block_all and self.store.live_supervisors(queue) <= 1:
+        if would_block_all and retrying(lambda: self.store.live_supervisors(queue),
+                                        retry) <= 1:
             raise DeadlockError(
                 f"run_job from inside job {ctx.job.name!r} would wait for a free slot of "
                 f"queue {queue!r}, but every one of its {slots.capacity} slot(s) is held by a "
@@ -287,24 +242,19 @@ class Client:
         store = listener.store
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         listener.register(job.job_id, future)
-        retry = _EnqueueRetry(self, job, wait_timeout)
+        retry = self._retry(f"enqueue job {job.spec.name!r}", wait_timeout)
         job_id = job.job_id
         try:
-            while True:
-                try:
-                    await listener.ensure_started()  # subscribed before the job exists
-                    result = await store.enqueue(job.spec.queue, job.job_id, job.spec.name,
-                                                 job.data_json, job.timeout_ms, listener.cid,
-                                                 job.singleton_key, job.retries,
-                                                 job.backoff_json)
-                    break
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    await asyncio.sleep(retry.delay_s(exc))
+            await aretrying(listener.ensure_started, retry)  # subscribed before the job exists
+            result = await aretrying(
+                lambda: store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
+                                      job.timeout_ms, listener.cid, job.singleton_key,
+                                      job.retries, job.backoff_json), retry)
             if result.attached:
                 listener.unregister(job.job_id, future)
                 job_id = result.job_id
                 listener.register(job_id, future)
-                got = await store.attach(job_id, listener.cid)
+                got = await aretrying(lambda: store.attach(job_id, listener.cid), retry)
                 if isinstance(got, Outcome):
                     listener.deliver(got)
             outcome = await self._await(listener, job_id, future, wait_timeout,
@@ -314,16 +264,18 @@ class Client:
         return _named(outcome, job.spec.name).value()
 
     async def aget_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
+        _check_job_id(job_id)
         listener = self._async_listener()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         listener.register(job_id, future)
+        retry = self._retry(f"fetch the result of job {job_id}", wait_timeout)
         try:
-            await listener.ensure_started()
-            got = await listener.store.attach(job_id, listener.cid)
+            await aretrying(listener.ensure_started, retry)
+            got = await aretrying(lambda: listener.store.attach(job_id, listener.cid), retry)
             if isinstance(got, Outcome):
                 return got.value()
             if got == "":
-                raise JobNotFound(f"no job {job_id}: never enqueued, or its result expired")
+                raise self._not_found(job_id)
             return (await self._await(listener, job_id, future, wait_timeout, 1)).value()
         finally:
             listener.unregister(job_id, future)
@@ -350,40 +302,13 @@ class Client:
                 got = await store.attach(job_id, listener.cid)
                 if isinstance(got, Outcome):
                     return got
-                now_live = await store.live_supervisors(queue_of_job(job_id))
+                watch = await store.watch(job_id)
             except redis.RedisError as exc:
                 log.warning("waiting for job %s: cannot reach Redis (%s); still waiting",
-                            job_id, exc)
+                            job_id, reason(exc))
                 live = -1
                 continue
-            if now_live == 0 and live == 0 and got in ("queued", "active"):
-                raise NoSupervisor(f"no live supervisor serves queue {queue_of_job(job_id)!r}; "
-                                   f"job {job_id} stays queued and runs when one starts")
-            live = now_live
-
-
-class _EnqueueRetry:
-    """Backoff of an enqueue that cannot reach Redis, up to ENQUEUE_RETRY_S."""
-
-    def __init__(self, client: Client, job: PreparedJob, wait_timeout: int | None) -> None:
-        self.client, self.job = client, job
-        limit_s = ENQUEUE_RETRY_S
-        if wait_timeout is not None:
-            limit_s = min(limit_s, wait_timeout / 1000)
-        self.limit_s = limit_s
-        self.deadline = time.monotonic() + limit_s
-        self.backoff_s = 0.05
-
-    def delay_s(self, exc: Exception) -> float:
-        """How long to wait before the next try; raises RedisUnavailable past the limit."""
-        if time.monotonic() + self.backoff_s > self.deadline:
-            raise RedisUnavailable(
-                f"cannot reach Redis at {redact_url(self.client.url)} to enqueue job "
-                f"{self.job.spec.name!r} (tried for {self.limit_s:g} s): {exc}") from exc
-        log.warning("cannot reach Redis to enqueue job %s %s (%s); retrying in %.2f s",
-                    self.job.job_id, self.job.spec.name, exc, self.backoff_s)
-        delay, self.backoff_s = self.backoff_s, min(self.backoff_s * 2, RETRY_BACKOFF_MAX_S)
-        return delay
+            live = self._judge(watch, live)
 
 
 class _nested_wait:
@@ -403,15 +328,16 @@ class _nested_wait:
             self.slots.leave_nested()
 
 
+def _check_job_id(job_id: str) -> None:
+    try:
+        queue_of_job(job_id)
+    except ValueError as exc:
+        raise JobNotFound(str(exc)) from exc
+
+
 def _named(outcome: Outcome, name: str) -> Outcome:
     return outcome if outcome.name else Outcome(outcome.job_id, outcome.status, outcome.body,
                                                 name)
-
-
-def _backoff_json(spec: JobSpec) -> str:
-    import json
-
-    return json.dumps(spec.backoff) if spec.backoff else ""
 
 
 class JobHandle:
@@ -462,6 +388,15 @@ def set_default_client(client: Client | None) -> None:
     global _default
     with _default_lock:
         _default = (os.getpid(), client) if client is not None else None
+
+
+def drop_default_client(client: Client) -> None:
+    """Stop using CLIENT for the module-level functions, if they still do (another may
+    have been installed meanwhile); the next call builds one from the project's config."""
+    global _default
+    with _default_lock:
+        if _default is not None and _default[1] is client:
+            _default = None
 
 
 def run_job(name: str, data: Any = None, timeout: int | None = None,

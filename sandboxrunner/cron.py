@@ -61,7 +61,7 @@ from zoneinfo import ZoneInfo
 import redis
 from croniter import croniter
 
-from .client import check_timeout, singleton_key
+from .calls import check_timeout, singleton_key
 from .config import Config
 from .cron_state import list_schedules as list_schedules  # re-exported for the dashboard
 from .errors import CronScheduleNotFound, InvalidJobData

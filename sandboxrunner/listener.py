@@ -51,8 +51,10 @@ from collections.abc import Callable
 import redis
 import redis.asyncio as aioredis
 
+from .async_store import AsyncStore
+from .connection import reason
 from .job import Outcome
-from .store import AsyncStore, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +214,7 @@ class Listener:
     def _drop(self, exc: Exception) -> None:
         """The connection failed: close it and schedule a resubscribe after the backoff."""
         if not self._closed:
-            log.warning("result listener lost Redis (%s); reconnecting", exc)
+            log.warning("result listener lost Redis (%s); reconnecting", reason(exc))
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             _close_quietly(pubsub)
@@ -230,7 +232,7 @@ class Listener:
         try:
             self._pubsub = self._subscribe()
         except (redis.RedisError, OSError) as exc:
-            log.warning("result listener could not resubscribe yet: %s", exc)
+            log.warning("result listener could not resubscribe yet: %s", reason(exc))
             self._back_off()
             return
         self.recheck()
@@ -384,7 +386,7 @@ class AsyncListener:
                     message = await self._pubsub.get_message(ignore_subscribe_messages=True,
                                                              timeout=None)
                 except (redis.RedisError, OSError, ValueError, RuntimeError) as exc:
-                    log.warning("result listener lost Redis (%s); reconnecting", exc)
+                    log.warning("result listener lost Redis (%s); reconnecting", reason(exc))
                     await self._drop_pubsub()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
@@ -404,7 +406,7 @@ class AsyncListener:
         try:
             self._pubsub = await self._subscribe()
         except (redis.RedisError, OSError) as exc:
-            log.warning("result listener could not resubscribe yet: %s", exc)
+            log.warning("result listener could not resubscribe yet: %s", reason(exc))
             return False
         await self.recheck()
         return True

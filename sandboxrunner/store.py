@@ -1,4 +1,5 @@
-"""The only module that talks to Redis: connections, the Lua scripts, and typed calls.
+"""The Redis layer: the Lua scripts and typed calls (connections come from
+``connection.py``; ``async_store.py`` holds the asyncio twins of the callers' calls).
 
 Every multi-step change is one Lua script from ``scripts/`` (``_lib.lua`` is prepended to
 each); single reads go straight through. Blocking reads (BLMOVE) use their own connection,
@@ -7,7 +8,6 @@ so a supervisor's heartbeat never waits behind them. See ``keys.py`` for the dat
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
@@ -15,21 +15,29 @@ from importlib import resources
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
+from redis.retry import Retry
 
-from .config import Config, redact_url
-from .errors import RedisUnavailable
+from .config import Config
+from .connection import caller_retry, connect
+from .connection import check_reachable as check_reachable  # re-exported
 from .forkguard import FORK_GUARD
 from .job import ErrorInfo, Outcome, Status
 from .keys import QUEUES, Keys
+from .supervision import (
+    JobWatch,
+    SupervisorSeen,
+    newest_per_supervisor,
+    server_ms,
+    watch_commands,
+    watch_from,
+    with_snapshot,
+)
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "attach",
                 "cron_sync", "cron_fire")
 BLOCK_TIMEOUT_S = 1.0
-ASYNC_POOL_SIZE = 32
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
-CONNECT_TIMEOUT_S = 10.0
 LISTED_PER_END = 1000  # ids read from each end of a wait list when resolving a short id
 
 
@@ -47,49 +55,6 @@ def _text(value: bytes | str | None) -> str:
         return ""
     # errors="replace": a malformed entry pushed by hand must not crash its reader
     return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-class _GuardedSSLConnection(redis.SSLConnection):
-    """A TLS connection whose handshake never overlaps a fork of the process pool."""
-
-    def _connect(self) -> Any:
-        with FORK_GUARD.shared():
-            return super()._connect()  # type: ignore[no-untyped-call]
-
-
-class _GuardedAsyncSSLConnection(aioredis.SSLConnection):
-    """The asyncio twin: a fork waits while the handshake is awaited (a handshake waits
-    only while a fork is under way, so the event loop is held up for a fork at most)."""
-
-    async def _connect(self) -> None:
-        with FORK_GUARD.shared():
-            await super()._connect()  # type: ignore[no-untyped-call]
-
-
-def connect(url: str, **kwargs: Any) -> redis.Redis:
-    """A client for URL; socket keepalive on, so a dead peer is noticed; a connect (and
-    TLS handshake) that hangs gives up after CONNECT_TIMEOUT_S."""
-    if url.startswith("rediss://"):
-        kwargs.setdefault("connection_class", _GuardedSSLConnection)
-    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
-    return redis.Redis.from_url(url, health_check_interval=30, **_keepalive(url), **kwargs)
-
-
-def _keepalive(url: str) -> dict[str, Any]:
-    # TCP keepalive notices a dead peer; a unix socket has no such option (redis-py
-    # refuses it there)
-    return {} if url.startswith("unix://") else {"socket_keepalive": True}
-
-
-def check_reachable(url: str) -> None:
-    """Raise RedisUnavailable naming the address (without password) if URL does not answer."""
-    client = connect(url, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {redact_url(url)}: {exc}") from exc
-    finally:
-        client.close()
 
 
 @dataclass(frozen=True)
@@ -201,6 +166,24 @@ def _send(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
         pool.release(conn)
 
 
+def _checked(replies: list[Any]) -> list[Any]:
+    """REPLIES of `_send`, raising the first error reply among them."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
+    """The supervisors heartbeating within their lease on URL's server (config's lease
+    for one whose snapshot is gone)."""
+    store = Store(config, url, retry=caller_retry())
+    try:
+        return [s for s in store.supervisors_seen() if s.live(config.lease_ms)]
+    finally:
+        store.close()
+
+
 def _claimed_batch(flat: list[Any]) -> tuple[list[ClaimedJob], int]:
     """The claim script's reply: the ms until the next retry is due, then 7 fields a job."""
     return [_claimed(flat[i : i + 7]) for i in range(1, len(flat), 7)], int(flat[0])
@@ -220,11 +203,13 @@ def stalled_error_json(max_stalled: int) -> str:
 class Store:
     """Synchronous access to one Redis for one key prefix."""
 
-    def __init__(self, config: Config, url: str) -> None:
+    def __init__(self, config: Config, url: str, *, retry: Retry | None = None) -> None:
+        """RETRY: redis-py's retry of single commands (None: its default); callers pass
+        `caller_retry()`, as their own rule governs how long they wait for Redis."""
         self.config = config
         self.url = url
         self.keys = Keys(config.key_prefix)
-        self.redis = connect(url)
+        self.redis = connect(url) if retry is None else connect(url, retry=retry)
         self._blocking = connect(url, socket_timeout=BLOCK_TIMEOUT_S + 5)
         with FORK_GUARD.shared():  # each script is hashed (SHA1) by OpenSSL
             self._scripts = {n: self.redis.register_script(s)
@@ -282,6 +267,22 @@ class Store:
     def live_supervisors(self, queue: str) -> int:
         now_ms = self.server_time_ms()
         return int(self.redis.zcount(self.keys.sups(queue), now_ms - self.config.lease_ms, "+inf"))
+
+    def watch(self, job_id: str) -> JobWatch:
+        """What a waiting caller reads about its job's supervision: one round trip."""
+        return watch_from(job_id, _send(self.redis, *watch_commands(self.keys, job_id)))
+
+    def supervisors_seen(self) -> list[SupervisorSeen]:
+        """Every supervisor of any queue's ``sups`` set, named by its snapshot."""
+        k = self.keys
+        time_reply, *sups = _checked(_send(
+            self.redis, ("TIME",), *(("ZRANGE", k.sups(q), 0, -1, "WITHSCORES")
+                                     for q in QUEUES)))
+        seen = newest_per_supervisor(server_ms(time_reply), sups)
+        if not seen:
+            return []
+        raws = self.redis.mget([k.supervisor(s.sid) for s in seen])
+        return [with_snapshot(one, raw) for one, raw in zip(seen, raws, strict=True)]
 
     def server_time_ms(self) -> int:
         seconds, micros = self.redis.time()
@@ -464,124 +465,3 @@ class Store:
         listed.update(_text(i) for ids in pipe.execute() for i in ids)
         return listed
 
-
-def _resolve(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.done():
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
-
-
-async def _send_async(client: aioredis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
-    """The asyncio twin of `_send`: one write, the replies in order, errors in place."""
-    pool: Any = client.connection_pool  # redis-py's asyncio pool and connection are untyped
-    conn: Any = await pool.get_connection()
-    try:
-        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await conn.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-        return replies
-    except BaseException:
-        await conn.disconnect()  # replies may be left unread on it
-        raise
-    finally:
-        await pool.release(conn)
-
-
-class _ScriptBatcher:
-    """Sends the calls of one script that the callers of an event loop start in the same
-    loop iteration in one write on one connection, instead of one each. A connection
-    error fails every call of the batch; their callers retry (enqueue is idempotent per
-    job id).
-    """
-
-    def __init__(self, client: aioredis.Redis, script: Any) -> None:
-        self._client, self._script = client, script
-        self._pending: list[tuple[list[Any], asyncio.Future[Any]]] = []
-        self._flushing: set[asyncio.Task[None]] = set()  # strong references
-
-    def call(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:  # the task runs next iteration, after this one's callers
-            task = loop.create_task(self._flush())
-            self._flushing.add(task)
-            task.add_done_callback(self._flushing.discard)
-        self._pending.append(([len(keys), *keys, *args], future))
-        return future
-
-    async def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        try:
-            results = await _send_async(self._client, *(("EVALSHA", self._script.sha, *c)
-                                                        for c, _ in batch))
-        except Exception as exc:  # noqa: BLE001 - every caller gets it (and retries)
-            for _, future in batch:
-                _resolve(future, exc)
-            return
-        for (command, future), result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):  # a restarted server: load it again
-                await self._call_one(command, future)
-            else:
-                _resolve(future, result)
-
-    async def _call_one(self, command: list[Any], future: asyncio.Future[Any]) -> None:
-        nkeys = command[0]
-        try:
-            result = await self._script(keys=command[1 : 1 + nkeys], args=command[1 + nkeys :])
-        except Exception as exc:  # noqa: BLE001 - handed to the caller
-            result = exc
-        _resolve(future, result)
-
-
-class AsyncStore:
-    """The asyncio calls a waiting caller needs: enqueue and attach."""
-
-    def __init__(self, config: Config, url: str) -> None:
-        self.config = config
-        self.keys = Keys(config.key_prefix)
-        # a bounded pool that waits for a free connection: thousands of concurrent
-        # arun_job calls share ASYNC_POOL_SIZE connections instead of failing past 100
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=ASYNC_POOL_SIZE, timeout=None, **_keepalive(url),
-            socket_connect_timeout=CONNECT_TIMEOUT_S)
-        if url.startswith("rediss://"):  # from_url would override a connection_class given
-            pool.connection_class = _GuardedAsyncSSLConnection
-        self.redis = aioredis.Redis.from_pool(pool)
-        with FORK_GUARD.shared():
-            self._scripts = {
-                n: self.redis.register_script(SCRIPT_SOURCES[n]) for n in ("enqueue", "attach")
-            }
-        self._enqueues = _ScriptBatcher(self.redis, self._scripts["enqueue"])
-
-    async def close(self) -> None:
-        await self.redis.aclose()
-
-    async def enqueue(self, queue: str, job_id: str, name: str, data_json: str, timeout_ms: int,
-                      reply_cid: str, singleton_key: str, retries: int,
-                      backoff_json: str) -> EnqueueResult:
-        k = self.keys
-        got = await self._enqueues.call(
-            [k.wait(queue), k.stats(queue), k.sups(queue)],
-            [k.queue_prefix(queue), job_id, name, data_json, timeout_ms, reply_cid,
-             self.config.lease_ms, singleton_key, retries, backoff_json],
-        )
-        return EnqueueResult(_text(got[0]), bool(int(got[1])), int(got[2]))
-
-    async def attach(self, job_id: str, cid: str) -> Outcome | None | str:
-        got = await self._scripts["attach"](keys=[self.keys.job(job_id)], args=[cid])
-        status, body, name = (_text(x) for x in got)
-        if status in (Status.COMPLETED, Status.FAILED):
-            return Outcome(job_id=job_id, status=status, body=body, name=name)
-        return status
-
-    async def live_supervisors(self, queue: str) -> int:
-        seconds, micros = await self.redis.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        return int(await self.redis.zcount(self.keys.sups(queue),
-                                           now_ms - self.config.lease_ms, "+inf"))

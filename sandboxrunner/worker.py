@@ -36,8 +36,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from . import client as client_mod
-from .client import Client, resolve_redis_url
+from .client import Client, drop_default_client, resolve_redis_url, set_default_client
 from .config import Config, load_config
 from .registry import Registry, load_project_registry
 from .store import check_reachable
@@ -93,7 +92,7 @@ class Worker:
         try:
             self.supervisor.stop(grace_ms)
         finally:
-            _drop_default_client(self.client)
+            drop_default_client(self.client)
             self.client.close()
             log.info("in-process worker %s stopped", self.supervisor.sid)
 
@@ -161,7 +160,7 @@ def _start(overrides: Mapping[str, Any]) -> Worker:
         worker.supervisor.stop(grace_ms=0)
         worker.client.close()
         raise
-    client_mod.set_default_client(worker.client)
+    set_default_client(worker.client)
     log.info("in-process worker %s started: queues %s, %s mode, %d job(s)",
              worker.supervisor.sid, ",".join(config.workers), worker.supervisor.mode,
              len(registry.names()))
@@ -169,20 +168,17 @@ def _start(overrides: Mapping[str, Any]) -> Worker:
 
 
 def _warn_if_different(worker: Worker, overrides: Mapping[str, Any]) -> None:
+    """Warn when a second call asks for settings the running worker does not have; a call
+    asking for none gets the running worker, as it asked."""
     given = {k: v for k, v in overrides.items() if v is not None}
     running = {k: v for k, v in worker.overrides.items() if v is not None}
-    if given != running:
-        log.warning("init_worker called again with different settings %r; the worker "
-                    "already running in this process keeps %r (stop it first to change them)",
-                    given, running)
-
-
-def _drop_default_client(client: Client) -> None:
-    # Only if still ours: the app may have installed another client meanwhile. After
-    # this, run_job builds a fresh default client from the project's config on first use.
-    with client_mod._default_lock:
-        if client_mod._default is not None and client_mod._default[1] is client:
-            client_mod._default = None
+    if not given or given == running:
+        return
+    kept = (f"its own settings {running!r}" if running else
+            "the settings it started with (the project's configuration, no overrides)")
+    log.warning("init_worker called again with different settings %r; the worker already "
+                "running in this process keeps %s (stop it first to change them)",
+                given, kept)
 
 
 def _forget_after_fork() -> None:

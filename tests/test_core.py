@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from sandboxrunner import (
     UnknownJob,
     WaitTimeout,
 )
+from sandboxrunner.client import Client
 from tests.supervisors import SupervisorProcess, client_for, running_supervisor, wait_for
 
 
@@ -156,6 +159,56 @@ def test_a_caller_without_any_supervisor_is_told_instead_of_hanging(redis_url: s
         with pytest.raises(NoSupervisor, match="stays queued"):
             client.run_job("echo", 1)
         assert time.monotonic() - started < 3
+
+
+def _same_but_ids(text: str) -> str:
+    return re.sub(r"(default|priority)-[0-9a-f]{32}", "JOB", text)
+
+
+def test_sync_and_async_callers_are_told_the_same_when_nobody_serves_the_queue(
+        redis_url: str) -> None:
+    async def main(client: Client) -> object:
+        try:
+            return await client.arun_job("echo", 2)
+        finally:
+            await client.aclose()
+
+    with client_for(redis_url) as client:
+        with pytest.raises(NoSupervisor) as sync_info:
+            client.run_job("echo", 1)
+        with pytest.raises(NoSupervisor) as async_info:
+            asyncio.run(main(client))
+    sync_text, async_text = (_same_but_ids(str(i.value)) for i in (sync_info, async_info))
+    assert sync_text == async_text
+    assert "no live supervisor serves queue 'default'" in sync_text
+    assert "stays queued" in sync_text and "\n" not in sync_text
+
+
+def test_a_job_holding_the_gil_silences_its_supervisor_and_callers_are_told_what_redis_shows(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    sup = SupervisorProcess(redis_url)  # thread mode, lease 1000 ms
+    try:
+        sup.wait_ready()
+        with client_for(redis_url) as client, ThreadPoolExecutor(2) as pool:
+            hog = client.enqueue("gil_hog", {"seconds": 10})
+            job_key = f"sr:{{sr:default}}:job:{hog.id}"
+            wait_for(lambda: redis_client.hget(job_key, "status") == b"active")
+            sid = redis_client.hget(job_key, "sid").decode()
+            hogged = pool.submit(client.get_result, hog.id)
+            unrelated = pool.submit(client.run_job, "echo", 1)
+            with pytest.raises(NoSupervisor) as hogged_info:
+                hogged.result(timeout=30)
+            with pytest.raises(NoSupervisor) as unrelated_info:
+                unrelated.result(timeout=30)
+    finally:
+        sup.stop()
+    active = str(hogged_info.value)
+    assert f"job {hog.id} is active on supervisor {sid}" in active, active
+    silent_ms = re.search(r"stopped heartbeating (\d+) ms ago", active)
+    assert silent_ms is not None and int(silent_ms[1]) >= 1000, active
+    assert "--separate-process" in active and "stays queued" not in active
+    queued = str(unrelated_info.value)
+    assert "stays queued" in queued and f"{sid} stopped heartbeating" in queued, queued
 
 
 def test_a_job_queued_before_its_supervisor_started_still_runs(redis_url: str) -> None:

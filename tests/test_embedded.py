@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +25,7 @@ from sandboxrunner.embedded import (
     server_binary,
     stop_embedded,
 )
-from sandboxrunner.errors import ConfigError, RedisUnavailable
+from sandboxrunner.errors import EXIT_IN_USE, ConfigError, RedisUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -231,6 +233,54 @@ def test_a_hung_server_is_killed_and_replaced(
     assert gone(hung_pid)
 
 
+def append_to_aof(state_dir: Path, commands: int) -> None:
+    """Append COMMANDS SETs to the stopped server's AOF: a restart has them to load
+    (the server answers INFO every 1024 commands while it loads, so loading is seen)."""
+    manifest = (state_dir / "appendonlydir" / "appendonly.aof.manifest").read_text()
+    incr = next(line.split()[1] for line in manifest.splitlines() if line.endswith("type i"))
+    chunk = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\nv\r\n" % (len(k), k)
+                     for k in (b"k%d" % i for i in range(commands)))
+    with open(state_dir / "appendonlydir" / incr, "ab") as aof:
+        aof.write(chunk)
+
+
+def test_a_restarted_server_is_handed_out_only_once_its_data_is_loaded(project: Path) -> None:
+    ensure_embedded(project)
+    assert stop_embedded(project) is True
+    append_to_aof(project / ".sandboxrunner", 200_000)
+
+    url = ensure_embedded(project)
+
+    with redis.Redis.from_url(url, retry=None) as client:  # one try: LOADING would raise
+        assert client.ping()
+        assert client.info("persistence")["loading"] == 0
+        assert client.dbsize() == 200_000
+
+
+def test_the_first_command_after_a_restart_waits_for_the_data_to_load(project: Path) -> None:
+    (project / "worker_jobs").mkdir()
+    (project / "worker_jobs" / "hello.py").write_text(HELLO)
+    ensure_embedded(project)
+    assert stop_embedded(project) is True
+    append_to_aof(project / ".sandboxrunner", 200_000)
+
+    # `start` is the first command after a reboot; it prints its banner once Redis answered
+    supervisor = subprocess.Popen(CLI + ["start"], cwd=project, env=_child_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert supervisor.stdout is not None
+        banner = supervisor.stdout.readline()
+        assert banner.startswith("sandboxrunner supervisor"), supervisor.stderr.read()
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=30) == 0
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+        supervisor.stdout.close()
+        supervisor.stderr.close()
+
+
 def test_stop_embedded_stops_the_server(project: Path) -> None:
     ensure_embedded(project)
     pid = running_pid(project)
@@ -239,8 +289,33 @@ def test_stop_embedded_stops_the_server(project: Path) -> None:
 
     assert gone(pid)
     assert embedded_status(project) is None
-    assert not (project / ".sandboxrunner" / "redis.json").exists()
     assert stop_embedded(project) is False
+
+
+def test_a_restarted_server_keeps_its_port(project: Path) -> None:
+    url = ensure_embedded(project)
+    assert stop_embedded(project) is True
+    assert ensure_embedded(project) == url  # after a stop
+
+    os.kill(running_pid(project), signal.SIGKILL)  # after a crash
+    wait_for_gone = time.monotonic() + 10
+    while embedded_status(project) is not None and time.monotonic() < wait_for_gone:
+        time.sleep(0.02)
+    assert ensure_embedded(project) == url
+
+
+def test_a_restart_whose_port_was_taken_picks_another_and_says_so(
+        project: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = ensure_embedded(project)
+    port = int(url.rsplit(":", 1)[1])
+    assert stop_embedded(project) is True
+    with socket.create_server((embedded.HOST, port)):  # another program took it
+        with caplog.at_level(logging.WARNING, logger="sandboxrunner.embedded"):
+            new_url = ensure_embedded(project)
+    assert new_url != url and ping(new_url)
+    assert f"port {port}" in caplog.text and "taken" in caplog.text
+    assert stop_embedded(project) is True
+    assert ensure_embedded(project) == new_url  # the new port is the one remembered now
 
 
 def test_status_and_stop_without_a_server(project: Path) -> None:
@@ -337,3 +412,72 @@ def _child_env() -> dict[str, str]:
     """This environment, with the repo importable even when the package is not installed."""
     paths = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+HELLO = "def run(data, ctx):\n    return {'hello': data}\n"
+CLI = [sys.executable, "-m", "sandboxrunner"]
+
+
+def _cli_env() -> dict[str, str]:
+    """_child_env without REDIS_URL or SANDBOXRUNNER_* settings: the embedded server."""
+    return {k: v for k, v in _child_env().items()
+            if k != "REDIS_URL" and not k.startswith("SANDBOXRUNNER_")}
+
+
+def _cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], cwd=project, env=_cli_env(), capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture
+def supervised(project: Path) -> Iterator[subprocess.Popen[str]]:
+    """`sandboxrunner start` in the project (which starts its embedded server), serving a
+    job `hello` once a first `run` has gone through; SIGTERMed afterwards."""
+    (project / "worker_jobs").mkdir()
+    (project / "worker_jobs" / "hello.py").write_text(HELLO)
+    supervisor = subprocess.Popen([*CLI, "start"], cwd=project, env=_cli_env(),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  text=True)
+    try:
+        done = _cli(project, "run", "hello", '"first"')
+        assert done.returncode == 0, done.stderr
+        yield supervisor
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        try:
+            supervisor.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            supervisor.kill()
+            supervisor.wait()
+
+
+def test_redis_stop_refuses_while_a_supervisor_uses_the_server_naming_it(
+        project: Path, supervised: subprocess.Popen[str]) -> None:
+    url = ensure_embedded(project)
+    with redis.Redis.from_url(url) as client:
+        (sid,) = [s.decode() for s in client.zrange("sr:{sr:default}:sups", 0, -1)]
+
+    refused = _cli(project, "redis", "stop")
+
+    assert refused.returncode == EXIT_IN_USE, refused.stderr
+    assert refused.stdout == "" and len(refused.stderr.strip().splitlines()) == 1
+    assert sid in refused.stderr and f"pid {supervised.pid}" in refused.stderr
+    assert socket.gethostname() in refused.stderr and "--force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert embedded_status(project) is not None and ping(url)
+
+
+def test_redis_stop_force_stops_and_the_next_command_restarts_it_for_the_supervisor(
+        project: Path, supervised: subprocess.Popen[str]) -> None:
+    url = ensure_embedded(project)
+
+    forced = _cli(project, "redis", "stop", "--force")
+
+    assert forced.returncode == 0, forced.stderr
+    assert "stopped" in forced.stdout
+    assert embedded_status(project) is None
+    again = _cli(project, "run", "hello", '"again"')  # restarts the server on its port
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {"hello": "again"}
+    assert ensure_embedded(project) == url
+    assert supervised.poll() is None  # the same supervisor served it, reconnected

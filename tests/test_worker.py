@@ -105,6 +105,23 @@ def test_a_second_init_worker_returns_the_running_handle(
         second.stop()
 
 
+def test_a_second_init_worker_says_what_a_worker_started_without_settings_keeps(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("SANDBOXRUNNER_JOBS_DIR", str(TEST_JOBS))
+    first = init_worker()  # its settings come from the environment and config alone
+    try:
+        with caplog.at_level(logging.WARNING, logger="sandboxrunner.worker"):
+            assert init_worker(concurrency=3) is first
+            assert init_worker() is first  # asks for no settings: nothing to warn about
+    finally:
+        first.stop()
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "concurrency" in warning and "keeps the settings it started with" in warning
+    assert "{}" not in warning
+
+
 def test_init_worker_is_a_context_manager(redis_url: str, redis_client: redis.Redis) -> None:
     with init_worker(**settings(redis_url)) as worker:
         assert sandboxrunner.run_job("echo", "ctx")["echo"] == "ctx"

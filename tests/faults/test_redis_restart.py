@@ -14,16 +14,20 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
+import threading
 import time
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from sandboxrunner import client as client_mod
 from sandboxrunner.client import Client
 from sandboxrunner.embedded import TestServer
-from sandboxrunner.store import Store
+from sandboxrunner.errors import RedisUnavailable
+from sandboxrunner.store import Store, check_reachable
 from tests.faults.common import K, job_lines, leftovers, starts, stats, wait_for
 from tests.supervisors import SupervisorProcess, client_for, make_config, running_supervisor
 
@@ -140,8 +144,12 @@ def test_start_waits_for_redis_with_a_one_line_message_per_try_and_no_password(
     server.stop()  # its port is now known and closed
     server._fixed_port = True
     sup = SupervisorProcess(server.url)
+    lines: list[str] = []  # its output as it comes: a slow start under load is no failure
+    reader = threading.Thread(target=_read_lines, args=(sup, lines), daemon=True)
+    reader.start()
     try:
-        time.sleep(2.0)  # tries at 0, 0.5 and 1.5 s
+        wait_for(lambda: len(_retry_lines(lines)) >= 2, timeout_s=30,
+                 what="two lines saying start retries")
         assert sup.proc.poll() is None
         server.start()
         sup.wait_ready()
@@ -149,14 +157,25 @@ def test_start_waits_for_redis_with_a_one_line_message_per_try_and_no_password(
             assert client.run_job("echo", 1, wait_timeout=10_000)["echo"] == 1
         sup.signal(signal.SIGTERM)
         assert sup.wait() == 0
-        output = sup.output()
+        reader.join(timeout=10)
     finally:
         sup.stop()
         server.stop()
-    waiting = [line for line in output.splitlines() if "retrying in" in line]
-    assert len(waiting) >= 2
+    waiting = _retry_lines(lines)
     assert f"cannot reach Redis at redis://:***@127.0.0.1:{server.port}" in waiting[0]
+    assert all(".;" not in line and ". ;" not in line for line in waiting), waiting[0]
+    output = "".join(lines)
     assert "Traceback" not in output and "s3cret-pw" not in output
+
+
+def _read_lines(sup: SupervisorProcess, lines: list[str]) -> None:
+    assert sup.proc.stdout is not None
+    for line in sup.proc.stdout:
+        lines.append(line)
+
+
+def _retry_lines(lines: list[str]) -> list[str]:
+    return [line for line in list(lines) if "retrying in" in line]
 
 
 def test_start_with_no_wait_for_redis_exits_4_at_once(tmp_path: Path) -> None:
@@ -169,3 +188,98 @@ def test_start_with_no_wait_for_redis_exits_4_at_once(tmp_path: Path) -> None:
         assert "cannot reach Redis" in sup.output()
     finally:
         sup.stop()
+
+
+PASSWORD = "s3cret-pw"
+
+
+@pytest.fixture
+def stopped_server(tmp_path: Path) -> Iterator[TestServer]:
+    """A server with a password, started and stopped: its port is known and closed."""
+    server = TestServer(tmp_path / "gone-redis", options={"requirepass": PASSWORD})
+    server.start()
+    server.stop()
+    yield server
+
+
+def _in_loop(client: Client, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    async def main() -> Any:
+        try:
+            return await make()
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+UNKNOWN_ID = "default-" + "1" * 32
+CALLER_PATHS: dict[str, Callable[[Client], Any]] = {
+    "run_job": lambda c: c.run_job("echo", 1),
+    "enqueue": lambda c: c.enqueue("echo", 1),
+    "get_result": lambda c: c.get_result(UNKNOWN_ID),
+    "arun_job": lambda c: _in_loop(c, lambda: c.arun_job("echo", 1)),
+    "aget_result": lambda c: _in_loop(c, lambda: c.aget_result(UNKNOWN_ID)),
+}
+
+
+@pytest.mark.parametrize("path", CALLER_PATHS)
+def test_every_caller_path_retries_a_stopped_redis_then_raises_redis_unavailable(
+        path: str, stopped_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_mod, "ENQUEUE_RETRY_S", 1.0)
+    with client_for(stopped_server.url) as client:
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable) as info:
+            CALLER_PATHS[path](client)
+        elapsed_s = time.monotonic() - started
+    assert 1.0 <= elapsed_s < 3.0  # retried up to the limit: neither at once nor for long
+    message = str(info.value)
+    assert f"redis://:***@127.0.0.1:{stopped_server.port}" in message, message
+    assert "tried for 1 s" in message and PASSWORD not in message
+    assert "\n" not in message and ".;" not in message and ".:" not in message, message
+
+
+def test_callers_wait_while_a_restarted_server_loads_its_data(
+        fresh_server: TestServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sandboxrunner")
+    url = fresh_server.url
+    with running_supervisor(url), client_for(url) as client:
+        done_id = client.enqueue("echo", "before").id
+        assert client.get_result(done_id, wait_timeout=5000)["echo"] == "before"
+        with redis.Redis.from_url(url) as r, r.pipeline(transaction=False) as pipe:
+            for i in range(20_000):  # AOF commands: while loading, Redis serves its
+                pipe.set(f"filler:{i}", "x")  # clients once every 1024 of them
+            pipe.execute()
+        fresh_server.stop()
+        # us per command loaded: 2 s or more, past redis-py's own retries (~0.5 s)
+        fresh_server.options["key-load-delay"] = "100"
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            restarting = pool.submit(fresh_server.restart)
+            wait_for(lambda: _loading(url), what="the server to be seen loading")
+            calls = {
+                "check_reachable": pool.submit(check_reachable, url),
+                "get_result": pool.submit(client.get_result, done_id, 10_000),
+                "run_job": pool.submit(client.run_job, "echo", "during", None, 10_000),
+                "arun_job": pool.submit(asyncio.run, _arun_echo(client)),
+            }
+            results = {name: call.result(timeout=30) for name, call in calls.items()}
+            restarting.result(timeout=30)
+    assert results["check_reachable"] is None
+    assert results["get_result"]["echo"] == "before"
+    assert results["run_job"]["echo"] == "during" and results["arun_job"]["echo"] == "async"
+    assert "still loading its data" in caplog.text  # the loading was seen, and waited for
+
+
+def _loading(url: str) -> bool:
+    """Whether the server at URL answers INFO and says it is loading its data."""
+    with redis.Redis.from_url(url, retry=None, socket_timeout=5) as client:
+        try:
+            return bool(client.info("persistence")["loading"])
+        except (redis.RedisError, OSError):
+            return False
+
+
+async def _arun_echo(client: Client) -> Any:
+    try:
+        return await client.arun_job("echo", "async", wait_timeout=10_000)
+    finally:
+        await client.aclose()
