@@ -5,7 +5,10 @@ All keys of one queue carry the hash tag ``{PREFIX:Q}``, so a queue lives in one
 Cluster slot and every Lua script touches keys of one slot only.
 
   PREFIX:{Q}:wait            LIST   job ids waiting; LPUSH to enqueue, RPOP/BLMOVE to claim
-                                    (FIFO); a redelivered job goes back to the right end
+                                    (FIFO); a redelivered job goes back to the right end.
+                                    At most one ``!wake`` marker, never a job: it wakes a
+                                    supervisor blocked on the list when a delayed job is
+                                    due sooner (see add_delayed in scripts/_lib.lua)
   PREFIX:{Q}:active:SID      LIST   ids claimed by supervisor SID and not yet settled: the
                                     lease. It is valid while SID heartbeats (see ``sups``)
   PREFIX:{Q}:delayed         ZSET   id -> due time (ms) of a failed job waiting to be retried;

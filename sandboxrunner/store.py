@@ -329,7 +329,7 @@ class Store:
         return int(self._run_once(
             "finish",
             [k.active(queue, sid), k.stats(queue), k.recent(queue), k.failures(queue),
-             k.rate(queue), k.delayed(queue)],
+             k.rate(queue), k.delayed(queue), k.wait(queue)],
             args,
         ))
 
