@@ -223,6 +223,23 @@ def test_memory_limit_kills_a_job_that_allocates_past_it(redis_url: str) -> None
     assert f"memory_limit_per_child={limit_mib} MiB" in info.value.error_message
 
 
+def test_memory_limit_is_watched_from_a_jobs_start_even_after_a_quick_job(
+        redis_url: str) -> None:
+    # the quick job leaves its 30 s deadline behind; the growing job's deadline is later,
+    # yet the memory sampler must run from its start, not from that stale deadline's
+    limit_mib = psutil.Process().memory_info().rss // (1024 * 1024) + 100
+    with running_supervisor(redis_url, **{**PROC, "concurrency": 1},
+                            memory_limit_per_child=limit_mib), client_for(redis_url) as client:
+        client.run_job("proc_pid")
+        started = time.monotonic()
+        with pytest.raises(JobFailed) as info:
+            client.run_job("proc_memory_grow", {"step_mib": 50, "every": 0.1,
+                                                "max_mib": limit_mib + 300, "hold": 30},
+                           wait_timeout=5000)
+        assert time.monotonic() - started < 2.5  # ~0.3 s to pass the limit, then a sample
+    assert info.value.error_type == "MemoryLimitExceeded"
+
+
 def test_child_limits_cpu_seconds_fails_the_job_naming_the_limit(redis_url: str,
                                                                  tmp_path: Path) -> None:
     with running_supervisor(redis_url, **PROC, child_limits={"cpu_seconds": 1}), \
