@@ -24,7 +24,8 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     name, or NAME:canonical JSON of the key, hashed when long);
                                     no TTL needed: a holder whose job is not queued or active
                                     no longer counts, so a claim cannot stay stuck
-  PREFIX:{Q}:stats           HASH   counters: enqueued, completed, failed, timedout, stalled
+  PREFIX:{Q}:stats           HASH   counters: enqueued, completed, failed, stalled,
+                                    retried, handed_back (jobs a stopping supervisor gave back)
   PREFIX:{Q}:rate            HASH   slot (second % 60) -> "second:count" of completions;
                                     60 fields at most, read as jobs/s over the last minute
   PREFIX:{Q}:recent          LIST   ids of recently settled jobs, capped (dashboard)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import weakref
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -24,8 +26,8 @@ from .forkguard import FORK_GUARD
 from .job import ErrorInfo, Outcome, Status
 from .keys import QUEUES, Keys
 
-SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "attach",
-                "cron_sync", "cron_fire")
+SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
+                "attach", "cron_sync", "cron_fire")
 BLOCK_TIMEOUT_S = 1.0
 ASYNC_POOL_SIZE = 32
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
@@ -168,12 +170,20 @@ class CronFired:
 
 def _send(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
     """Send COMMANDS in one write on a connection of CLIENT's pool and read their
-    replies; an error reply comes back in its place as an exception. Neither retried nor
-    health-checked: redis-py's machinery for that costs ~15 us a call (a sixth of a
-    round trip) and replays commands blindly. A connection that fails is dropped and the
-    error raised."""
+    replies (see `_exchange`)."""
     pool = client.connection_pool
     conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
+    try:
+        return _exchange(conn, commands)
+    finally:
+        pool.release(conn)
+
+
+def _exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send COMMANDS in one write on CONN and read their replies; an error reply comes
+    back in its place as an exception. Neither retried nor health-checked: redis-py's
+    machinery for that costs ~15 us a call (a sixth of a round trip) and replays commands
+    blindly. A connection that fails is dropped and the error raised."""
     try:
         conn.send_packed_command(conn.pack_commands(commands), check_health=False)
         replies: list[Any] = []
@@ -186,8 +196,6 @@ def _send(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
     except BaseException:
         conn.disconnect()
         raise
-    finally:
-        pool.release(conn)
 
 
 def _claimed_batch(flat: list[Any]) -> tuple[list[ClaimedJob], int]:
@@ -215,6 +223,11 @@ class Store:
         self.keys = Keys(config.key_prefix)
         self.redis = connect(url)
         self._blocking = connect(url, socket_timeout=BLOCK_TIMEOUT_S + 5)
+        # the blocking connections in a BLMOVE now, and each one's server-side client id
+        # (learnt on every connect), so that interrupt_waits can cut those waits short
+        self._client_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._waiting: set[Any] = set()
+        self._waiting_lock = threading.Lock()
         with FORK_GUARD.shared():  # each script is hashed (SHA1) by OpenSSL
             self._scripts = {n: self.redis.register_script(s)
                              for n, s in SCRIPT_SOURCES.items()}
@@ -296,8 +309,7 @@ class Store:
         k = self.keys
         keys = self._claim_keys(queue, sid)
         args: list[str | int] = [k.queue_prefix(queue), sid, max(count - 1, 0), "1"]
-        moved, claimed = _send(
-            self._blocking,
+        moved, claimed = self._send_blocking(
             ("BLMOVE", k.wait(queue), k.active(queue, sid), "RIGHT", "LEFT", timeout_s),
             ("EVALSHA", self._scripts["claim"].sha, len(keys), *keys, *args))
         if isinstance(moved, Exception):
@@ -307,6 +319,38 @@ class Store:
         elif isinstance(claimed, Exception):
             raise claimed
         return _claimed_batch(claimed)
+
+    def _send_blocking(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """`_send` on the blocking connection pool, the connection marked as waiting."""
+        pool = self._blocking.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            if conn not in self._client_ids:  # a new connection: learn its id now
+                conn.register_connect_callback(self._learn_client_id)  # and on reconnects
+                self._learn_client_id(conn)
+            with self._waiting_lock:
+                self._waiting.add(conn)
+            try:
+                return _exchange(conn, commands)
+            finally:
+                with self._waiting_lock:
+                    self._waiting.discard(conn)
+        finally:
+            pool.release(conn)
+
+    def _learn_client_id(self, conn: Any) -> None:
+        conn.send_command("CLIENT", "ID", check_health=False)
+        self._client_ids[conn] = int(conn.read_response())
+
+    def interrupt_waits(self) -> int:
+        """Cut short the blocking waits (BLMOVE) this store has under way: each returns
+        as if it timed out, and its pipelined claim runs as usual. A stopping supervisor
+        would otherwise wait up to BLOCK_TIMEOUT_S for them. CLIENT UNBLOCK aims at our
+        own connections only; a wake marker in the wait list would wake any supervisor
+        of the queue. Returns how many were unblocked (0: none was blocked yet)."""
+        with self._waiting_lock:
+            ids = [self._client_ids.get(conn) for conn in self._waiting]
+        return sum(int(self.redis.client_unblock(i)) for i in ids if i is not None)
 
     def _claim_keys(self, queue: str, sid: str) -> list[str]:
         k = self.keys
@@ -351,10 +395,13 @@ class Store:
         )
         return int(got[0]), int(got[1])
 
-    def release_lease(self, queue: str, sid: str) -> tuple[int, int]:
-        """A stopping supervisor hands back the jobs it still holds (they run elsewhere)."""
-        self.redis.zrem(self.keys.sups(queue), sid)
-        return self.requeue_stalled(queue, sid)
+    def hand_back(self, queue: str, sid: str) -> int:
+        """A stopping supervisor hands back the jobs it still holds (they run elsewhere;
+        not counted as stalls); returns how many."""
+        k = self.keys
+        return int(self._run("hand_back",
+                             [k.sups(queue), k.active(queue, sid), k.wait(queue), k.stats(queue)],
+                             [k.queue_prefix(queue), sid]))
 
     def publish_supervisor(self, sid: str, snapshot: dict[str, Any], ttl_ms: int) -> None:
         pipe = self.redis.pipeline(transaction=False)
