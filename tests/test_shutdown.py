@@ -41,15 +41,16 @@ def _supervisor(redis_url: str, mode: str, *args: str, **env: str) -> Supervisor
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_an_idle_supervisor_exits_within_a_second_of_sigterm(redis_url: str,
+def test_an_idle_supervisor_exits_promptly_on_sigterm(redis_url: str,
                                                              mode: str) -> None:
     sup = _supervisor(redis_url, mode)
     try:
-        time.sleep(0.5)  # blocked on the empty queue by now
+        time.sleep(0.5)  # blocked on the empty queue, about half its 1 s block to go
         started = time.monotonic()
         sup.signal(signal.SIGTERM)
         assert sup.wait() == 0
-        assert time.monotonic() - started < 1.0, sup.output()
+        # 0.1-0.3 s here; waiting the block out took 0.55-1 s
+        assert time.monotonic() - started < 0.5, sup.output()
         assert "no job running" in sup.output()
     finally:
         sup.stop()
