@@ -340,7 +340,10 @@ class Store:
 
     def _learn_client_id(self, conn: Any) -> None:
         conn.send_command("CLIENT", "ID", check_health=False)
-        self._client_ids[conn] = int(conn.read_response())
+        try:
+            self._client_ids[conn] = int(conn.read_response())
+        except redis.ResponseError:  # an ACL without CLIENT: its waits run their course
+            self._client_ids[conn] = -1
 
     def interrupt_waits(self) -> int:
         """Cut short the blocking waits (BLMOVE) this store has under way: each returns
@@ -350,7 +353,7 @@ class Store:
         of the queue. Returns how many were unblocked (0: none was blocked yet)."""
         with self._waiting_lock:
             ids = [self._client_ids.get(conn) for conn in self._waiting]
-        return sum(int(self.redis.client_unblock(i)) for i in ids if i is not None)
+        return sum(int(self.redis.client_unblock(i)) for i in ids if i is not None and i >= 0)
 
     def _claim_keys(self, queue: str, sid: str) -> list[str]:
         k = self.keys

@@ -166,7 +166,7 @@ class Supervisor:
         for fetcher in self.fetchers.values():
             fetcher.stop_for_good()
         grace_s = (self.config.grace_period if grace_ms is None else grace_ms) / 1000
-        if not self._wait_for_running_jobs(grace_s):
+        if not self._wait_for_running_jobs(grace_s) and not self._stop_now.is_set():
             log.warning("grace period of %g s over with %d job(s) still running: handing "
                         "them back", grace_s, self.jobs_in_hand())
         for executor in self.executors.values():

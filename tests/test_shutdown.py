@@ -144,3 +144,24 @@ def test_a_supervisor_that_dies_is_still_reported_as_a_crash(
         sup.stop()
         if other:
             other.stop()
+
+
+def test_a_redis_user_without_client_commands_still_fetches_and_stops(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    # CLIENT ID/UNBLOCK only shorten a stop: without them (an ACL), all else works
+    redis_client.acl_setuser("no_client", enabled=True, passwords=["+pw"], keys=["*"],
+                             channels=["*"], commands=["+@all", "-client"])
+    limited = redis_url.replace("redis://", "redis://no_client:pw@")
+    try:
+        sup = _supervisor(limited, "threads")
+        try:
+            with client_for(redis_url) as client:
+                assert client.run_job("echo", 1, wait_timeout=10_000)["echo"] == 1
+            sup.signal(signal.SIGTERM)
+            assert sup.wait() == 0
+            output = sup.output()
+            assert "Traceback" not in output and "Redis failed" not in output, output
+        finally:
+            sup.stop()
+    finally:
+        redis_client.acl_deluser("no_client")
