@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import weakref
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +18,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from .blocking import BlockingConnections, exchange
 from .config import Config, redact_url
 from .errors import RedisUnavailable
 from .forkguard import FORK_GUARD
@@ -170,32 +169,13 @@ class CronFired:
 
 def _send(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
     """Send COMMANDS in one write on a connection of CLIENT's pool and read their
-    replies (see `_exchange`)."""
+    replies (see `exchange`)."""
     pool = client.connection_pool
     conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
     try:
-        return _exchange(conn, commands)
+        return exchange(conn, commands)
     finally:
         pool.release(conn)
-
-
-def _exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Send COMMANDS in one write on CONN and read their replies; an error reply comes
-    back in its place as an exception. Neither retried nor health-checked: redis-py's
-    machinery for that costs ~15 us a call (a sixth of a round trip) and replays commands
-    blindly. A connection that fails is dropped and the error raised."""
-    try:
-        conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(conn.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-        return replies
-    except BaseException:
-        conn.disconnect()
-        raise
 
 
 def _claimed_batch(flat: list[Any]) -> tuple[list[ClaimedJob], int]:
@@ -222,12 +202,7 @@ class Store:
         self.url = url
         self.keys = Keys(config.key_prefix)
         self.redis = connect(url)
-        self._blocking = connect(url, socket_timeout=BLOCK_TIMEOUT_S + 5)
-        # the blocking connections in a BLMOVE now, and each one's server-side client id
-        # (learnt on every connect), so that interrupt_waits can cut those waits short
-        self._client_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self._waiting: set[Any] = set()
-        self._waiting_lock = threading.Lock()
+        self._blocking = BlockingConnections(connect(url, socket_timeout=BLOCK_TIMEOUT_S + 5))
         with FORK_GUARD.shared():  # each script is hashed (SHA1) by OpenSSL
             self._scripts = {n: self.redis.register_script(s)
                              for n, s in SCRIPT_SOURCES.items()}
@@ -309,7 +284,7 @@ class Store:
         k = self.keys
         keys = self._claim_keys(queue, sid)
         args: list[str | int] = [k.queue_prefix(queue), sid, max(count - 1, 0), "1"]
-        moved, claimed = self._send_blocking(
+        moved, claimed = self._blocking.send(
             ("BLMOVE", k.wait(queue), k.active(queue, sid), "RIGHT", "LEFT", timeout_s),
             ("EVALSHA", self._scripts["claim"].sha, len(keys), *keys, *args))
         if isinstance(moved, Exception):
@@ -320,40 +295,11 @@ class Store:
             raise claimed
         return _claimed_batch(claimed)
 
-    def _send_blocking(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """`_send` on the blocking connection pool, the connection marked as waiting."""
-        pool = self._blocking.connection_pool
-        conn: Any = pool.get_connection()
-        try:
-            if conn not in self._client_ids:  # a new connection: learn its id now
-                conn.register_connect_callback(self._learn_client_id)  # and on reconnects
-                self._learn_client_id(conn)
-            with self._waiting_lock:
-                self._waiting.add(conn)
-            try:
-                return _exchange(conn, commands)
-            finally:
-                with self._waiting_lock:
-                    self._waiting.discard(conn)
-        finally:
-            pool.release(conn)
-
-    def _learn_client_id(self, conn: Any) -> None:
-        conn.send_command("CLIENT", "ID", check_health=False)
-        try:
-            self._client_ids[conn] = int(conn.read_response())
-        except redis.ResponseError:  # an ACL without CLIENT: its waits run their course
-            self._client_ids[conn] = -1
-
     def interrupt_waits(self) -> int:
         """Cut short the blocking waits (BLMOVE) this store has under way: each returns
-        as if it timed out, and its pipelined claim runs as usual. A stopping supervisor
-        would otherwise wait up to BLOCK_TIMEOUT_S for them. CLIENT UNBLOCK aims at our
-        own connections only; a wake marker in the wait list would wake any supervisor
-        of the queue. Returns how many were unblocked (0: none was blocked yet)."""
-        with self._waiting_lock:
-            ids = [self._client_ids.get(conn) for conn in self._waiting]
-        return sum(int(self.redis.client_unblock(i)) for i in ids if i is not None and i >= 0)
+        as if it timed out, and its pipelined claim runs as usual (see blocking.py).
+        Returns how many were cut short (0: none was blocked yet)."""
+        return self._blocking.interrupt(self.redis)
 
     def _claim_keys(self, queue: str, sid: str) -> list[str]:
         k = self.keys
