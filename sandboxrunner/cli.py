@@ -126,7 +126,7 @@ def start(
     typer.echo(f"sandboxrunner supervisor {supervisor.sid}: queues "
                f"{', '.join(config.workers)}, {supervisor.mode} mode, "
                f"{len(registry.names())} job(s), Redis {config.redacted_redis_url() or url}")
-    supervisor.run_until_signal()
+    raise typer.Exit(supervisor.run_until_signal())
 
 
 @app.command()

@@ -7,6 +7,7 @@ A job is a Redis hash (key ``keys.Keys.job``) with these fields, all strings:
   enq      enqueue time (server ms)      start    start of the current attempt (ms)
   end      settle time (ms)              attempt  deliveries so far (1 on first run)
   stalled  times taken back from a dead supervisor
+  handed_back  times a stopping supervisor handed it back (not a crash; absent if never)
   sid      supervisor that holds it      reply    space-separated client ids to notify
   skey     singleton key it holds        result   JSON text of the return value
   error    JSON text of an `ErrorInfo`   retries  attempts allowed after the first

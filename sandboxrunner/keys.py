@@ -5,7 +5,10 @@ All keys of one queue carry the hash tag ``{PREFIX:Q}``, so a queue lives in one
 Cluster slot and every Lua script touches keys of one slot only.
 
   PREFIX:{Q}:wait            LIST   job ids waiting; LPUSH to enqueue, RPOP/BLMOVE to claim
-                                    (FIFO); a redelivered job goes back to the right end
+                                    (FIFO); a redelivered job goes back to the right end.
+                                    At most one ``!wake`` marker, never a job: it wakes a
+                                    supervisor blocked on the list when a delayed job is
+                                    due sooner (see add_delayed in scripts/_lib.lua)
   PREFIX:{Q}:active:SID      LIST   ids claimed by supervisor SID and not yet settled: the
                                     lease. It is valid while SID heartbeats (see ``sups``)
   PREFIX:{Q}:delayed         ZSET   id -> due time (ms) of a failed job waiting to be retried;
@@ -21,7 +24,8 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     name, or NAME:canonical JSON of the key, hashed when long);
                                     no TTL needed: a holder whose job is not queued or active
                                     no longer counts, so a claim cannot stay stuck
-  PREFIX:{Q}:stats           HASH   counters: enqueued, completed, failed, timedout, stalled
+  PREFIX:{Q}:stats           HASH   counters: enqueued, completed, failed, stalled,
+                                    retried, handed_back (jobs a stopping supervisor gave back)
   PREFIX:{Q}:rate            HASH   slot (second % 60) -> "second:count" of completions;
                                     60 fields at most, read as jobs/s over the last minute
   PREFIX:{Q}:recent          LIST   ids of recently settled jobs, capped (dashboard)

@@ -18,6 +18,7 @@ import redis
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
+from .blocking import BlockingConnections, exchange
 from .config import Config
 from .connection import caller_retry, connect
 from .connection import check_reachable as check_reachable  # re-exported
@@ -34,8 +35,8 @@ from .supervision import (
     with_snapshot,
 )
 
-SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "attach",
-                "cron_sync", "cron_fire")
+SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
+                "attach", "cron_sync", "cron_fire")
 BLOCK_TIMEOUT_S = 1.0
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
 LISTED_PER_END = 1000  # ids read from each end of a wait list when resolving a short id
@@ -144,24 +145,11 @@ class CronHashes:
 
 def _send(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
     """Send COMMANDS in one write on a connection of CLIENT's pool and read their
-    replies; an error reply comes back in its place as an exception. Neither retried nor
-    health-checked: redis-py's machinery for that costs ~15 us a call (a sixth of a
-    round trip) and replays commands blindly. A connection that fails is dropped and the
-    error raised."""
+    replies (see `exchange`)."""
     pool = client.connection_pool
     conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
     try:
-        conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(conn.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-        return replies
-    except BaseException:
-        conn.disconnect()
-        raise
+        return exchange(conn, commands)
     finally:
         pool.release(conn)
 
@@ -210,7 +198,7 @@ class Store:
         self.url = url
         self.keys = Keys(config.key_prefix)
         self.redis = connect(url) if retry is None else connect(url, retry=retry)
-        self._blocking = connect(url, socket_timeout=BLOCK_TIMEOUT_S + 5)
+        self._blocking = BlockingConnections(connect(url, socket_timeout=BLOCK_TIMEOUT_S + 5))
         with FORK_GUARD.shared():  # each script is hashed (SHA1) by OpenSSL
             self._scripts = {n: self.redis.register_script(s)
                              for n, s in SCRIPT_SOURCES.items()}
@@ -308,8 +296,7 @@ class Store:
         k = self.keys
         keys = self._claim_keys(queue, sid)
         args: list[str | int] = [k.queue_prefix(queue), sid, max(count - 1, 0), "1"]
-        moved, claimed = _send(
-            self._blocking,
+        moved, claimed = self._blocking.send(
             ("BLMOVE", k.wait(queue), k.active(queue, sid), "RIGHT", "LEFT", timeout_s),
             ("EVALSHA", self._scripts["claim"].sha, len(keys), *keys, *args))
         if isinstance(moved, Exception):
@@ -319,6 +306,12 @@ class Store:
         elif isinstance(claimed, Exception):
             raise claimed
         return _claimed_batch(claimed)
+
+    def interrupt_waits(self) -> int:
+        """Cut short the blocking waits (BLMOVE) this store has under way: each returns
+        as if it timed out, and its pipelined claim runs as usual (see blocking.py).
+        Returns how many were cut short (0: none was blocked yet)."""
+        return self._blocking.interrupt(self.redis)
 
     def _claim_keys(self, queue: str, sid: str) -> list[str]:
         k = self.keys
@@ -341,7 +334,7 @@ class Store:
         return int(self._run_once(
             "finish",
             [k.active(queue, sid), k.stats(queue), k.recent(queue), k.failures(queue),
-             k.rate(queue), k.delayed(queue)],
+             k.rate(queue), k.delayed(queue), k.wait(queue)],
             args,
         ))
 
@@ -363,10 +356,13 @@ class Store:
         )
         return int(got[0]), int(got[1])
 
-    def release_lease(self, queue: str, sid: str) -> tuple[int, int]:
-        """A stopping supervisor hands back the jobs it still holds (they run elsewhere)."""
-        self.redis.zrem(self.keys.sups(queue), sid)
-        return self.requeue_stalled(queue, sid)
+    def hand_back(self, queue: str, sid: str) -> int:
+        """A stopping supervisor hands back the jobs it still holds (they run elsewhere;
+        not counted as stalls); returns how many."""
+        k = self.keys
+        return int(self._run("hand_back",
+                             [k.sups(queue), k.active(queue, sid), k.wait(queue), k.stats(queue)],
+                             [k.queue_prefix(queue), sid]))
 
     def publish_supervisor(self, sid: str, snapshot: dict[str, Any], ttl_ms: int) -> None:
         pipe = self.redis.pipeline(transaction=False)

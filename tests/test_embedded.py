@@ -271,8 +271,8 @@ def test_the_first_command_after_a_restart_waits_for_the_data_to_load(project: P
         assert supervisor.stdout is not None
         banner = supervisor.stdout.readline()
         assert banner.startswith("sandboxrunner supervisor"), supervisor.stderr.read()
-        supervisor.send_signal(signal.SIGTERM)
-        assert supervisor.wait(timeout=30) == 0
+        supervisor.send_signal(signal.SIGTERM)  # may come before its handler: not asserted
+        supervisor.wait(timeout=30)
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

@@ -23,7 +23,14 @@ from sandboxrunner import JobFailed, JobTimeout, child, registry
 from sandboxrunner.executors import processes
 from sandboxrunner.joblog import read_job_log
 from sandboxrunner.keys import Keys
-from tests.supervisors import SupervisorProcess, client_for, running_supervisor, wait_for
+from sandboxrunner.registry import load_registry
+from tests.supervisors import (
+    SupervisorProcess,
+    client_for,
+    make_config,
+    running_supervisor,
+    wait_for,
+)
 
 PROC = {"use_separate_process": True, "concurrency": 2, "workers": "default"}
 
@@ -223,6 +230,23 @@ def test_memory_limit_kills_a_job_that_allocates_past_it(redis_url: str) -> None
     assert f"memory_limit_per_child={limit_mib} MiB" in info.value.error_message
 
 
+def test_memory_limit_is_watched_from_a_jobs_start_even_after_a_quick_job(
+        redis_url: str) -> None:
+    # the quick job leaves its 30 s deadline behind; the growing job's deadline is later,
+    # yet the memory sampler must run from its start, not from that stale deadline's
+    limit_mib = psutil.Process().memory_info().rss // (1024 * 1024) + 100
+    with running_supervisor(redis_url, **{**PROC, "concurrency": 1},
+                            memory_limit_per_child=limit_mib), client_for(redis_url) as client:
+        client.run_job("proc_pid")
+        started = time.monotonic()
+        with pytest.raises(JobFailed) as info:
+            client.run_job("proc_memory_grow", {"step_mib": 50, "every": 0.1,
+                                                "max_mib": limit_mib + 300, "hold": 30},
+                           wait_timeout=5000)
+        assert time.monotonic() - started < 2.5  # ~0.3 s to pass the limit, then a sample
+    assert info.value.error_type == "MemoryLimitExceeded"
+
+
 def test_child_limits_cpu_seconds_fails_the_job_naming_the_limit(redis_url: str,
                                                                  tmp_path: Path) -> None:
     with running_supervisor(redis_url, **PROC, child_limits={"cpu_seconds": 1}), \
@@ -330,6 +354,28 @@ def test_a_sigkilled_supervisor_leaves_no_child_alive(redis_url: str, tmp_path: 
                  what="every child to die with its supervisor")
     finally:
         proc.stop()
+
+
+class _NoSink:
+    def emit(self, job_id: str, queue: str, line: dict[str, Any]) -> None:
+        pass
+
+
+def test_a_pool_closed_while_its_children_start_leaves_none_behind(redis_url: str) -> None:
+    # closing at once (a stop right after a recycle does) may meet children just forked,
+    # not yet in a process group of their own: the kill must reach them all the same
+    config = make_config(redis_url, **{**PROC, "concurrency": 4})
+    jobs = load_registry(config.jobs_dir)
+    ours = {c.pid for c in psutil.Process().children()}  # the Redis server, ...
+    for attempt in range(20):
+        executor = processes.ProcessExecutor("default", jobs, config, lambda _: None,
+                                             _NoSink())
+        time.sleep(0.001 * (attempt % 5))
+        started = time.monotonic()
+        executor.shutdown(0)
+        assert time.monotonic() - started < 5, "the pool hung reaping its children"
+        left = [c for c in psutil.Process().children() if c.pid not in ours]
+        assert all(is_gone(c.pid) for c in left), left
 
 
 def test_thread_and_process_supervisors_serve_one_queue_together(redis_url: str) -> None:

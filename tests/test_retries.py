@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
 from sandboxrunner import InvalidJobData, JobFailed, JobTimeout
+from sandboxrunner.job import ErrorInfo, Status
 from sandboxrunner.keys import Keys
-from tests.supervisors import client_for, running_supervisor
+from sandboxrunner.store import Settlement, Store
+from tests.supervisors import (
+    SupervisorProcess,
+    client_for,
+    make_config,
+    running_supervisor,
+    wait_for,
+)
+
+MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
 
 
 def _runs(path: Path) -> list[int]:
@@ -68,3 +80,97 @@ def test_jobs_are_not_retried_by_default(redis_url: str) -> None:
         with pytest.raises(JobFailed):
             handle.result(wait_timeout=5000)
         assert client.store.job_fields(handle.id, "attempt")[0] == "1"
+
+
+def _attempt_times(path: Path) -> list[float]:
+    return [float(line.split()[1]) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retries_run_after_their_backoff_even_under_a_second(
+        redis_url: str, redis_client: redis.Redis, tmp_path: Path, mode: str) -> None:
+    # the supervisor blocks on an empty queue for up to a second: a retry due sooner must
+    # wake it, not wait for that block to time out
+    runs = tmp_path / "runs"
+    with running_supervisor(redis_url, **MODES[mode]), client_for(redis_url) as client:
+        handle = client.enqueue("backoff_timed", {"file": str(runs), "succeed_on": 4})
+        assert handle.result(wait_timeout=10_000) == {"attempt": 4}
+    times = _attempt_times(runs)
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert len(gaps) == 3
+    for gap, delay_s in zip(gaps, (0.2, 0.4, 0.8), strict=True):
+        assert delay_s <= gap < delay_s + 0.3, gaps
+    # the wake-ups are neither jobs nor attempts, and leave nothing behind
+    stats = {k.decode(): int(v) for k, v in redis_client.hgetall(Keys().stats("default")).items()}
+    assert stats["enqueued"] == 1 and stats["completed"] == 1 and stats["retried"] == 3
+    assert redis_client.llen(Keys().wait("default")) == 0
+
+
+def test_retry_wake_ups_stay_one_at_most_and_are_dropped_by_the_next_claim(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    # three jobs fail while their supervisor is busy (nobody blocked on the queue), each
+    # due sooner than the one before: the queue holds one wake-up, not three
+    store = Store(make_config(redis_url), redis_url)
+    wait = Keys().wait("default")
+    for i, delay_ms in enumerate((3000, 2000, 1000)):
+        store.enqueue("default", f"default-{i:032x}", "flaky", "{}", 1000, retries=1,
+                      backoff_json=json.dumps({"delay": delay_ms}))
+    jobs, _ = store.claim("default", "sup-a", 3)
+    error = ErrorInfo(kind="error", type="ValueError", message="boom").to_json()
+    for job in jobs:
+        store.finish("default", "sup-a", [Settlement(job.id, Status.FAILED, error)])
+    assert redis_client.llen(wait) == 1
+    # the wake-up is neither a job nor a malformed entry; the reply says when to look again
+    again, next_retry_ms = store.claim("default", "sup-a", 10)
+    assert again == [] and 900 <= next_retry_ms <= 1000
+    assert redis_client.llen(wait) == 0
+    assert redis_client.llen(Keys().active("default", "sup-a")) == 0
+    # once nothing more is due sooner, no wake-up is pushed
+    store.enqueue("default", "default-" + "f" * 32, "flaky", "{}", 1000, retries=1,
+                  backoff_json=json.dumps({"delay": 5000}))
+    (job,), _ = store.claim("default", "sup-a", 1)
+    store.finish("default", "sup-a", [Settlement(job.id, Status.FAILED, error)])
+    assert redis_client.llen(wait) == 0
+    store.close()
+
+
+def test_a_wake_up_returns_a_blocked_wait_at_once_and_never_enters_the_lease(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    store, other = (Store(make_config(redis_url), redis_url) for _ in range(2))
+    store.enqueue("default", "default-" + "a" * 32, "flaky", "{}", 1000, retries=1,
+                  backoff_json=json.dumps({"delay": 300}))
+    (job,), _ = other.claim("default", "sup-b", 1)
+    error = ErrorInfo(kind="error", type="ValueError", message="boom").to_json()
+    threading.Timer(0.2, lambda: other.finish(
+        "default", "sup-b", [Settlement(job.id, Status.FAILED, error)])).start()
+    started = time.monotonic()
+    jobs, next_retry_ms = store.wait_and_claim("default", "sup-a", 5, timeout_s=5)
+    assert time.monotonic() - started < 2  # woken by the retry, not the 5 s timeout
+    assert jobs == [] and 0 < next_retry_ms <= 300
+    assert redis_client.llen(Keys().active("default", "sup-a")) == 0
+    assert redis_client.llen(Keys().wait("default")) == 0
+    store.close()
+    other.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_supervisor_waiting_for_a_distant_retry_stays_idle(
+        redis_url: str, redis_client: redis.Redis, mode: str) -> None:
+    # a pending retry bounds the supervisor's blocking wait; it must not turn into a spin
+    args = ["--separate-process", "--concurrency", "2"] if mode == "processes" else []
+    sup = SupervisorProcess(redis_url, args, SANDBOXRUNNER_WORKERS="default",
+                            SANDBOXRUNNER_HEARTBEAT_MS="1000", SANDBOXRUNNER_LEASE_MS="10000")
+    try:
+        sup.wait_ready()
+        with client_for(redis_url) as client:
+            client.enqueue("retry_distant")
+        wait_for(lambda: redis_client.zcard(Keys().delayed("default")), what="a retry")
+        proc = psutil.Process(sup.proc.pid)
+        before = proc.cpu_times()
+        time.sleep(3)
+        after = proc.cpu_times()
+        busy_s = (after.user + after.system) - (before.user + before.system)
+        # a spin shows as tens of %; idle is 0.3-0.7 % here (heartbeats, snapshots)
+        assert busy_s < 0.05, f"{busy_s / 3:.1%} CPU while idle"
+    finally:
+        sup.stop()

@@ -170,10 +170,14 @@ def test_an_asyncio_app_uses_arun_job_on_its_in_process_worker(redis_url: str) -
             results = await asyncio.gather(
                 *(sandboxrunner.arun_job("async_echo", i) for i in range(20)),
                 sandboxrunner.arun_job("echo", "sync handler"))
+            # a job running as the worker stops: the drain waits for it
+            slow = asyncio.create_task(sandboxrunner.arun_job("slow", {"seconds": 0.3}))
+            await asyncio.sleep(0.1)
             tick_task = asyncio.create_task(ticker())
             ticks = 0
         ticks_while_stopping = ticks  # astop drained on a thread; the loop kept running
         tick_task.cancel()
+        assert (await slow)["slept"] == 0.3
         assert not worker.running
         return results, ticks_while_stopping
 

@@ -180,11 +180,17 @@ def describe_exit(pid: int, status: int | None, limits: dict[str, int]) -> str:
 
 
 def signal_tree(child: Child, sig: int) -> None:
-    """Send SIG to CHILD's process group and to its doomed descendants."""
+    """Send SIG to CHILD's process group and to its doomed descendants. CHILD is not
+    reaped yet, so its pid (and group id) cannot belong to a stranger."""
     try:
         os.killpg(child.pid, sig)
     except (ProcessLookupError, PermissionError):
-        pass  # the group is empty already
+        # no such group: the child was forked a moment ago and has not called setsid
+        # yet (it has started nothing either), or it is a zombie already
+        try:
+            os.kill(child.pid, sig)
+        except ProcessLookupError:
+            pass
     for proc in child.doomed:  # descendants that may have left the group
         try:
             proc.send_signal(sig)

@@ -272,7 +272,12 @@ class ProcessExecutor:
             return
         child.known[job.name] = spec
         heapq.heappush(self._deadlines, (deadline, next(self._seq), child.pid, job.id))
-        if deadline < self._wake_at:
+        # the manager sleeps until _wake_at, which may be a finished job's stale deadline:
+        # wake it if this job needs it sooner, for its deadline or its first memory sample
+        wake_by = deadline
+        if self.config.memory_limit_per_child:
+            wake_by = min(wake_by, self._next_sample)
+        if wake_by < self._wake_at:
             self._wake()
 
     def _pickled(self, spec: JobSpec) -> bytes:

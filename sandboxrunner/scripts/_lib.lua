@@ -99,10 +99,30 @@ local function decode_schedule(text)
   return nil
 end
 
+-- An entry of a wait list that is not a job: it wakes a supervisor blocked on the list
+-- (see add_delayed). Never a job id (those are QUEUE-HEX); the claim script drops it.
+local WAKE_MARKER = '!wake'
+
+-- Put job ID in the delayed set, due at DUE ms. A supervisor blocked on the empty wait
+-- list does not know of it and would sleep until its BLMOVE times out (a second), so
+-- when ID is due before every other delayed job a wake marker goes onto the wait list:
+-- it returns that BLMOVE at once, and the claim behind it drops the marker and replies
+-- with the ms until ID is due, which bounds the supervisor's next block. Only onto an
+-- empty list: only then can a supervisor be blocked on it (a non-empty list returns a
+-- BLMOVE at once, and every claim replies with the next due time anyway). So a list holds
+-- one marker at most, and it is gone with the next claim of any supervisor.
+local function add_delayed(delayed, wait, id, due)
+  local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', delayed, due, id)
+  if (not first[2] or due < tonumber(first[2])) and redis.call('LLEN', wait) == 0 then
+    redis.call('LPUSH', wait, WAKE_MARKER)
+  end
+end
+
 -- A failed attempt of job ID: record its error in the job's attempt history, and when it
 -- has retries left put it in the delayed set (due after its backoff) instead of settling.
--- Returns true when the job will run again.
-local function retry_later(qprefix, delayed, stats, id, body, now)
+-- Returns true when the job will run again. delayed, wait, stats: keys of the queue.
+local function retry_later(qprefix, delayed, wait, stats, id, body, now)
   local jkey = qprefix .. 'job:' .. id
   local f = redis.call('HMGET', jkey, 'retries', 'fails', 'backoff', 'errors')
   local fails = (tonumber(f[2]) or 0) + 1
@@ -120,7 +140,7 @@ local function retry_later(qprefix, delayed, stats, id, body, now)
     if backoff['type'] == 'exponential' then delay = delay * 2 ^ (fails - 1) end
   end
   redis.call('HSET', jkey, 'status', 'queued', 'sid', '', 'error', body)
-  redis.call('ZADD', delayed, now + math.floor(delay), id)
+  add_delayed(delayed, wait, id, now + math.floor(delay))
   redis.call('HINCRBY', stats, 'retried', 1)
   return true
 end

@@ -8,6 +8,8 @@
 -- earlier claim was lost with its connection) come in ARGV: those are active with SID's
 -- own id and are handed over again without counting a new attempt, since they never ran.
 -- Retries whose backoff is over move from the delayed set to the front of the wait list first.
+-- Wake markers (see add_delayed) met in the wait list or at the head of the lease are
+-- dropped: they are not jobs, and their work is done once this script replies.
 -- KEYS[1] wait list   KEYS[2] active list of SID   KEYS[3] delayed set
 -- ARGV[1] queue key prefix   ARGV[2] SID   ARGV[3] COUNT   ARGV[4] HEAD ('1' or '0')
 -- ARGV[5..] ids in the lease to hand over again
@@ -33,20 +35,30 @@ local ids = {}
 local head = nil
 if ARGV[4] == '1' then
   head = redis.call('LINDEX', KEYS[2], 0)
+  if head == WAKE_MARKER then
+    redis.call('LPOP', KEYS[2])
+    head = nil
+  end
   if head then ids[1] = head end
 end
 for i = 5, #ARGV do
   -- only ids still in SID's lease: a supervisor that took the lease back meanwhile (SID
   -- was silent too long) requeued them, and the finish script would drop SID's outcome
-  if redis.call('LPOS', KEYS[2], ARGV[i]) then ids[#ids + 1] = ARGV[i] end
+  if ARGV[i] == WAKE_MARKER then
+    redis.call('LREM', KEYS[2], 0, WAKE_MARKER)
+  elseif redis.call('LPOS', KEYS[2], ARGV[i]) then
+    ids[#ids + 1] = ARGV[i]
+  end
 end
 local count = tonumber(ARGV[3])
 if count > 0 then
   local popped = redis.call('RPOP', KEYS[1], count)
   if popped then
     for _, id in ipairs(popped) do
-      ids[#ids + 1] = id
-      redis.call('LPUSH', KEYS[2], id)
+      if id ~= WAKE_MARKER then
+        ids[#ids + 1] = id
+        redis.call('LPUSH', KEYS[2], id)
+      end
     end
   end
 end

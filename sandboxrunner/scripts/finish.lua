@@ -1,8 +1,9 @@
 -- Settle a batch of jobs held by supervisor SID. A job no longer in SID's active list was
 -- taken back (its lease lapsed) or already settled (a timeout): its late outcome is dropped.
--- A failed job with retries left goes to the delayed set instead (see retry_later).
+-- A failed job with retries left goes to the delayed set instead (see retry_later), waking
+-- a blocked supervisor when it is the earliest due (see add_delayed).
 -- KEYS[1] active list of SID   KEYS[2] stats   KEYS[3] recent   KEYS[4] failures   KEYS[5] rate
--- KEYS[6] delayed set
+-- KEYS[6] delayed set   KEYS[7] wait list
 -- ARGV[1] queue key prefix   ARGV[2] result ttl ms   ARGV[3] history size
 -- ARGV[4] reply channel prefix   ARGV[5..] quadruples: id, status, body (result or error
 -- JSON), '1' if the job wrote log lines else '0' (its log stream then needs no TTL)
@@ -13,7 +14,8 @@ local recorded, completed, failed = 0, 0, 0
 for i = 5, #ARGV, 4 do
   local id, status, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('LREM', KEYS[1], 1, id) == 1 then
-    if status == 'completed' or not retry_later(qprefix, KEYS[6], KEYS[2], id, body, now) then
+    if status == 'completed'
+        or not retry_later(qprefix, KEYS[6], KEYS[7], KEYS[2], id, body, now) then
       settle(qprefix, KEYS[3], KEYS[4], id, status, body, ttl, chan, now, ARGV[i + 3] ~= '0')
       if status == 'completed' then completed = completed + 1 else failed = failed + 1 end
     end

@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 import redis
 
+from sandboxrunner.fetching import CLAIM_BATCH_MAX
 from sandboxrunner.store import Store
-from sandboxrunner.supervisor import CLAIM_BATCH_MAX
 from tests.faults.common import K, leftovers, stats, wait_for
 from tests.supervisors import SupervisorProcess, make_config
 

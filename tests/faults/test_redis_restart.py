@@ -68,8 +68,13 @@ def test_supervisors_and_callers_ride_out_a_redis_restart_and_no_job_runs_twice(
         assert set(leftovers(r).values()) == {0}
     assert counters["completed"] == 11 and counters["stalled"] == 0
     assert "stopped heartbeating" not in caplog.text
-    # the outage was real: jobs finished during it, and their outcomes waited for Redis
-    assert "could not settle" in caplog.text and "fetch from default failed" in caplog.text
+    # the outage was real: jobs finished during it, and their outcomes waited for Redis;
+    # each supervisor said so once per kind of thread, not once per retry, and said when
+    # Redis was back
+    assert "writing job outcomes: Redis failed" in caplog.text
+    for kind in ("fetching jobs", "heartbeat"):
+        assert caplog.text.count(f"{kind}: Redis failed") == 2, caplog.text
+        assert caplog.text.count(f"{kind}: Redis is back") == 2, caplog.text
 
 
 async def _arun(client: Client, work: dict[str, Any]) -> Any:

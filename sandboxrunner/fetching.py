@@ -1,0 +1,208 @@
+"""Fetching one queue's jobs for a supervisor: claim, block on an empty queue, hand over.
+
+One `QueueFetcher` per queue served; its fetch threads (supervisor.py starts them) take
+turns holding its fetch role, and whoever holds the role owns the fetch state below.
+While the executor has free slots, the holder claims up to that many jobs in one script
+call; when the queue is empty it blocks on BLMOVE (its own connection) instead of polling,
+with the claim of the job it moves pipelined behind it (one round trip). That block is
+bounded by the next retry's due time (every claim replies with it, and a retry due sooner
+than any other wakes a blocked fetch: see add_delayed in scripts/_lib.lua).
+
+In thread mode the holder may keep the last job of a claim and run it itself (no hand-over
+to a job thread: a single waiting caller gets its result sooner), leaving the role to a
+stand-by fetch thread; it takes a slot like any job and stands by once done. In process
+mode a single fetch thread hands every job to a child.
+
+Claimed ids sit in the supervisor's active list (its lease) until settled. After a Redis
+error the fetcher compares that list with the jobs it holds: an id there that never
+reached it (the claim's reply was lost with the connection) is claimed again, so a lost
+reply cannot strand a job in a live lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from .executors.base import Executor, failure
+from .job import ErrorKind
+from .outage import OutageLog
+from .store import BLOCK_TIMEOUT_S, ClaimedJob, Settlement, Store
+
+log = logging.getLogger(__name__)
+
+ROLE_WAIT_S = 1.0  # a stand-by fetch thread looks at the stop flag this often
+FETCH_BACKOFF_MIN_S = 0.05
+RETRY_BACKOFF_MAX_S = 2.0
+CLAIM_BATCH_MAX = 200
+MIN_BLOCK_S = 0.01
+UNBLOCK_RETRY_S = 0.05  # a stop unblocks a fetch again if it had not blocked yet
+
+
+class HeldJobs:
+    """Ids a queue's executor was handed and whose outcome is not written yet."""
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, job_id: str) -> None:
+        with self._lock:
+            self._ids.add(job_id)
+
+    def discard(self, job_ids: list[str]) -> None:
+        with self._lock:
+            self._ids.difference_update(job_ids)
+
+    def copy(self) -> set[str]:
+        with self._lock:
+            return set(self._ids)
+
+
+class QueueFetcher:
+    """The fetch side of one queue (see the module doc)."""
+
+    def __init__(self, queue: str, sid: str, store: Store, executor: Executor,
+                 stopping: threading.Event, fail: Callable[[Settlement], None],
+                 outage: OutageLog) -> None:
+        self.queue, self.sid = queue, sid
+        self.store, self.executor = store, executor
+        self.held = HeldJobs()
+        self._stopping = stopping
+        self._fail = fail  # how a malformed job's failure reaches the settle thread
+        self._outage = outage
+        self._role = threading.Lock()
+        self._standby_lock = threading.Lock()
+        self._standby = 0  # fetch threads waiting for the role
+        # from the last claim: it left the queue empty (so the next fetch blocks on BLMOVE
+        # without another claim first), and when the next retry is due (monotonic)
+        self._drained = False
+        self._retry_due_at: float | None = None
+        self._backoff_s = FETCH_BACKOFF_MIN_S
+        self._reconcile_due = False
+
+    def loop(self) -> None:
+        """One fetch thread: wait for the fetch role, fetch until a job is to run on this
+        thread, hand the role on to a stand-by thread, run the job, wait again."""
+        while not self._stopping.is_set():
+            with self._standby_lock:
+                self._standby += 1
+            got = self._role.acquire(timeout=ROLE_WAIT_S)
+            with self._standby_lock:
+                self._standby -= 1
+            if not got:
+                continue
+            run_here = None
+            try:
+                while run_here is None and not self._stopping.is_set():
+                    run_here = self._turn()
+            finally:
+                self._role.release()
+            if run_here is not None:
+                try:
+                    run_here()
+                except Exception:  # noqa: BLE001 - a fetch thread must outlive any one job
+                    log.exception("unexpected error running a job of %s; carrying on",
+                                  self.queue)
+
+    def stop_for_good(self) -> None:
+        """Take the fetch role and keep it (call once stopping is set): no fetch starts
+        again. A fetch blocked on an empty queue would hold this up for BLOCK_TIMEOUT_S,
+        so it is cut short; one about to block is cut short on the next try."""
+        while True:
+            try:
+                self.store.interrupt_waits()
+            except redis.RedisError as exc:  # no CLIENT UNBLOCK (an ACL): the wait ends
+                log.debug("could not cut a blocking fetch of %s short: %s", self.queue, exc)
+            if self._role.acquire(timeout=UNBLOCK_RETRY_S):
+                return
+
+    def _turn(self) -> Callable[[], None] | None:
+        """Fetch once, riding out Redis errors; a job to run on this thread, if any."""
+        try:
+            if self._reconcile_due:
+                self._reconcile()
+                self._reconcile_due = False
+            run_here = self._fetch_once()
+            self._outage.succeeded()
+            self._backoff_s = FETCH_BACKOFF_MIN_S
+            return run_here
+        except redis.RedisError as exc:
+            self._outage.failed(exc, self._backoff_s)
+        except Exception:  # noqa: BLE001 - this thread must outlive any one bad job
+            log.exception("unexpected error fetching from %s; carrying on", self.queue)
+        self._reconcile_due = True  # a claim may have run with its reply lost
+        self._drained = False
+        self._stopping.wait(self._backoff_s)
+        self._backoff_s = min(self._backoff_s * 2, RETRY_BACKOFF_MAX_S)
+        return None
+
+    def _reconcile(self) -> None:
+        """Claim again the ids in this supervisor's lease that never reached it."""
+        held = self.held.copy()  # before reading the lease: see Supervisor._forget_settled
+        lost = [i for i in dict.fromkeys(self.store.lease_ids(self.queue, self.sid))
+                if i not in held]
+        if not lost:
+            return
+        log.warning("%d job(s) of %s sat in this supervisor's lease without reaching it (a "
+                    "reply lost with its connection); claiming them again", len(lost),
+                    self.queue)
+        jobs, _ = self.store.claim(self.queue, self.sid, 0, lost)
+        self._submit(jobs, inline=False)
+
+    def _fetch_once(self) -> Callable[[], None] | None:
+        free = self.executor.free_slots()
+        if free <= 0:
+            self.executor.wait_for_slot(0.5)
+            return None
+        count = min(free, CLAIM_BATCH_MAX)
+        due_at = self._retry_due_at
+        if not self._drained or (due_at is not None and due_at <= time.monotonic()):
+            jobs, next_retry_ms = self.store.claim(self.queue, self.sid, count)
+            self._note_claim(len(jobs), count, next_retry_ms)
+            if jobs:
+                return self._submit(jobs)
+            if next_retry_ms == 0:
+                return None  # a retry is due right now: the next claim moves it
+        # the queue was empty at the last claim: block instead of claiming again first
+        block_s = BLOCK_TIMEOUT_S
+        if self._retry_due_at is not None:
+            block_s = min(block_s, max(self._retry_due_at - time.monotonic(), MIN_BLOCK_S))
+        jobs, next_retry_ms = self.store.wait_and_claim(self.queue, self.sid, count, block_s)
+        self._note_claim(len(jobs), count, next_retry_ms)
+        return self._submit(jobs)
+
+    def _note_claim(self, got: int, count: int, next_retry_ms: int) -> None:
+        """Remember whether a claim emptied the queue, and when the next retry is due."""
+        self._drained = got < count
+        self._retry_due_at = (None if next_retry_ms < 0
+                              else time.monotonic() + next_retry_ms / 1000)
+
+    def _submit(self, jobs: list[ClaimedJob], inline: bool = True) -> Callable[[], None] | None:
+        """Hand JOBS to the executor; with INLINE the last one may instead be admitted to
+        run on this thread (returned), when a stand-by thread can take over fetching."""
+        valid = []
+        for job in jobs:
+            if not job.name:
+                log.error("dropped malformed entry %r from queue %s: no such job record",
+                          job.id[:200], self.queue)
+                continue
+            self.held.add(job.id)
+            if job.problem:
+                log.error("failed malformed job %s of queue %s: %s", job.id, self.queue,
+                          job.problem)
+                self._fail(failure(job.id, ErrorKind.INVALID, "MalformedJob", job.problem))
+                continue
+            valid.append(job)
+        run_here = None
+        if inline and valid and self._standby > 0:
+            run_here = self.executor.admit_inline(valid[-1])
+            if run_here is not None:
+                valid.pop()
+        for job in valid:
+            self.executor.submit(job)
+        return run_here
