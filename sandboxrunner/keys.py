@@ -57,6 +57,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 QUEUES: tuple[str, ...] = ("default", "priority")
+# the wake marker of a wait list (scripts/_lib.lua spells it too): readers that count
+# waiting jobs leave it out
+WAKE_MARKER = "!wake"
 
 
 def queue_of_job(job_id: str) -> str:

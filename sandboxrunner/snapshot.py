@@ -40,7 +40,7 @@ ms, durations ms; lists are bounded as noted:
               "failed", "jobs_per_s", "supervisors"},
    "queues": {"default": {"waiting", "delayed", "active", "running", "prefetched",
                           "orphaned", "enqueued", "completed",
-                          "failed", "retried", "stalled", "jobs_per_s",
+                          "failed", "retried", "stalled", "handed_back", "jobs_per_s",
                           "rate_per_s": [60 ints, oldest first],
                           "oldest_waiting_ms": int | null, "supervisors": int},
               "priority": {...}},
@@ -58,7 +58,9 @@ ms, durations ms; lists are bounded as noted:
              "last_job_id", "runs", "skips", "error"}],
    "logs": [{"id", "ts_ms", "level", "job_id", "source", "msg"}]}   # LOG_TAIL, oldest first
 
-A queue's ``active`` counts leased jobs (claimed, not settled), read live, and is the sum
+A queue's ``waiting`` leaves out a wake marker (keys.WAKE_MARKER); ``stalled`` counts jobs
+taken back from supervisors that died, ``handed_back`` those a stopping supervisor handed
+back at the end of its grace period. A queue's ``active`` counts leased jobs (claimed, not settled), read live, and is the sum
 of its ``running``, ``prefetched`` and ``orphaned``; a supervisor's ``busy``,
 ``prefetched`` and ``orphaned`` add up to the queues' the same way. The ``running`` list
 holds what the supervisors published, so a job that just started is counted at once and
@@ -76,7 +78,7 @@ from .config import Config, redact_url
 from .cron import list_schedules
 from .errors import RedisUnavailable
 from .job import ErrorInfo
-from .keys import QUEUES, Keys
+from .keys import QUEUES, WAKE_MARKER, Keys
 from .snapshot_records import (
     RATE_WINDOW_S,
     CronInfo,
@@ -298,7 +300,7 @@ class SnapshotReader:
         enq = second["oldest"].get(q)
         return QueueStats(
             name=q,
-            waiting=as_int(raw["waiting"]),
+            waiting=as_int(raw["waiting"]) - (as_text(raw["oldest_id"]) == WAKE_MARKER),
             delayed=as_int(raw["delayed"]),
             active=split.active,
             running=split.running,
@@ -309,6 +311,7 @@ class SnapshotReader:
             failed=stats.get("failed", 0),
             retried=stats.get("retried", 0),
             stalled=stats.get("stalled", 0),
+            handed_back=stats.get("handed_back", 0),
             jobs_per_s=round(sum(series) / RATE_WINDOW_S, 3),
             rate_per_s=series,
             oldest_waiting_ms=max(0, now_ms - enq) if enq else None,

@@ -52,7 +52,8 @@ class QueueStats:
     completed: int
     failed: int
     retried: int
-    stalled: int
+    stalled: int  # taken back from a supervisor that died
+    handed_back: int  # handed back by a supervisor stopping at the end of its grace period
     jobs_per_s: float
     rate_per_s: tuple[int, ...]  # completions per second over the last minute, oldest first
     oldest_waiting_ms: int | None

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from .joblog import display_level
 from .snapshot import Snapshot
+from .snapshot_records import CronInfo
 
 NARROW_WIDTH = 100
 WIDE_WIDTH = 140
@@ -270,9 +271,9 @@ def cron_table(snap: Snapshot, width: int) -> RenderableType:
     cols = [("queue", "left"), ("job", "left~")] + ([] if narrow else [("pattern", "left~")])
     table = _table("cron", *cols, ("next", "right"), ("last outcome", "left~"),
                    ("runs", "right"))
+    served = {q.name for q in snap.queues if q.supervisors}
     for c in snap.cron:
-        next_run = (f"in {fmt_duration(max(0, c.next_ms - snap.server_time_ms))}"
-                    if c.next_ms else "-")
+        next_run = _next_run(c, snap.server_time_ms, c.queue in served)
         outcome = Text(f"error: {c.error}", style="red") if c.error else Text(
             c.last_outcome or "-",
             style={"completed": "green", "failed": "red", "skipped": "yellow"}.get(
@@ -281,6 +282,16 @@ def cron_table(snap: Snapshot, width: int) -> RenderableType:
         row += [] if narrow else [_cell(f"{c.pattern} {c.tz}".strip())]
         table.add_row(*row, next_run, _cell(outcome), str(c.runs))
     return table
+
+
+def _next_run(cron: CronInfo, now_ms: int, served: bool) -> Text:
+    """When the schedule fires next; a schedule of a queue nobody serves fires never, so a
+    time (past, once due) would mislead: `sandboxrunner cron` says the same."""
+    if not served:
+        return Text("no supervisor", style="yellow")
+    if not cron.next_ms:
+        return Text("-")
+    return Text(f"in {fmt_duration(max(0, cron.next_ms - now_ms))}")
 
 
 def logs_table(snap: Snapshot, width: int, rows: int) -> RenderableType:

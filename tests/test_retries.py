@@ -14,6 +14,7 @@ import redis
 from sandboxrunner import InvalidJobData, JobFailed, JobTimeout
 from sandboxrunner.job import ErrorInfo, Status
 from sandboxrunner.keys import Keys
+from sandboxrunner.snapshot import SnapshotReader
 from sandboxrunner.store import Settlement, Store
 from tests.supervisors import (
     SupervisorProcess,
@@ -120,6 +121,10 @@ def test_retry_wake_ups_stay_one_at_most_and_are_dropped_by_the_next_claim(
     for job in jobs:
         store.finish("default", "sup-a", [Settlement(job.id, Status.FAILED, error)])
     assert redis_client.llen(wait) == 1
+    # ... which no dashboard counts as a waiting job
+    snapshot = SnapshotReader(make_config(redis_url), redis_url)
+    assert {q.name: q.waiting for q in snapshot.read().queues}["default"] == 0
+    snapshot.close()
     # the wake-up is neither a job nor a malformed entry; the reply says when to look again
     again, next_retry_ms = store.claim("default", "sup-a", 10)
     assert again == [] and 900 <= next_retry_ms <= 1000

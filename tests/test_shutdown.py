@@ -14,7 +14,8 @@ import redis
 
 from sandboxrunner import JobFailed
 from sandboxrunner.keys import Keys
-from tests.supervisors import SupervisorProcess, client_for, wait_for
+from sandboxrunner.snapshot import SnapshotReader
+from tests.supervisors import SupervisorProcess, client_for, make_config, wait_for
 
 K = Keys("sr")
 MODES = {"threads": [], "processes": ["--separate-process"]}
@@ -116,6 +117,10 @@ def test_a_job_handed_back_at_the_end_of_the_grace_is_not_a_stall(
         assert record[b"handed_back"] == b"1" and record[b"stalled"] == b"0"
         stats = redis_client.hgetall(K.stats("default"))
         assert stats[b"handed_back"] == b"1" and b"stalled" not in stats
+        snapshot = SnapshotReader(make_config(redis_url), redis_url)
+        queue = {q.name: q for q in snapshot.read().queues}["default"]
+        snapshot.close()
+        assert (queue.handed_back, queue.stalled) == (1, 0)
     finally:
         sup.stop()
         if other:

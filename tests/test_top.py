@@ -33,7 +33,14 @@ from sandboxrunner.embedded import TestServer
 from sandboxrunner.keys import Keys
 from sandboxrunner.snapshot import Snapshot, SnapshotReader
 from sandboxrunner.top_render import render, time_bar
-from tests.supervisors import ROOT, SupervisorProcess, client_for, make_config, wait_for
+from tests.supervisors import (
+    ROOT,
+    SupervisorProcess,
+    client_for,
+    make_config,
+    running_supervisor,
+    wait_for,
+)
 
 CLI = [sys.executable, "-m", "sandboxrunner", "top"]
 LONG_S = 90  # the running jobs outlive the module
@@ -662,3 +669,15 @@ def test_live_dashboard_shows_a_sigkilled_supervisor_gone_with_its_jobs_orphaned
         _quit_and_check_the_terminal(term)
     finally:
         victim.stop()
+
+
+def test_the_cron_table_says_when_no_supervisor_serves_a_schedules_queue(
+        redis_url: str, tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "nightly.py").write_text("cron = '0 3 * * *'\ndef run():\n    return 1\n")
+    with running_supervisor(redis_url, jobs_dir=str(jobs)):
+        served = [line for line in screen_of(redis_url, tmp_path, 120) if "nightly" in line]
+    unserved = [line for line in screen_of(redis_url, tmp_path, 120) if "nightly" in line]
+    assert len(served) == 1 and " in " in served[0] and "no supervisor" not in served[0]
+    assert len(unserved) == 1 and "no supervisor" in unserved[0]

@@ -101,7 +101,7 @@ end
 
 -- An entry of a wait list that is not a job: it wakes a supervisor blocked on the list
 -- (see add_delayed). Never a job id (those are QUEUE-HEX); the claim script drops it.
-local WAKE_MARKER = '!wake'
+local WAKE_MARKER = '!wake'  -- keys.WAKE_MARKER
 
 -- Put job ID in the delayed set, due at DUE ms. A supervisor blocked on the empty wait
 -- list does not know of it and would sleep until its BLMOVE times out (a second), so

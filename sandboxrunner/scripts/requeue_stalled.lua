@@ -12,8 +12,7 @@ local last = redis.call('ZSCORE', KEYS[1], sid)
 if last and tonumber(last) >= now - tonumber(ARGV[3]) then return {-1, -1} end
 local requeued, failed = 0, 0
 local ids = redis.call('LRANGE', KEYS[2], 0, -1)
-for i = #ids, 1, -1 do  -- oldest claim first
-  local id = ids[i]
+for _, id in ipairs(ids) do  -- newest claim first, so the oldest ends up next to pop
   local jkey = qprefix .. 'job:' .. id
   local st = redis.call('HGET', jkey, 'status')
   if st == 'active' or st == 'queued' then
