@@ -60,8 +60,9 @@ ms, durations ms; lists are bounded as noted:
 
 A queue's ``waiting`` leaves out a wake marker (keys.WAKE_MARKER); ``stalled`` counts jobs
 taken back from supervisors that died, ``handed_back`` those a stopping supervisor handed
-back at the end of its grace period. A queue's ``active`` counts leased jobs (claimed, not settled), read live, and is the sum
-of its ``running``, ``prefetched`` and ``orphaned``; a supervisor's ``busy``,
+back at the end of its grace period. A queue's ``active`` counts leased jobs (claimed,
+not settled), read live, and is the sum of its ``running``, ``prefetched`` and
+``orphaned``; a supervisor's ``busy``,
 ``prefetched`` and ``orphaned`` add up to the queues' the same way. The ``running`` list
 holds what the supervisors published, so a job that just started is counted at once and
 listed after its supervisor's next heartbeat; a gone supervisor lists none.
