@@ -34,19 +34,16 @@ from typing import Any
 import redis
 
 from .async_store import AsyncStore
-from .calls import MAX_SINGLETON_KEY_CHARS as MAX_SINGLETON_KEY_CHARS  # re-exported
-from .calls import PreparedJob, prepare_call
-from .calls import check_timeout as check_timeout  # re-exported (cron.py)
-from .calls import singleton_key as singleton_key  # re-exported (cron.py)
+from .calls import prepare_call
 from .config import Config, load_config, project_hint
 from .connection import RedisRetry, aretrying, caller_retry, reason, retrying
 from .context import current_job
 from .errors import ConfigError, DeadlockError, JobNotFound, WaitTimeout
-from .job import Outcome
+from .job import Outcome, PreparedJob
 from .keys import queue_of_job
 from .listener import AsyncListener, Listener, Waiter
 from .registry import Registry, load_project_registry
-from .store import EnqueueResult, Store
+from .store import Store
 from .supervision import JobWatch, no_supervisor
 
 log = logging.getLogger(__name__)
@@ -98,22 +95,17 @@ class Client:
             limit_s = min(limit_s, wait_timeout / 1000)
         return RedisRetry(self.url, doing, limit_s)
 
-    def _enqueue_once(self, job: PreparedJob, reply_cid: str) -> EnqueueResult:
-        return self.store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
-                                  job.timeout_ms, reply_cid, job.singleton_key, job.retries,
-                                  job.backoff_json)
-
     # -- sync ------------------------------------------------------------------------
     def run_job(self, name: str, data: Any = None, timeout: int | None = None,
                 wait_timeout: int | None = None, retries: int | None = None) -> Any:
         job = self.prepare(name, data, timeout, retries)
-        retry = self._retry(f"enqueue job {job.spec.name!r}", wait_timeout)
-        self._check_nested(job.spec.queue, retry)
+        retry = self._retry(f"enqueue job {job.name!r}", wait_timeout)
+        self._check_nested(job.queue, retry)
         listener = retrying(lambda: self.listener, retry)  # subscribed before the job exists
         waiter = Waiter()
         listener.register(job.job_id, waiter)
         try:
-            result = retrying(lambda: self._enqueue_once(job, listener.cid), retry)
+            result = retrying(lambda: self.store.enqueue(job, listener.cid), retry)
         except BaseException:
             listener.unregister(job.job_id, waiter)
             raise
@@ -124,16 +116,16 @@ class Client:
             self._collect_if_settled(job_id, retry)
         if result.live_supervisors == 0:
             log.warning("no supervisor serves queue %r yet; job %s waits up to %d ms for one "
-                        "(`sandboxrunner start`)", job.spec.queue, job_id, self.config.lease_ms)
-        with _nested_wait(job.spec.queue):
+                        "(`sandboxrunner start`)", job.queue, job_id, self.config.lease_ms)
+        with _nested_wait(job.queue):
             outcome = self._wait(job_id, waiter, wait_timeout, result.live_supervisors)
-        return _named(outcome, job.spec.name).value()
+        return outcome.named(job.name).value()
 
     def enqueue(self, name: str, data: Any = None, timeout: int | None = None,
                 retries: int | None = None) -> JobHandle:
         job = self.prepare(name, data, timeout, retries)
-        retry = self._retry(f"enqueue job {job.spec.name!r}", None)
-        result = retrying(lambda: self._enqueue_once(job, ""), retry)
+        retry = self._retry(f"enqueue job {job.name!r}", None)
+        result = retrying(lambda: self.store.enqueue(job), retry)
         return JobHandle(result.job_id, self)
 
     def get_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
@@ -242,14 +234,11 @@ class Client:
         store = listener.store
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         listener.register(job.job_id, future)
-        retry = self._retry(f"enqueue job {job.spec.name!r}", wait_timeout)
+        retry = self._retry(f"enqueue job {job.name!r}", wait_timeout)
         job_id = job.job_id
         try:
             await aretrying(listener.ensure_started, retry)  # subscribed before the job exists
-            result = await aretrying(
-                lambda: store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
-                                      job.timeout_ms, listener.cid, job.singleton_key,
-                                      job.retries, job.backoff_json), retry)
+            result = await aretrying(lambda: store.enqueue(job, listener.cid), retry)
             if result.attached:
                 listener.unregister(job.job_id, future)
                 job_id = result.job_id
@@ -261,7 +250,7 @@ class Client:
                                         result.live_supervisors)
         finally:
             listener.unregister(job_id, future)  # a no-op once delivered
-        return _named(outcome, job.spec.name).value()
+        return outcome.named(job.name).value()
 
     async def aget_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
         _check_job_id(job_id)
@@ -333,11 +322,6 @@ def _check_job_id(job_id: str) -> None:
         queue_of_job(job_id)
     except ValueError as exc:
         raise JobNotFound(str(exc)) from exc
-
-
-def _named(outcome: Outcome, name: str) -> Outcome:
-    return outcome if outcome.name else Outcome(outcome.job_id, outcome.status, outcome.body,
-                                                name)
 
 
 class JobHandle:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import NoSupervisor
+from .job import text
 from .keys import Keys, queue_of_job
 
 
@@ -35,13 +36,6 @@ class SupervisorSeen:
     def describe(self) -> str:
         """``SID (host H, pid P)``, or the bare SID when its snapshot is gone."""
         return f"{self.sid} (host {self.host}, pid {self.pid})" if self.pid else self.sid
-
-
-def text(value: Any) -> str:
-    if value is None:
-        return ""
-    # errors="replace": a malformed entry written by hand must not crash its reader
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def server_ms(time_reply: list[Any]) -> int:

@@ -48,10 +48,11 @@ from .cron import CronScheduler
 from .executors.base import Executor
 from .executors.threads import ThreadExecutor
 from .fetching import RETRY_BACKOFF_MAX_S, QueueFetcher
+from .job import Settlement
 from .joblog import RedisLogSink
 from .outage import OutageLog
 from .registry import Registry
-from .store import Settlement, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 

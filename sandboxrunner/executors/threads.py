@@ -30,19 +30,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import JobContext, JobLogger, LogSink, current_job
+from ..job import ClaimedJob, Settlement
 from ..joboutput import JobOutput, capture_job_output, release_job_output
 from ..registry import Registry
-from ..store import ClaimedJob, Settlement
-from .base import (
-    Report,
-    RunningJob,
-    deadline_after,
-    job_record,
-    raised,
-    resolve,
-    success,
-    timed_out,
-)
+from .base import Report, RunningJob, deadline_after, resolve, timed_out
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +140,7 @@ class ThreadExecutor:
 
     def _admit(self, job: ClaimedJob, data: Any) -> JobContext:
         """Take a slot for JOB and watch its deadline; its context for the handler."""
-        record = job_record(job, self.queue, data)
+        record = job.record(self.queue, data)
         ctx = JobContext(job=record, log=JobLogger(self.log_sink, job.id, self.queue),
                          slots=self.slots, output=JobOutput(self.log_sink, job.id, self.queue))
         with self._lock:
@@ -227,9 +218,9 @@ class ThreadExecutor:
     def _call_sync(spec: Any, data: Any, ctx: JobContext) -> Settlement:
         token = current_job.set(ctx)
         try:
-            return success(ctx.job.id, spec.call(data, ctx))
+            return Settlement.returned(ctx.job.id, spec.call(data, ctx))
         except BaseException as exc:  # noqa: BLE001 - a job's failure, reported to its caller
-            return raised(ctx.job.id, exc)
+            return Settlement.raised(ctx.job.id, exc)
         finally:
             current_job.reset(token)
             ctx.output.close()  # its last partial lines, before its outcome is written
@@ -237,9 +228,9 @@ class ThreadExecutor:
     async def _run_async(self, spec: Any, data: Any, ctx: JobContext) -> None:
         token = current_job.set(ctx)
         try:
-            outcome = success(ctx.job.id, await spec.call(data, ctx))
+            outcome = Settlement.returned(ctx.job.id, await spec.call(data, ctx))
         except BaseException as exc:  # noqa: BLE001
-            outcome = raised(ctx.job.id, exc)
+            outcome = Settlement.raised(ctx.job.id, exc)
         finally:
             current_job.reset(token)
             ctx.output.close()
