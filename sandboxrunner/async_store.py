@@ -20,7 +20,7 @@ from .forkguard import FORK_GUARD
 from .job import EnqueueResult, Outcome, PreparedJob
 from .keys import Keys
 from .store import SCRIPT_SOURCES
-from .supervision import JobWatch, watch_commands, watch_from
+from .supervision import JobWatch, live_commands, live_from, watch_commands, watch_from
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:
@@ -98,7 +98,8 @@ class _ScriptBatcher:
 
 
 class AsyncStore:
-    """The asyncio calls a waiting caller needs: enqueue and attach."""
+    """The asyncio calls a waiting caller needs: enqueue, attach, and what Redis shows of
+    the supervisors of its job's queue."""
 
     def __init__(self, config: Config, url: str) -> None:
         self.config = config
@@ -129,3 +130,8 @@ class AsyncStore:
         """The twin of `Store.watch`: the same commands, the same parsing."""
         return watch_from(job_id,
                           await _send_async(self.redis, *watch_commands(self.keys, job_id)))
+
+    async def live_supervisors(self, queue: str) -> int:
+        """The twin of `Store.live_supervisors`."""
+        return live_from(await _send_async(self.redis, *live_commands(self.keys, queue)),
+                         self.config.lease_ms)

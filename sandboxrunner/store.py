@@ -39,6 +39,8 @@ from .keys import QUEUES, Keys
 from .supervision import (
     JobWatch,
     SupervisorSeen,
+    live_commands,
+    live_from,
     newest_per_supervisor,
     server_ms,
     watch_commands,
@@ -150,8 +152,9 @@ class Store:
         return Outcome.from_attach(job_id, self._run("attach", [self.keys.job(job_id)], [cid]))
 
     def live_supervisors(self, queue: str) -> int:
-        now_ms = self.server_time_ms()
-        return int(self.redis.zcount(self.keys.sups(queue), now_ms - self.config.lease_ms, "+inf"))
+        """How many supervisors of QUEUE heartbeat within a lease: one round trip."""
+        return live_from(_send(self.redis, *live_commands(self.keys, queue)),
+                         self.config.lease_ms)
 
     def watch(self, job_id: str) -> JobWatch:
         """What a waiting caller reads about its job's supervision: one round trip."""

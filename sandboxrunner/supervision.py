@@ -111,6 +111,20 @@ def watch_from(job_id: str, replies: list[Any]) -> JobWatch:
                     tuple(seen_in(sups, server_ms(time_reply))))
 
 
+def live_commands(keys: Keys, queue: str) -> list[tuple[Any, ...]]:
+    """The commands the live supervisors of QUEUE are counted from, in one round trip."""
+    return [("TIME",), ("ZRANGE", keys.sups(queue), 0, -1, "WITHSCORES")]
+
+
+def live_from(replies: list[Any], lease_ms: int) -> int:
+    """How many supervisors heartbeat within a lease, from the replies to `live_commands`."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    time_reply, sups = replies
+    return sum(1 for seen in seen_in(sups, server_ms(time_reply)) if seen.live(lease_ms))
+
+
 def no_supervisor(watch: JobWatch, lease_ms: int) -> NoSupervisor:
     """The error for a caller whose job nobody live serves, saying what Redis shows: the
     job active on a supervisor that went silent, or queued with nobody serving the queue."""

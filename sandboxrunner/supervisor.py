@@ -45,7 +45,7 @@ import redis
 from .config import Config
 from .context import LogSink
 from .cron import CronScheduler
-from .executors.base import Executor
+from .executors.base import Executor, MakeClient
 from .executors.threads import ThreadExecutor
 from .fetching import RETRY_BACKOFF_MAX_S, QueueFetcher
 from .job import Settlement
@@ -67,10 +67,14 @@ def new_supervisor_id() -> str:
 
 
 class Supervisor:
-    def __init__(self, config: Config, registry: Registry, url: str) -> None:
+    def __init__(self, config: Config, registry: Registry, url: str,
+                 make_client: MakeClient | None = None) -> None:
+        """MAKE_CLIENT: the factory of the client a job's nested run_job uses (None: the
+        process's default client, built from the project's config)."""
         self.config = config
         self.registry = registry
         self.url = url
+        self.make_client = make_client
         self.sid = new_supervisor_id()
         self.queues = tuple(config.workers)
         self.started_at = time.time()
@@ -106,11 +110,10 @@ class Supervisor:
         if self.config.use_separate_process:
             from .executors.processes import ProcessExecutor
 
-            # the url lets a child build its own client for a nested run_job
             return ProcessExecutor(queue, self.registry, self.config, report, sink,
-                                   redis_url=self.url)
+                                   make_client=self.make_client)
         return ThreadExecutor(queue, self.registry, self.config.effective_concurrency(),
-                              report, sink)
+                              report, sink, make_client=self.make_client)
 
     def _reporter(self, queue: str) -> Any:
         def report(outcome: Settlement) -> None:

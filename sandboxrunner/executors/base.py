@@ -2,7 +2,8 @@
 
 A supervisor owns one executor per queue. It hands over claimed jobs with ``submit`` and
 learns of outcomes through the ``report`` callback it passed in, which it batches into
-Redis. An executor enforces each job's deadline itself and reports a timeout as a
+Redis. A job that calls run_job gets its client from the `MakeClient` factory the
+supervisor passed in too. An executor enforces each job's deadline itself and reports a timeout as a
 failure; the late outcome of a timed-out job is dropped by the finish script, since the
 job has already left the supervisor's lease.
 """
@@ -20,6 +21,17 @@ from ..job import ClaimedJob, ErrorKind, Settlement
 from ..registry import JobSpec, Registry
 
 Report = Callable[[Settlement], None]
+
+
+class MakeClient(Protocol):
+    """Makes the client a job's nested run_job uses (client.ClientFactory): the supervisor
+    is handed one at start, so the worker side never imports the client itself."""
+
+    def __call__(self) -> Any: ...
+
+    async def aclose(self) -> None:
+        """Close what the client made in this process holds for the running event loop."""
+        ...
 
 
 @dataclass
