@@ -32,6 +32,7 @@ from typing import Any, cast
 
 import redis
 
+from .async_listener import AsyncListener
 from .async_store import AsyncStore
 from .calls import prepare_call
 from .config import Config, load_config
@@ -40,7 +41,7 @@ from .context import current_job
 from .errors import JobNotFound, WaitTimeout
 from .job import EnqueueResult, Outcome, PreparedJob
 from .keys import queue_of_job
-from .listener import AsyncListener, Listener, Waiter
+from .listener import Listener, Waiter
 from .nested import NestedCall
 from .registry import Registry, load_project_registry
 from .store import Store
