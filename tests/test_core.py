@@ -343,7 +343,7 @@ def test_sigterm_lets_running_jobs_finish_then_exits_zero(redis_url: str) -> Non
 def test_a_unix_socket_url_works(tmp_path: Path) -> None:
     import tempfile
 
-    from sandboxrunner.embedded import TestServer
+    from sandboxrunner.testserver import TestServer
 
     folder = Path(tempfile.mkdtemp(prefix="sr-", dir="/tmp"))  # socket paths must be short
     server = TestServer(tmp_path / "unix-redis",

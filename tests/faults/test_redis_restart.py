@@ -25,10 +25,10 @@ import redis
 
 from sandboxrunner import client as client_mod
 from sandboxrunner.client import Client
-from sandboxrunner.embedded import TestServer
 from sandboxrunner.errors import RedisUnavailable
 from sandboxrunner.job import PreparedJob
 from sandboxrunner.store import Store, check_reachable
+from sandboxrunner.testserver import TestServer
 from tests.faults.common import K, job_lines, leftovers, starts, stats, wait_for
 from tests.supervisors import SupervisorProcess, client_for, make_config, running_supervisor
 
