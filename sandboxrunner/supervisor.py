@@ -90,15 +90,15 @@ class Supervisor:
         self._beat_store = Store(config, url)  # heartbeat: never waits behind job traffic
         self.log_sink = RedisLogSink(self._store.redis, self._store.keys,
                                      config.log_max_lines, config.result_ttl)
-        self.executors: dict[str, Executor] = {
-            q: self._make_executor(q, self.log_sink) for q in self.queues
-        }
         self._threads: list[threading.Thread] = []
         # one warning per Redis outage per kind of thread, not one per retry
         fetch_outage = OutageLog("fetching jobs")
         self._settle_outage = OutageLog("writing job outcomes")
         self._heartbeat_outage = OutageLog("heartbeat")
-        self.fetchers = {q: QueueFetcher(q, self.sid, self._store, self.executors[q],
+        # the state of each queue served, in one record: its executor, the jobs it holds,
+        # how it fetches (fetching.py)
+        self.fetchers = {q: QueueFetcher(q, self.sid, self._store,
+                                         self._make_executor(q, self.log_sink),
                                          self._stop, self._failer(q), fetch_outage)
                          for q in self.queues}
         # cron: ticks of the served queues' cron jobs, once across all supervisors
@@ -123,7 +123,7 @@ class Supervisor:
             # to the settle thread costs its caller more than the write. With other jobs
             # in hand the settle thread batches (one script for many), and the reporting
             # thread goes on serving them instead of waiting for Redis.
-            if (self._settle_queue.empty() and self.executors[queue].jobs_in_hand() == 0
+            if (self._settle_queue.empty() and self.fetchers[queue].executor.jobs_in_hand() == 0
                     and self._settle_lock.acquire(blocking=False)):
                 try:
                     if self._write_once(queue, outcome):
@@ -136,6 +136,11 @@ class Supervisor:
 
     def _failer(self, queue: str) -> Callable[[Settlement], None]:
         return lambda outcome: self._settle_queue.put((queue, outcome))
+
+    @property
+    def executors(self) -> dict[str, Executor]:
+        """Each queue's executor."""
+        return {q: fetcher.executor for q, fetcher in self.fetchers.items()}
 
     @property
     def mode(self) -> str:
