@@ -120,6 +120,7 @@ def start(
     registry = _registry(config)
     url = _redis_url(config, wait=wait_for_redis)
     from .client import ClientFactory
+    from .signals import serve_until_signal
     from .supervisor import Supervisor
 
     supervisor = Supervisor(config, registry, url,
@@ -127,7 +128,7 @@ def start(
     typer.echo(f"sandboxrunner supervisor {supervisor.sid}: queues "
                f"{', '.join(config.workers)}, {supervisor.mode} mode, "
                f"{len(registry.names())} job(s), Redis {config.redacted_redis_url() or url}")
-    raise typer.Exit(supervisor.run_until_signal())
+    raise typer.Exit(serve_until_signal(supervisor))
 
 
 @app.command()

@@ -19,11 +19,12 @@ least once: if this supervisor's lease lapses (it stopped heartbeating for lease
 Redis was reachable), its jobs run again elsewhere and its late outcomes are dropped. A
 Redis outage or stall itself never lapses a lease (see heartbeat.lua).
 
-Stop (``stop``; signals.py maps SIGINT/SIGTERM to it): stop claiming (a fetch blocked on
-an empty queue is cut short), let running jobs finish for up to grace_period ms, settle
-what finished, hand the jobs still running back to the queue (hand_back.lua: not a crash,
-not counted toward max_stalled), remove the supervisor's records, return. ``stop_now``
-cuts the wait for running jobs short: they are handed back at once, children killed.
+Stop (``stop``; `signals.serve_until_signal` maps SIGINT/SIGTERM to it): stop claiming (a
+fetch blocked on an empty queue is cut short), let running jobs finish for up to
+grace_period ms, settle what finished, hand the jobs still running back to the queue
+(hand_back.lua: not a crash, not counted toward max_stalled), remove the supervisor's
+records, return. ``stop_now`` cuts the wait for running jobs short: they are handed back
+at once, children killed.
 """
 
 from __future__ import annotations
@@ -199,13 +200,6 @@ class Supervisor:
     def jobs_in_hand(self) -> int:
         """Jobs running (or claimed and about to run) on this supervisor."""
         return sum(executor.jobs_in_hand() for executor in self.executors.values())
-
-    def run_until_signal(self) -> int:
-        """Start, serve until SIGINT/SIGTERM, then drain and stop; a second signal stops
-        now. Returns the exit code (main thread only; see signals.py)."""
-        from .signals import serve_until_signal
-
-        return serve_until_signal(self)
 
     def _wait_for_running_jobs(self, grace_s: float) -> bool:
         """Wait up to GRACE_S (less after stop_now) for the jobs in hand to end; whether
