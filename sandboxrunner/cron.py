@@ -61,7 +61,6 @@ from croniter import croniter
 
 from .calls import prepare_call
 from .config import Config
-from .cron_state import list_schedules as list_schedules  # re-exported for the dashboard
 from .errors import CronScheduleNotFound, InvalidJobData
 from .job import CronFired, CronRun, PreparedJob
 from .keys import QUEUES, new_job_id

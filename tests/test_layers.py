@@ -50,3 +50,10 @@ def test_the_worker_side_and_the_dashboard_never_import_the_caller_side() -> Non
     reached = _reached_from(WORKER_SIDE)
     assert {"store", "job", "registry"} <= reached  # the walk does follow imports
     assert reached.isdisjoint(CALLER_SIDE), sorted(reached & CALLER_SIDE)
+
+
+def test_the_dashboard_reads_without_importing_the_scheduler_or_the_supervisor() -> None:
+    reached = _reached_from(["snapshot", "top", "top_render"])
+    assert "cron_state" in reached  # it reads the schedules, through their read side
+    writers = {"cron", "calls", "supervisor", "fetching", "executors.threads"}
+    assert reached.isdisjoint(writers | CALLER_SIDE), sorted(reached & (writers | CALLER_SIDE))
