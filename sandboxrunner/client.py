@@ -207,7 +207,7 @@ class Client:
         job = self.prepare(name, data, timeout, retries)
         retry = self._retry(f"enqueue job {job.name!r}", wait_timeout)
         listener = self._async_listener()
-        with NestedCall(job.queue) as nested:
+        with NestedCall(job.queue, "arun_job") as nested:
             if nested.would_wait_for_itself():
                 nested.refuse_if_alone(
                     await aretrying(lambda: listener.store.live_supervisors(job.queue), retry))

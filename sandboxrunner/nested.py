@@ -19,13 +19,14 @@ from .errors import DeadlockError
 
 
 class NestedCall:
-    """``with NestedCall(queue) as call:`` around a call from inside a job (a no-op from
+    """``with NestedCall(queue, how) as call:`` around a call from inside a job (a no-op from
     outside one, or for another queue than the job's): while in it, the job's slot
     counts as waiting; `would_wait_for_itself` says whether the call must ask Redis for
     the live supervisors and then `refuse_if_alone`."""
 
-    def __init__(self, queue: str) -> None:
-        self.queue = queue
+    def __init__(self, queue: str, how: str = "run_job") -> None:
+        """HOW: the call, as the error names it (run_job or arun_job)."""
+        self.queue, self.how = queue, how
         ctx = current_job.get()
         slots = getattr(ctx, "slots", None)
         self._slots: Any = slots if slots is not None and slots.queue == queue else None
@@ -52,7 +53,7 @@ class NestedCall:
         if live_supervisors > 1:
             return
         raise DeadlockError(
-            f"run_job from inside job {self._job_name!r} would wait for a free slot of "
+            f"{self.how} from inside job {self._job_name!r} would wait for a free slot of "
             f"queue {self.queue!r}, but every one of its {self._slots.capacity} slot(s) is "
             "held by a job waiting the same way and no other supervisor serves the queue; "
             "raise concurrency, use enqueue() without waiting, or put the inner job on the "

@@ -242,6 +242,7 @@ def test_a_nested_arun_job_that_would_wait_for_itself_is_explained(redis_url: st
             client.run_job("nested_async", {"inner": "echo", "inner_data": 1},
                            wait_timeout=5000)
     assert info.value.error_type == "DeadlockError"
+    assert info.value.error_message.startswith("arun_job from inside job 'nested_async'")
     assert "concurrency" in info.value.error_message
 
 
