@@ -1,5 +1,6 @@
 """The Redis layer: the Lua scripts and typed calls (connections come from
-``connection.py``; ``async_store.py`` holds the asyncio twins of the callers' calls).
+``connection.py``; ``async_store.py`` holds the asyncio twins of the callers' calls; the
+job's records these calls take and return, and their wire forms, are in ``job.py``).
 
 Every multi-step change is one Lua script from ``scripts/`` (``_lib.lua`` is prepended to
 each); single reads go straight through. Blocking reads (BLMOVE) use their own connection,
