@@ -54,7 +54,7 @@ from benchmarks.variant import (
     measure_timeout,
     run_roundtrips,
 )
-from sandboxrunner.embedded import TestServer
+from sandboxrunner.testserver import TestServer
 
 SECTIONS = ("throughput", "latency", "timeout", "scale")
 SYSTEMS = ("sandboxrunner", *peers.PEERS)

@@ -17,10 +17,10 @@ from redis.exceptions import NoScriptError
 from .config import Config
 from .connection import async_client
 from .forkguard import FORK_GUARD
-from .job import Outcome, Status
+from .job import EnqueueResult, Outcome, PreparedJob
 from .keys import Keys
-from .store import SCRIPT_SOURCES, EnqueueResult, _text
-from .supervision import JobWatch, watch_commands, watch_from
+from .store import SCRIPT_SOURCES
+from .supervision import JobWatch, live_commands, live_from, watch_commands, watch_from
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:
@@ -98,7 +98,8 @@ class _ScriptBatcher:
 
 
 class AsyncStore:
-    """The asyncio calls a waiting caller needs: enqueue and attach."""
+    """The asyncio calls a waiting caller needs: enqueue, attach, and what Redis shows of
+    the supervisors of its job's queue."""
 
     def __init__(self, config: Config, url: str) -> None:
         self.config = config
@@ -113,25 +114,24 @@ class AsyncStore:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def enqueue(self, queue: str, job_id: str, name: str, data_json: str, timeout_ms: int,
-                      reply_cid: str, singleton_key: str, retries: int,
-                      backoff_json: str) -> EnqueueResult:
+    async def enqueue(self, job: PreparedJob, reply_cid: str) -> EnqueueResult:
+        """The twin of `Store.enqueue`."""
         k = self.keys
-        got = await self._enqueues.call(
-            [k.wait(queue), k.stats(queue), k.sups(queue)],
-            [k.queue_prefix(queue), job_id, name, data_json, timeout_ms, reply_cid,
-             self.config.lease_ms, singleton_key, retries, backoff_json],
-        )
-        return EnqueueResult(_text(got[0]), bool(int(got[1])), int(got[2]))
+        return EnqueueResult.from_reply(await self._enqueues.call(
+            [k.wait(job.queue), k.stats(job.queue), k.sups(job.queue)],
+            [k.queue_prefix(job.queue), reply_cid, self.config.lease_ms, *job.script_args()]))
 
-    async def attach(self, job_id: str, cid: str) -> Outcome | None | str:
-        got = await self._scripts["attach"](keys=[self.keys.job(job_id)], args=[cid])
-        status, body, name = (_text(x) for x in got)
-        if status in (Status.COMPLETED, Status.FAILED):
-            return Outcome(job_id=job_id, status=status, body=body, name=name)
-        return status
+    async def attach(self, job_id: str, cid: str) -> Outcome | str:
+        """The twin of `Store.attach`."""
+        return Outcome.from_attach(
+            job_id, await self._scripts["attach"](keys=[self.keys.job(job_id)], args=[cid]))
 
     async def watch(self, job_id: str) -> JobWatch:
         """The twin of `Store.watch`: the same commands, the same parsing."""
         return watch_from(job_id,
                           await _send_async(self.redis, *watch_commands(self.keys, job_id)))
+
+    async def live_supervisors(self, queue: str) -> int:
+        """The twin of `Store.live_supervisors`."""
+        return live_from(await _send_async(self.redis, *live_commands(self.keys, queue)),
+                         self.config.lease_ms)

@@ -1,33 +1,22 @@
 """A call checked before anything reaches Redis: the job is known, its data is JSON under
 ``max_data_size``, its timeout and retries are whole numbers, its singleton key is JSON.
-A `PreparedJob` is what `run_job` and `enqueue` send to Redis; cron uses the same checks.
+The `PreparedJob` it makes is what `run_job` and `enqueue` send to Redis, and what each
+cron schedule enqueues on every tick.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
 from .errors import InvalidJobData
-from .job import canonical_json, encode_data
+from .job import PreparedJob, canonical_json, encode_data
+from .keys import new_job_id
 from .registry import JobSpec
 
 MAX_SINGLETON_KEY_CHARS = 200
-
-
-@dataclass(frozen=True)
-class PreparedJob:
-    spec: JobSpec
-    job_id: str
-    data_json: str
-    timeout_ms: int
-    singleton_key: str
-    retries: int
-    backoff_json: str
 
 
 def singleton_key(spec: JobSpec, data: Any) -> str:
@@ -65,12 +54,13 @@ def check_timeout(timeout: Any) -> int:
 
 
 def prepare_call(spec: JobSpec, data: Any, timeout: int | None, retries: int | None,
-                 config: Config) -> PreparedJob:
-    """The call of job SPEC with DATA, checked, with a fresh job id; InvalidJobData if not."""
-    data_json = encode_data(data, int(config.max_data_size * 1024 * 1024))
+                 config: Config, *, what: str = "data") -> PreparedJob:
+    """The call of job SPEC with DATA, checked, with a fresh job id; InvalidJobData if not
+    (WHAT names the data in its message)."""
+    data_json = encode_data(data, int(config.max_data_size * 1024 * 1024), what=what)
     timeout_ms = check_timeout(timeout if timeout is not None
                                else spec.timeout_ms or config.job_timeout)
     retries = check_retries(retries if retries is not None else spec.retries)
     backoff_json = json.dumps(spec.backoff) if spec.backoff else ""
-    return PreparedJob(spec, f"{spec.queue}-{uuid.uuid4().hex}", data_json, timeout_ms,
+    return PreparedJob(spec.queue, new_job_id(spec.queue), spec.name, data_json, timeout_ms,
                        singleton_key(spec, data), retries, backoff_json)

@@ -53,8 +53,7 @@ def _registry(config: Config) -> Any:
 def _redis_url(config: Config, wait: bool = False) -> str:
     """The Redis URL, checked to answer. WAIT: retry with backoff until it does, logging
     one line per try (a service may start before its Redis), instead of exiting 4."""
-    from .client import resolve_redis_url
-    from .store import check_reachable
+    from .connection import check_reachable, resolve_redis_url
 
     try:
         url = resolve_redis_url(config)
@@ -120,13 +119,16 @@ def start(
     set_title(supervisor_title(config))  # before any thread starts (proctitle.py)
     registry = _registry(config)
     url = _redis_url(config, wait=wait_for_redis)
+    from .client import ClientFactory
+    from .signals import serve_until_signal
     from .supervisor import Supervisor
 
-    supervisor = Supervisor(config, registry, url)
+    supervisor = Supervisor(config, registry, url,
+                            make_client=ClientFactory(config, registry, url))
     typer.echo(f"sandboxrunner supervisor {supervisor.sid}: queues "
                f"{', '.join(config.workers)}, {supervisor.mode} mode, "
                f"{len(registry.names())} job(s), Redis {config.redacted_redis_url() or url}")
-    raise typer.Exit(supervisor.run_until_signal())
+    raise typer.Exit(serve_until_signal(supervisor))
 
 
 @app.command()

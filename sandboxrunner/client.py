@@ -1,25 +1,25 @@
 """Calling jobs: run_job, arun_job, enqueue, get_result.
 
-A call validates everything before anything reaches Redis (known name, JSON data under
-the size limit, a positive timeout, a JSON singleton key), then enqueues with one script
-call naming the listener's client id as the one to notify, and waits on that listener:
-the process's shared `Listener` for threads, the event loop's own `AsyncListener` for
-asyncio callers.
+A call is prepared before anything reaches Redis (calls.py: a known name, JSON data under
+the size limit, a positive timeout, a JSON singleton key), then enqueued with one script
+call naming the listener's client id as the one to notify, and waited for on that
+listener: the process's shared `Listener` for threads, the event loop's own
+`AsyncListener` for asyncio callers.
 
-Waiting never hangs silently. ``wait_timeout`` (ms) bounds the whole wait when given;
-by default a caller waits as long as the job needs, but if no live supervisor serves the
-job's queue for a whole lease (config ``lease_ms``, 10 s by default) the call raises
-`NoSupervisor`; the job stays queued and runs once a supervisor starts. While waiting,
-the caller re-reads the job's state once per lease, which also covers a result published
-while the listener was reconnecting.
+The sync and asyncio twins share every rule, each kept in one place: preparing a call
+(calls.py), refusing a nested call that would wait for its own slot (nested.py), slicing
+a wait and raising WaitTimeout or NoSupervisor (waiting.py, supervision.py), and retrying
+while Redis does not answer. A waiting caller keeps waiting while Redis is unreachable
+(its listener reconnects and re-reads what it missed); before it waits, every call (the
+subscribe, the enqueue, the first read) retries under `connection.RedisRetry` for up to
+ENQUEUE_RETRY_S (bounded by ``wait_timeout``), then raises `RedisUnavailable`. The job id
+is chosen before the first try, so a retry whose first try got through attaches to that
+job instead of enqueueing it twice.
 
-Redis outages: a waiting caller keeps waiting while Redis is unreachable (the listener
-reconnects with backoff and re-reads what it missed). Before it waits, every call (run_job,
-enqueue, get_result and their asyncio twins: the subscribe, the enqueue, the first read)
-follows one rule, `connection.RedisRetry`, while Redis is unreachable or still loading its
-data: retry with backoff for up to ENQUEUE_RETRY_S (bounded by ``wait_timeout``), then
-raise `RedisUnavailable`. The job id is chosen before the first try, so a retry whose first
-try got through attaches to that job instead of enqueueing it twice.
+Which client the module-level functions use: inside a job, the one its supervisor's
+`ClientFactory` makes (whoever starts a supervisor hands it one, so the worker side never
+imports this module); elsewhere the process's own, installed with `set_default_client`
+(init_worker, ``sandboxrunner run``) or built from the project's config on first use.
 """
 
 from __future__ import annotations
@@ -28,26 +28,24 @@ import asyncio
 import logging
 import os
 import threading
-import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
+from .async_listener import AsyncListener
 from .async_store import AsyncStore
-from .calls import MAX_SINGLETON_KEY_CHARS as MAX_SINGLETON_KEY_CHARS  # re-exported
-from .calls import PreparedJob, prepare_call
-from .calls import check_timeout as check_timeout  # re-exported (cron.py)
-from .calls import singleton_key as singleton_key  # re-exported (cron.py)
-from .config import Config, load_config, project_hint
-from .connection import RedisRetry, aretrying, caller_retry, reason, retrying
+from .calls import prepare_call
+from .config import Config, load_config
+from .connection import RedisRetry, aretrying, caller_retry, resolve_redis_url, retrying
 from .context import current_job
-from .errors import ConfigError, DeadlockError, JobNotFound, WaitTimeout
-from .job import Outcome
+from .errors import JobNotFound, WaitTimeout
+from .job import EnqueueResult, Outcome, PreparedJob
 from .keys import queue_of_job
-from .listener import AsyncListener, Listener, Waiter
+from .listener import Listener, Waiter
+from .nested import NestedCall
 from .registry import Registry, load_project_registry
-from .store import EnqueueResult, Store
-from .supervision import JobWatch, no_supervisor
+from .store import Store
+from .waiting import Wait
 
 log = logging.getLogger(__name__)
 
@@ -98,42 +96,46 @@ class Client:
             limit_s = min(limit_s, wait_timeout / 1000)
         return RedisRetry(self.url, doing, limit_s)
 
-    def _enqueue_once(self, job: PreparedJob, reply_cid: str) -> EnqueueResult:
-        return self.store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
-                                  job.timeout_ms, reply_cid, job.singleton_key, job.retries,
-                                  job.backoff_json)
+    def _note_enqueued(self, job: PreparedJob, result: EnqueueResult) -> None:
+        if result.live_supervisors == 0:
+            log.warning("no supervisor serves queue %r yet; job %s waits up to %d ms for one "
+                        "(`sandboxrunner start`)", job.queue, result.job_id,
+                        self.config.lease_ms)
 
     # -- sync ------------------------------------------------------------------------
     def run_job(self, name: str, data: Any = None, timeout: int | None = None,
                 wait_timeout: int | None = None, retries: int | None = None) -> Any:
         job = self.prepare(name, data, timeout, retries)
-        retry = self._retry(f"enqueue job {job.spec.name!r}", wait_timeout)
-        self._check_nested(job.spec.queue, retry)
+        retry = self._retry(f"enqueue job {job.name!r}", wait_timeout)
+        with NestedCall(job.queue) as nested:
+            if nested.would_wait_for_itself():
+                nested.refuse_if_alone(
+                    retrying(lambda: self.store.live_supervisors(job.queue), retry))
+            return self._enqueue_and_wait(job, retry, wait_timeout).value()
+
+    def _enqueue_and_wait(self, job: PreparedJob, retry: RedisRetry,
+                          wait_timeout: int | None) -> Outcome:
         listener = retrying(lambda: self.listener, retry)  # subscribed before the job exists
         waiter = Waiter()
         listener.register(job.job_id, waiter)
         try:
-            result = retrying(lambda: self._enqueue_once(job, listener.cid), retry)
+            result = retrying(lambda: self.store.enqueue(job, listener.cid), retry)
         except BaseException:
             listener.unregister(job.job_id, waiter)
             raise
-        job_id = result.job_id
         if result.attached:
             listener.unregister(job.job_id, waiter)
-            listener.register(job_id, waiter)
-            self._collect_if_settled(job_id, retry)
-        if result.live_supervisors == 0:
-            log.warning("no supervisor serves queue %r yet; job %s waits up to %d ms for one "
-                        "(`sandboxrunner start`)", job.spec.queue, job_id, self.config.lease_ms)
-        with _nested_wait(job.spec.queue):
-            outcome = self._wait(job_id, waiter, wait_timeout, result.live_supervisors)
-        return _named(outcome, job.spec.name).value()
+            listener.register(result.job_id, waiter)
+            self._collect_if_settled(result.job_id, retry)
+        self._note_enqueued(job, result)
+        outcome = self._wait(result.job_id, waiter, wait_timeout, result.live_supervisors)
+        return outcome.named(job.name)
 
     def enqueue(self, name: str, data: Any = None, timeout: int | None = None,
                 retries: int | None = None) -> JobHandle:
         job = self.prepare(name, data, timeout, retries)
-        retry = self._retry(f"enqueue job {job.spec.name!r}", None)
-        result = retrying(lambda: self._enqueue_once(job, ""), retry)
+        retry = self._retry(f"enqueue job {job.name!r}", None)
+        result = retrying(lambda: self.store.enqueue(job), retry)
         return JobHandle(result.job_id, self)
 
     def get_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
@@ -169,59 +171,24 @@ class Client:
 
     def _wait(self, job_id: str, waiter: Waiter, wait_timeout: int | None,
               live: int) -> Outcome:
-        started = time.monotonic()
-        check_s = self.config.lease_ms / 1000
+        wait = Wait(job_id, wait_timeout, self.config.lease_ms, live)
         while True:
-            slice_s = check_s
-            if wait_timeout is not None:
-                left = wait_timeout / 1000 - (time.monotonic() - started)
-                if left <= 0:
-                    self.listener.unregister(job_id, waiter)
-                    raise WaitTimeout(job_id, wait_timeout)
-                slice_s = min(slice_s, left)
+            try:
+                slice_s = wait.slice_s()
+            except WaitTimeout:
+                self.listener.unregister(job_id, waiter)
+                raise
             outcome = self.listener.wait(waiter, slice_s)  # may read for other callers too
             if outcome is not None:
                 return outcome
-            live = self._recheck(job_id, live)
-
-    def _recheck(self, job_id: str, live_before: int) -> int:
-        """Deliver the outcome if settled; raise NoSupervisor when none served the queue
-        for two checks in a row; return the live count (-1: unknown, Redis unreachable)."""
-        try:
-            got = self.store.attach(job_id, self.listener.cid)
-            if isinstance(got, Outcome):
-                self.listener.deliver(got)
-                return live_before
-            watch = self.store.watch(job_id)
-        except redis.RedisError as exc:
-            log.warning("waiting for job %s: cannot reach Redis (%s); still waiting",
-                        job_id, reason(exc))
-            return -1
-        return self._judge(watch, live_before)
-
-    def _judge(self, watch: JobWatch, live_before: int) -> int:
-        """The rule of both waits: a job queued or active while no live supervisor served
-        its queue at two checks in a row raises NoSupervisor; else the live count."""
-        live = watch.live_count(self.config.lease_ms)
-        if live == 0 and live_before == 0 and watch.status in ("queued", "active"):
-            raise no_supervisor(watch, self.config.lease_ms)
-        return live
-
-    def _check_nested(self, queue: str, retry: RedisRetry) -> None:
-        ctx = current_job.get()
-        slots = getattr(ctx, "slots", None)
-        if ctx is None or slots is None or slots.queue != queue:
-            return
-        would_block_all = slots.waiting_nested() + 1 >= slots.capacity
-        if would_block_all and retrying(lambda: self.store.live_supervisors(queue),
-                                        retry) <= 1:
-            raise DeadlockError(
-                f"run_job from inside job {ctx.job.name!r} would wait for a free slot of "
-                f"queue {queue!r}, but every one of its {slots.capacity} slot(s) is held by a "
-                "job waiting the same way and no other supervisor serves the queue; raise "
-                "concurrency, use enqueue() without waiting, or put the inner job on the "
-                "other queue"
-            )
+            try:
+                got = self.store.attach(job_id, self.listener.cid)
+                if isinstance(got, Outcome):
+                    self.listener.deliver(got)  # to every waiter of the job, ours included
+                    return got
+                wait.judge(self.store.watch(job_id))
+            except redis.RedisError as exc:
+                wait.unreachable(exc)
 
     # -- asyncio ---------------------------------------------------------------------
     def _async_listener(self) -> AsyncListener:
@@ -238,18 +205,23 @@ class Client:
     async def arun_job(self, name: str, data: Any = None, timeout: int | None = None,
                        wait_timeout: int | None = None, retries: int | None = None) -> Any:
         job = self.prepare(name, data, timeout, retries)
+        retry = self._retry(f"enqueue job {job.name!r}", wait_timeout)
         listener = self._async_listener()
+        with NestedCall(job.queue, "arun_job") as nested:
+            if nested.would_wait_for_itself():
+                nested.refuse_if_alone(
+                    await aretrying(lambda: listener.store.live_supervisors(job.queue), retry))
+            return (await self._aenqueue_and_wait(listener, job, retry, wait_timeout)).value()
+
+    async def _aenqueue_and_wait(self, listener: AsyncListener, job: PreparedJob,
+                                 retry: RedisRetry, wait_timeout: int | None) -> Outcome:
         store = listener.store
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         listener.register(job.job_id, future)
-        retry = self._retry(f"enqueue job {job.spec.name!r}", wait_timeout)
         job_id = job.job_id
         try:
             await aretrying(listener.ensure_started, retry)  # subscribed before the job exists
-            result = await aretrying(
-                lambda: store.enqueue(job.spec.queue, job.job_id, job.spec.name, job.data_json,
-                                      job.timeout_ms, listener.cid, job.singleton_key,
-                                      job.retries, job.backoff_json), retry)
+            result = await aretrying(lambda: store.enqueue(job, listener.cid), retry)
             if result.attached:
                 listener.unregister(job.job_id, future)
                 job_id = result.job_id
@@ -257,11 +229,12 @@ class Client:
                 got = await aretrying(lambda: store.attach(job_id, listener.cid), retry)
                 if isinstance(got, Outcome):
                     listener.deliver(got)
+            self._note_enqueued(job, result)
             outcome = await self._await(listener, job_id, future, wait_timeout,
                                         result.live_supervisors)
         finally:
             listener.unregister(job_id, future)  # a no-op once delivered
-        return _named(outcome, job.spec.name).value()
+        return outcome.named(job.name)
 
     async def aget_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
         _check_job_id(job_id)
@@ -283,49 +256,20 @@ class Client:
     async def _await(self, listener: AsyncListener, job_id: str,
                      future: asyncio.Future[Outcome], wait_timeout: int | None,
                      live: int) -> Outcome:
-        if future.done():
-            return future.result()
-        started = time.monotonic()
-        check_s = self.config.lease_ms / 1000
-        store = listener.store
-        while True:
-            slice_s = check_s
-            if wait_timeout is not None:
-                left = wait_timeout / 1000 - (time.monotonic() - started)
-                if left <= 0:
-                    raise WaitTimeout(job_id, wait_timeout)
-                slice_s = min(slice_s, left)
-            done, _ = await asyncio.wait({future}, timeout=slice_s)
+        wait = Wait(job_id, wait_timeout, self.config.lease_ms, live)
+        while not future.done():
+            done, _ = await asyncio.wait({future}, timeout=wait.slice_s())
             if done:
-                return future.result()
+                break
             try:
-                got = await store.attach(job_id, listener.cid)
+                got = await listener.store.attach(job_id, listener.cid)
                 if isinstance(got, Outcome):
+                    listener.deliver(got)  # to every waiter of the job, ours included
                     return got
-                watch = await store.watch(job_id)
+                wait.judge(await listener.store.watch(job_id))
             except redis.RedisError as exc:
-                log.warning("waiting for job %s: cannot reach Redis (%s); still waiting",
-                            job_id, reason(exc))
-                live = -1
-                continue
-            live = self._judge(watch, live)
-
-
-class _nested_wait:
-    """Counts a job's slot as waiting on a nested run_job while the call waits."""
-
-    def __init__(self, queue: str) -> None:
-        ctx = current_job.get()
-        slots = getattr(ctx, "slots", None)
-        self.slots = slots if slots is not None and slots.queue == queue else None
-
-    def __enter__(self) -> None:
-        if self.slots is not None:
-            self.slots.enter_nested()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.slots is not None:
-            self.slots.leave_nested()
+                wait.unreachable(exc)
+        return future.result()
 
 
 def _check_job_id(job_id: str) -> None:
@@ -333,11 +277,6 @@ def _check_job_id(job_id: str) -> None:
         queue_of_job(job_id)
     except ValueError as exc:
         raise JobNotFound(str(exc)) from exc
-
-
-def _named(outcome: Outcome, name: str) -> Outcome:
-    return outcome if outcome.name else Outcome(outcome.job_id, outcome.status, outcome.body,
-                                                name)
 
 
 class JobHandle:
@@ -357,23 +296,60 @@ class JobHandle:
         return f"JobHandle({self.id!r})"
 
 
+class ClientFactory:
+    """Makes the client of the calls that jobs make: one per process, made on first use
+    (a forked child makes its own). A supervisor is handed one at start and hands it to
+    its executors; they put it in each job's context, or give it to their children."""
+
+    def __init__(self, config: Config, registry: Registry, url: str) -> None:
+        self.config, self.registry, self.url = config, registry, url
+        self._made: tuple[int, Client] | None = None
+
+    def __call__(self) -> Client:
+        made = self._made_here()
+        if made is not None:
+            return made
+        with _default_lock:
+            if self._made_here() is None:
+                self._made = (os.getpid(), Client(self.config, self.registry, self.url))
+            return cast(Client, self._made_here())
+
+    def _made_here(self) -> Client | None:
+        made = self._made
+        return made[1] if made is not None and made[0] == os.getpid() else None
+
+    def close(self) -> None:
+        """Close the client made in this process, if one was."""
+        client = self._made_here()
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close what the client made in this process holds for the running event loop
+        (an executor does before it closes its loop)."""
+        client = self._made_here()
+        if client is not None:
+            await client.aclose()
+
+
 # -- the process's default client ------------------------------------------------------
 _default: tuple[int, Client] | None = None
-_default_lock = threading.Lock()
+_default_lock = threading.Lock()  # guards the making of this process's clients
 
 
-def resolve_redis_url(config: Config) -> str:
-    if config.redis_url:
-        return config.redis_url
-    if not config.project_found:  # an embedded server belongs to a project, not to any cwd
-        raise ConfigError(f"no Redis URL is configured (REDIS_URL) and {project_hint(config)}")
-    from .embedded import ensure_embedded
+def _new_lock_after_fork() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()  # a thread of the parent may have held it
 
-    return ensure_embedded(config.project_dir)
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def default_client() -> Client:
-    """The client of this process, built from the project's config on first use."""
+    """The client of the module-level functions (module docstring)."""
+    ctx = current_job.get()
+    if ctx is not None and ctx.make_client is not None:
+        return cast(Client, ctx.make_client())
     global _default
     with _default_lock:
         if _default is None or _default[0] != os.getpid():  # a forked child builds its own

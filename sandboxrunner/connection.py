@@ -1,6 +1,8 @@
 """Connections to Redis, and the one rule for a Redis that does not answer yet.
 
-Every client comes from `connect` (or `async_client` for asyncio callers): keepalive on,
+`resolve_redis_url` says which Redis a project uses: the configured URL, else the
+project's embedded server (embedded.py), started if need be. Every client comes from
+`connect` (or `async_client` for asyncio callers): keepalive on,
 a connect or TLS handshake that hangs gives up after CONNECT_TIMEOUT_S, and a TLS
 handshake never overlaps a fork of the process pool.
 
@@ -27,8 +29,8 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .config import redact_url
-from .errors import RedisUnavailable
+from .config import Config, project_hint, redact_url
+from .errors import ConfigError, RedisUnavailable
 from .forkguard import FORK_GUARD
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,18 @@ class _GuardedAsyncSSLConnection(aioredis.SSLConnection):
     async def _connect(self) -> None:
         with FORK_GUARD.shared():
             await super()._connect()  # type: ignore[no-untyped-call]
+
+
+def resolve_redis_url(config: Config) -> str:
+    """CONFIG's Redis URL, else the URL of its project's embedded server (started if need
+    be); ConfigError outside any project (an embedded server belongs to a project)."""
+    if config.redis_url:
+        return config.redis_url
+    if not config.project_found:
+        raise ConfigError(f"no Redis URL is configured (REDIS_URL) and {project_hint(config)}")
+    from .embedded import ensure_embedded
+
+    return ensure_embedded(config.project_dir)
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:

@@ -93,6 +93,9 @@ class JobContext:
     slots: Any = field(default=None, repr=False)
     # thread mode: where the job's prints go (joboutput.JobOutput); a child has its own
     output: Any = field(default=None, repr=False)
+    # the factory of the client a nested run_job uses, handed in by whoever started the
+    # worker side (the worker side never imports the client itself)
+    make_client: Any = field(default=None, repr=False)
 
 
 current_job: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

@@ -49,26 +49,23 @@ the last tick skip), plus the ``@sync`` field ``{sid, at}`` of the newest sync.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import redis
 from croniter import croniter
 
-from .calls import check_timeout, singleton_key
+from .calls import prepare_call
 from .config import Config
-from .cron_state import list_schedules as list_schedules  # re-exported for the dashboard
 from .errors import CronScheduleNotFound, InvalidJobData
-from .job import encode_data
-from .keys import QUEUES
+from .job import CronFired, CronRun, PreparedJob
+from .keys import QUEUES, new_job_id
 from .registry import JobSpec, Registry
-from .store import CronFired, CronRun, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +74,15 @@ RETRY_BACKOFF_MAX_S = 2.0
 
 @dataclass(frozen=True)
 class Schedule:
-    """A cron job as the scheduler fires it; `error` set means it is shown but never fired."""
+    """A cron job as the scheduler fires it: its run prepared once, as run_job prepares a
+    call (each tick enqueues it under a fresh id); `error` set means it is shown but
+    never fired (and CALL is None)."""
 
     queue: str
     name: str
     pattern: str
     tz: str
-    data_json: str = "null"
-    timeout_ms: int = 0
-    singleton_key: str = ""
-    retries: int = 0
-    backoff_json: str = ""
+    call: PreparedJob | None = None
     error: str = ""
 
     def tick_at_or_before(self, epoch_ms: int) -> int:
@@ -112,15 +107,11 @@ def schedule_of(spec: JobSpec, config: Config) -> Schedule:
     assert spec.cron is not None
     cron = spec.cron
     try:
-        data_json = encode_data(cron.data, int(config.max_data_size * 1024 * 1024),
-                                what="cron data")
-        timeout_ms = check_timeout(spec.timeout_ms or config.job_timeout)
-        skey = singleton_key(spec, cron.data)
+        call = prepare_call(spec, cron.data, None, None, config, what="cron data")
     except InvalidJobData as exc:
         log.error("cron job %s (%s) will not run: %s", spec.name, spec.source, exc)
         return Schedule(spec.queue, spec.name, cron.pattern, cron.tz, error=str(exc))
-    return Schedule(spec.queue, spec.name, cron.pattern, cron.tz, data_json, timeout_ms, skey,
-                    spec.retries, json.dumps(spec.backoff) if spec.backoff else "")
+    return Schedule(spec.queue, spec.name, cron.pattern, cron.tz, call)
 
 
 def schedules_for(registry: Registry, queues: tuple[str, ...], config: Config) -> list[Schedule]:
@@ -218,13 +209,10 @@ class CronScheduler:
         return min(live, default=now_ms + 60_000)
 
     def _fire(self, schedule: Schedule, tick_ms: int) -> CronFired:
-        run = CronRun(
-            queue=schedule.queue, name=schedule.name, pattern=schedule.pattern, tz=schedule.tz,
-            tick_ms=tick_ms, next_ms=schedule.tick_after(tick_ms),
-            job_id=f"{schedule.queue}-{uuid.uuid4().hex}", data_json=schedule.data_json,
-            timeout_ms=schedule.timeout_ms, singleton_key=schedule.singleton_key,
-            retries=schedule.retries, backoff_json=schedule.backoff_json,
-        )
+        assert schedule.call is not None  # a schedule in error is never fired
+        call = replace(schedule.call, job_id=new_job_id(schedule.queue))
+        run = CronRun(schedule.pattern, schedule.tz, tick_ms, schedule.tick_after(tick_ms),
+                      call)
         fired = self._store.cron_fire(run)
         self._clock_offset_ms = fired.server_ms - int(time.time() * 1000)
         self._log_outcome(schedule, tick_ms, fired)

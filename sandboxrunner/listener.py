@@ -1,7 +1,8 @@
 """Pub/sub listeners: wake every caller waiting for a result.
 
-`Listener` serves the threads of a client process; `AsyncListener` (one per event loop)
-serves asyncio callers on the loop itself.
+`Listener` serves the threads of a client process; `async_listener.AsyncListener` (one
+per event loop) serves asyncio callers on the loop itself. Both keep who waits for what
+in an `Awaited`.
 
 Each listener has a client id (CID) and subscribes once to ``PREFIX:reply:CID``. A job
 records the CIDs of its waiting callers; the finish script publishes the outcome to each.
@@ -40,18 +41,16 @@ from a listener thread to the caller::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import redis
-import redis.asyncio as aioredis
 
-from .async_store import AsyncStore
 from .connection import reason
 from .job import Outcome
 from .store import Store
@@ -59,12 +58,51 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Outcome], None]
+W = TypeVar("W")
 ORPHAN_CACHE_SIZE = 10_000
 SUBSCRIBE_TIMEOUT_S = 5.0
 LISTEN_SLICE_S = 1.0  # below redis-py's 5 s socket timeout: an idle read never times out
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 READ_ERRORS = (redis.RedisError, OSError, ValueError, RuntimeError)
+
+
+class Awaited(Generic[W]):
+    """Who waits for which job's outcome, and the outcomes that came before anyone waited
+    for them (kept briefly, up to ORPHAN_CACHE_SIZE): the bookkeeping both listeners share.
+    Not thread-safe by itself: `Listener` holds its lock around it."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, list[W]] = {}
+        self._orphans: OrderedDict[str, Outcome] = OrderedDict()
+
+    def add(self, job_id: str, waiter: W) -> Outcome | None:
+        """Register WAITER for JOB_ID, or return the outcome that came before it."""
+        orphan = self._orphans.pop(job_id, None)
+        if orphan is None:
+            self._waiters.setdefault(job_id, []).append(waiter)
+        return orphan
+
+    def remove(self, job_id: str, waiter: W) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[job_id]
+
+    def take(self, outcome: Outcome) -> list[W]:
+        """The waiters of OUTCOME's job, no longer registered; none: it is kept for one
+        that registers later."""
+        waiters = self._waiters.pop(outcome.job_id, None)
+        if waiters is None:
+            self._orphans[outcome.job_id] = outcome
+            while len(self._orphans) > ORPHAN_CACHE_SIZE:
+                self._orphans.popitem(last=False)
+            return []
+        return waiters
+
+    def job_ids(self) -> list[str]:
+        return list(self._waiters)
 
 
 class Waiter:
@@ -91,9 +129,8 @@ class Listener:
         self.store = store
         self.cid = uuid.uuid4().hex
         self.channel = store.keys.reply_channel(self.cid)
-        self._lock = threading.Lock()  # waiters, orphans, and who leads
-        self._waiters: dict[str, list[Callback]] = {}
-        self._orphans: OrderedDict[str, Outcome] = OrderedDict()
+        self._lock = threading.Lock()  # the awaited jobs, and who leads
+        self._awaited: Awaited[Callback] = Awaited()
         self._leading = False  # a thread holds the leader role, or has been handed it
         self._followers: dict[Waiter, None] = {}  # waiting, not leading; in arrival order
         self._closed = False
@@ -120,28 +157,17 @@ class Listener:
 
     def register(self, job_id: str, callback: Callback) -> None:
         with self._lock:
-            orphan = self._orphans.pop(job_id, None)
-            if orphan is None:
-                self._waiters.setdefault(job_id, []).append(callback)
-                return
-        callback(orphan)
+            orphan = self._awaited.add(job_id, callback)
+        if orphan is not None:
+            callback(orphan)
 
     def unregister(self, job_id: str, callback: Callback) -> None:
         with self._lock:
-            callbacks = self._waiters.get(job_id)
-            if callbacks and callback in callbacks:
-                callbacks.remove(callback)
-                if not callbacks:
-                    del self._waiters[job_id]
+            self._awaited.remove(job_id, callback)
 
     def deliver(self, outcome: Outcome) -> None:
         with self._lock:
-            callbacks = self._waiters.pop(outcome.job_id, None)
-            if callbacks is None:
-                self._orphans[outcome.job_id] = outcome
-                while len(self._orphans) > ORPHAN_CACHE_SIZE:
-                    self._orphans.popitem(last=False)
-                return
+            callbacks = self._awaited.take(outcome)
         for callback in callbacks:
             callback(outcome)
 
@@ -207,7 +233,7 @@ class Listener:
             _close_quietly(pubsub)
 
     def _handle(self, data: bytes | str) -> None:
-        outcome = _outcome_of(self.channel, data)
+        outcome = outcome_of(self.channel, data)
         if outcome is not None:
             self.deliver(outcome)
 
@@ -251,7 +277,7 @@ class Listener:
     def recheck(self) -> None:
         """Ask Redis for the outcome of every awaited job (after a gap in the stream)."""
         with self._lock:
-            pending = list(self._waiters)
+            pending = self._awaited.job_ids()
         for job_id in pending:
             try:
                 got = self.store.attach(job_id, self.cid)
@@ -261,7 +287,7 @@ class Listener:
                 self.deliver(got)
 
 
-def _outcome_of(channel: str, data: bytes | str) -> Outcome | None:
+def outcome_of(channel: str, data: bytes | str) -> Outcome | None:
     """The outcome a reply message carries; None (logged) for a malformed one: published
     by hand, not by the finish script, and whoever reads for every waiter must not fail
     them for it."""
@@ -277,146 +303,3 @@ def _close_quietly(pubsub: redis.client.PubSub) -> None:
         pubsub.close()
     except (redis.RedisError, OSError):
         pass
-
-
-class AsyncListener:
-    """The asyncio twin of `Listener`, one per event loop: a task on the loop reads the
-    reply channel and resolves the callers' futures directly, so a result never crosses a
-    thread (no second thread contending for the GIL, no call_soon_threadsafe wake-up).
-
-    It has its own client id, so replies go straight to the loop that waits for them. It
-    subscribes on first use (`ensure_started`, which callers retry like an enqueue while
-    Redis is unreachable); after a lost connection it resubscribes and re-reads every
-    awaited job, as `Listener` does.
-    """
-
-    def __init__(self, store: AsyncStore) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.store = store
-        self.cid = uuid.uuid4().hex
-        self.channel = store.keys.reply_channel(self.cid)
-        self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
-        self._orphans: OrderedDict[str, Outcome] = OrderedDict()
-        self._pubsub: aioredis.client.PubSub | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._start_lock = asyncio.Lock()
-
-    async def ensure_started(self) -> None:
-        """Subscribe (confirmed) and start reading, once; raises while Redis is down."""
-        if self._task is not None and not self._task.done():
-            return
-        async with self._start_lock:
-            if self._task is None or self._task.done():
-                await self._drop_pubsub()
-                self._pubsub = await self._subscribe()
-                self._task = asyncio.get_running_loop().create_task(
-                    self._loop(), name="sr-async-listener")
-
-    async def _subscribe(self) -> aioredis.client.PubSub:
-        pubsub = self.store.redis.pubsub()
-        try:
-            await pubsub.subscribe(self.channel)
-            # wait for the confirmation: a result published before it would be lost
-            message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
-            while message is not None and message.get("type") != "subscribe":
-                message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
-        except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-            raise
-        if message is None:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-            raise redis.ConnectionError(f"no confirmation of SUBSCRIBE {self.channel}")
-        return pubsub
-
-    def register(self, job_id: str, future: asyncio.Future[Outcome]) -> None:
-        orphan = self._orphans.pop(job_id, None)
-        if orphan is None:
-            self._waiters.setdefault(job_id, []).append(future)
-        elif not future.done():
-            future.set_result(orphan)
-
-    def unregister(self, job_id: str, future: asyncio.Future[Outcome]) -> None:
-        futures = self._waiters.get(job_id)
-        if futures and future in futures:
-            futures.remove(future)
-            if not futures:
-                del self._waiters[job_id]
-
-    def deliver(self, outcome: Outcome) -> None:
-        futures = self._waiters.pop(outcome.job_id, None)
-        if futures is None:
-            self._orphans[outcome.job_id] = outcome
-            while len(self._orphans) > ORPHAN_CACHE_SIZE:
-                self._orphans.popitem(last=False)
-            return
-        for future in futures:
-            if not future.done():
-                future.set_result(outcome)
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        await self._drop_pubsub()
-
-    async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except (redis.RedisError, OSError):
-                pass
-
-    async def _loop(self) -> None:
-        backoff = 0.05
-        try:
-            while True:
-                if self._pubsub is None and not await self._resubscribe():
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                assert self._pubsub is not None
-                try:
-                    # no time limit (redis-py then sets up no timer per message): the task
-                    # is cancelled by close(), and a lost connection raises
-                    message = await self._pubsub.get_message(ignore_subscribe_messages=True,
-                                                             timeout=None)
-                except (redis.RedisError, OSError, ValueError, RuntimeError) as exc:
-                    log.warning("result listener lost Redis (%s); reconnecting", reason(exc))
-                    await self._drop_pubsub()
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                backoff = 0.05
-                if message is not None and message.get("type") == "message":
-                    self._handle(message["data"])
-        finally:
-            await self._drop_pubsub()
-
-    def _handle(self, data: bytes | str) -> None:
-        outcome = _outcome_of(self.channel, data)
-        if outcome is not None:
-            self.deliver(outcome)
-
-    async def _resubscribe(self) -> bool:
-        try:
-            self._pubsub = await self._subscribe()
-        except (redis.RedisError, OSError) as exc:
-            log.warning("result listener could not resubscribe yet: %s", reason(exc))
-            return False
-        await self.recheck()
-        return True
-
-    async def recheck(self) -> None:
-        """Ask Redis for the outcome of every awaited job (after a gap in the stream)."""
-        for job_id in list(self._waiters):
-            try:
-                got = await self.store.attach(job_id, self.cid)
-            except redis.RedisError:
-                return
-            if isinstance(got, Outcome):
-                self.deliver(got)

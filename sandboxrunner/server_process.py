@@ -1,6 +1,6 @@
 """One Redis-protocol server process, seen from outside: its binary and arguments, when it
 is ready, how it is shut down or killed, and what its log says. `embedded.py` runs the
-per-project server and `TestServer` with these.
+per-project server and `testserver.TestServer` with these.
 
 Ready means answering *and* done loading its data: after a restart the server answers
 INFO (every 1024 commands of its AOF, or every few MB of a snapshot) while it loads, but
@@ -28,6 +28,8 @@ from .errors import RedisUnavailable
 
 HOST = "127.0.0.1"
 STOP_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 10.0  # a server we just started: it may be loading its data
+START_ATTEMPTS = 3  # a fresh port is picked per attempt: another process may take ours
 POLL_INTERVAL_S = 0.005
 LOG_TAIL_LINES = 20
 
@@ -97,6 +99,15 @@ def await_server(port: int, pid: int, alive: Callable[[], bool], timeout_s: floa
             return "died"
         time.sleep(POLL_INTERVAL_S)
     return "loading" if answered else "timeout"
+
+
+def describe_outcome(outcome: Outcome, attempts: int) -> str:
+    """How a start ended that did not end ready, after ATTEMPTS tries."""
+    if outcome == "timeout":
+        return f"did not answer PING within {READY_TIMEOUT_S:g} s and was killed"
+    if outcome == "loading":
+        return f"was still loading its data after {READY_TIMEOUT_S:g} s and was killed"
+    return f"exited before answering PING ({attempts} attempt(s))"
 
 
 @dataclass(frozen=True)

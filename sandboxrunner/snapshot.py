@@ -76,7 +76,7 @@ from typing import Any
 import redis
 
 from .config import Config, redact_url
-from .cron import list_schedules
+from .cron_state import list_schedules
 from .errors import RedisUnavailable
 from .job import ErrorInfo
 from .keys import QUEUES, WAKE_MARKER, Keys

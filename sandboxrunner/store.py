@@ -1,5 +1,6 @@
 """The Redis layer: the Lua scripts and typed calls (connections come from
-``connection.py``; ``async_store.py`` holds the asyncio twins of the callers' calls).
+``connection.py``; ``async_store.py`` holds the asyncio twins of the callers' calls; the
+job's records these calls take and return, and their wire forms, are in ``job.py``).
 
 Every multi-step change is one Lua script from ``scripts/`` (``_lib.lua`` is prepended to
 each); single reads go straight through. Blocking reads (BLMOVE) use their own connection,
@@ -23,11 +24,24 @@ from .config import Config
 from .connection import caller_retry, connect
 from .connection import check_reachable as check_reachable  # re-exported
 from .forkguard import FORK_GUARD
-from .job import ErrorInfo, Outcome, Status
+from .job import ClaimedJob as ClaimedJob  # re-exported: child.py and processes.py import it
+from .job import (
+    CronFired,
+    CronRun,
+    EnqueueResult,
+    ErrorInfo,
+    Outcome,
+    PreparedJob,
+    claimed_batch,
+    text,
+)
+from .job import Settlement as Settlement  # re-exported: child.py and processes.py import it
 from .keys import QUEUES, Keys
 from .supervision import (
     JobWatch,
     SupervisorSeen,
+    live_commands,
+    live_from,
     newest_per_supervisor,
     server_ms,
     watch_commands,
@@ -49,88 +63,6 @@ def _script_source(name: str) -> str:
 
 
 SCRIPT_SOURCES = {name: _script_source(name) for name in SCRIPT_NAMES}
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    # errors="replace": a malformed entry pushed by hand must not crash its reader
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-@dataclass(frozen=True)
-class ClaimedJob:
-    id: str
-    name: str  # '' for a malformed queue entry that has no job record
-    data_json: str
-    timeout_ms: int
-    attempt: int
-    enqueued_at_ms: int
-    started_at_ms: int
-    problem: str = ""  # why the record is malformed ('' = it is not): fail, never run it
-
-
-def _whole(value: Any) -> int | None:
-    """VALUE as an int, or None when it is not a whole number (a field written by hand)."""
-    if isinstance(value, int):
-        return value
-    try:
-        return int(_text(value))
-    except ValueError:
-        return None
-
-
-def _claimed(f: list[Any]) -> ClaimedJob:
-    timeout_ms = _whole(f[3])
-    problem = ""
-    if f[1] and (timeout_ms is None or timeout_ms <= 0):
-        problem = (f"the job record's timeout is not a positive whole number of ms: "
-                   f"{_text(f[3])[:100]!r}")
-    return ClaimedJob(_text(f[0]), _text(f[1]), _text(f[2]), max(timeout_ms or 0, 0),
-                      int(f[4]), _whole(f[5]) or 0, int(f[6]), problem)
-
-
-@dataclass(frozen=True)
-class EnqueueResult:
-    job_id: str
-    attached: bool
-    live_supervisors: int
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """An outcome a supervisor reports: body is result JSON or ErrorInfo JSON."""
-
-    job_id: str
-    status: Status
-    body: str
-
-
-@dataclass(frozen=True)
-class CronRun:
-    """One tick of a schedule, as the scheduler asks `cron_fire` to handle it."""
-
-    queue: str
-    name: str
-    pattern: str
-    tz: str
-    tick_ms: int
-    next_ms: int
-    job_id: str
-    data_json: str
-    timeout_ms: int
-    singleton_key: str
-    retries: int
-    backoff_json: str
-
-
-@dataclass(frozen=True)
-class CronFired:
-    """What `cron_fire` did: an outcome from the script's header, a job id, server ms."""
-
-    outcome: str
-    job_id: str
-    server_ms: int
 
 
 @dataclass(frozen=True)
@@ -172,22 +104,6 @@ def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
         store.close()
 
 
-def _claimed_batch(flat: list[Any]) -> tuple[list[ClaimedJob], int]:
-    """The claim script's reply: the ms until the next retry is due, then 7 fields a job."""
-    return [_claimed(flat[i : i + 7]) for i in range(1, len(flat), 7)], int(flat[0])
-
-
-def stalled_error_json(max_stalled: int) -> str:
-    return ErrorInfo(
-        kind="stalled",
-        type="JobStalled",
-        message=(
-            f"the supervisor running this job stopped heartbeating (crashed or was killed) "
-            f"more than max_stalled={max_stalled} time(s); the job is not run again"
-        ),
-    ).to_json()
-
-
 class Store:
     """Synchronous access to one Redis for one key prefix."""
 
@@ -224,37 +140,22 @@ class Store:
         return reply
 
     # -- producers -------------------------------------------------------------------
-    def enqueue(
-        self,
-        queue: str,
-        job_id: str,
-        name: str,
-        data_json: str,
-        timeout_ms: int,
-        reply_cid: str = "",
-        singleton_key: str = "",
-        retries: int = 0,
-        backoff_json: str = "",
-    ) -> EnqueueResult:
+    def enqueue(self, job: PreparedJob, reply_cid: str = "") -> EnqueueResult:
+        """Enqueue JOB (or attach to the job it names already, or to the in-flight
+        singleton holding its key); REPLY_CID: the client notified when it settles."""
         k = self.keys
-        got = self._run_once(
-            "enqueue",
-            [k.wait(queue), k.stats(queue), k.sups(queue)],
-            [k.queue_prefix(queue), job_id, name, data_json, timeout_ms, reply_cid,
-             self.config.lease_ms, singleton_key, retries, backoff_json],
-        )
-        return EnqueueResult(_text(got[0]), bool(int(got[1])), int(got[2]))
+        return EnqueueResult.from_reply(self._run_once(
+            "enqueue", [k.wait(job.queue), k.stats(job.queue), k.sups(job.queue)],
+            [k.queue_prefix(job.queue), reply_cid, self.config.lease_ms, *job.script_args()]))
 
-    def attach(self, job_id: str, cid: str) -> Outcome | None | str:
+    def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The outcome if settled; the status text if still in flight ('' = no such job)."""
-        status, body, name = (_text(x) for x in self._run("attach", [self.keys.job(job_id)], [cid]))
-        if status in (Status.COMPLETED, Status.FAILED):
-            return Outcome(job_id=job_id, status=status, body=body, name=name)
-        return status
+        return Outcome.from_attach(job_id, self._run("attach", [self.keys.job(job_id)], [cid]))
 
     def live_supervisors(self, queue: str) -> int:
-        now_ms = self.server_time_ms()
-        return int(self.redis.zcount(self.keys.sups(queue), now_ms - self.config.lease_ms, "+inf"))
+        """How many supervisors of QUEUE heartbeat within a lease: one round trip."""
+        return live_from(_send(self.redis, *live_commands(self.keys, queue)),
+                         self.config.lease_ms)
 
     def watch(self, job_id: str) -> JobWatch:
         """What a waiting caller reads about its job's supervision: one round trip."""
@@ -277,14 +178,14 @@ class Store:
         return int(seconds) * 1000 + int(micros) // 1000
 
     def job_fields(self, job_id: str, *fields: str) -> list[str]:
-        return [_text(v) for v in self.redis.hmget(self.keys.job(job_id), list(fields))]
+        return [text(v) for v in self.redis.hmget(self.keys.job(job_id), list(fields))]
 
     # -- supervisors -----------------------------------------------------------------
     def claim(self, queue: str, sid: str, count: int,
               again: Sequence[str] = ()) -> tuple[list[ClaimedJob], int]:
         """Up to COUNT waiting jobs (plus AGAIN: ids in SID's lease to hand over again),
         and the ms until the next retry is due (-1: none delayed)."""
-        return _claimed_batch(self._run_once("claim", self._claim_keys(queue, sid),
+        return claimed_batch(self._run_once("claim", self._claim_keys(queue, sid),
                                         [self.keys.queue_prefix(queue), sid, count, "0",
                                          *again]))
 
@@ -305,7 +206,7 @@ class Store:
             claimed = self._scripts["claim"](keys=keys, args=args)
         elif isinstance(claimed, Exception):
             raise claimed
-        return _claimed_batch(claimed)
+        return claimed_batch(claimed)
 
     def interrupt_waits(self) -> int:
         """Cut short the blocking waits (BLMOVE) this store has under way: each returns
@@ -319,7 +220,7 @@ class Store:
 
     def lease_ids(self, queue: str, sid: str) -> list[str]:
         """The ids in SID's active list (its lease) on QUEUE."""
-        return [_text(i) for i in self.redis.lrange(self.keys.active(queue, sid), 0, -1)]
+        return [text(i) for i in self.redis.lrange(self.keys.active(queue, sid), 0, -1)]
 
     def finish(self, queue: str, sid: str, settlements: list[Settlement],
                logged: Container[str] | None = None) -> int:
@@ -342,7 +243,7 @@ class Store:
         """Renew SID's lease on QUEUE; returns the supervisors whose lease lapsed."""
         dead = self._run("heartbeat", [self.keys.sups(queue), self.keys.resumed(queue)],
                          [sid, self.config.lease_ms])
-        return [_text(d) for d in dead if _text(d) != sid]
+        return [text(d) for d in dead if text(d) != sid]
 
     def requeue_stalled(self, queue: str, dead_sid: str) -> tuple[int, int]:
         k = self.keys
@@ -352,7 +253,7 @@ class Store:
              k.recent(queue), k.failures(queue), k.rate(queue)],
             [k.queue_prefix(queue), dead_sid, self.config.lease_ms, self.config.max_stalled,
              self.config.result_ttl, self.config.history_size, self.reply_prefix,
-             stalled_error_json(self.config.max_stalled)],
+             ErrorInfo.stalled(self.config.max_stalled).to_json()],
         )
         return int(got[0]), int(got[1])
 
@@ -392,19 +293,16 @@ class Store:
         for entry in entries:
             args += list(entry)
         replies = self._run("cron_sync", [self.keys.cron(queue)], args)
-        return tuple([_text(n) for n in names] for names in replies)
+        return tuple([text(n) for n in names] for names in replies)
 
     def cron_fire(self, run: CronRun) -> CronFired:
         """Enqueue (or skip, for a busy singleton) one tick of a schedule, at most once."""
-        k = self.keys
+        k, queue = self.keys, run.call.queue
         got = self._run(
-            "cron_fire",
-            [k.cron(run.queue), k.wait(run.queue), k.stats(run.queue)],
-            [k.queue_prefix(run.queue), run.name, run.pattern, run.tz, run.tick_ms,
-             run.next_ms, run.job_id, run.data_json, run.timeout_ms, run.singleton_key,
-             run.retries, run.backoff_json],
-        )
-        return CronFired(_text(got[0]), _text(got[1]), int(got[2]))
+            "cron_fire", [k.cron(queue), k.wait(queue), k.stats(queue)],
+            [k.queue_prefix(queue), run.pattern, run.tz, run.tick_ms, run.next_ms,
+             *run.call.script_args()])
+        return CronFired(text(got[0]), text(got[1]), int(got[2]))
 
     def cron_schedules(self, queues: tuple[str, ...]) -> CronHashes:
         """Every queue's cron hash and live supervisor count, in one round trip."""
@@ -418,7 +316,7 @@ class Store:
         hashes, beats = replies[0::2], replies[1::2]
         return CronHashes(
             server_ms=server_ms,
-            schedules={queue: {_text(k): _text(v) for k, v in raw.items()}
+            schedules={queue: {text(k): text(v) for k, v in raw.items()}
                        for queue, raw in zip(queues, hashes, strict=True)},
             live_supervisors={
                 queue: sum(1 for _, beat_ms in sups if beat_ms >= server_ms - self.config.lease_ms)
@@ -434,7 +332,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hget(self.keys.job(job_id), "status")
-        return [_text(s) for s in pipe.execute()] if job_ids else []
+        return [text(s) for s in pipe.execute()] if job_ids else []
 
     # -- finding a job from the start of its id (the short ids `top` shows) -----------
     def listed_job_ids(self, queues: Sequence[str] = QUEUES) -> set[str]:
@@ -455,9 +353,9 @@ class Store:
         listed: set[str] = set()
         for queue, at in zip(queues, range(0, len(replies), per_queue), strict=True):
             sids, *id_lists = replies[at:at + per_queue]
-            listed.update(_text(i) for ids in id_lists for i in ids)
+            listed.update(text(i) for ids in id_lists for i in ids)
             for sid in sids:
-                pipe.lrange(k.active(queue, _text(sid)), 0, -1)
-        listed.update(_text(i) for ids in pipe.execute() for i in ids)
+                pipe.lrange(k.active(queue, text(sid)), 0, -1)
+        listed.update(text(i) for ids in pipe.execute() for i in ids)
         return listed
 

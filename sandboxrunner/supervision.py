@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import NoSupervisor
+from .job import text
 from .keys import Keys, queue_of_job
 
 
@@ -35,13 +36,6 @@ class SupervisorSeen:
     def describe(self) -> str:
         """``SID (host H, pid P)``, or the bare SID when its snapshot is gone."""
         return f"{self.sid} (host {self.host}, pid {self.pid})" if self.pid else self.sid
-
-
-def text(value: Any) -> str:
-    if value is None:
-        return ""
-    # errors="replace": a malformed entry written by hand must not crash its reader
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def server_ms(time_reply: list[Any]) -> int:
@@ -115,6 +109,20 @@ def watch_from(job_id: str, replies: list[Any]) -> JobWatch:
     return JobWatch(job_id, queue_of_job(job_id), status_text,
                     text(holder) if status_text == "active" else "",
                     tuple(seen_in(sups, server_ms(time_reply))))
+
+
+def live_commands(keys: Keys, queue: str) -> list[tuple[Any, ...]]:
+    """The commands the live supervisors of QUEUE are counted from, in one round trip."""
+    return [("TIME",), ("ZRANGE", keys.sups(queue), 0, -1, "WITHSCORES")]
+
+
+def live_from(replies: list[Any], lease_ms: int) -> int:
+    """How many supervisors heartbeat within a lease, from the replies to `live_commands`."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    time_reply, sups = replies
+    return sum(1 for seen in seen_in(sups, server_ms(time_reply)) if seen.live(lease_ms))
 
 
 def no_supervisor(watch: JobWatch, lease_ms: int) -> NoSupervisor:

@@ -19,11 +19,12 @@ least once: if this supervisor's lease lapses (it stopped heartbeating for lease
 Redis was reachable), its jobs run again elsewhere and its late outcomes are dropped. A
 Redis outage or stall itself never lapses a lease (see heartbeat.lua).
 
-Stop (``stop``; signals.py maps SIGINT/SIGTERM to it): stop claiming (a fetch blocked on
-an empty queue is cut short), let running jobs finish for up to grace_period ms, settle
-what finished, hand the jobs still running back to the queue (hand_back.lua: not a crash,
-not counted toward max_stalled), remove the supervisor's records, return. ``stop_now``
-cuts the wait for running jobs short: they are handed back at once, children killed.
+Stop (``stop``; `signals.serve_until_signal` maps SIGINT/SIGTERM to it): stop claiming (a
+fetch blocked on an empty queue is cut short), let running jobs finish for up to
+grace_period ms, settle what finished, hand the jobs still running back to the queue
+(hand_back.lua: not a crash, not counted toward max_stalled), remove the supervisor's
+records, return. ``stop_now`` cuts the wait for running jobs short: they are handed back
+at once, children killed.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ import redis
 from .config import Config
 from .context import LogSink
 from .cron import CronScheduler
-from .executors.base import Executor
+from .executors.base import Executor, MakeClient
 from .executors.threads import ThreadExecutor
 from .fetching import RETRY_BACKOFF_MAX_S, QueueFetcher
+from .job import Settlement
 from .joblog import RedisLogSink
 from .outage import OutageLog
 from .registry import Registry
-from .store import Settlement, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +68,14 @@ def new_supervisor_id() -> str:
 
 
 class Supervisor:
-    def __init__(self, config: Config, registry: Registry, url: str) -> None:
+    def __init__(self, config: Config, registry: Registry, url: str,
+                 make_client: MakeClient | None = None) -> None:
+        """MAKE_CLIENT: the factory of the client a job's nested run_job uses (None: the
+        process's default client, built from the project's config)."""
         self.config = config
         self.registry = registry
         self.url = url
+        self.make_client = make_client
         self.sid = new_supervisor_id()
         self.queues = tuple(config.workers)
         self.started_at = time.time()
@@ -85,15 +91,15 @@ class Supervisor:
         self._beat_store = Store(config, url)  # heartbeat: never waits behind job traffic
         self.log_sink = RedisLogSink(self._store.redis, self._store.keys,
                                      config.log_max_lines, config.result_ttl)
-        self.executors: dict[str, Executor] = {
-            q: self._make_executor(q, self.log_sink) for q in self.queues
-        }
         self._threads: list[threading.Thread] = []
         # one warning per Redis outage per kind of thread, not one per retry
         fetch_outage = OutageLog("fetching jobs")
         self._settle_outage = OutageLog("writing job outcomes")
         self._heartbeat_outage = OutageLog("heartbeat")
-        self.fetchers = {q: QueueFetcher(q, self.sid, self._store, self.executors[q],
+        # the state of each queue served, in one record: its executor, the jobs it holds,
+        # how it fetches (fetching.py)
+        self.fetchers = {q: QueueFetcher(q, self.sid, self._store,
+                                         self._make_executor(q, self.log_sink),
                                          self._stop, self._failer(q), fetch_outage)
                          for q in self.queues}
         # cron: ticks of the served queues' cron jobs, once across all supervisors
@@ -105,11 +111,10 @@ class Supervisor:
         if self.config.use_separate_process:
             from .executors.processes import ProcessExecutor
 
-            # the url lets a child build its own client for a nested run_job
             return ProcessExecutor(queue, self.registry, self.config, report, sink,
-                                   redis_url=self.url)
+                                   make_client=self.make_client)
         return ThreadExecutor(queue, self.registry, self.config.effective_concurrency(),
-                              report, sink)
+                              report, sink, make_client=self.make_client)
 
     def _reporter(self, queue: str) -> Any:
         def report(outcome: Settlement) -> None:
@@ -119,7 +124,7 @@ class Supervisor:
             # to the settle thread costs its caller more than the write. With other jobs
             # in hand the settle thread batches (one script for many), and the reporting
             # thread goes on serving them instead of waiting for Redis.
-            if (self._settle_queue.empty() and self.executors[queue].jobs_in_hand() == 0
+            if (self._settle_queue.empty() and self.fetchers[queue].executor.jobs_in_hand() == 0
                     and self._settle_lock.acquire(blocking=False)):
                 try:
                     if self._write_once(queue, outcome):
@@ -132,6 +137,11 @@ class Supervisor:
 
     def _failer(self, queue: str) -> Callable[[Settlement], None]:
         return lambda outcome: self._settle_queue.put((queue, outcome))
+
+    @property
+    def executors(self) -> dict[str, Executor]:
+        """Each queue's executor."""
+        return {q: fetcher.executor for q, fetcher in self.fetchers.items()}
 
     @property
     def mode(self) -> str:
@@ -190,13 +200,6 @@ class Supervisor:
     def jobs_in_hand(self) -> int:
         """Jobs running (or claimed and about to run) on this supervisor."""
         return sum(executor.jobs_in_hand() for executor in self.executors.values())
-
-    def run_until_signal(self) -> int:
-        """Start, serve until SIGINT/SIGTERM, then drain and stop; a second signal stops
-        now. Returns the exit code (main thread only; see signals.py)."""
-        from .signals import serve_until_signal
-
-        return serve_until_signal(self)
 
     def _wait_for_running_jobs(self, grace_s: float) -> bool:
         """Wait up to GRACE_S (less after stop_now) for the jobs in hand to end; whether

@@ -36,10 +36,10 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from .client import Client, drop_default_client, resolve_redis_url, set_default_client
+from .client import ClientFactory, drop_default_client, set_default_client
 from .config import Config, load_config
+from .connection import check_reachable, resolve_redis_url
 from .registry import Registry, load_project_registry
-from .store import check_reachable
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,10 @@ class Worker:
         self.url = url
         self.overrides = dict(overrides)
         self.pid = os.getpid()
-        self.supervisor = Supervisor(config, registry, url)
-        self.client = Client(config, registry, url)
+        # the calls of this process and of its jobs share one client (a child makes its own)
+        self._make_client = ClientFactory(config, registry, url)
+        self.client = self._make_client()
+        self.supervisor = Supervisor(config, registry, url, make_client=self._make_client)
         self._stopped = False
         self._stop_lock = threading.Lock()
 

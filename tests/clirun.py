@@ -61,12 +61,14 @@ def one_error_line(done: subprocess.CompletedProcess) -> str:
 
 
 @contextmanager
-def cli_supervisor(cwd: Path, *args: str, **env: str) -> Iterator[subprocess.Popen]:
-    """`sandboxrunner start` at env["REDIS_URL"], waited for until it serves `default`."""
+def cli_supervisor(cwd: Path, *args: str, url: str = "",
+                   **env: str) -> Iterator[subprocess.Popen]:
+    """`sandboxrunner start` at URL (its ARGS give it) or env["REDIS_URL"], waited for
+    until it serves `default`."""
     proc = subprocess.Popen(CLI + ["start", *args], cwd=cwd, env=cli_env(**env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with redis.Redis.from_url(env["REDIS_URL"]) as client:
+        with redis.Redis.from_url(url or env["REDIS_URL"]) as client:
             wait_for(lambda: proc.poll() is not None or client.zcard(Keys().sups("default")),
                      timeout_s=30, what="the supervisor to serve queue default")
         assert proc.poll() is None, "the supervisor exited"

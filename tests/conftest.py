@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from sandboxrunner.embedded import TestServer
 from sandboxrunner.errors import RedisUnavailable
+from sandboxrunner.testserver import TestServer
 
 
 def _start_or_fail(server: TestServer) -> TestServer:

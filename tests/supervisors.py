@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from sandboxrunner.client import Client, set_default_client
+from sandboxrunner.client import Client, ClientFactory, set_default_client
 from sandboxrunner.config import load_config
 from sandboxrunner.keys import Keys
 from sandboxrunner.registry import load_registry
@@ -46,12 +46,15 @@ def make_config(redis_url: str, **overrides: Any) -> Any:
 @contextmanager
 def running_supervisor(redis_url: str, **overrides: Any) -> Iterator[Supervisor]:
     config = make_config(redis_url, **overrides)
-    supervisor = Supervisor(config, load_registry(config.jobs_dir), redis_url)
+    registry = load_registry(config.jobs_dir)
+    make_client = ClientFactory(config, registry, redis_url)  # as `sandboxrunner start`
+    supervisor = Supervisor(config, registry, redis_url, make_client=make_client)
     supervisor.start()
     try:
         yield supervisor
     finally:
         supervisor.stop(grace_ms=2000)
+        make_client.close()
 
 
 @contextmanager

@@ -228,6 +228,30 @@ def test_a_wait_timeout_has_its_own_exit_code_and_result_fetches_the_job_later(
     assert unknown.returncode == 2 and "default-" + "0" * 32 in one_error_line(unknown)
 
 
+NESTED_JOBS = {
+    "outer": """
+        from sandboxrunner import run_job
+
+        def run(data):
+            return {"inner": run_job("inner", data)}
+        """,
+    "inner": "def run(data):\n    return data\n",
+}
+
+
+@pytest.mark.parametrize("mode", ["--threads", "--separate-process"])
+def test_a_nested_run_job_uses_the_redis_its_supervisor_was_started_with(
+        redis_url: str, tmp_path: Path, mode: str) -> None:
+    # the URL is a flag, not in the environment: a nested call must not look elsewhere
+    project = project_with(tmp_path, NESTED_JOBS)
+    with no_server_left_in(project), cli_supervisor(project, "--redis-url", redis_url, mode,
+                                                     "-c", "2", url=redis_url):
+        done = run_cli(["run", "outer", '{"a": 1}', "--redis-url", redis_url,
+                        "--wait-timeout", "8000"], project)
+    assert (done.returncode, done.stdout.strip()) == (0, '{"inner": {"a": 1}}'), done.stderr
+    assert not (project / ".sandboxrunner").exists()  # no embedded server was started
+
+
 def test_result_of_a_failed_job_exits_1_with_its_error(redis_url: str, tmp_path: Path) -> None:
     env = jobs_env(redis_url)
     with cli_supervisor(tmp_path, **env):

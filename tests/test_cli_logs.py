@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sandboxrunner.job import PreparedJob
 from sandboxrunner.keys import queue_of_job
 from sandboxrunner.store import Store
 from tests.clirun import CLI, cli_env, jobs_env, one_error_line, run_cli
@@ -102,7 +103,7 @@ def _enqueued_with_id(redis_url: str, job_id: str, name: str = "echo") -> None:
     config = make_config(redis_url)
     store = Store(config, redis_url)
     try:
-        store.enqueue(queue_of_job(job_id), job_id, name, '{"x": 1}', 1000)
+        store.enqueue(PreparedJob(queue_of_job(job_id), job_id, name, '{"x": 1}', 1000))
     finally:
         store.close()
 

@@ -236,6 +236,33 @@ def test_nested_run_job_with_free_slots_works(redis_url: str) -> None:
         assert DeadlockError  # exported
 
 
+def test_a_nested_arun_job_that_would_wait_for_itself_is_explained(redis_url: str) -> None:
+    with running_supervisor(redis_url, concurrency=1), client_for(redis_url) as client:
+        with pytest.raises(JobFailed) as info:
+            client.run_job("nested_async", {"inner": "echo", "inner_data": 1},
+                           wait_timeout=5000)
+    assert info.value.error_type == "DeadlockError"
+    assert info.value.error_message.startswith("arun_job from inside job 'nested_async'")
+    assert "concurrency" in info.value.error_message
+
+
+@pytest.mark.parametrize("outer", ["nested", "nested_async"])
+def test_of_two_nested_calls_that_would_hold_every_slot_the_second_is_refused(
+        redis_url: str, outer: str) -> None:
+    # both outer jobs are claimed together, so both run before either calls: the first
+    # to call counts its slot as waiting, and the second would then hold the last one
+    with client_for(redis_url) as client:
+        handles = [client.enqueue(outer, {"inner": "echo", "inner_data": i}) for i in (1, 2)]
+        with running_supervisor(redis_url, concurrency=2):
+            outcomes = []
+            for handle in handles:
+                try:
+                    outcomes.append(handle.result(wait_timeout=5000)["echo"])
+                except JobFailed as exc:
+                    outcomes.append(exc.error_type)
+    assert sorted(map(str, outcomes)) in (["1", "DeadlockError"], ["2", "DeadlockError"])
+
+
 def test_workers_priority_serves_only_the_priority_queue(redis_url: str) -> None:
     sup = SupervisorProcess(redis_url, WORKERS="priority")
     try:
@@ -317,7 +344,7 @@ def test_sigterm_lets_running_jobs_finish_then_exits_zero(redis_url: str) -> Non
 def test_a_unix_socket_url_works(tmp_path: Path) -> None:
     import tempfile
 
-    from sandboxrunner.embedded import TestServer
+    from sandboxrunner.testserver import TestServer
 
     folder = Path(tempfile.mkdtemp(prefix="sr-", dir="/tmp"))  # socket paths must be short
     server = TestServer(tmp_path / "unix-redis",

@@ -30,8 +30,9 @@ from sandboxrunner.cron_text import (
     next_fire_times,
     seconds_first_warning,
 )
+from sandboxrunner.job import CronRun, PreparedJob
 from sandboxrunner.keys import Keys
-from sandboxrunner.store import CronRun, Store
+from sandboxrunner.store import Store
 from tests.supervisors import (
     ROOT,
     SupervisorProcess,
@@ -191,9 +192,9 @@ def test_the_fire_script_fires_a_tick_once_and_refuses_early_old_changed_and_rem
         store.cron_sync("default", "sid-1", [("job", "* * * * *", "UTC", tick + 60_000, "")])
 
         def fire(tick_ms: int, pattern: str = "* * * * *") -> str:
-            return store.cron_fire(CronRun("default", "job", pattern, "UTC", tick_ms,
-                                           tick_ms + 60_000, f"default-{tick_ms}", "null",
-                                           1000, "", 0, "")).outcome
+            run = PreparedJob("default", f"default-{tick_ms}", "job", "null", 1000)
+            return store.cron_fire(CronRun(pattern, "UTC", tick_ms, tick_ms + 60_000,
+                                           run)).outcome
 
         assert fire(tick) == "done"  # before the schedule existed (`since`)
         assert fire(tick + 60_000) == "early"

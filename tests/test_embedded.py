@@ -19,13 +19,13 @@ import redis
 
 from sandboxrunner import embedded
 from sandboxrunner.embedded import (
-    TestServer,
     embedded_status,
     ensure_embedded,
     server_binary,
     stop_embedded,
 )
 from sandboxrunner.errors import EXIT_IN_USE, ConfigError, RedisUnavailable
+from sandboxrunner.testserver import TestServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

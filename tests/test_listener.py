@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from sandboxrunner import WaitTimeout
-from sandboxrunner.embedded import TestServer
 from sandboxrunner.listener import Listener, Waiter
+from sandboxrunner.testserver import TestServer
 from tests.supervisors import SupervisorProcess, client_for, running_supervisor
 
 

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from sandboxrunner import InvalidJobData, JobFailed, JobTimeout
-from sandboxrunner.job import ErrorInfo, Status
+from sandboxrunner.job import ErrorInfo, PreparedJob, Settlement, Status
 from sandboxrunner.keys import Keys
 from sandboxrunner.snapshot import SnapshotReader
-from sandboxrunner.store import Settlement, Store
+from sandboxrunner.store import Store
 from tests.supervisors import (
     SupervisorProcess,
     client_for,
@@ -114,8 +114,8 @@ def test_retry_wake_ups_stay_one_at_most_and_are_dropped_by_the_next_claim(
     store = Store(make_config(redis_url), redis_url)
     wait = Keys().wait("default")
     for i, delay_ms in enumerate((3000, 2000, 1000)):
-        store.enqueue("default", f"default-{i:032x}", "flaky", "{}", 1000, retries=1,
-                      backoff_json=json.dumps({"delay": delay_ms}))
+        store.enqueue(PreparedJob("default", f"default-{i:032x}", "flaky", "{}", 1000,
+                                 retries=1, backoff_json=json.dumps({"delay": delay_ms})))
     jobs, _ = store.claim("default", "sup-a", 3)
     error = ErrorInfo(kind="error", type="ValueError", message="boom").to_json()
     for job in jobs:
@@ -131,8 +131,8 @@ def test_retry_wake_ups_stay_one_at_most_and_are_dropped_by_the_next_claim(
     assert redis_client.llen(wait) == 0
     assert redis_client.llen(Keys().active("default", "sup-a")) == 0
     # once nothing more is due sooner, no wake-up is pushed
-    store.enqueue("default", "default-" + "f" * 32, "flaky", "{}", 1000, retries=1,
-                  backoff_json=json.dumps({"delay": 5000}))
+    store.enqueue(PreparedJob("default", "default-" + "f" * 32, "flaky", "{}", 1000, retries=1,
+                             backoff_json=json.dumps({"delay": 5000})))
     (job,), _ = store.claim("default", "sup-a", 1)
     store.finish("default", "sup-a", [Settlement(job.id, Status.FAILED, error)])
     assert redis_client.llen(wait) == 0
@@ -142,8 +142,8 @@ def test_retry_wake_ups_stay_one_at_most_and_are_dropped_by_the_next_claim(
 def test_a_wake_up_returns_a_blocked_wait_at_once_and_never_enters_the_lease(
         redis_url: str, redis_client: redis.Redis) -> None:
     store, other = (Store(make_config(redis_url), redis_url) for _ in range(2))
-    store.enqueue("default", "default-" + "a" * 32, "flaky", "{}", 1000, retries=1,
-                  backoff_json=json.dumps({"delay": 300}))
+    store.enqueue(PreparedJob("default", "default-" + "a" * 32, "flaky", "{}", 1000, retries=1,
+                             backoff_json=json.dumps({"delay": 300})))
     (job,), _ = other.claim("default", "sup-b", 1)
     error = ErrorInfo(kind="error", type="ValueError", message="boom").to_json()
     threading.Timer(0.2, lambda: other.finish(

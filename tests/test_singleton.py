@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from sandboxrunner import InvalidJobData, JobFailed, JobTimeout
-from sandboxrunner.client import Client, singleton_key
+from sandboxrunner.calls import singleton_key
+from sandboxrunner.client import Client
 from sandboxrunner.keys import Keys
 from sandboxrunner.registry import Registry, load_registry, make_spec
 from tests.supervisors import (
@@ -275,7 +276,7 @@ def test_the_claim_is_released_when_a_dead_supervisors_run_fails_as_stalled(
 
 
 def test_long_singleton_keys_are_hashed_to_a_short_stable_redis_key() -> None:
-    from sandboxrunner.client import MAX_SINGLETON_KEY_CHARS, singleton_key
+    from sandboxrunner.calls import MAX_SINGLETON_KEY_CHARS, singleton_key
     from sandboxrunner.registry import make_spec
 
     spec = make_spec("bulk", lambda data: None, singleton=lambda data: data, source="test")

@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from sandboxrunner.errors import JobFailed
-from sandboxrunner.job import Status
+from sandboxrunner.job import PreparedJob, Settlement, Status
 from sandboxrunner.keys import Keys
-from sandboxrunner.store import Settlement, Store
+from sandboxrunner.store import Store
 from tests.supervisors import client_for, make_config, running_supervisor
 
 K = Keys("sr")
@@ -33,7 +33,7 @@ def test_claim_moves_jobs_into_the_supervisors_lease_and_finish_settles_them(
         redis_url: str, redis_client: redis.Redis) -> None:
     store = _store(redis_url)
     for i in range(3):
-        store.enqueue("default", f"default-{i:032x}", "echo", json.dumps(i), 1000)
+        store.enqueue(PreparedJob("default", f"default-{i:032x}", "echo", json.dumps(i), 1000))
     jobs, next_retry_ms = store.claim("default", "sup-a", 2)
     assert next_retry_ms == -1
     assert [j.data_json for j in jobs] == ["0", "1"]
@@ -54,7 +54,7 @@ def test_the_claim_pipelined_behind_a_blocking_wait_takes_only_what_that_wait_mo
         redis_url: str, redis_client: redis.Redis) -> None:
     store = _store(redis_url)
     held = "default-" + "a" * 32
-    store.enqueue("default", held, "echo", "1", 1000)
+    store.enqueue(PreparedJob("default", held, "echo", "1", 1000))
     assert [j.id for j in store.claim("default", "sup-a", 1)[0]] == [held]
     # the wait times out on an empty queue: the job already held at the head of the lease
     # is not handed over a second time
@@ -63,7 +63,7 @@ def test_the_claim_pipelined_behind_a_blocking_wait_takes_only_what_that_wait_mo
     # up to COUNT - 1 more taken along
     ids = [f"default-{i:032x}" for i in range(4)]
     for job_id in ids:
-        store.enqueue("default", job_id, "echo", "2", 1000)
+        store.enqueue(PreparedJob("default", job_id, "echo", "2", 1000))
     jobs, _ = store.wait_and_claim("default", "sup-a", 3, timeout_s=1)
     assert [j.id for j in jobs] == ids[:3]
     assert all(redis_client.hget(K.job(j.id), "status") == b"active" for j in jobs)
@@ -81,7 +81,7 @@ def test_a_lapsed_lease_requeues_then_fails_as_stalled(redis_url: str,
                                                        redis_client: redis.Redis) -> None:
     store = _store(redis_url, lease_ms=200, heartbeat_ms=50, max_stalled=1)
     job_id = "default-" + "1" * 32
-    store.enqueue("default", job_id, "echo", "1", 1000)
+    store.enqueue(PreparedJob("default", job_id, "echo", "1", 1000))
     store.heartbeat("default", "dead")
     store.claim("default", "dead", 1)
     time.sleep(0.25)
@@ -148,7 +148,7 @@ def test_a_malformed_queue_entry_is_dropped_and_the_supervisor_carries_on(
 def test_a_job_record_naming_an_unknown_job_fails_cleanly(redis_url: str) -> None:
     store = _store(redis_url)
     job_id = "default-" + "2" * 32
-    store.enqueue("default", job_id, "not_registered", "1", 1000)
+    store.enqueue(PreparedJob("default", job_id, "not_registered", "1", 1000))
     with running_supervisor(redis_url), client_for(redis_url) as client:
         with pytest.raises(JobFailed) as info:
             client.get_result(job_id, wait_timeout=5000)
@@ -172,7 +172,7 @@ def test_finish_counts_a_batch_once_and_expires_log_streams_only_of_jobs_that_lo
         redis_url: str, redis_client: redis.Redis) -> None:
     store = _store(redis_url)
     for i in range(3):
-        store.enqueue("default", f"default-{i:032x}", "echo", json.dumps(i), 1000)
+        store.enqueue(PreparedJob("default", f"default-{i:032x}", "echo", json.dumps(i), 1000))
     jobs, _ = store.claim("default", "sup-a", 3)
     for job in jobs:  # a stream for each, as if every job had logged
         redis_client.xadd(K.job_log(job.id), {"line": "{}"})

@@ -29,9 +29,9 @@ import redis
 from rich.console import Console
 
 from sandboxrunner import JobFailed, JobTimeout
-from sandboxrunner.embedded import TestServer
 from sandboxrunner.keys import Keys
 from sandboxrunner.snapshot import Snapshot, SnapshotReader
+from sandboxrunner.testserver import TestServer
 from sandboxrunner.top_render import render, time_bar
 from tests.supervisors import (
     ROOT,

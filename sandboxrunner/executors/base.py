@@ -2,7 +2,8 @@
 
 A supervisor owns one executor per queue. It hands over claimed jobs with ``submit`` and
 learns of outcomes through the ``report`` callback it passed in, which it batches into
-Redis. An executor enforces each job's deadline itself and reports a timeout as a
+Redis. A job that calls run_job gets its client from the `MakeClient` factory the
+supervisor passed in too. An executor enforces each job's deadline itself and reports a timeout as a
 failure; the late outcome of a timed-out job is dropped by the finish script, since the
 job has already left the supervisor's lease.
 """
@@ -16,11 +17,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import UnknownJob
-from ..job import ErrorInfo, ErrorKind, JobRecord, Status, encode_result
+from ..job import ClaimedJob, ErrorKind, Settlement
 from ..registry import JobSpec, Registry
-from ..store import ClaimedJob, Settlement
 
 Report = Callable[[Settlement], None]
+
+
+class MakeClient(Protocol):
+    """Makes the client a job's nested run_job uses (client.ClientFactory): the supervisor
+    is handed one at start, so the worker side never imports the client itself."""
+
+    def __call__(self) -> Any: ...
+
+    async def aclose(self) -> None:
+        """Close what the client made in this process holds for the running event loop."""
+        ...
 
 
 @dataclass
@@ -60,41 +71,14 @@ class Executor(Protocol):
     def snapshot(self) -> dict[str, Any]: ...
 
 
-def job_record(job: ClaimedJob, queue: str, data: Any) -> JobRecord:
-    return JobRecord(
-        id=job.id,
-        name=job.name,
-        data=data,
-        queue=queue,
-        attempt=job.attempt,
-        enqueued_at=job.enqueued_at_ms / 1000,
-        started_at=job.started_at_ms / 1000,
-        timeout_ms=job.timeout_ms,
-    )
-
-
-def failure(job_id: str, kind: ErrorKind, type_name: str, message: str,
-            tb: str = "") -> Settlement:
-    info = ErrorInfo(kind=kind.value, type=type_name, message=message, traceback=tb)
-    return Settlement(job_id, Status.FAILED, info.to_json())
-
-
-def raised(job_id: str, exc: BaseException) -> Settlement:
-    return Settlement(job_id, Status.FAILED, ErrorInfo.from_exception(exc).to_json())
-
-
-def success(job_id: str, value: Any) -> Settlement:
-    """A completed settlement, or a failure when the value is not JSON."""
-    try:
-        return Settlement(job_id, Status.COMPLETED, encode_result(value))
-    except (TypeError, ValueError) as exc:
-        return failure(job_id, ErrorKind.INVALID, "ResultNotJSON",
-                       f"the handler's return value is not JSON-serialisable: {exc}")
+# the names child.py and processes.py import; a settlement is built by `Settlement`'s own
+failure = Settlement.failed
+success = Settlement.returned
 
 
 def timed_out(job_id: str, timeout_ms: int, how: str) -> Settlement:
-    return failure(job_id, ErrorKind.TIMEOUT, "JobTimeout",
-                   f"ran past its time limit of {timeout_ms} ms; {how}")
+    return Settlement.failed(job_id, ErrorKind.TIMEOUT, "JobTimeout",
+                             f"ran past its time limit of {timeout_ms} ms; {how}")
 
 
 def resolve(job: ClaimedJob, registry: Registry) -> tuple[JobSpec, Any] | Settlement:
@@ -102,13 +86,13 @@ def resolve(job: ClaimedJob, registry: Registry) -> tuple[JobSpec, Any] | Settle
     try:
         spec = registry.get(job.name)
     except UnknownJob as exc:
-        return failure(job.id, ErrorKind.INVALID, "UnknownJob",
-                       f"this supervisor has no such job: {exc}")
+        return Settlement.failed(job.id, ErrorKind.INVALID, "UnknownJob",
+                                 f"this supervisor has no such job: {exc}")
     try:
         data = json.loads(job.data_json) if job.data_json else None
     except ValueError as exc:
-        return failure(job.id, ErrorKind.INVALID, "MalformedJob",
-                       f"job data is not valid JSON: {exc}")
+        return Settlement.failed(job.id, ErrorKind.INVALID, "MalformedJob",
+                                 f"job data is not valid JSON: {exc}")
     return spec, data
 
 

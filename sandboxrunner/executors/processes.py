@@ -52,6 +52,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -59,7 +60,6 @@ import psutil
 
 from .. import child as child_mod
 from .. import pipes
-from ..client import Client
 from ..config import Config
 from ..context import LogSink, PoolSlots, log_line
 from ..errors import UnknownJob
@@ -106,7 +106,7 @@ MSG, OUT, EXIT = 0, 1, 2  # selector event kinds, in the order they are handled
 
 class ProcessExecutor:
     def __init__(self, queue: str, registry: Registry, config: Config, report: Report,
-                 log_sink: LogSink, redis_url: str | None = None) -> None:
+                 log_sink: LogSink, make_client: Callable[[], Any] | None = None) -> None:
         self.queue = queue
         self.registry = registry
         self.config = config
@@ -117,8 +117,7 @@ class ProcessExecutor:
         # the pool size, since a dying child keeps its slot until it is reaped
         self._nested_calls = multiprocessing.sharedctypes.RawArray("i", 2 * self.size + 2)
         self.limits = dict(config.child_limits or {})
-        url = redis_url or config.redis_url
-        self._make_client = functools.partial(Client, config, registry, url) if url else None
+        self._make_client = make_client  # a child's client for a nested run_job
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._children: dict[int, Child] = {}

@@ -30,24 +30,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import JobContext, JobLogger, LogSink, current_job
+from ..job import ClaimedJob, Settlement
 from ..joboutput import JobOutput, capture_job_output, release_job_output
 from ..registry import Registry
-from ..store import ClaimedJob, Settlement
-from .base import (
-    Report,
-    RunningJob,
-    deadline_after,
-    job_record,
-    raised,
-    resolve,
-    success,
-    timed_out,
-)
+from .base import MakeClient, Report, RunningJob, deadline_after, resolve, timed_out
 
 log = logging.getLogger(__name__)
 
 IDLE_THREAD_EXIT_S = 60.0
 WATCH_IDLE_S = 1.0
+LOOP_CLOSE_S = 1.0  # closing the event loop's connections at a stop takes at most this
 
 
 class Slots:
@@ -87,11 +79,12 @@ class Slots:
 
 class ThreadExecutor:
     def __init__(self, queue: str, registry: Registry, concurrency: int, report: Report,
-                 log_sink: LogSink) -> None:
+                 log_sink: LogSink, make_client: MakeClient | None = None) -> None:
         self.queue = queue
         self.registry = registry
         self.report = report
         self.log_sink = log_sink
+        self.make_client = make_client  # in each job's context, for a nested run_job
         self.slots = Slots(queue, concurrency)
         self._lock = threading.Lock()
         self._running: dict[str, RunningJob] = {}
@@ -149,9 +142,10 @@ class ThreadExecutor:
 
     def _admit(self, job: ClaimedJob, data: Any) -> JobContext:
         """Take a slot for JOB and watch its deadline; its context for the handler."""
-        record = job_record(job, self.queue, data)
+        record = job.record(self.queue, data)
         ctx = JobContext(job=record, log=JobLogger(self.log_sink, job.id, self.queue),
-                         slots=self.slots, output=JobOutput(self.log_sink, job.id, self.queue))
+                         slots=self.slots, output=JobOutput(self.log_sink, job.id, self.queue),
+                         make_client=self.make_client)
         with self._lock:
             self._running[job.id] = RunningJob(job.id, job.name, self.queue, time.time(),
                                                job.timeout_ms, "thread")
@@ -185,7 +179,7 @@ class ThreadExecutor:
             left = list(self._running)
         for _ in range(self._threads):
             self._tasks.put(None)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        asyncio.run_coroutine_threadsafe(self._close_loop(), self._loop)
         self._loop_thread.join(timeout=5)
         if not self._loop.is_running():
             self._loop.close()
@@ -193,6 +187,18 @@ class ThreadExecutor:
         return left
 
     # -- internals -------------------------------------------------------------------
+    async def _close_loop(self) -> None:
+        """Stop the event loop, once the connections nested arun_job calls of its jobs
+        opened on it are closed (they belong to the loop)."""
+        try:
+            if self.make_client is not None:
+                await asyncio.wait_for(self.make_client.aclose(), LOOP_CLOSE_S)
+        except Exception:  # noqa: BLE001 - stopping goes on; the connections are dropped
+            log.debug("could not close the connections of %s's event loop", self.queue,
+                      exc_info=True)
+        finally:
+            asyncio.get_running_loop().stop()
+
     def _start_thread_task(self, task: Any) -> None:
         with self._lock:
             spawn = self._idle_threads == 0
@@ -227,9 +233,9 @@ class ThreadExecutor:
     def _call_sync(spec: Any, data: Any, ctx: JobContext) -> Settlement:
         token = current_job.set(ctx)
         try:
-            return success(ctx.job.id, spec.call(data, ctx))
+            return Settlement.returned(ctx.job.id, spec.call(data, ctx))
         except BaseException as exc:  # noqa: BLE001 - a job's failure, reported to its caller
-            return raised(ctx.job.id, exc)
+            return Settlement.raised(ctx.job.id, exc)
         finally:
             current_job.reset(token)
             ctx.output.close()  # its last partial lines, before its outcome is written
@@ -237,9 +243,9 @@ class ThreadExecutor:
     async def _run_async(self, spec: Any, data: Any, ctx: JobContext) -> None:
         token = current_job.set(ctx)
         try:
-            outcome = success(ctx.job.id, await spec.call(data, ctx))
+            outcome = Settlement.returned(ctx.job.id, await spec.call(data, ctx))
         except BaseException as exc:  # noqa: BLE001
-            outcome = raised(ctx.job.id, exc)
+            outcome = Settlement.raised(ctx.job.id, exc)
         finally:
             current_job.reset(token)
             ctx.output.close()

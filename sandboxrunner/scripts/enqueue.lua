@@ -1,15 +1,15 @@
 -- Enqueue a job, or attach the caller to the in-flight job holding the same singleton key.
 -- KEYS[1] wait list   KEYS[2] stats   KEYS[3] sups (live supervisors of the queue)
--- ARGV[1] queue key prefix   ARGV[2] job id   ARGV[3] name   ARGV[4] data JSON
--- ARGV[5] timeout ms   ARGV[6] reply client id ('' = nobody waits)   ARGV[7] lease ms
--- ARGV[8] singleton key ('' = not a singleton)   ARGV[9] retries   ARGV[10] backoff JSON
+-- ARGV[1] queue key prefix   ARGV[2] reply client id ('' = nobody waits)   ARGV[3] lease ms
+-- ARGV[4..10] the job (job.PreparedJob.script_args): id, name, data JSON, timeout ms,
+--   singleton key ('' = not a singleton), retries, backoff JSON
 -- Returns {job id, 1 if attached to an existing job else 0, live supervisors of the queue}
 -- A job id that exists already is a retried call whose first try got through (its reply
 -- was lost): the caller is attached to it, so a retry never enqueues a job twice.
-local qprefix, id, cid = ARGV[1], ARGV[2], ARGV[6]
+local qprefix, cid, id = ARGV[1], ARGV[2], ARGV[4]
 local skey = ARGV[8]
 local now = now_ms()
-local live = redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[7]), '+inf')
+local live = redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[3]), '+inf')
 if redis.call('EXISTS', qprefix .. 'job:' .. id) == 1 then
   if cid ~= '' then add_reply(qprefix .. 'job:' .. id, cid) end
   return {id, 1, live}
@@ -21,6 +21,6 @@ if skey ~= '' then
     return {existing, 1, live}
   end
 end
-create_job(qprefix, KEYS[1], KEYS[2], id, ARGV[3], ARGV[4], ARGV[5], cid, skey, ARGV[9],
+create_job(qprefix, KEYS[1], KEYS[2], id, ARGV[5], ARGV[6], ARGV[7], cid, skey, ARGV[9],
            ARGV[10], now)
 return {id, 0, live}

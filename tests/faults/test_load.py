@@ -23,6 +23,7 @@ import psutil
 import redis
 
 from sandboxrunner.fetching import CLAIM_BATCH_MAX
+from sandboxrunner.job import PreparedJob
 from sandboxrunner.store import Store
 from tests.faults.common import K, leftovers, stats, wait_for
 from tests.supervisors import SupervisorProcess, make_config
@@ -42,8 +43,9 @@ def _enqueue_all(redis_url: str, tally: Path) -> list[str]:
             pipe = store.redis.pipeline(transaction=False)
             for n, job_id in enumerate(ids[start:start + ENQUEUE_BATCH], start):
                 data = json.dumps({"dir": str(tally), "n": n})
-                store._run("enqueue", keys, [K.queue_prefix("default"), job_id, "fault_tally",
-                                             data, 30_000, "", 1000, "", 0, ""], client=pipe)
+                job = PreparedJob("default", job_id, "fault_tally", data, 30_000)
+                store._run("enqueue", keys, [K.queue_prefix("default"), "", 1000,
+                                             *job.script_args()], client=pipe)
             pipe.execute()
     finally:
         store.close()

@@ -25,9 +25,10 @@ import redis
 
 from sandboxrunner import client as client_mod
 from sandboxrunner.client import Client
-from sandboxrunner.embedded import TestServer
 from sandboxrunner.errors import RedisUnavailable
+from sandboxrunner.job import PreparedJob
 from sandboxrunner.store import Store, check_reachable
+from sandboxrunner.testserver import TestServer
 from tests.faults.common import K, job_lines, leftovers, starts, stats, wait_for
 from tests.supervisors import SupervisorProcess, client_for, make_config, running_supervisor
 
@@ -110,8 +111,9 @@ def test_an_enqueue_retried_after_its_reply_was_lost_does_not_queue_the_job_twic
     store = Store(make_config(redis_url), redis_url)
     job_id = "default-" + "8" * 32
     try:
-        first = store.enqueue("default", job_id, "echo", "1", 1000, reply_cid="c1")
-        again = store.enqueue("default", job_id, "echo", "1", 1000, reply_cid="c2")
+        job = PreparedJob("default", job_id, "echo", "1", 1000)
+        first = store.enqueue(job, reply_cid="c1")
+        again = store.enqueue(job, reply_cid="c2")
     finally:
         store.close()
     assert (first.attached, again.attached, again.job_id) == (False, True, job_id)

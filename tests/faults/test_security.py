@@ -32,10 +32,10 @@ import redis
 
 from sandboxrunner import JobFailed, JobTimeout
 from sandboxrunner.client import Client
-from sandboxrunner.embedded import TestServer
 from sandboxrunner.errors import RedisUnavailable
 from sandboxrunner.forkguard import FORK_GUARD
 from sandboxrunner.store import Store, check_reachable
+from sandboxrunner.testserver import TestServer
 from tests.faults.common import K, TLSProxyProcess, job_record, leftovers, wait_for
 from tests.supervisors import (
     ROOT,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sandboxrunner.embedded import TestServer
+from sandboxrunner.testserver import TestServer
 from tests.faults.common import Proxy, job_lines, leftovers, starts, stats, wait_for
 from tests.supervisors import client_for, running_supervisor
 

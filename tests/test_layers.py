@@ -1,0 +1,59 @@
+"""Layers point one way: the worker side (supervisor, fetching, the thread executor,
+cron) and the dashboard never import the caller side (client, listener), not even
+lazily inside a function; a job's nested run_job gets its client from the factory its
+supervisor was handed. Read from the source, as the package's __init__ imports both."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parent.parent / "sandboxrunner"
+WORKER_SIDE = ["supervisor", "fetching", "executors.threads", "executors.base", "cron",
+               "snapshot", "top"]
+CALLER_SIDE = {"client", "listener", "async_store", "worker", "integrations"}
+# child.py still installs its client itself: the fork-server work (issue 13) replaces it,
+# and then this exception goes
+NOT_FOLLOWED = {"child"}
+
+
+def _imports(module: str) -> set[str]:
+    """The package modules MODULE imports anywhere in its source (dotted, package-relative)."""
+    path = PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
+    here = module.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[:len(here) - node.level + 1]
+            target = ".".join([*base, node.module] if node.module else base)
+            names = [f"{target}.{a.name}" if target else a.name for a in node.names]
+            found.update(n for n in [target, *names] if _is_module(n))
+    return found
+
+
+def _is_module(name: str) -> bool:
+    return bool(name) and PACKAGE.joinpath(*name.split(".")).with_suffix(".py").exists()
+
+
+def _reached_from(start: list[str]) -> set[str]:
+    seen, todo = set(), list(start)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            if module not in NOT_FOLLOWED:
+                todo.extend(_imports(module))
+    return seen
+
+
+def test_the_worker_side_and_the_dashboard_never_import_the_caller_side() -> None:
+    reached = _reached_from(WORKER_SIDE)
+    assert {"store", "job", "registry"} <= reached  # the walk does follow imports
+    assert reached.isdisjoint(CALLER_SIDE), sorted(reached & CALLER_SIDE)
+
+
+def test_the_dashboard_reads_without_importing_the_scheduler_or_the_supervisor() -> None:
+    reached = _reached_from(["snapshot", "top", "top_render"])
+    assert "cron_state" in reached  # it reads the schedules, through their read side
+    writers = {"cron", "calls", "supervisor", "fetching", "executors.threads"}
+    assert reached.isdisjoint(writers | CALLER_SIDE), sorted(reached & (writers | CALLER_SIDE))
