@@ -1,4 +1,6 @@
-"""Message framing between a supervisor and its children, on plain ``os.pipe`` pairs.
+"""Message framing between a supervisor, its fork server and its children.
+
+Children: frames on plain ``os.pipe`` pairs.
 
 A frame is a 5-byte header, the payload length (uint32, little-endian) and a kind byte,
 followed by the payload. Each side reads whole chunks (``os.read(fd, 64 KiB)``) and cuts
@@ -9,8 +11,8 @@ non-blocking fd by a manager thread that serves many children at once.
 
 Directions and payloads:
 
-  supervisor -> child   RUN    pickle of the call tuple (see child.py); the only place
-                               pickle travels, and only towards the child
+  supervisor -> child   RUN    pickle of (ClaimedJob, spec blob or None) (in_child.py):
+                               the only place pickle travels, and only towards the child
   child -> supervisor   READY  empty: initialised, waiting for a call
                         LOG    ``JOB_ID \\n`` + JSON of one log line
                         DONE   ``c`` or ``f`` + result JSON or ErrorInfo JSON
@@ -19,12 +21,30 @@ Directions and payloads:
 Nothing from a child is unpickled: a job can corrupt its child's pipe, so the supervisor
 parses the child's frames as bytes and JSON and treats anything unexpected as a broken
 child (`ProtocolError`).
+
+The fork server: one message per send on a SOCK_SEQPACKET socket pair (the kernel keeps
+the boundaries and carries file descriptors with a message), a kind byte then JSON. The
+supervisor asks, the fork server answers each request before it reads the next:
+
+  supervisor -> server  SPAWN  ``[queue, slot]`` + the child's three pipe ends as
+                               SCM_RIGHTS (command read, message write, output write)
+                        REAP   ``[pid]``: that child exited, and what it left is killed
+  server -> supervisor  READY  ``{"missing": {job: why}}``: started; specs it could not
+                               load (a spawned server unpickles the supervisor's)
+                        SPAWNED ``[pid]``       FAILED  ``"why"`` (fork failed)
+                        REAPED ``[pid, wait status or null]``
+                        BROKEN ``"why"``: it could not start (it exits next)
+
+Nothing from the fork server is unpickled either: it imported the user's job files.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import struct
+from typing import Any
 
 HEADER = struct.Struct("<IB")
 # a bound on what a broken child can make the supervisor buffer
@@ -39,6 +59,14 @@ BROKEN = ord("E")
 
 TO_CHILD = frozenset({RUN})
 FROM_CHILD = frozenset({READY, LOG, DONE, BROKEN})
+
+SPAWN = ord("S")
+REAP = ord("K")
+SPAWNED = ord("P")
+FAILED = ord("F")
+REAPED = ord("W")
+MAX_MESSAGE = 64 * 1024  # a server message; the specs of a spawned one go by its stdin
+CHILD_FDS = 3  # sent with SPAWN
 
 
 class ProtocolError(Exception):
@@ -86,3 +114,27 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def send_message(sock: socket.socket, kind: int, body: Any,
+                 fds: tuple[int, ...] = ()) -> None:
+    """One message to the fork server or from it, with FDS passed along (SCM_RIGHTS)."""
+    data = bytes([kind]) + json.dumps(body).encode()
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def receive_message(sock: socket.socket) -> tuple[int, Any, list[int]]:
+    """The next message and the fds that came with it; kind 0 when the peer is gone.
+    Raises ProtocolError on a message that is not a kind byte and JSON."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, CHILD_FDS)
+    if not data:
+        return 0, None, fds
+    try:
+        return data[0], json.loads(data[1:]), fds
+    except ValueError as exc:
+        for fd in fds:
+            os.close(fd)
+        raise ProtocolError(f"a fork server message that is not JSON: {exc}") from None

@@ -1,0 +1,163 @@
+"""Process mode's fork server: children are forked from a single-threaded process, never
+from the threaded supervisor; it is replaced when it dies and dies with its supervisor.
+
+The rest of process mode (deadlines, crashes, limits, logs) is in tests/test_processes.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from sandboxrunner import JobFailed, registry
+from sandboxrunner.executors import forkserver
+from tests.supervisors import SupervisorProcess, client_for, running_supervisor, wait_for
+from tests.test_processes import PROC, is_gone, live_children, pool_full, read_pids
+
+
+def fork_server_of(supervisor: Any) -> psutil.Process:
+    """The process the supervisor's children were forked from (one for all of them)."""
+    pids = wait_for(lambda: pool_full(supervisor) and live_children(supervisor),
+                    what="a full pool")
+    parents = {psutil.Process(c["pid"]).ppid() for c in pids}
+    assert len(parents) == 1, parents
+    return psutil.Process(parents.pop())
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The fork server is started as a fresh interpreter, as from a threaded app, even
+    where this process has one thread and would fork it."""
+    monkeypatch.setattr(forkserver, "may_fork_here", lambda: False)
+    yield
+
+
+# -- where children come from ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["forked", "spawned"])
+def test_children_come_from_a_single_threaded_fork_server_not_the_supervisor(
+        redis_url: str, how: str, request: pytest.FixtureRequest) -> None:
+    if how == "spawned":
+        request.getfixturevalue("spawned")
+    with running_supervisor(redis_url, **PROC) as sup, client_for(redis_url) as client:
+        server = fork_server_of(sup)
+        assert server.pid != os.getpid() and server.ppid() == os.getpid()
+        assert server.num_threads() == 1
+        ran = client.run_job("proc_pid")
+        assert ran["ppid"] == server.pid and ran["pgid"] == ran["pid"]
+    assert not psutil.pid_exists(server.pid)  # stopped with the supervisor, and reaped
+
+
+def test_a_lock_held_in_a_supervisor_thread_while_children_respawn_never_reaches_them(
+        redis_url: str) -> None:
+    # the failure mode CPython 3.12+ warns about: a child forked from a threaded process
+    # inherits every lock another thread held at that moment, held for ever
+    release = threading.Event()
+    with running_supervisor(redis_url, **{**PROC, "concurrency": 1},
+                            max_jobs_per_child=1) as sup, client_for(redis_url) as client:
+        lock = sys.modules[sup.registry.get("proc_lock").handler.__module__].LOCK
+        holder = threading.Thread(target=lambda: lock.acquire() and release.wait(30))
+        holder.start()
+        try:
+            wait_for(lock.locked, what="the lock held by another thread")
+            # a new child per job: each is forked while the lock is held here
+            ran = [client.run_job("proc_lock", {"wait": 1.0}) for _ in range(3)]
+        finally:
+            release.set()
+            holder.join()
+            lock.release()
+    assert [r["acquired"] for r in ran] == [True, True, True]
+    assert len({r["pid"] for r in ran}) == 3
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the warning came with 3.12")
+def test_no_child_is_forked_from_a_threaded_process(redis_url: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)  # as `-W always` would show
+        with running_supervisor(redis_url, **PROC, max_jobs_per_child=1), \
+                client_for(redis_url) as client:
+            pids = {client.run_job("proc_pid")["pid"] for _ in range(4)}
+    assert len(pids) == 4  # four children forked while this process runs threads
+    assert [str(w.message) for w in caught if "fork()" in str(w.message)] == []
+
+
+def test_a_supervisor_started_by_the_command_forks_no_child_from_its_threads(
+        redis_url: str) -> None:
+    proc = SupervisorProcess(redis_url, ["--separate-process", "--workers", "default"],
+                             SANDBOXRUNNER_CONCURRENCY="1", SANDBOXRUNNER_MAX_JOBS_PER_CHILD="1",
+                             PYTHONWARNINGS="always::DeprecationWarning")
+    try:
+        proc.wait_ready()
+        with client_for(redis_url) as client:
+            pids = {client.run_job("proc_pid")["pid"] for _ in range(3)}
+        tree = psutil.Process(proc.proc.pid).children(recursive=True)
+        servers = [p for p in tree if p.ppid() == proc.proc.pid]
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+        output = proc.output()
+    finally:
+        proc.stop()
+    assert len(pids) == 3 and len(servers) == 1
+    assert "multi-threaded" not in output, output
+
+
+# -- jobs the fork server did not import -----------------------------------------------
+
+
+def test_a_closure_registered_before_start_reaches_a_spawned_fork_servers_children(
+        redis_url: str, spawned: None) -> None:
+    secret = {"word": "captured"}
+    registry.register_job("proc_closure", lambda data: {"pid": os.getpid(), **secret})
+    try:
+        with running_supervisor(redis_url, **PROC), client_for(redis_url) as client:
+            got = client.run_job("proc_closure", 1)
+    finally:
+        registry._REGISTERED.pop("proc_closure", None)
+    assert got["word"] == "captured" and got["pid"] != os.getpid()
+
+
+def test_a_nested_run_job_in_a_spawned_fork_servers_child_sees_its_pool(
+        redis_url: str, spawned: None) -> None:
+    with running_supervisor(redis_url, use_separate_process=True, concurrency=1), \
+            client_for(redis_url) as client:
+        with pytest.raises(JobFailed) as info:
+            client.run_job("nested", {"inner": "echo", "inner_data": 1}, wait_timeout=15_000)
+        assert client.run_job("echo", 2)["echo"] == 2
+    assert info.value.error_type == "DeadlockError"
+
+
+# -- the fork server's own death -------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["forked", "spawned"])
+def test_a_killed_fork_server_takes_its_children_and_is_replaced(
+        redis_url: str, tmp_path: Path, how: str, request: pytest.FixtureRequest,
+        caplog: pytest.LogCaptureFixture) -> None:
+    if how == "spawned":
+        request.getfixturevalue("spawned")
+    with running_supervisor(redis_url, **PROC) as sup, client_for(redis_url) as client:
+        server = fork_server_of(sup)
+        handle = client.enqueue("proc_hang", {"file": str(tmp_path / "pid"), "how": "sleep"},
+                                timeout=30_000)
+        busy = read_pids(tmp_path / "pid")[0]
+        server.send_signal(signal.SIGKILL)
+        with pytest.raises(JobFailed) as info:
+            handle.result(wait_timeout=5000)
+        wait_for(lambda: is_gone(busy) and not psutil.pid_exists(server.pid), timeout_s=3,
+                 what="the fork server and its busy child to be gone")
+        new_server = wait_for(lambda: (s := fork_server_of(sup)).pid != server.pid and s,
+                              what="a new fork server")
+        assert client.run_job("proc_pid")["ppid"] == new_server.pid
+    assert info.value.error_type == "ChildCrashed"
+    assert f"its fork server (pid {server.pid}) died" in info.value.error_message
+    assert f"fork server (pid {server.pid}) of this supervisor died" in caplog.text
