@@ -30,7 +30,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,7 @@ from ..errors import JobLoadError
 from ..proctitle import fork_server_title
 from ..registry import JobSpec, Registry
 from . import in_forkserver, pipes
+from .deaths import RespawnLimiter
 from .process_tree import open_pidfd
 
 log = logging.getLogger(__name__)
@@ -55,33 +55,6 @@ SPAWN_COMMAND = "from sandboxrunner.executors.in_forkserver import run_spawned; 
 
 class ForkServerUnavailable(Exception):
     """The fork server is being replaced (internal: the pool asks again once woken)."""
-
-
-class RespawnLimiter:
-    """billiard's one good idea: past MAX_DEATHS unexpected deaths in WINDOW_S, wait
-    before starting a process again, doubling the wait up to MAX_DELAY_S while deaths
-    continue."""
-
-    def __init__(self, max_deaths: int = 10, window_s: float = 10.0,
-                 first_delay_s: float = 0.1, max_delay_s: float = 5.0) -> None:
-        self.max_deaths, self.window_s = max_deaths, window_s
-        self.first_delay_s, self.max_delay_s = first_delay_s, max_delay_s
-        self.delay_s = 0.0
-        self._deaths: deque[float] = deque()
-
-    def record(self, now: float) -> float:
-        """Note an unexpected death; the delay before the next start (0: none)."""
-        self._deaths.append(now)
-        while self._deaths[0] < now - self.window_s:
-            self._deaths.popleft()
-        if len(self._deaths) <= self.max_deaths:
-            self.delay_s = 0.0
-        else:
-            self.delay_s = min(max(self.delay_s * 2, self.first_delay_s), self.max_delay_s)
-        return self.delay_s
-
-    def recent(self) -> int:
-        return len(self._deaths)
 
 
 def may_fork_here() -> bool:

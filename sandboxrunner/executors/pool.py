@@ -1,23 +1,18 @@
 """A process pool's children and the manager thread that waits on all of them at once.
 
 The pool keeps ``size`` children serving (asking the fork server for new ones), writes
-the RUN frames its executor prepared (processes.py, which also draws the data flow), and
-turns what children do into outcomes: DONE settles a job; a crash, a timeout, a memory
-limit or a broken pipe protocol fails it and kills the child's process group. One
-child's states are in pool_child.py, the deadlines and other timers in pool_timers.py.
-The executor hears of a child becoming idle and of a job's run time (PoolEvents).
-
-Everything here runs with the pool's lock held (the executor takes the same lock),
-except psutil's memory samples; outcomes are handed to ``report`` once the lock is let
-go, since reporting may write to Redis.
+the RUN frames its executor prepared (processes.py draws the data flow), and turns what
+children do into outcomes: DONE settles a job; a crash, a timeout, a memory limit or a
+broken pipe protocol fails it (deaths.py) and kills the child's process group. A child's
+states: pool_child.py; timers: pool_timers.py. Everything runs with the pool's lock held
+(the executor's too), but psutil's memory samples; outcomes are reported once the lock
+is let go, since reporting may write to Redis.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import selectors
 import signal
 import threading
 import time
@@ -28,25 +23,37 @@ import psutil
 
 from ..config import Config
 from ..context import LogSink, log_line
-from ..job import ErrorKind, Status
 from ..store import Settlement
-from . import pipes
-from .base import Report, failure, timed_out
-from .forkserver import ForkServer, ForkServerUnavailable, RespawnLimiter
-from .pool_child import Assigned, Busy, Child, Exited, Idle, Silent, Starting, Stopping
+from . import deaths, pipes
+from .base import Report
+from .deaths import RespawnLimiter
+from .forkserver import ForkServer, ForkServerUnavailable
+from .pool_child import (
+    Assigned,
+    Busy,
+    Child,
+    Done,
+    Exited,
+    Idle,
+    LogLine,
+    Message,
+    Ready,
+    Silent,
+    Starting,
+    Stopping,
+)
 from .pool_timers import PoolTimers
-from .process_tree import descendants, describe_exit, signal_tree, tree_rss
+from .pool_watch import EXIT, OUT, PoolWatch
+from .process_tree import signal_tree, tree_rss
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-KILL_GRACE_S = 0.15  # SIGTERM to SIGKILL
 # a child's message pipe reads EOF as it exits, just before its pidfd says so; a child
 # still alive this long after the EOF closed the pipe itself and can no longer report
 PIPE_EOF_GRACE_S = 0.5
 SERVER_WAIT_S = 1.0  # the fork server is being replaced: ask again then, or once woken
 DRAIN_LIMIT = 4 * 1024 * 1024  # per drain: a grandchild printing forever can't pin us
-MSG, OUT, EXIT = 0, 1, 2  # selector event kinds, in the order they are handled
 
 
 class PoolEvents(Protocol):
@@ -75,11 +82,8 @@ class ChildPool:
         self._limiter = RespawnLimiter()
         self.closed = False
         self._reports: deque[Settlement] = deque()
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._watch = PoolWatch()
+        self.wake = self._watch.wake
         server.on_ready(self._server_ready)
         self._thread = threading.Thread(target=self._manage, name=f"sr-{queue}-pool",
                                         daemon=True)
@@ -119,14 +123,6 @@ class ChildPool:
         self.wake()
         self._thread.join(timeout=10)
 
-    def wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # already full of wakeups
-        except OSError:
-            pass  # the pool is closed (-1)
-
     def _server_ready(self) -> None:
         """A new fork server runs (called from its watching thread): fork at once."""
         with self.lock:
@@ -158,26 +154,16 @@ class ChildPool:
             timeout = self.timers.sleep_for(time.monotonic(), self.children.values(),
                                              self._live() < self.size)
         self._flush_reports()
-        events = self._selector.select(timeout)
-        events.sort(key=lambda e: e[0].data[1] if e[0].data else -1)
+        events = self._watch.wait(timeout)
         with self.lock:
-            for key, _mask in events:
-                if key.data is None:
-                    self._drain_wakeups()
-                elif not isinstance(key.data[0].state, Exited):
-                    self._on_event(*key.data)
+            for child, kind in events:
+                if not isinstance(child.state, Exited):
+                    self._on_event(child, kind)
         self._flush_reports()
 
     def _flush_reports(self) -> None:
         while self._reports:
             self._report_now(self._reports.popleft())
-
-    def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _live(self) -> int:
         return sum(1 for c in self.children.values() if c.serving)
@@ -203,13 +189,8 @@ class ChildPool:
         new = self.server.spawn(self.queue, slot)
         child = Child(new.pid, new.cmd_fd, new.msg_fd, new.out_fd, new.pidfd,
                       psutil.Process(new.pid), slot, new.server, dict(new.server.known))
-        os.set_blocking(child.msg_fd, False)
-        os.set_blocking(child.out_fd, False)
         self.children[child.pid] = child
-        self._selector.register(child.msg_fd, selectors.EVENT_READ, (child, MSG))
-        self._selector.register(child.out_fd, selectors.EVENT_READ, (child, OUT))
-        if child.pidfd >= 0:
-            self._selector.register(child.pidfd, selectors.EVENT_READ, (child, EXIT))
+        self._watch.watch(child)
         log.debug("forked child %d for queue %s", child.pid, self.queue)
 
     # -- what a child sends ----------------------------------------------------------
@@ -230,16 +211,16 @@ class ChildPool:
         """Handle what the child wrote; whether its message pipe reached EOF. EXITED: it
         is dead, so no job is handed to it any more."""
         try:
-            frames, eof = child.read_frames(budget)
-            for kind, payload in frames:
-                self._on_frame(child, kind, payload, exited)
+            messages, eof = child.read_messages(budget)
+            for message in messages:
+                self._on_message(child, message, exited)
         except pipes.ProtocolError as exc:
             self._on_protocol_error(child, exc)
             return False
         return eof
 
     def _on_pipe_closed(self, child: Child) -> None:
-        self._unregister(child.msg_fd)
+        self._watch.unwatch(child.msg_fd)
         if child.pidfd < 0:
             self._on_exit(child)  # no pidfd: the EOF is all we learn
             return
@@ -247,54 +228,37 @@ class ChildPool:
         self._forget_idle(child)
         self.wake()
 
-    def _on_frame(self, child: Child, kind: int, payload: bytes, exited: bool) -> None:
-        if kind == pipes.LOG:
-            self._on_log(child, payload)
-        elif kind == pipes.DONE:
-            self._on_done(child, payload, exited)
-        elif kind == pipes.READY:
+    def _on_message(self, child: Child, message: Message, exited: bool) -> None:
+        job = child.job
+        if isinstance(message, LogLine):
+            if job is not None and job.id == message.job_id:
+                self.log_sink.emit(job.id, self.queue, message.line)
+            elif message.line.get("msg"):  # a thread left behind by an earlier job
+                log.info("child %d of queue %s, no job running: %s", child.pid, self.queue,
+                         message.line.get("msg"))
+        elif isinstance(message, Done):
+            if job is None:
+                raise pipes.ProtocolError("a DONE frame without a running job")
+            self._on_done(child, job, message, exited)
+        elif isinstance(message, Ready):
             if not isinstance(child.state, Starting):
                 raise pipes.ProtocolError("READY from a child that was not starting")
             if not exited:
                 self._make_idle(child)
         else:
             log.error("child %d of queue %s failed to initialise: %s", child.pid,
-                      self.queue, payload.decode(errors="replace"))
+                      self.queue, message.why)
 
-    def _on_log(self, child: Child, payload: bytes) -> None:
-        job_id, sep, text = payload.partition(b"\n")
-        try:
-            line = json.loads(text)
-        except ValueError as exc:
-            raise pipes.ProtocolError(f"a LOG frame that is not JSON: {exc}") from None
-        if not sep or not isinstance(line, dict):
-            raise pipes.ProtocolError("a LOG frame that is not a job id and a JSON object")
-        job = child.job
-        if job is not None and job.id == job_id.decode():
-            self.log_sink.emit(job.id, self.queue, line)
-        elif line.get("msg"):
-            # a thread left behind by an earlier job
-            log.info("child %d of queue %s, no job running: %s", child.pid, self.queue,
-                     line.get("msg"))
-
-    def _on_done(self, child: Child, payload: bytes, exited: bool) -> None:
-        job = child.job
-        status = {ord("c"): Status.COMPLETED, ord("f"): Status.FAILED}.get(payload[:1][0]
-                                                                           if payload else 0)
-        if job is None or status is None:
-            raise pipes.ProtocolError("a DONE frame without a running job or a status")
-        try:
-            body = payload[1:].decode()
-        except UnicodeDecodeError as exc:
-            raise pipes.ProtocolError(f"a DONE frame that is not UTF-8: {exc}") from None
+    def _on_done(self, child: Child, job: Assigned, done: Done, exited: bool) -> None:
         self._read_output(child, DRAIN_LIMIT, final=True)  # C-level output of this job
         self.events.job_ran(job)
         child.jobs_served += 1
-        self.report(Settlement(job.id, status, body))
+        self.report(Settlement(job.id, done.status, done.body))
         if exited:
             child.move(Idle())  # done, then dead: no job to fail
             return
-        reason = self._recycle_reason(child)
+        reason = child.recycle_reason(self.config.max_jobs_per_child,
+                                      self.config.max_memory_per_child)
         if reason:
             log.info("recycling child %d of queue %s: %s", child.pid, self.queue, reason)
             self._kill(child, reason, graceful=False, expected=True)
@@ -307,21 +271,6 @@ class ChildPool:
         self.events.child_idle(child)
         self.cond.notify_all()
 
-    def _recycle_reason(self, child: Child) -> str:
-        max_jobs = self.config.max_jobs_per_child
-        if max_jobs and child.jobs_served >= max_jobs:
-            return f"it served {child.jobs_served} jobs (max_jobs_per_child={max_jobs})"
-        max_mib = self.config.max_memory_per_child
-        if max_mib:
-            try:
-                rss = child.proc.memory_info().rss
-            except psutil.Error:
-                return ""
-            if rss > max_mib * MIB:
-                return (f"its RSS of {rss / MIB:.0f} MiB is over "
-                        f"max_memory_per_child={max_mib} MiB")
-        return ""
-
     def _on_protocol_error(self, child: Child, exc: Exception) -> None:
         log.error("child %d of queue %s broke the pipe protocol (%s): killing it",
                   child.pid, self.queue, exc)
@@ -332,14 +281,12 @@ class ChildPool:
         job = child.job
         self._kill(child, why, graceful=False)
         if job is not None:
-            self.report(failure(job.id, ErrorKind.CRASHED, "ChildProtocolError",
-                                f"the child process running the job (pid {child.pid}) "
-                                f"{what_it_did}; it was killed and replaced"))
+            self.report(deaths.broke_protocol(job.id, child.pid, what_it_did))
 
     def _read_output(self, child: Child, budget: int, final: bool = False) -> None:
         lines, eof = child.read_output(budget, final)
         if eof:
-            self._unregister(child.out_fd)  # every writer closed it
+            self._watch.unwatch(child.out_fd)  # every writer closed it
         job = child.job
         for text in lines:
             if job is not None:
@@ -348,12 +295,6 @@ class ChildPool:
             elif text:
                 log.info("child %d of queue %s, no job running: %s", child.pid,
                          self.queue, text)
-
-    def _unregister(self, fd: int) -> None:
-        try:
-            self._selector.unregister(fd)
-        except (KeyError, ValueError):
-            pass
 
     def _forget_idle(self, child: Child) -> None:
         if child in self.idle:
@@ -373,12 +314,11 @@ class ChildPool:
         status = self.server.reap(child.pid, child.server)
         lost_with = 0 if child.server.alive else child.server.pid
         self._forget(child)
-        how = describe_exit(child.pid, status, self.limits, lost_with)
+        how = deaths.describe_exit(child.pid, status, self.limits, lost_with)
         if job is not None:
             log.error("job %s %s failed after %.0f ms: %s; replacing the child", job.id,
                       job.name, (time.time() - job.started_at) * 1000, how)
-            self.report(failure(job.id, ErrorKind.CRASHED, "ChildCrashed",
-                                f"{how}; it was replaced"))
+            self.report(deaths.crashed(job.id, how))
         elif not isinstance(state, Stopping):  # a death we did not cause, between jobs
             log.error("child %d of queue %s died while %s: %s", child.pid, self.queue,
                       state.label, how)
@@ -399,9 +339,7 @@ class ChildPool:
     def _forget(self, child: Child) -> None:
         child.move(Exited())
         self._forget_idle(child)
-        for fd in (child.msg_fd, child.out_fd, child.pidfd):
-            if fd >= 0:
-                self._unregister(fd)
+        self._watch.unwatch(child.msg_fd, child.out_fd, child.pidfd)
         for fd in child.fds():
             if fd >= 0:
                 os.close(fd)
@@ -411,13 +349,8 @@ class ChildPool:
     def _kill(self, child: Child, why: str, graceful: bool, expected: bool = False) -> None:
         """Stop CHILD and all it started: SIGTERM then SIGKILL if GRACEFUL."""
         self._forget_idle(child)
-        # found before the signal: once it dies, its descendants are init's
-        doomed = tuple(descendants(child.pid)) if isinstance(child.state, Busy) else ()
-        kill_at = time.monotonic() + KILL_GRACE_S if graceful else None
-        child.move(Stopping(why, expected, kill_at, doomed))
-        for fd in (child.msg_fd, child.out_fd):
-            self._unregister(fd)
-        signal_tree(child.pid, signal.SIGTERM if graceful else signal.SIGKILL, doomed)
+        self._watch.unwatch(child.msg_fd, child.out_fd)  # its job is settled
+        child.stop(why, graceful, expected)
         self.cond.notify_all()
 
     def _run_timers(self, now: float) -> None:
@@ -425,9 +358,8 @@ class ChildPool:
             self._expire(child, job)
         for child in list(self.children.values()):
             state = child.state
-            if isinstance(state, Stopping) and state.kill_at and state.kill_at <= now:
-                child.move(Stopping(state.why, state.expected, None, state.doomed))
-                signal_tree(child.pid, signal.SIGKILL, state.doomed)
+            if isinstance(state, Stopping):
+                child.escalate(now)
             elif isinstance(state, Silent) and state.until <= now:
                 log.error("child %d of queue %s closed its message pipe but lives on: "
                           "killing it", child.pid, self.queue)
@@ -444,9 +376,7 @@ class ChildPool:
                     job.id, job.name, job.timeout_ms, child.pid)
         self.events.job_ran(job)
         self._kill(child, f"job {job.id} timed out", graceful=True, expected=True)
-        self.report(timed_out(job.id, job.timeout_ms,
-                              f"its child process (pid {child.pid}) and every process it "
-                              "started were killed"))
+        self.report(deaths.killed_at_deadline(job.id, job.timeout_ms, child.pid))
 
     def _check_memory(self) -> None:
         """Kill a job whose child tree's RSS passed memory_limit_per_child. psutil runs
@@ -458,37 +388,28 @@ class ChildPool:
                 if (rss := tree_rss(c.proc)) > limit_mib * MIB]
         with self.lock:
             for child, job, rss in over:
-                if job is not None and child.job is job:
-                    self._kill_for_memory(child, job, rss, limit_mib)
-
-    def _kill_for_memory(self, child: Child, job: Assigned, rss: int, limit_mib: int) -> None:
-        log.error("job %s %s: child %d and its processes use %.0f MiB, over "
-                  "memory_limit_per_child=%d MiB: killing them", job.id, job.name, child.pid,
-                  rss / MIB, limit_mib)
-        self._kill(child, f"job {job.id} passed the memory limit", graceful=False,
-                   expected=True)
-        self.report(failure(job.id, ErrorKind.MEMORY, "MemoryLimitExceeded",
-                            f"the child process running the job (pid {child.pid}) and "
-                            f"the processes it started used {rss / MIB:.0f} MiB (RSS), "
-                            f"over memory_limit_per_child={limit_mib} MiB; they were "
-                            "killed and the child replaced"))
+                if job is None or child.job is not job:
+                    continue  # it ended meanwhile
+                log.error("job %s %s: child %d and its processes use %.0f MiB, over "
+                          "memory_limit_per_child=%d MiB: killing them", job.id, job.name,
+                          child.pid, rss / MIB, limit_mib)
+                self._kill(child, f"job {job.id} passed the memory limit", graceful=False,
+                           expected=True)
+                self.report(deaths.over_memory(job.id, child.pid, rss, limit_mib))
 
     def _terminate_all(self) -> None:
         """The pool is closing: kill every child and its group, reap them all."""
         with self.lock:
             children = list(self.children.values())
             for child in children:
-                if not isinstance(child.state, Stopping):
-                    self._kill(child, "the pool is closing", graceful=False, expected=True)
+                if isinstance(child.state, Stopping):
+                    child.escalate(float("inf"))
                 else:
-                    signal_tree(child.pid, signal.SIGKILL, child.state.doomed)
+                    self._kill(child, "the pool is closing", graceful=False, expected=True)
             for child in children:
                 self.server.reap(child.pid, child.server)
                 self._forget(child)
-            self._selector.close()
-            os.close(self._wake_r)
-            self._wake_w, wake_w = -1, self._wake_w  # wake() now writes nowhere
-            os.close(wake_w)
+            self._watch.close()
             self.cond.notify_all()
 
     def snapshot_rows(self) -> list[tuple[int, str, Assigned | None, int, Any]]:

@@ -20,17 +20,23 @@ been settled, so what it still writes is dropped.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import psutil
 
+from ..job import Status
 from ..registry import JobSpec
 from . import pipes
+from .process_tree import descendants, signal_tree
 
+MIB = 1024 * 1024
 MAX_OUTPUT_LINE = 64 * 1024
+KILL_GRACE_S = 0.15  # SIGTERM to SIGKILL
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,37 @@ class Exited:
 
 State = Starting | Idle | Busy | Silent | Stopping | Exited
 
+
+@dataclass(frozen=True)
+class Ready:
+    """READY: it set itself up."""
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """LOG: a log line (ctx.log or a print) of job JOB_ID."""
+
+    job_id: str
+    line: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Done:
+    """DONE: its job ended; BODY is the result JSON or ErrorInfo JSON."""
+
+    status: Status
+    body: str
+
+
+@dataclass(frozen=True)
+class Broken:
+    """BROKEN: it could not set itself up (it exits next)."""
+
+    why: str
+
+
+Message = Ready | LogLine | Done | Broken
+
 _MOVES: dict[type[Any], tuple[type[Any], ...]] = {
     Starting: (Idle, Silent, Stopping, Exited),
     Idle: (Busy, Silent, Stopping, Exited),
@@ -127,23 +164,40 @@ class Child:
         """Counted toward the pool and listened to: starting, idle or busy."""
         return isinstance(self.state, Starting | Idle | Busy)
 
+    def stop(self, why: str, graceful: bool, expected: bool) -> None:
+        """Signal it and all it started: SIGTERM if GRACEFUL (SIGKILL KILL_GRACE_S later,
+        see `escalate`), else SIGKILL. EXPECTED: on purpose, not a crash."""
+        # found before the signal: once it dies, its descendants are init's
+        doomed = tuple(descendants(self.pid)) if isinstance(self.state, Busy) else ()
+        kill_at = time.monotonic() + KILL_GRACE_S if graceful else None
+        self.move(Stopping(why, expected, kill_at, doomed))
+        signal_tree(self.pid, signal.SIGTERM if graceful else signal.SIGKILL, doomed)
+
+    def escalate(self, now: float) -> None:
+        """SIGKILL a stopping child whose SIGTERM grace is over (or at once: NOW=inf)."""
+        state = self.state
+        if isinstance(state, Stopping) and state.kill_at is not None and state.kill_at <= now:
+            self.move(Stopping(state.why, state.expected, None, state.doomed))
+            signal_tree(self.pid, signal.SIGKILL, state.doomed)
+
     def fds(self) -> list[int]:
         return [self.cmd_fd, self.msg_fd, self.out_fd, self.pidfd]
 
-    def read_frames(self, budget: int) -> tuple[list[tuple[int, bytes]], bool]:
-        """Frames from its message pipe, reading until it is empty or BUDGET bytes came,
-        and whether it reached EOF. Raises pipes.ProtocolError on garbage."""
-        frames: list[tuple[int, bytes]] = []
+    def read_messages(self, budget: int) -> tuple[list[Message], bool]:
+        """What it sent on its message pipe, reading until that is empty or BUDGET bytes
+        came, and whether the pipe reached EOF. Raises pipes.ProtocolError on garbage:
+        nothing a child sends is trusted (a job can write anything to the pipe)."""
+        messages: list[Message] = []
         while budget > 0:
             try:
                 data = os.read(self.msg_fd, pipes.READ_CHUNK)
             except BlockingIOError:
-                return frames, False
+                return messages, False
             if not data:
-                return frames, True
+                return messages, True
             budget -= len(data)
-            frames += self.reader.feed(data)
-        return frames, False
+            messages += [_parse(kind, payload) for kind, payload in self.reader.feed(data)]
+        return messages, False
 
     def read_output(self, budget: int, final: bool = False) -> tuple[list[str], bool]:
         """Lines its fd 1/2 carried (one read when BUDGET is 0), and whether every writer
@@ -168,3 +222,41 @@ class Child:
             rest = bytearray()
         self.out_buffer = bytearray(rest)
         return [raw.decode(errors="replace") for raw in lines], eof
+
+    def recycle_reason(self, max_jobs: int | None, max_mib: int | None) -> str:
+        """Why it must be replaced after the job it just finished ('' if it need not)."""
+        if max_jobs and self.jobs_served >= max_jobs:
+            return f"it served {self.jobs_served} jobs (max_jobs_per_child={max_jobs})"
+        if max_mib:
+            try:
+                rss = self.proc.memory_info().rss
+            except psutil.Error:
+                return ""
+            if rss > max_mib * MIB:
+                return (f"its RSS of {rss / MIB:.0f} MiB is over "
+                        f"max_memory_per_child={max_mib} MiB")
+        return ""
+
+
+def _parse(kind: int, payload: bytes) -> Message:
+    if kind == pipes.READY:
+        return Ready()
+    if kind == pipes.BROKEN:
+        return Broken(payload.decode(errors="replace"))
+    if kind == pipes.LOG:
+        job_id, sep, text = payload.partition(b"\n")
+        try:
+            line = json.loads(text)
+        except ValueError as exc:
+            raise pipes.ProtocolError(f"a LOG frame that is not JSON: {exc}") from None
+        if not sep or not isinstance(line, dict):
+            raise pipes.ProtocolError("a LOG frame that is not a job id and a JSON object")
+        return LogLine(job_id.decode(errors="replace"), line)
+    status = {ord("c"): Status.COMPLETED, ord("f"): Status.FAILED}.get(payload[:1][0]
+                                                                       if payload else 0)
+    if status is None:
+        raise pipes.ProtocolError("a DONE frame without a status")
+    try:
+        return Done(status, payload[1:].decode())
+    except UnicodeDecodeError as exc:
+        raise pipes.ProtocolError(f"a DONE frame that is not UTF-8: {exc}") from None

@@ -1,5 +1,5 @@
-"""What the supervisor does to a child's process tree and learns of it: signalling its
-group and stray descendants, their RSS, and how the child ended.
+"""What the supervisor does to a child's process tree and learns of it: its pidfd,
+signalling its group and stray descendants, and their RSS (how it ended: deaths.py).
 
 A child is the fork server's child, not the supervisor's, yet its pid cannot be a
 stranger's while the pool signals it: the fork server reaps a child only when the pool
@@ -9,7 +9,6 @@ asks (in_forkserver.py), after the pool has killed what is left of its group.
 from __future__ import annotations
 
 import os
-import signal
 
 import psutil
 
@@ -20,33 +19,6 @@ def open_pidfd(pid: int) -> int:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):  # Linux < 5.3, or it is gone already
         return -1
-
-
-def describe_exit(pid: int, status: int | None, limits: dict[str, int],
-                  lost_with: int = 0) -> str:
-    """How a child ended, for a job's error and the log. LOST_WITH: the pid of its fork
-    server, when that died (and so the child, by PR_SET_PDEATHSIG)."""
-    if lost_with:
-        return (f"the child process running the job (pid {pid}) was killed: its fork "
-                f"server (pid {lost_with}) died")
-    if status is None:
-        return f"the child process running the job (pid {pid}) exited (status unknown)"
-    code = os.waitstatus_to_exitcode(status)
-    if code >= 0:
-        return (f"the child process running the job (pid {pid}) exited with code {code} "
-                "(os._exit or sys.exit in the job)")
-    sig = -code
-    try:
-        name = signal.Signals(sig).name
-    except ValueError:  # a real-time signal has no name
-        name = f"signal {sig}"
-    text = f"the child process running the job (pid {pid}) was killed by {name}"
-    text += f" ({signal.strsignal(sig)})"
-    if sig == signal.SIGXCPU and "cpu_seconds" in limits:
-        text += f": the job used up child_limits.cpu_seconds={limits['cpu_seconds']}"
-    elif sig == signal.SIGKILL:
-        text += ", not sent by sandboxrunner: perhaps the kernel's out-of-memory killer"
-    return text
 
 
 def signal_tree(pid: int, sig: int, doomed: tuple[psutil.Process, ...] = ()) -> None:
