@@ -40,7 +40,6 @@ import io
 import json
 import math
 import os
-import pickle
 import resource
 import signal
 import sys
@@ -64,7 +63,7 @@ from . import pipes
 from .base import failure, job_record, success
 
 EXIT_INIT_FAILED = 70  # could not set itself up; the supervisor logs the BROKEN text
-EXIT_ORPHANED = 71  # the supervisor went away
+EXIT_ORPHANED = 71  # the process it came from went away
 EXIT_INTERNAL = 72  # a bug in this module, not in the job
 
 PR_SET_PDEATHSIG = 1
@@ -73,19 +72,6 @@ _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: dlopen after a fork can
 
 # For tests and for the curious: the running child's state (None in the supervisor).
 CURRENT: ChildRuntime | None = None
-
-
-def from_supervisor(blob: bytes) -> Any:
-    """Unpickle a frame of the command pipe. Only the supervisor whose pool asked for
-    this child writes there (pipes.py), so this is the one trusted place pickles travel;
-    nothing read from Redis or sent by a child is ever unpickled."""
-    return pickle.loads(blob)  # trusted: supervisor pipe
-
-
-def encode_run(job: ClaimedJob, spec_blob: bytes | None) -> bytes:
-    """The RUN frame of JOB, as claimed; SPEC_BLOB is cloudpickle of its JobSpec when the
-    child lacks it (registered after the fork server started, or replaced)."""
-    return pipes.frame(pipes.RUN, pickle.dumps((job, spec_blob), pickle.HIGHEST_PROTOCOL))
 
 
 @dataclass(frozen=True)
@@ -210,7 +196,7 @@ class ChildRuntime:
             if not data:
                 return
             for _kind, payload in reader.feed(data):
-                outcome = self.run(*from_supervisor(payload))
+                outcome = self.run(*pipes.decode_run(payload))
                 status = b"c" if outcome.status == Status.COMPLETED else b"f"
                 self.sender.send(pipes.DONE, status + outcome.body.encode())
 
@@ -260,7 +246,7 @@ class ChildRuntime:
 
     def _spec(self, name: str, spec_blob: bytes | None) -> JobSpec:
         if spec_blob is not None:
-            spec: JobSpec = from_supervisor(spec_blob)
+            spec: JobSpec = pipes.from_supervisor(spec_blob)
             self.specs[name] = spec
             return spec
         try:
@@ -294,12 +280,18 @@ def _limit_hint(exc: BaseException, limits: dict[str, int]) -> str:
 # -- setting up ------------------------------------------------------------------------
 
 
-def _detach(setup: ChildSetup) -> None:
-    os.setsid()
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when the thread that started it ends (PR_SET_PDEATHSIG), and
+    exit now if PARENT_PID died already, before the prctl took effect."""
     if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != setup.parent_pid:
-        os._exit(EXIT_ORPHANED)  # the fork server died before the prctl took effect
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_ORPHANED)
+
+
+def _detach(setup: ChildSetup) -> None:
+    os.setsid()
+    die_with_parent(setup.parent_pid)
     for fd in setup.inherited_fds:
         try:
             os.close(fd)

@@ -27,7 +27,6 @@ it, or died): the server exits, and its children die with it.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import gc
 import logging
@@ -50,10 +49,6 @@ from ..context import PoolSlots, SlotCounters
 from ..proctitle import set_title
 from ..registry import JobSpec, Registry, load_file_jobs
 from . import in_child, pipes
-
-PR_SET_PDEATHSIG = 1
-EXIT_ORPHANED = 71  # the supervisor went away before the server started
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -138,10 +133,7 @@ def _close(fds: list[int]) -> None:
 def _become_server(setup: ServerSetup, new_session: bool) -> None:
     if new_session:
         os.setsid()
-    if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != setup.supervisor_pid:
-        os._exit(EXIT_ORPHANED)  # the supervisor died before the prctl took effect
+    in_child.die_with_parent(setup.supervisor_pid)
     # Python handlers a forked server kept from the supervisor (pytest's) mean nothing here
     for sig in signal.valid_signals():
         if callable(signal.getsignal(sig)):

@@ -52,7 +52,7 @@ from ..registry import JobSpec, Registry
 from ..store import ClaimedJob
 from .base import Report, RunningJob, deadline_after, failure
 from .forkserver import ForkServer
-from .in_child import encode_run
+from .pipes import encode_run
 from .pool import ChildPool
 from .pool_child import Assigned, Child
 
