@@ -29,12 +29,12 @@ from .base import Report
 from .deaths import RespawnLimiter
 from .forkserver import ForkServer, ForkServerUnavailable
 from .pool_child import (
+    IDLE,
     Assigned,
     Busy,
     Child,
     Done,
     Exited,
-    Idle,
     LogLine,
     Message,
     Ready,
@@ -255,7 +255,7 @@ class ChildPool:
         child.jobs_served += 1
         self.report(Settlement(job.id, done.status, done.body))
         if exited:
-            child.move(Idle())  # done, then dead: no job to fail
+            child.move(IDLE)  # done, then dead: no job to fail
             return
         reason = child.recycle_reason(self.config.max_jobs_per_child,
                                       self.config.max_memory_per_child)
@@ -266,7 +266,7 @@ class ChildPool:
             self._make_idle(child)
 
     def _make_idle(self, child: Child) -> None:
-        child.move(Idle())
+        child.move(IDLE)
         self.idle.append(child)
         self.events.child_idle(child)
         self.cond.notify_all()

@@ -39,7 +39,11 @@ MAX_OUTPUT_LINE = 64 * 1024
 KILL_GRACE_S = 0.15  # SIGTERM to SIGKILL
 
 
-@dataclass(frozen=True)
+# The records made for every job (Assigned, Busy, Done) are not frozen: a frozen
+# dataclass takes five times longer to make (1.9 us against 0.36 us for five fields).
+
+
+@dataclass
 class Assigned:
     """The job a busy child runs, as the pool watches it."""
 
@@ -61,7 +65,10 @@ class Idle:
     label: ClassVar[str] = "idle"
 
 
-@dataclass(frozen=True)
+IDLE = Idle()
+
+
+@dataclass
 class Busy:
     job: Assigned
     label: ClassVar[str] = "busy"
@@ -96,7 +103,7 @@ class Ready:
     """READY: it set itself up."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class LogLine:
     """LOG: a log line (ctx.log or a print) of job JOB_ID."""
 
@@ -104,7 +111,7 @@ class LogLine:
     line: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Done:
     """DONE: its job ended; BODY is the result JSON or ErrorInfo JSON."""
 
@@ -157,12 +164,12 @@ class Child:
     def job(self) -> Assigned | None:
         """The job it runs (busy) or ran when its pipe closed (silent)."""
         state = self.state
-        return state.job if isinstance(state, Busy | Silent) else None
+        return state.job if isinstance(state, (Busy, Silent)) else None
 
     @property
     def serving(self) -> bool:
         """Counted toward the pool and listened to: starting, idle or busy."""
-        return isinstance(self.state, Starting | Idle | Busy)
+        return isinstance(self.state, (Starting, Idle, Busy))
 
     def stop(self, why: str, graceful: bool, expected: bool) -> None:
         """Signal it and all it started: SIGTERM if GRACEFUL (SIGKILL KILL_GRACE_S later,
