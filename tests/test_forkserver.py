@@ -6,9 +6,12 @@ The rest of process mode (deadlines, crashes, limits, logs) is in tests/test_pro
 
 from __future__ import annotations
 
+import builtins
+import importlib.util
 import os
 import signal
 import sys
+import textwrap
 import threading
 import warnings
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ import psutil
 import pytest
 
 from sandboxrunner import JobFailed, registry
+from sandboxrunner.errors import JobLoadError
 from sandboxrunner.executors import forkserver
 from tests.supervisors import SupervisorProcess, client_for, running_supervisor, wait_for
 from tests.test_processes import PROC, is_gone, live_children, pool_full, read_pids
@@ -26,7 +30,8 @@ from tests.test_processes import PROC, is_gone, live_children, pool_full, read_p
 
 def fork_server_of(supervisor: Any) -> psutil.Process:
     """The process the supervisor's children were forked from (one for all of them)."""
-    pids = wait_for(lambda: pool_full(supervisor) and live_children(supervisor),
+    size = supervisor.executors["default"].size
+    pids = wait_for(lambda: pool_full(supervisor, size) and live_children(supervisor),
                     what="a full pool")
     parents = {psutil.Process(c["pid"]).ppid() for c in pids}
     assert len(parents) == 1, parents
@@ -161,3 +166,67 @@ def test_a_killed_fork_server_takes_its_children_and_is_replaced(
     assert info.value.error_type == "ChildCrashed"
     assert f"its fork server (pid {server.pid}) died" in info.value.error_message
     assert f"fork server (pid {server.pid}) of this supervisor died" in caplog.text
+
+
+def test_a_fork_server_that_stops_answering_is_killed_and_replaced(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(forkserver, "REQUEST_TIMEOUT_S", 0.3)
+    with running_supervisor(redis_url, **{**PROC, "concurrency": 1},
+                            max_jobs_per_child=1) as sup, client_for(redis_url) as client:
+        server = fork_server_of(sup)
+        server.suspend()  # SIGSTOP: alive, but it answers nothing
+        try:
+            # the idle child runs it; its replacement is asked of the stopped server
+            assert client.run_job("echo", 1)["echo"] == 1
+            assert client.run_job("echo", 2, wait_timeout=10_000)["echo"] == 2
+        finally:
+            if psutil.pid_exists(server.pid):
+                server.resume()
+        assert fork_server_of(sup).pid != server.pid
+    assert f"the fork server (pid {server.pid}) did not answer properly" in caplog.text
+
+
+def test_a_spawned_fork_server_that_cannot_import_a_job_file_fails_the_start(
+        redis_url: str, tmp_path: Path, spawned: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a job file that imports only in the app that set things up first, as a web
+    # framework's models do: a fresh interpreter (the spawned fork server) cannot
+    (tmp_path / "needs_app.py").write_text(textwrap.dedent("""
+        import builtins
+        if not getattr(builtins, "sr_test_app_ready", False):
+            raise RuntimeError("call setup() first")
+        def run(data):
+            return data
+    """))
+    monkeypatch.setattr(builtins, "sr_test_app_ready", True, raising=False)
+    with pytest.raises(JobLoadError) as info:
+        with running_supervisor(redis_url, **PROC, jobs_dir=str(tmp_path)):
+            pass
+    message = str(info.value)
+    assert message.startswith("the fork server of the process pool did not start: ")
+    assert "needs_app.py" in message and "call setup() first" in message
+
+
+def test_a_job_a_spawned_fork_server_cannot_import_fails_clearly_in_its_child(
+        redis_url: str, tmp_path: Path, spawned: None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # a handler from a module the app loaded by its path: pickled by reference, it cannot
+    # be imported by name in a fresh interpreter
+    (tmp_path / "by_path.py").write_text("def handler(data):\n    return data\n")
+    spec = importlib.util.spec_from_file_location("sr_test_by_path", tmp_path / "by_path.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "sr_test_by_path", module)
+    spec.loader.exec_module(module)
+    registry.register_job("by_path", module.handler)
+    try:
+        with running_supervisor(redis_url, **PROC), client_for(redis_url) as client:
+            with pytest.raises(JobFailed) as info:
+                client.run_job("by_path", 1)
+            assert client.run_job("echo", 2)["echo"] == 2
+    finally:
+        registry._REGISTERED.pop("by_path", None)
+    assert "the fork server could not load job by_path (ModuleNotFoundError" in caplog.text
+    assert info.value.error_type == "ModuleNotFoundError"
+    assert "the child could not start job 'by_path'" in info.value.error_message

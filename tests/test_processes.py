@@ -380,7 +380,7 @@ def test_a_pool_closed_while_its_children_start_leaves_none_behind(redis_url: st
             started = time.monotonic()
             executor.shutdown(0)
             assert time.monotonic() - started < 5, "the pool hung reaping its children"
-            left = psutil.Process(server._current.pid).children()  # type: ignore[union-attr]
+            left = psutil.Process(server.pid).children()
             assert all(is_gone(c.pid) for c in left), left
     finally:
         server.close()

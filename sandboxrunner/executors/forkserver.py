@@ -187,6 +187,12 @@ class ForkServer:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
+    @property
+    def pid(self) -> int | None:
+        """The running fork server's pid (None while it is replaced)."""
+        server = self._current
+        return server.pid if server is not None and server.alive else None
+
     def _live(self) -> ServerProcess:
         server = self._current
         if server is None or not server.alive:
@@ -263,6 +269,9 @@ class ForkServer:
                           exc, delay)
                 continue
             with self._lock:
+                if self._closed.is_set():  # closed while it started: `close` missed it
+                    self._stop(server)
+                    return
                 self._current = server
                 listeners = list(self._listeners)
             log.info("fork server (pid %d) started, replacing pid %d", server.pid, dead.pid)
@@ -291,7 +300,9 @@ class ForkServer:
             finally:
                 os._exit(1)
         theirs.close()
-        return self._handshake(ServerProcess(pid, ours, specs, None))
+        server = self._handshake(ServerProcess(pid, ours, specs, None))
+        log.debug("fork server (pid %d) forked from this process", pid)
+        return server
 
     def _spawn(self) -> ServerProcess:
         """Start the server as a fresh interpreter; it reads its setup and the specs from
@@ -322,7 +333,9 @@ class ForkServer:
         with contextlib.suppress(BrokenPipeError):
             popen.stdin.close()
         known = {name: specs[name] for name in blobs}
-        return self._handshake(ServerProcess(popen.pid, ours, known, popen))
+        server = self._handshake(ServerProcess(popen.pid, ours, known, popen))
+        log.debug("fork server (pid %d) spawned: this process runs threads", popen.pid)
+        return server
 
     def _handshake(self, server: ServerProcess) -> ServerProcess:
         """Wait for SERVER's READY; drop the specs it could not load from `known`."""
@@ -347,6 +360,15 @@ class ForkServer:
         return server
 
     # -- closing -----------------------------------------------------------------------
+    @staticmethod
+    def _stop(server: ServerProcess) -> None:
+        """Close SERVER's socket (EOF: it exits), and reap it; SIGKILL if it lingers."""
+        server.alive = False
+        server.sock.close()
+        if not server.reap(CLOSE_TIMEOUT_S):
+            server.kill()
+            server.reap(CLOSE_TIMEOUT_S)
+
     def close(self) -> None:
         """Stop the fork server (its pools have closed: it has no children left)."""
         if self._closed.is_set():
@@ -357,12 +379,8 @@ class ForkServer:
         with self._lock:
             server, self._current = self._current, None
             self._listeners.clear()
-        if server is not None:
-            server.alive = False
-            server.sock.close()  # EOF: it exits
-            if not server.reap(CLOSE_TIMEOUT_S):
-                server.kill()
-                server.reap(CLOSE_TIMEOUT_S)
+            if server is not None:
+                self._stop(server)
         if not self._thread.is_alive():
             _close([self._wake_r, self._wake_w])
         self.counters.close()
