@@ -204,7 +204,9 @@ def test_a_spawned_fork_server_that_cannot_import_a_job_file_fails_the_start(
         with running_supervisor(redis_url, **PROC, jobs_dir=str(tmp_path)):
             pass
     message = str(info.value)
-    assert message.startswith("the fork server of the process pool did not start: ")
+    assert message.startswith("the fork server of the process pool (a fresh interpreter, as "
+                              "this process runs threads: each job file must import on its "
+                              "own, as under `sandboxrunner start`) did not start: job file ")
     assert "needs_app.py" in message and "call setup() first" in message
 
 

@@ -1,20 +1,15 @@
 """The supervisor's side of its fork server: starting it, asking it for children and
-reaping them through it, and replacing it when it dies (its own side: in_forkserver.py).
+reaping them through it, and replacing it when it dies (its own side: in_forkserver.py;
+the design and its reasons: executors/__init__.py).
 
-One fork server per supervisor, shared by its process pools over one socket: the server
-forks one child at a time anyway, so a pool waits at most for one other pool's fork.
-Each request is answered before the next is sent, under `_lock`.
-
-Started where the supervisor is built, before any thread of ours: forked when the
-process has one thread (`may_fork_here`: the operating system's count, which is what
-CPython's warning counts; `sandboxrunner start` is there then), spawned as a fresh
-interpreter otherwise (an app's in-process worker: the app runs threads already). The
-thread sr-forkserver spawns it in that case, and every replacement: PR_SET_PDEATHSIG
-follows the thread that started a process, so that must be one that lives as long as
-the supervisor. The same thread watches the server's socket: when the server dies (its
-end closes), its children die with it; the thread reaps it, logs an error, and spawns a
-new one, after a growing delay if they keep dying (RespawnLimiter). Meanwhile `spawn`
-raises ForkServerUnavailable at once, and the pools are woken when the new one is ready.
+One fork server per supervisor, shared by its pools over one socket; each request is
+answered before the next is sent, under `_lock`. Forked when the process has one thread
+(`may_fork_here`, the operating system's count, which CPython's warning counts too),
+else spawned by the thread sr-forkserver, which lives as long as the supervisor (the
+fork server's PR_SET_PDEATHSIG follows the thread that started it). That thread also
+watches the server's socket: when the server dies, it reaps it, logs an error and
+spawns a new one, after a growing delay if they keep dying; meanwhile `spawn` raises
+ForkServerUnavailable at once, and the pools are woken when the new one is ready.
 """
 
 from __future__ import annotations
@@ -130,7 +125,8 @@ class ForkServer:
         self._wake_r, self._wake_w = os.pipe()
         self._started = threading.Event()
         self._start_error = ""
-        if may_fork_here():  # before any thread: the cheap way, no import again
+        forked = may_fork_here()
+        if forked:  # before any thread: the cheap way, nothing imported again
             try:
                 self._current = self._fork()
             except _StartFailed as exc:
@@ -141,7 +137,10 @@ class ForkServer:
         self._started.wait()
         if self._current is None:
             self.close()
-            raise JobLoadError(f"the fork server of the process pool did not start: "
+            how = "" if forked else (" (a fresh interpreter, as this process runs threads: "
+                                     "each job file must import on its own, as under "
+                                     "`sandboxrunner start`)")
+            raise JobLoadError(f"the fork server of the process pool{how} did not start: "
                                f"{self._start_error}")
 
     # -- requests from the pools -------------------------------------------------------

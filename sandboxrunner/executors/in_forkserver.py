@@ -46,6 +46,7 @@ import cloudpickle
 from ..client import Client
 from ..config import Config
 from ..context import PoolSlots, SlotCounters
+from ..errors import SandboxRunnerError
 from ..proctitle import set_title
 from ..registry import JobSpec, Registry, load_file_jobs
 from . import in_child, pipes
@@ -151,7 +152,8 @@ def _serve_or_die(sock: socket.socket,
         pipes.send_message(sock, pipes.READY, {"missing": missing})
     except BaseException as exc:  # noqa: BLE001 - told to the supervisor, then exit
         try:
-            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            text = str(exc) if isinstance(exc, SandboxRunnerError) else \
+                "".join(traceback.format_exception_only(type(exc), exc)).strip()
             pipes.send_message(sock, pipes.BROKEN, text[:pipes.MAX_MESSAGE // 2])
         finally:
             os._exit(1)
