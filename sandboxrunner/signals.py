@@ -34,8 +34,9 @@ DONE = 0  # written by the drain thread: not a signal number
 
 
 class SignalPipe:
-    """SIGINT and SIGTERM as bytes on a pipe the main thread can wait on (made after the
-    fork server started, which is the only process this one forks: no child holds it)."""
+    """SIGINT and SIGTERM as bytes on a pipe the main thread can wait on. No child holds
+    it: children come from the fork server, forked before the pipe exists or spawned
+    without it."""
 
     def __enter__(self) -> SignalPipe:
         self._read_fd, self._write_fd = os.pipe()

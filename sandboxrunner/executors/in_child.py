@@ -297,8 +297,7 @@ def _detach(setup: ChildSetup) -> None:
             os.close(fd)
         except OSError:
             pass
-    # handlers a forked fork server kept from the supervisor (pytest's) mean nothing
-    # here; SIGTERM must kill a child at once
+    # whatever handlers its parent had mean nothing here: SIGTERM must kill a child at once
     for sig in signal.valid_signals():
         if callable(signal.getsignal(sig)):
             signal.signal(sig, signal.SIG_DFL)

@@ -7,15 +7,16 @@ reading what it sends. (What runs inside the child is in_child.py.)
      |                 |              |      |       lives: it has PIPE_EOF_GRACE_S to exit
      +-----------------+--------------+------+-> STOPPING  the pool signalled it (why, and
      |                 |              |      |       |     whether on purpose); SIGKILL
-     |                 |              |      |       |     at kill_at after a SIGTERM
+     |                 |              |      |       |     KILL_GRACE_S after a SIGTERM
      +-----------------+--------------+------+-------+-> EXITED  seen dead (pidfd), reaped
 
-Each state carries its own data (a busy child its job, a stopping one why and when to
-escalate), so nothing has to be kept in step by hand, and `Child.move` refuses a move the
-drawing does not have. Only STARTING, IDLE and BUSY children count toward the pool's
-size: a replacement is asked for as soon as one leaves them, while the old process group
-is still dying. Only they are listened to: a silent or stopping child's job has already
-been settled, so what it still writes is dropped.
+A child not READY within STARTUP_TIMEOUT_S is killed. Each state carries its own data (a
+busy child its job, a stopping one why and when to escalate), so nothing has to be kept
+in step by hand, and `Child.move` refuses a move the drawing does not have. Only
+STARTING, IDLE and BUSY children serve: they count toward the pool's size (a replacement
+is asked for as soon as one leaves them, while the old process group is still dying)
+and their messages are read. A stopping child's job is settled already, so what it still
+writes is dropped; a silent child's output is still read, as its job is not over.
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ from .process_tree import descendants, signal_tree
 MIB = 1024 * 1024
 MAX_OUTPUT_LINE = 64 * 1024
 KILL_GRACE_S = 0.15  # SIGTERM to SIGKILL
+STARTUP_TIMEOUT_S = 10.0
 
 
 # The records made for every job (Assigned, Busy, Done) are not frozen: a frozen
 # dataclass takes five times longer to make (1.9 us against 0.36 us for five fields).
+# Each state says whether the child serves (counts toward the pool, is listened to),
+# the job it has, and when the manager must look at it again (wake_at): plain class or
+# instance attributes, read on every turn of the manager thread.
 
 
 @dataclass
@@ -56,13 +61,18 @@ class Assigned:
 
 @dataclass(frozen=True)
 class Starting:
-    since: float  # monotonic: killed unless READY by since + the startup timeout
+    wake_at: float  # monotonic: killed unless READY by then
     label: ClassVar[str] = "starting"
+    serving: ClassVar[bool] = True
+    job: ClassVar[None] = None
 
 
 @dataclass(frozen=True)
 class Idle:
     label: ClassVar[str] = "idle"
+    serving: ClassVar[bool] = True
+    job: ClassVar[None] = None
+    wake_at: ClassVar[None] = None
 
 
 IDLE = Idle()
@@ -70,29 +80,37 @@ IDLE = Idle()
 
 @dataclass
 class Busy:
-    job: Assigned
+    job: Assigned  # its deadline is in PoolTimers' heap
     label: ClassVar[str] = "busy"
+    serving: ClassVar[bool] = True
+    wake_at: ClassVar[None] = None
 
 
 @dataclass(frozen=True)
 class Silent:
-    until: float  # monotonic: killed as broken if still alive then
+    wake_at: float  # monotonic: killed as broken if still alive then
     job: Assigned | None  # failed if it never exits
     label: ClassVar[str] = "dying"
+    serving: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
 class Stopping:
     why: str
     expected: bool  # caused on purpose (timeout, recycle, close): not a crash
-    kill_at: float | None = None  # monotonic: SIGKILL after a SIGTERM
+    wake_at: float | None = None  # monotonic: SIGKILL then, after a SIGTERM
     doomed: tuple[psutil.Process, ...] = ()  # descendants found before the signal
     label: ClassVar[str] = "dying"
+    serving: ClassVar[bool] = False
+    job: ClassVar[None] = None
 
 
 @dataclass(frozen=True)
 class Exited:
     label: ClassVar[str] = "exited"
+    serving: ClassVar[bool] = False
+    job: ClassVar[None] = None
+    wake_at: ClassVar[None] = None
 
 
 State = Starting | Idle | Busy | Silent | Stopping | Exited
@@ -149,7 +167,8 @@ class Child:
     slot: int  # its counter in the pool's nested-call array (context.PoolSlots)
     server: Any  # the fork server it came from (forkserver.ServerProcess)
     known: dict[str, JobSpec]  # specs in the child's memory
-    state: State = field(default_factory=lambda: Starting(time.monotonic()))
+    state: State = field(default_factory=lambda: Starting(
+        time.monotonic() + STARTUP_TIMEOUT_S))
     jobs_served: int = 0
     reader: pipes.FrameReader = field(default_factory=lambda: pipes.FrameReader(
         pipes.FROM_CHILD))
@@ -163,13 +182,12 @@ class Child:
     @property
     def job(self) -> Assigned | None:
         """The job it runs (busy) or ran when its pipe closed (silent)."""
-        state = self.state
-        return state.job if isinstance(state, (Busy, Silent)) else None
+        return self.state.job
 
     @property
     def serving(self) -> bool:
         """Counted toward the pool and listened to: starting, idle or busy."""
-        return isinstance(self.state, (Starting, Idle, Busy))
+        return self.state.serving
 
     def stop(self, why: str, graceful: bool, expected: bool) -> None:
         """Signal it and all it started: SIGTERM if GRACEFUL (SIGKILL KILL_GRACE_S later,
@@ -183,28 +201,22 @@ class Child:
     def escalate(self, now: float) -> None:
         """SIGKILL a stopping child whose SIGTERM grace is over (or at once: NOW=inf)."""
         state = self.state
-        if isinstance(state, Stopping) and state.kill_at is not None and state.kill_at <= now:
+        if isinstance(state, Stopping) and state.wake_at is not None and state.wake_at <= now:
             self.move(Stopping(state.why, state.expected, None, state.doomed))
             signal_tree(self.pid, signal.SIGKILL, state.doomed)
 
     def fds(self) -> list[int]:
         return [self.cmd_fd, self.msg_fd, self.out_fd, self.pidfd]
 
-    def read_messages(self, budget: int) -> tuple[list[Message], bool]:
-        """What it sent on its message pipe, reading until that is empty or BUDGET bytes
-        came, and whether the pipe reached EOF. Raises pipes.ProtocolError on garbage:
-        nothing a child sends is trusted (a job can write anything to the pipe)."""
-        messages: list[Message] = []
-        while budget > 0:
-            try:
-                data = os.read(self.msg_fd, pipes.READ_CHUNK)
-            except BlockingIOError:
-                return messages, False
-            if not data:
-                return messages, True
-            budget -= len(data)
-            messages += [_parse(kind, payload) for kind, payload in self.reader.feed(data)]
-        return messages, False
+    def read_messages(self) -> tuple[list[Message], int]:
+        """What one read of its message pipe brought, and how many bytes that was: 0 at
+        EOF, -1 when nothing waits. Raises pipes.ProtocolError on garbage: nothing a
+        child sends is trusted (a job can write anything to the pipe)."""
+        try:
+            data = os.read(self.msg_fd, pipes.READ_CHUNK)
+        except BlockingIOError:
+            return [], -1
+        return [_parse(kind, payload) for kind, payload in self.reader.feed(data)], len(data)
 
     def read_output(self, budget: int, final: bool = False) -> tuple[list[str], bool]:
         """Lines its fd 1/2 carried (one read when BUDGET is 0), and whether every writer

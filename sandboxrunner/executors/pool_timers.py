@@ -13,21 +13,9 @@ import heapq
 import itertools
 from collections.abc import Iterable
 
-from .pool_child import Assigned, Busy, Child, Silent, Starting, State, Stopping
+from .pool_child import Assigned, Busy, Child
 
-STARTUP_TIMEOUT_S = 10.0
 MEMORY_SAMPLE_S = 0.1
-
-
-def _timer_of(state: State) -> float | None:
-    """When the manager must look at a child in STATE again, if ever."""
-    if isinstance(state, Stopping):
-        return state.kill_at
-    if isinstance(state, Silent):
-        return state.until
-    if isinstance(state, Starting):
-        return state.since + STARTUP_TIMEOUT_S
-    return None
 
 
 class PoolTimers:
@@ -69,10 +57,6 @@ class PoolTimers:
         self._next_sample = now + MEMORY_SAMPLE_S
         return True
 
-    @staticmethod
-    def startup_over(state: State, now: float) -> bool:
-        return isinstance(state, Starting) and now - state.since > STARTUP_TIMEOUT_S
-
     def sleep_for(self, now: float, children: Iterable[Child],
                   want_fork: bool) -> float | None:
         """How long the manager may wait for its children's pipes (None: until one
@@ -80,10 +64,10 @@ class PoolTimers:
         times = [self._deadlines[0][0]] if self._deadlines else []
         busy = False
         for child in children:
-            at = _timer_of(child.state)
-            if at is not None:
-                times.append(at)
-            busy = busy or isinstance(child.state, Busy)
+            state = child.state
+            if state.wake_at is not None:
+                times.append(state.wake_at)
+            busy = busy or state.__class__ is Busy
         if want_fork:
             times.append(self.respawn_at)
         if self._sample_memory and busy:
