@@ -235,17 +235,17 @@ class ChildPool:
         self.wake()
 
     def _on_message(self, child: Child, message: Message, exited: bool) -> None:
-        job = child.job
-        if isinstance(message, LogLine):
+        job = child.state.job
+        if isinstance(message, Done):
+            if job is None:
+                raise pipes.ProtocolError("a DONE frame without a running job")
+            self._on_done(child, job, message, exited)
+        elif isinstance(message, LogLine):
             if job is not None and job.id == message.job_id:
                 self.log_sink.emit(job.id, self.queue, message.line)
             elif message.line.get("msg"):  # a thread left behind by an earlier job
                 log.info("child %d of queue %s, no job running: %s", child.pid, self.queue,
                          message.line.get("msg"))
-        elif isinstance(message, Done):
-            if job is None:
-                raise pipes.ProtocolError("a DONE frame without a running job")
-            self._on_done(child, job, message, exited)
         elif isinstance(message, Ready):
             if not isinstance(child.state, Starting):
                 raise pipes.ProtocolError("READY from a child that was not starting")

@@ -257,11 +257,18 @@ class Child:
         return ""
 
 
+_STATUSES = {ord("c"): Status.COMPLETED, ord("f"): Status.FAILED}
+
+
 def _parse(kind: int, payload: bytes) -> Message:
-    if kind == pipes.READY:
-        return Ready()
-    if kind == pipes.BROKEN:
-        return Broken(payload.decode(errors="replace"))
+    if kind == pipes.DONE:  # once a job: first
+        status = _STATUSES.get(payload[0]) if payload else None
+        if status is None:
+            raise pipes.ProtocolError("a DONE frame without a status")
+        try:
+            return Done(status, payload[1:].decode())
+        except UnicodeDecodeError as exc:
+            raise pipes.ProtocolError(f"a DONE frame that is not UTF-8: {exc}") from None
     if kind == pipes.LOG:
         job_id, sep, text = payload.partition(b"\n")
         try:
@@ -271,11 +278,6 @@ def _parse(kind: int, payload: bytes) -> Message:
         if not sep or not isinstance(line, dict):
             raise pipes.ProtocolError("a LOG frame that is not a job id and a JSON object")
         return LogLine(job_id.decode(errors="replace"), line)
-    status = {ord("c"): Status.COMPLETED, ord("f"): Status.FAILED}.get(payload[:1][0]
-                                                                       if payload else 0)
-    if status is None:
-        raise pipes.ProtocolError("a DONE frame without a status")
-    try:
-        return Done(status, payload[1:].decode())
-    except UnicodeDecodeError as exc:
-        raise pipes.ProtocolError(f"a DONE frame that is not UTF-8: {exc}") from None
+    if kind == pipes.READY:
+        return Ready()
+    return Broken(payload.decode(errors="replace"))
