@@ -49,7 +49,9 @@ def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 # -- where children come from ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["forked", "spawned"])
+# "auto": forked when this process runs one thread (as under `sandboxrunner start`, which
+# the command-line tests below check), spawned otherwise
+@pytest.mark.parametrize("how", ["auto", "spawned"])
 def test_children_come_from_a_single_threaded_fork_server_not_the_supervisor(
         redis_url: str, how: str, request: pytest.FixtureRequest) -> None:
     if how == "spawned":
@@ -98,7 +100,7 @@ def test_no_child_is_forked_from_a_threaded_process(redis_url: str) -> None:
 
 def test_a_supervisor_started_by_the_command_forks_no_child_from_its_threads(
         redis_url: str) -> None:
-    proc = SupervisorProcess(redis_url, ["--separate-process", "--workers", "default"],
+    proc = SupervisorProcess(redis_url, ["--separate-process", "--workers", "default", "-v"],
                              SANDBOXRUNNER_CONCURRENCY="1", SANDBOXRUNNER_MAX_JOBS_PER_CHILD="1",
                              PYTHONWARNINGS="always::DeprecationWarning")
     try:
@@ -113,6 +115,7 @@ def test_a_supervisor_started_by_the_command_forks_no_child_from_its_threads(
     finally:
         proc.stop()
     assert len(pids) == 3 and len(servers) == 1
+    assert f"fork server (pid {servers[0].pid}) forked from this process" in output
     assert "multi-threaded" not in output, output
 
 
@@ -144,7 +147,7 @@ def test_a_nested_run_job_in_a_spawned_fork_servers_child_sees_its_pool(
 # -- the fork server's own death -------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["forked", "spawned"])
+@pytest.mark.parametrize("how", ["auto", "spawned"])
 def test_a_killed_fork_server_takes_its_children_and_is_replaced(
         redis_url: str, tmp_path: Path, how: str, request: pytest.FixtureRequest,
         caplog: pytest.LogCaptureFixture) -> None:
