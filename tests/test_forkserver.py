@@ -235,3 +235,35 @@ def test_a_job_a_spawned_fork_server_cannot_import_fails_clearly_in_its_child(
     assert "the fork server could not load job by_path (ModuleNotFoundError" in caplog.text
     assert info.value.error_type == "ModuleNotFoundError"
     assert "the child could not start job 'by_path'" in info.value.error_message
+
+
+def test_a_supervisor_whose_job_files_start_threads_spawns_its_fork_server_which_dies_with_it(
+        redis_url: str, tmp_path: Path) -> None:
+    # the process runs a thread before the supervisor is built: forking it is what the
+    # fork server avoids, so it is spawned; it still dies with a SIGKILLed supervisor
+    (tmp_path / "with_thread.py").write_text(textwrap.dedent("""
+        import os
+        import threading
+        import time
+
+        threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+        def run(data):
+            return {"pid": os.getpid(), "ppid": os.getppid()}
+    """))
+    proc = SupervisorProcess(redis_url, ["--separate-process", "--workers", "default", "-v"],
+                             SANDBOXRUNNER_CONCURRENCY="1", SANDBOXRUNNER_JOBS_DIR=str(tmp_path))
+    try:
+        proc.wait_ready()
+        with client_for(redis_url, jobs_dir=str(tmp_path)) as client:
+            ran = client.run_job("with_thread")
+        tree = [p.pid for p in psutil.Process(proc.proc.pid).children(recursive=True)]
+        assert psutil.Process(ran["ppid"]).ppid() == proc.proc.pid
+        proc.signal(signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: all(is_gone(pid) for pid in tree), timeout_s=3,
+                 what="the spawned fork server and its child to die with their supervisor")
+        output = proc.output()
+    finally:
+        proc.stop()
+    assert f"fork server (pid {ran['ppid']}) spawned: this process runs threads" in output

@@ -50,4 +50,8 @@ Design choices, and why:
   spawns a new one (backing off if they keep dying); the pools are woken to refill.
 - rlimits, titles and the client for a nested run_job are set in each child after the
   fork, as before; the OpenSSL fork guard is gone (no fork happens in a threaded process).
+- A job file that starts a thread when imported makes the supervisor threaded before the
+  fork server starts (so it is spawned), and starts that thread in the fork server too:
+  such a job file's children come from a threaded process after all. Start threads in
+  the job, not at import.
 """
