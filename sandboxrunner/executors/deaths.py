@@ -5,6 +5,7 @@ replaced (a job file that crashes every child must not cause a fork storm).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections import deque
@@ -12,6 +13,8 @@ from collections import deque
 from ..job import ErrorKind
 from ..store import Settlement
 from .base import failure, timed_out
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 
@@ -90,5 +93,11 @@ class RespawnLimiter:
             self.delay_s = min(max(self.delay_s * 2, self.first_delay_s), self.max_delay_s)
         return self.delay_s
 
-    def recent(self) -> int:
-        return len(self._deaths)
+    def note_crash(self, now: float, where: str) -> float:
+        """`record` a child's unexpected death in WHERE, saying so when it backs off."""
+        delay = self.record(now)
+        if delay:
+            log.error("crash loop in %s: %d children died in the last %.0f s; waiting %.1f s "
+                      "before forking again (check the job logs and child_limits)", where,
+                      len(self._deaths), self.window_s, delay)
+        return delay

@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections import deque
-from typing import Any, Protocol
+from typing import Protocol
 
 import psutil
 
@@ -329,18 +329,10 @@ class ChildPool:
             log.error("child %d of queue %s died while %s: %s", child.pid, self.queue,
                       state.label, how)
         if not (isinstance(state, Stopping) and state.expected) and not lost_with:
-            self._note_crash()
-        self.cond.notify_all()
-
-    def _note_crash(self) -> None:
-        now = time.monotonic()
-        delay = self._limiter.record(now)
-        if delay:
+            now = time.monotonic()
+            delay = self._limiter.note_crash(now, f"the process pool of queue {self.queue}")
             self.timers.respawn_at = max(self.timers.respawn_at, now + delay)
-            log.error("crash loop in the process pool of queue %s: %d children died in the "
-                      "last %.0f s; waiting %.1f s before forking again (check the job "
-                      "logs and child_limits)", self.queue, self._limiter.recent(),
-                      self._limiter.window_s, delay)
+        self.cond.notify_all()
 
     def _forget(self, child: Child) -> None:
         child.move(Exited())
@@ -419,7 +411,3 @@ class ChildPool:
                 self._forget(child)
             self._watch.close()
             self.cond.notify_all()
-
-    def snapshot_rows(self) -> list[tuple[int, str, Assigned | None, int, Any]]:
-        return [(c.pid, c.state.label, c.job, c.jobs_served, c.proc)
-                for c in self.children.values()]

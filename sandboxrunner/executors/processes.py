@@ -118,7 +118,8 @@ class ProcessExecutor:
 
     def snapshot(self) -> dict[str, Any]:
         with self.pool.lock:
-            rows = self.pool.snapshot_rows()
+            rows = [(c.pid, c.state.label, c.job, c.jobs_served, c.proc)
+                    for c in self.pool.children.values()]
             backlog, backoff = len(self._backlog), self.pool.respawn_backoff_s()
         children = []
         for pid, state, job, served, proc in rows:
