@@ -16,7 +16,6 @@ from redis.exceptions import NoScriptError
 
 from .config import Config
 from .connection import async_client
-from .forkguard import FORK_GUARD
 from .job import EnqueueResult, Outcome, PreparedJob
 from .keys import Keys
 from .store import SCRIPT_SOURCES
@@ -105,10 +104,9 @@ class AsyncStore:
         self.config = config
         self.keys = Keys(config.key_prefix)
         self.redis = async_client(url)
-        with FORK_GUARD.shared():
-            self._scripts = {
-                n: self.redis.register_script(SCRIPT_SOURCES[n]) for n in ("enqueue", "attach")
-            }
+        self._scripts = {
+            n: self.redis.register_script(SCRIPT_SOURCES[n]) for n in ("enqueue", "attach")
+        }
         self._enqueues = _ScriptBatcher(self.redis, self._scripts["enqueue"])
 
     async def close(self) -> None:

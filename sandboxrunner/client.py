@@ -301,9 +301,18 @@ class ClientFactory:
     (a forked child makes its own). A supervisor is handed one at start and hands it to
     its executors; they put it in each job's context, or give it to their children."""
 
-    def __init__(self, config: Config, registry: Registry, url: str) -> None:
+    def __init__(self, config: Config, registry: Registry | None, url: str) -> None:
         self.config, self.registry, self.url = config, registry, url
         self._made: tuple[int, Client] | None = None
+
+    def with_registry(self, registry: Registry) -> ClientFactory:
+        """This factory over another registry: a fork server's, holding the same jobs."""
+        return ClientFactory(self.config, registry, self.url)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a spawned fork server gets the factory pickled: what it made stays here, and the
+        # registry (handlers need cloudpickle) is the fork server's own (with_registry)
+        return (ClientFactory, (self.config, None, self.url))
 
     def __call__(self) -> Client:
         made = self._made_here()
@@ -311,6 +320,7 @@ class ClientFactory:
             return made
         with _default_lock:
             if self._made_here() is None:
+                assert self.registry is not None, "a pickled factory needs with_registry()"
                 self._made = (os.getpid(), Client(self.config, self.registry, self.url))
             return cast(Client, self._made_here())
 

@@ -2,9 +2,8 @@
 
 `resolve_redis_url` says which Redis a project uses: the configured URL, else the
 project's embedded server (embedded.py), started if need be. Every client comes from
-`connect` (or `async_client` for asyncio callers): keepalive on,
-a connect or TLS handshake that hangs gives up after CONNECT_TIMEOUT_S, and a TLS
-handshake never overlaps a fork of the process pool.
+`connect` (or `async_client` for asyncio callers): keepalive on, and a connect or TLS
+handshake that hangs gives up after CONNECT_TIMEOUT_S.
 
 `RedisRetry` is the rule every caller-side path follows while Redis is unreachable or
 still loading its data after a restart (a server that answers INFO while it loads is not
@@ -31,7 +30,6 @@ from redis.retry import Retry
 
 from .config import Config, project_hint, redact_url
 from .errors import ConfigError, RedisUnavailable
-from .forkguard import FORK_GUARD
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +42,6 @@ LOADING_WAIT_S = 10.0  # check_reachable waits this long for a restarted server 
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 1.0
 RETRYABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
-
-
-class _GuardedSSLConnection(redis.SSLConnection):
-    """A TLS connection whose handshake never overlaps a fork of the process pool."""
-
-    def _connect(self) -> Any:
-        with FORK_GUARD.shared():
-            return super()._connect()  # type: ignore[no-untyped-call]
-
-
-class _GuardedAsyncSSLConnection(aioredis.SSLConnection):
-    """The asyncio twin: a fork waits while the handshake is awaited (a handshake waits
-    only while a fork is under way, so the event loop is held up for a fork at most)."""
-
-    async def _connect(self) -> None:
-        with FORK_GUARD.shared():
-            await super()._connect()  # type: ignore[no-untyped-call]
 
 
 def resolve_redis_url(config: Config) -> str:
@@ -78,8 +59,6 @@ def resolve_redis_url(config: Config) -> str:
 def connect(url: str, **kwargs: Any) -> redis.Redis:
     """A client for URL; socket keepalive on, so a dead peer is noticed; a connect (and
     TLS handshake) that hangs gives up after CONNECT_TIMEOUT_S."""
-    if url.startswith("rediss://"):
-        kwargs.setdefault("connection_class", _GuardedSSLConnection)
     kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
     return redis.Redis.from_url(url, health_check_interval=30, **_keepalive(url), **kwargs)
 
@@ -98,8 +77,6 @@ def async_client(url: str) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=ASYNC_POOL_SIZE, timeout=None, **_keepalive(url),
         socket_connect_timeout=CONNECT_TIMEOUT_S, retry=AsyncRetry(NoBackoff(), 0))
-    if url.startswith("rediss://"):  # from_url would override a connection_class given
-        pool.connection_class = _GuardedAsyncSSLConnection
     return aioredis.Redis.from_pool(pool)
 
 

@@ -11,6 +11,8 @@ joboutput.py, read it).
 from __future__ import annotations
 
 import contextvars
+import mmap
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -64,10 +66,10 @@ class JobLogger:
 class PoolSlots:
     """A process pool's slots as a nested run_job in one of its children sees them.
 
-    Each child owns one counter of a shared array created before the children fork: how
-    many nested run_job calls it is waiting on. The sum is how many of the pool's children
-    wait that way. One writer per counter, so no lock (a killed child cannot leave a lock
-    held); the pool zeroes a dead child's counter.
+    Each child owns one counter of its pool's share of `SlotCounters`: how many nested
+    run_job calls it is waiting on. The sum is how many of the pool's children wait that
+    way. One writer per counter, so no lock (a killed child cannot leave a lock held); the
+    pool zeroes a dead child's counter.
     """
 
     def __init__(self, queue: str, capacity: int, counters: Any, index: int) -> None:
@@ -82,6 +84,36 @@ class PoolSlots:
 
     def leave_nested(self) -> None:
         self._counters[self._index] -= 1
+
+
+class SlotCounters:
+    """The nested-call counters of every process pool of a supervisor, in one memfd made
+    before its fork server starts: the fork server maps the same memory (inherited when
+    forked, by the fd when spawned), so its children count where the supervisor's pools
+    zero a dead child's counter. Each pool gets twice its size plus two, since a dying
+    child keeps its counter until it is reaped."""
+
+    def __init__(self, capacities: dict[str, int], fd: int = -1) -> None:
+        self.capacities = dict(capacities)
+        lengths = {q: 2 * size + 2 for q, size in capacities.items()}
+        size_bytes = 4 * sum(lengths.values())
+        if fd < 0:
+            fd = os.memfd_create("sandboxrunner-pool-slots")
+            os.ftruncate(fd, size_bytes)
+        self.fd = fd
+        view = memoryview(mmap.mmap(fd, size_bytes)).cast("i")
+        self._views: dict[str, memoryview] = {}
+        start = 0
+        for queue, length in lengths.items():
+            self._views[queue] = view[start:start + length]
+            start += length
+
+    def of(self, queue: str) -> memoryview:
+        """QUEUE's counters: an int per slot, shared with the children."""
+        return self._views[queue]
+
+    def close(self) -> None:
+        os.close(self.fd)  # the mapping stays while a view of it lives
 
 
 @dataclass

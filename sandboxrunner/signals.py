@@ -24,8 +24,6 @@ import threading
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
-from .executors.children import close_fds, open_supervisor_pipe
-
 if TYPE_CHECKING:
     from .supervisor import Supervisor
 
@@ -36,11 +34,12 @@ DONE = 0  # written by the drain thread: not a signal number
 
 
 class SignalPipe:
-    """SIGINT and SIGTERM as bytes on a pipe the main thread can wait on. The pipe is one
-    the supervisor's children close (children.py), so a child never writes into it."""
+    """SIGINT and SIGTERM as bytes on a pipe the main thread can wait on. No child holds
+    it: children come from the fork server, forked before the pipe exists or spawned
+    without it."""
 
     def __enter__(self) -> SignalPipe:
-        self._read_fd, self._write_fd = open_supervisor_pipe()
+        self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._write_fd, False)
         self._previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         return self
@@ -49,7 +48,8 @@ class SignalPipe:
                  tb: TracebackType | None) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-        close_fds([self._read_fd, self._write_fd])
+        os.close(self._read_fd)
+        os.close(self._write_fd)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.post(signum)

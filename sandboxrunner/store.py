@@ -23,8 +23,7 @@ from .blocking import BlockingConnections, exchange
 from .config import Config
 from .connection import caller_retry, connect
 from .connection import check_reachable as check_reachable  # re-exported
-from .forkguard import FORK_GUARD
-from .job import ClaimedJob as ClaimedJob  # re-exported: child.py and processes.py import it
+from .job import ClaimedJob as ClaimedJob
 from .job import (
     CronFired,
     CronRun,
@@ -35,7 +34,7 @@ from .job import (
     claimed_batch,
     text,
 )
-from .job import Settlement as Settlement  # re-exported: child.py and processes.py import it
+from .job import Settlement as Settlement
 from .keys import QUEUES, Keys
 from .supervision import (
     JobWatch,
@@ -115,9 +114,7 @@ class Store:
         self.keys = Keys(config.key_prefix)
         self.redis = connect(url) if retry is None else connect(url, retry=retry)
         self._blocking = BlockingConnections(connect(url, socket_timeout=BLOCK_TIMEOUT_S + 5))
-        with FORK_GUARD.shared():  # each script is hashed (SHA1) by OpenSSL
-            self._scripts = {n: self.redis.register_script(s)
-                             for n, s in SCRIPT_SOURCES.items()}
+        self._scripts = {n: self.redis.register_script(s) for n, s in SCRIPT_SOURCES.items()}
         self.reply_prefix = self.keys.reply_channel("")
 
     def close(self) -> None:

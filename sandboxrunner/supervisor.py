@@ -63,6 +63,16 @@ SETTLE_BACKOFF_MIN_S = 0.05
 FORCED_SETTLE_WAIT_S = 1.0  # stopping now: outcomes Redis cannot take by then are dropped
 
 
+def _start_fork_server(config: Config, registry: Registry, make_client: MakeClient | None,
+                       queues: tuple[str, ...]) -> Any:
+    """Process mode: the fork server every child of this supervisor comes from."""
+    if not config.use_separate_process:
+        return None
+    from .executors.forkserver import ForkServer
+
+    return ForkServer(config, registry, make_client, queues)
+
+
 def new_supervisor_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -79,6 +89,8 @@ class Supervisor:
         self.sid = new_supervisor_id()
         self.queues = tuple(config.workers)
         self.started_at = time.time()
+        # before any thread of ours starts: it may be forked from this process
+        self.fork_server = _start_fork_server(config, registry, make_client, self.queues)
         self._stop = threading.Event()
         self._stop_now = threading.Event()  # stop without waiting for running jobs
         self._progress = threading.Event()  # a job ended while stopping (or stop_now)
@@ -112,7 +124,7 @@ class Supervisor:
             from .executors.processes import ProcessExecutor
 
             return ProcessExecutor(queue, self.registry, self.config, report, sink,
-                                   make_client=self.make_client)
+                                   make_client=self.make_client, fork_server=self.fork_server)
         return ThreadExecutor(queue, self.registry, self.config.effective_concurrency(),
                               report, sink, make_client=self.make_client)
 
@@ -181,6 +193,8 @@ class Supervisor:
                         "them back", grace_s, self.jobs_in_hand())
         for executor in self.executors.values():
             executor.shutdown(0)  # kills the children that are left, with their processes
+        if self.fork_server is not None:
+            self.fork_server.close()
         self._settle_queue.put(None)
         self._join("sr-settle", FORCED_SETTLE_WAIT_S if self._stop_now.is_set() else None)
         self._beat_stop.set()

@@ -9,12 +9,11 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "sandboxrunner"
-WORKER_SIDE = ["supervisor", "fetching", "executors.threads", "executors.base", "cron",
+WORKER_SIDE = ["supervisor", "fetching", "executors.threads", "executors.base",
+               "executors.processes", "executors.in_child", "executors.in_forkserver", "cron",
                "snapshot", "top"]
 CALLER_SIDE = {"client", "listener", "async_store", "worker", "integrations"}
-# child.py still installs its client itself: the fork-server work (issue 13) replaces it,
-# and then this exception goes
-NOT_FOLLOWED = {"child"}
+NOT_FOLLOWED: set[str] = set()
 
 
 def _imports(module: str) -> set[str]:

@@ -3,7 +3,9 @@
 Every test drives a real supervisor (`running_supervisor(..., use_separate_process=True)`)
 and checks processes with psutil. A grandchild orphaned by a kill is reparented to init;
 where init does not reap (some containers), it lingers as a zombie, which counts as gone.
-Our own children must be reaped: a zombie whose parent is this process fails the test.
+Our own children (the fork server) and theirs must be reaped: a zombie whose parent is
+this process or its fork server fails the test. The fork server itself (where children
+come from, its death) is tested in tests/test_forkserver.py.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 import psutil
 import pytest
 
-from sandboxrunner import JobFailed, JobTimeout, child, registry
-from sandboxrunner.executors import processes
+from sandboxrunner import JobFailed, JobTimeout, registry
+from sandboxrunner.executors import forkserver, pool, processes
 from sandboxrunner.joblog import read_job_log
 from sandboxrunner.keys import Keys
 from sandboxrunner.registry import load_registry
@@ -38,10 +40,13 @@ PROC = {"use_separate_process": True, "concurrency": 2, "workers": "default"}
 
 
 def is_gone(pid: int) -> bool:
-    """Dead and reaped, or an orphan zombie that some other process must reap."""
+    """Dead and reaped, or an orphan zombie that init (not we) must reap."""
     try:
         proc = psutil.Process(pid)
-        return proc.status() == psutil.STATUS_ZOMBIE and proc.ppid() != os.getpid()
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+        parent = proc.parent()
+        return parent is None or os.getpid() not in (parent.pid, parent.ppid())
     except psutil.NoSuchProcess:
         return True
 
@@ -69,11 +74,13 @@ def test_results_and_errors_round_trip_through_a_child(redis_url: str) -> None:
                                                      "queue": "default"}
         assert client.run_job("async_echo", [1, 2]) == {"async_echo": [1, 2]}
         ran = client.run_job("proc_pid")
+        server_parent = psutil.Process(ran["ppid"]).ppid()  # ran["ppid"]: our fork server
         with pytest.raises(JobFailed) as info:
             client.run_job("fail", {"card": "4242"})
         with pytest.raises(JobFailed, match="not JSON-serialisable"):
             client.run_job("not_json")
-    assert ran["pid"] != os.getpid() and ran["ppid"] == os.getpid()
+    assert ran["pid"] != os.getpid()
+    assert server_parent == os.getpid()
     assert ran["pgid"] == ran["pid"]  # leads its own group: a kill takes its whole tree
     assert info.value.error_type == "PaymentDeclined"
     assert "card 4242 declined" in info.value.error_message
@@ -103,7 +110,7 @@ def test_a_job_past_its_timeout_is_killed_and_replaced(redis_url: str, tmp_path:
         elapsed = time.monotonic() - started
         pid = read_pids(pid_file)[0]
         wait_for(lambda: is_gone(pid), what=f"child {pid} to be gone")
-        assert not psutil.pid_exists(pid)  # reaped by the supervisor, not a zombie
+        assert not psutil.pid_exists(pid)  # reaped (by the fork server), not a zombie
         wait_for(lambda: pool_full(sup), timeout_s=1, what="the pool to be full again")
         after = client.run_job("proc_pid")
     assert 0.2 <= elapsed < 1.2
@@ -158,7 +165,7 @@ def test_a_child_breaking_the_pipe_protocol_is_killed_and_replaced(redis_url: st
 
 def test_children_dying_too_fast_back_off_instead_of_a_fork_storm(
         redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="sandboxrunner.executors.processes")
+    caplog.set_level(logging.ERROR, logger=pool.__name__)
     with running_supervisor(redis_url, **PROC) as sup, client_for(redis_url) as client:
         handles = [client.enqueue("proc_crash", {"how": "segv"}) for _ in range(40)]
         time.sleep(1.5)
@@ -177,23 +184,20 @@ def test_children_dying_too_fast_back_off_instead_of_a_fork_storm(
 
 
 def test_children_failing_to_initialise_back_off_and_no_job_is_lost(
-        redis_url: str, monkeypatch: pytest.MonkeyPatch,
+        redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger=processes.__name__)
-    monkeypatch.setattr(processes, "RespawnLimiter",
-                        functools.partial(processes.RespawnLimiter, max_delay_s=0.4))
-    working = child._install_client
-
-    def broken(setup: Any) -> None:
-        raise RuntimeError("no database for this child")
-
-    monkeypatch.setattr(child, "_install_client", broken)  # forked children inherit it
+    caplog.set_level(logging.ERROR, logger=pool.__name__)
+    monkeypatch.setattr(pool, "RespawnLimiter",
+                        functools.partial(pool.RespawnLimiter, max_delay_s=0.4))
+    broken = tmp_path / "broken"
+    broken.touch()
+    monkeypatch.setenv("SR_TEST_BREAK_CHILDREN", str(broken))  # tests/jobs/fault_breaks_...
     with running_supervisor(redis_url, **PROC), client_for(redis_url) as client:
         handle = client.enqueue("echo", 4)
         time.sleep(1.0)
         failed = caplog.text.count("failed to initialise: RuntimeError: no database")
         assert "crash loop" in caplog.text
-        monkeypatch.setattr(child, "_install_client", working)
+        broken.unlink()
         assert handle.result(wait_timeout=3000)["echo"] == 4
     # without the backoff, two children fail a few hundred times a second
     assert 10 <= failed < 30
@@ -344,14 +348,15 @@ def test_a_sigkilled_supervisor_leaves_no_child_alive(redis_url: str, tmp_path: 
             client.enqueue("proc_hang", {"file": str(tmp_path / "pid"), "how": "sleep"},
                            timeout=60_000)
             busy = read_pids(tmp_path / "pid")[0]
-        children = wait_for(lambda: [p.pid for p in psutil.Process(proc.proc.pid).children()
-                                     if p.status() != psutil.STATUS_ZOMBIE][:2],
-                            what="the supervisor's children")
-        assert busy in children
+        # its fork server, and the two children the fork server forked
+        tree = wait_for(lambda: len(kids := [p.pid for p in psutil.Process(
+            proc.proc.pid).children(recursive=True)]) >= 3 and kids,
+            what="the fork server and two children")
+        assert busy in tree
         proc.signal(signal.SIGKILL)
         proc.wait()
-        wait_for(lambda: all(is_gone(pid) for pid in children), timeout_s=3,
-                 what="every child to die with its supervisor")
+        wait_for(lambda: all(is_gone(pid) for pid in tree), timeout_s=3,
+                 what="the fork server and every child to die with their supervisor")
     finally:
         proc.stop()
 
@@ -366,16 +371,19 @@ def test_a_pool_closed_while_its_children_start_leaves_none_behind(redis_url: st
     # not yet in a process group of their own: the kill must reach them all the same
     config = make_config(redis_url, **{**PROC, "concurrency": 4})
     jobs = load_registry(config.jobs_dir)
-    ours = {c.pid for c in psutil.Process().children()}  # the Redis server, ...
-    for attempt in range(20):
-        executor = processes.ProcessExecutor("default", jobs, config, lambda _: None,
-                                             _NoSink())
-        time.sleep(0.001 * (attempt % 5))
-        started = time.monotonic()
-        executor.shutdown(0)
-        assert time.monotonic() - started < 5, "the pool hung reaping its children"
-        left = [c for c in psutil.Process().children() if c.pid not in ours]
-        assert all(is_gone(c.pid) for c in left), left
+    server = forkserver.ForkServer(config, jobs, None, ("default",))
+    try:
+        for attempt in range(20):
+            executor = processes.ProcessExecutor("default", jobs, config, lambda _: None,
+                                                 _NoSink(), fork_server=server)
+            time.sleep(0.001 * (attempt % 5))
+            started = time.monotonic()
+            executor.shutdown(0)
+            assert time.monotonic() - started < 5, "the pool hung reaping its children"
+            left = psutil.Process(server.pid).children()
+            assert all(is_gone(c.pid) for c in left), left
+    finally:
+        server.close()
 
 
 def test_thread_and_process_supervisors_serve_one_queue_together(redis_url: str) -> None:
@@ -390,7 +398,8 @@ def test_thread_and_process_supervisors_serve_one_queue_together(redis_url: str)
 
 def test_a_nested_run_job_from_a_child_uses_the_childs_own_client(redis_url: str) -> None:
     with running_supervisor(redis_url, **PROC), client_for(redis_url) as client:
-        assert client.run_job("nested", {"inner": "proc_pid"})["ppid"] == os.getpid()
+        inner = client.run_job("nested", {"inner": "proc_pid"})
+        assert psutil.Process(inner["ppid"]).ppid() == os.getpid()  # a child of our pool's
 
 
 def test_snapshot_and_running_show_each_child(redis_url: str, tmp_path: Path) -> None:
@@ -429,21 +438,21 @@ def test_nested_run_job_with_a_free_child_works(redis_url: str) -> None:
 def test_the_backlog_of_claimed_jobs_is_deep_for_short_jobs_and_one_a_child_for_long_ones(
         redis_url: str, redis_client: Any) -> None:
     with running_supervisor(redis_url, **PROC) as sup, client_for(redis_url) as client:
-        pool = sup.executors["default"]
+        executor = sup.executors["default"]
         # nothing run yet: one waiting job per child (another supervisor may be idle)
-        assert pool._backlog_limit() == 2
+        assert executor._backlog_limit() == 2
         for i in range(20):
             client.run_job("echo", i)
         # short jobs: more wait, so a claim or settlement serves several of them
-        assert pool._backlog_limit() > 2
-        with pool._lock:
-            assert pool._free() > 2
+        assert executor._backlog_limit() > 2
+        with executor.pool.lock:
+            assert executor._free() > 2
         client.run_job("slow", {"seconds": 0.3})
-        assert pool._backlog_limit() == 2
+        assert executor._backlog_limit() == 2
         # long jobs: what the two busy children and a short backlog cannot take stays in
         # Redis for any supervisor
         handles = [client.enqueue("slow", {"seconds": 0.5}) for _ in range(6)]
         time.sleep(0.25)
-        assert pool.snapshot()["backlog"] <= 2 and pool.jobs_in_hand() <= 4
+        assert executor.snapshot()["backlog"] <= 2 and executor.jobs_in_hand() <= 4
         assert redis_client.llen(Keys("sr").wait("default")) >= 2
         assert [h.result(wait_timeout=10_000)["slept"] for h in handles] == [0.5] * 6

@@ -1,6 +1,6 @@
-"""Process titles: in `ps`, a supervisor started by `sandboxrunner start` and each child of
-its pool say what they are and what they run; an in-process worker leaves the app's own
-title alone and titles only its children."""
+"""Process titles: in `ps`, a supervisor started by `sandboxrunner start`, its fork server
+and each child of its pool say what they are and what they run; an in-process worker
+leaves the app's own title alone and titles only its fork server and children."""
 
 from __future__ import annotations
 
@@ -70,8 +70,10 @@ def test_a_process_supervisor_and_its_children_say_what_they_run(
     supervisor = start("--separate-process", "-c", "1", "--workers", "default")  # type: ignore[operator]
     wait_for(lambda: title(supervisor.pid) == "sandboxrunner supervisor default (processes) "
              "[shop]" and len(child_pids(supervisor.pid)) == 1, timeout_s=20,
-             what="the supervisor's title and its child")
-    child = child_pids(supervisor.pid)[0]
+             what="the supervisor's title and its fork server")
+    server = child_pids(supervisor.pid)[0]
+    assert title(server) == "sandboxrunner fork server default [shop]"
+    child = wait_for(lambda: child_pids(server), what="the child")[0]
     wait_for(lambda: title(child) == "sandboxrunner child default: idle", what="an idle child")
     with client_for(redis_url, jobs_dir=str(shop / "worker_jobs")) as client:
         handle = client.enqueue("nap", {"seconds": 1})
@@ -98,4 +100,6 @@ def test_an_in_process_worker_titles_its_children_but_not_the_app(redis_url: str
         pool = worker.supervisor.executors["default"].snapshot()["children"]
         wait_for(lambda: [title(c["pid"]) for c in pool] == ["sandboxrunner child default: idle"],
                  what="the pool's child titled")
+        server = psutil.Process(pool[0]["pid"]).ppid()
+        assert title(server) == f"sandboxrunner fork server default [{ROOT.name}]"
         assert title(os.getpid()) == before

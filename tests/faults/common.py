@@ -153,8 +153,7 @@ class Proxy:
 
 
 class TLSProxyProcess:
-    """A TLS-terminating Proxy in a process of its own (python -m tests.faults.common):
-    its handshakes must not run in the process whose pool forks (see forkguard.py)."""
+    """A TLS-terminating Proxy in a process of its own (python -m tests.faults.common)."""
 
     def __init__(self, upstream_port: int, cert: Path, key: Path) -> None:
         self.proc = subprocess.Popen(

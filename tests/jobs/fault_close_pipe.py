@@ -4,10 +4,10 @@ goes on running, so it can never report."""
 import os
 import time
 
-from sandboxrunner import child
+from sandboxrunner.executors import in_child
 
 
 def run(data):
-    os.close(child.CURRENT.sender.fd)
+    os.close(in_child.CURRENT.sender.fd)
     time.sleep(data.get("seconds", 30))
     return "reported nothing"

@@ -8,9 +8,9 @@ def run(data, ctx):
     import os
     import signal
 
-    from sandboxrunner import child
+    from sandboxrunner.executors import in_child
 
-    if child.CURRENT is None:
+    if in_child.CURRENT is None:
         raise RuntimeError("fault_crash_once kills its process: run it in process mode only")
     with open(data["file"], "a") as fh:
         fh.write(f"{ctx.job.attempt} {os.getpid()}\n")

@@ -3,9 +3,9 @@
 import os
 import time
 
-from sandboxrunner import child
+from sandboxrunner.executors import in_child
 
 
 def run(data):
-    os.write(child.CURRENT.sender.fd, b"\xff\xff\xff\xff\x00garbage")
+    os.write(in_child.CURRENT.sender.fd, b"\xff\xff\xff\xff\x00garbage")
     time.sleep(5)

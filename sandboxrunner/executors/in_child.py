@@ -1,29 +1,31 @@
-"""Runs inside a forked child: reads calls from its pipe, runs them, sends results and logs.
+"""Runs inside a child: reads jobs from its pipe, runs them, sends results and logs.
 
-A child is forked by ``executors/processes.py`` from its pool's manager thread after the
-job registry was loaded, so every job known then is already in its memory and nothing
-is re-imported. Its life:
+A child is forked by the fork server (in_forkserver.py), a single-threaded process that
+holds the job registry, so every job known then is already in its memory and nothing is
+re-imported; the supervisor's pool (processes.py, pool.py) asks for it and talks to it.
+Its life:
 
   1. detach: its own session and process group (os.setsid), so the supervisor can kill
      it together with everything it started; PR_SET_PDEATHSIG=SIGKILL, so it dies with
-     a SIGKILLed supervisor; default signal dispositions; the supervisor-side pipe ends
-     it inherited (its own and its siblings') are closed, so a gone supervisor shows as
-     EOF on the command pipe.
+     its fork server, which dies with the supervisor (SIGKILL included); default signal
+     dispositions; the fork server's socket is closed, so the child holds no end of
+     anything but its own three pipes, and a gone supervisor shows as EOF on the command
+     pipe.
   2. output: fd 0 reads /dev/null; fd 1 and 2 point at the child's output pipe, which
      the supervisor turns into log lines of the running job (C-level writes, faulthandler
      dumps and subprocesses land there). sys.stdout and sys.stderr are replaced by line
      writers that send each line as a LOG frame on the message pipe, so Python prints
      stay in order with ctx.log lines.
   3. child_limits applied with setrlimit, READY sent.
-  4. serve: read a RUN frame, run the handler (sync directly, async on an event loop
-     kept for the child's life), send DONE. EOF on the command pipe: exit. A job calling
-     sys.exit ends the child with that exit code, as it would end a process.
+  4. serve: read a RUN frame (the claimed job as the supervisor claimed it), run the
+     handler (sync directly, async on an event loop kept for the child's life), send
+     DONE. EOF on the command pipe: exit. A job calling sys.exit ends the child with that
+     exit code, as it would end a process.
 Its process title says which queue it serves and what it runs (proctitle.py).
 
-The child never returns into the supervisor's code and always leaves with os._exit, so
-no atexit handler or finaliser of the parent (or of pytest) runs twice. Everything it
-needs is imported here, before any fork: an import in the child could wait forever on an
-import lock another supervisor thread held at the moment of the fork.
+The child never returns into the fork server's code and always leaves with os._exit, so
+no atexit handler or finaliser of a parent (or of pytest) runs twice. Everything it needs
+is imported here, before any fork.
 """
 
 from __future__ import annotations
@@ -38,31 +40,29 @@ import io
 import json
 import math
 import os
-import pickle
 import resource
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 # unpickles the specs a child is sent; imported here, before any fork
 import cloudpickle  # noqa: F401
 
-from . import client as client_module
+from ..context import JobContext, JobLogger, PoolSlots, current_job, log_line
+from ..errors import UnknownJob
+from ..job import ErrorInfo, ErrorKind, Status
+from ..joboutput import LineBuffer
+from ..proctitle import child_title, set_title
+from ..registry import JobSpec
+from ..store import ClaimedJob, Settlement
 from . import pipes
-from .context import JobContext, JobLogger, PoolSlots, current_job, log_line
-from .errors import UnknownJob
-from .executors.base import failure, success
-from .job import ErrorInfo, ErrorKind, JobRecord, Status
-from .joboutput import LineBuffer
-from .proctitle import child_title, set_title
-from .registry import JobSpec
-from .store import Settlement
+from .base import failure, success
 
 EXIT_INIT_FAILED = 70  # could not set itself up; the supervisor logs the BROKEN text
-EXIT_ORPHANED = 71  # the supervisor went away
+EXIT_ORPHANED = 71  # the process it came from went away
 EXIT_INTERNAL = 72  # a bug in this module, not in the job
 
 PR_SET_PDEATHSIG = 1
@@ -73,40 +73,16 @@ _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: dlopen after a fork can
 CURRENT: ChildRuntime | None = None
 
 
-def from_supervisor(blob: bytes) -> Any:
-    """Unpickle a frame of the command pipe. Only the supervisor that forked this child
-    writes there (pipes.py), so this is the one trusted place pickles travel; nothing read
-    from Redis or sent by a child is ever unpickled."""
-    return pickle.loads(blob)  # trusted: supervisor pipe
-
-
-class Call(NamedTuple):
-    """One job handed to a child; pickled as a plain tuple in this field order."""
-
-    job_id: str
-    name: str
-    data_json: str
-    timeout_ms: int
-    attempt: int
-    enqueued_at_ms: int
-    started_at_ms: int
-    spec_blob: bytes | None  # cloudpickle of the JobSpec when the child lacks it
-
-
-def encode_call(call: Call) -> bytes:
-    return pipes.frame(pipes.RUN, pickle.dumps(tuple(call), pickle.HIGHEST_PROTOCOL))
-
-
 @dataclass(frozen=True)
 class ChildSetup:
-    """What the forked child gets from its pool (in memory, not over the pipe)."""
+    """What a child gets from its fork server (in memory, not over the pipe)."""
 
     queue: str
     cmd_fd: int
     msg_fd: int
     out_fd: int
-    inherited_fds: tuple[int, ...]  # supervisor-side pipe ends to close
-    parent_pid: int
+    inherited_fds: tuple[int, ...]  # the fork server's own fds, closed in the child
+    parent_pid: int  # the fork server
     specs: dict[str, JobSpec]
     log_max_lines: int
     limits: dict[str, int]
@@ -219,26 +195,26 @@ class ChildRuntime:
             if not data:
                 return
             for _kind, payload in reader.feed(data):
-                outcome = self.run(Call(*from_supervisor(payload)))
+                outcome = self.run(*pipes.decode_run(payload))
                 status = b"c" if outcome.status == Status.COMPLETED else b"f"
                 self.sender.send(pipes.DONE, status + outcome.body.encode())
 
-    def run(self, call: Call) -> Settlement:
+    def run(self, job: ClaimedJob, spec_blob: bytes | None) -> Settlement:
         try:
-            spec = self._spec(call)
+            spec = self._spec(job.name, spec_blob)
         except Exception as exc:  # noqa: BLE001 - refused before the handler runs
-            return failure(call.job_id, ErrorKind.INVALID, type(exc).__name__,
-                           f"the child could not start job {call.name!r}: {exc}")
+            return failure(job.id, ErrorKind.INVALID, type(exc).__name__,
+                           f"the child could not start job {job.name!r}: {exc}")
         try:
-            data = json.loads(call.data_json) if call.data_json else None
+            data = json.loads(job.data_json) if job.data_json else None
         except ValueError as exc:  # a record written by hand: as executors/base.resolve
-            return failure(call.job_id, ErrorKind.INVALID, "MalformedJob",
+            return failure(job.id, ErrorKind.INVALID, "MalformedJob",
                            f"job data is not valid JSON: {exc}")
-        ctx = JobContext(job=_record(call, self.queue, data),
-                         log=JobLogger(self.sink, call.job_id, self.queue),
-                         slots=self.setup.slots)
-        self.sink.begin(call.job_id)
-        set_title(child_title(self.queue, call.name, call.job_id))
+        ctx = JobContext(job=job.record(self.queue, data),
+                         log=JobLogger(self.sink, job.id, self.queue),
+                         slots=self.setup.slots, make_client=self.setup.make_client)
+        self.sink.begin(job.id)
+        set_title(child_title(self.queue, job.name, job.id))
         if "cpu_seconds" in self.limits:
             _arm_cpu_limit(self.limits["cpu_seconds"])
         token = current_job.set(ctx)
@@ -246,14 +222,14 @@ class ChildRuntime:
             value = spec.call(data, ctx)
             if spec.is_async:
                 value = self._event_loop().run_until_complete(value)
-            return success(call.job_id, value)
+            return success(job.id, value)
         except SystemExit as exc:
             # the job ends the process, as it asked; a message is printed while the
             # job's lines are still credited to it
             self.exit_code = _exit_code(exc)
             raise
         except BaseException as exc:  # noqa: BLE001 - a job's failure, reported to its caller
-            return self._raised(call.job_id, exc)
+            return self._raised(job.id, exc)
         finally:
             current_job.reset(token)
             self.end_job()
@@ -267,15 +243,15 @@ class ChildRuntime:
         self.sink.begin("")
         set_title(child_title(self.queue))
 
-    def _spec(self, call: Call) -> JobSpec:
-        if call.spec_blob is not None:
-            spec: JobSpec = from_supervisor(call.spec_blob)
-            self.specs[call.name] = spec
+    def _spec(self, name: str, spec_blob: bytes | None) -> JobSpec:
+        if spec_blob is not None:
+            spec: JobSpec = pipes.from_supervisor(spec_blob)
+            self.specs[name] = spec
             return spec
         try:
-            return self.specs[call.name]
+            return self.specs[name]
         except KeyError:
-            raise UnknownJob(call.name, list(self.specs)) from None
+            raise UnknownJob(name, list(self.specs)) from None
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -291,12 +267,6 @@ class ChildRuntime:
         return Settlement(job_id, Status.FAILED, info.to_json())
 
 
-def _record(call: Call, queue: str, data: Any) -> JobRecord:
-    return JobRecord(id=call.job_id, name=call.name, data=data, queue=queue,
-                     attempt=call.attempt, enqueued_at=call.enqueued_at_ms / 1000,
-                     started_at=call.started_at_ms / 1000, timeout_ms=call.timeout_ms)
-
-
 def _limit_hint(exc: BaseException, limits: dict[str, int]) -> str:
     if isinstance(exc, MemoryError) and "address_space_mib" in limits:
         return (f"the child reached its address space limit "
@@ -309,19 +279,24 @@ def _limit_hint(exc: BaseException, limits: dict[str, int]) -> str:
 # -- setting up ------------------------------------------------------------------------
 
 
-def _detach(setup: ChildSetup) -> None:
-    os.setsid()
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when the thread that started it ends (PR_SET_PDEATHSIG), and
+    exit now if PARENT_PID died already, before the prctl took effect."""
     if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != setup.parent_pid:
-        os._exit(EXIT_ORPHANED)  # the supervisor died before the prctl took effect
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_ORPHANED)
+
+
+def _detach(setup: ChildSetup) -> None:
+    os.setsid()
+    die_with_parent(setup.parent_pid)
     for fd in setup.inherited_fds:
         try:
             os.close(fd)
         except OSError:
             pass
-    # the supervisor's Python handlers (draining on SIGTERM, pytest's) mean nothing here;
-    # SIGTERM must kill a child at once
+    # whatever handlers its parent had mean nothing here: SIGTERM must kill a child at once
     for sig in signal.valid_signals():
         if callable(signal.getsignal(sig)):
             signal.signal(sig, signal.SIG_DFL)
@@ -363,12 +338,6 @@ def _arm_cpu_limit(seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
-def _install_client(setup: ChildSetup) -> None:
-    # another supervisor thread may have held this lock at the moment of the fork
-    client_module._default_lock = threading.Lock()
-    client_module.set_default_client(setup.make_client() if setup.make_client else None)
-
-
 def _start(setup: ChildSetup) -> ChildRuntime:
     global CURRENT
     _detach(setup)
@@ -376,10 +345,9 @@ def _start(setup: ChildSetup) -> ChildRuntime:
     set_title(child_title(setup.queue))  # while it is the only thread (proctitle.py)
     _redirect_output(setup, runtime)
     # the inherited objects are never collected here: freezing them keeps the collector
-    # from touching (and so copying) every page shared with the supervisor
+    # from touching (and so copying) every page shared with the fork server
     gc.freeze()
     _apply_limits(setup.limits)
-    _install_client(setup)
     runtime.sender.send(pipes.READY)
     return runtime
 
@@ -394,7 +362,7 @@ def _exit_code(exc: SystemExit) -> int:
 
 
 def main(setup: ChildSetup) -> NoReturn:
-    """The whole life of a child, right after os.fork(); never returns."""
+    """The whole life of a child, right after the fork server's os.fork(); never returns."""
     try:
         runtime = _start(setup)
     except BaseException as exc:  # noqa: BLE001 - told to the supervisor, then exit

@@ -1,0 +1,413 @@
+"""A process pool's children and the manager thread that waits on all of them at once.
+
+The pool keeps ``size`` children serving (asking the fork server for new ones), writes
+the RUN frames its executor prepared (processes.py draws the data flow), and turns what
+children do into outcomes: DONE settles a job; a crash, a timeout, a memory limit or a
+broken pipe protocol fails it (deaths.py) and kills the child's process group. A child's
+states: pool_child.py; timers: pool_timers.py. Everything runs with the pool's lock held
+(the executor's too), but psutil's memory samples; outcomes are reported once the lock
+is let go, since reporting may write to Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import deque
+from typing import Protocol
+
+import psutil
+
+from ..config import Config
+from ..context import LogSink, log_line
+from ..store import Settlement
+from . import deaths, pipes
+from .base import Report
+from .deaths import RespawnLimiter
+from .forkserver import ForkServer, ForkServerUnavailable
+from .pool_child import (
+    IDLE,
+    Assigned,
+    Busy,
+    Child,
+    Done,
+    Exited,
+    LogLine,
+    Message,
+    Ready,
+    Silent,
+    Starting,
+    Stopping,
+)
+from .pool_timers import PoolTimers
+from .pool_watch import EXIT, OUT, PoolWatch
+from .process_tree import signal_tree, tree_rss
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+# a child's message pipe reads EOF as it exits, just before its pidfd says so; a child
+# still alive this long after the EOF closed the pipe itself and can no longer report
+PIPE_EOF_GRACE_S = 0.5
+SERVER_WAIT_S = 1.0  # the fork server is being replaced: ask again then, or once woken
+DRAIN_LIMIT = 4 * 1024 * 1024  # per drain: a grandchild printing forever can't pin us
+
+
+class PoolEvents(Protocol):
+    """What the pool tells its executor, lock held."""
+
+    def child_idle(self, child: Child) -> None:
+        """CHILD waits for a job: hand it one if any waits."""
+
+    def job_ran(self, job: Assigned) -> None:
+        """JOB ended (done or timed out): how long it ran sizes the prefetch."""
+
+
+class ChildPool:
+    def __init__(self, queue: str, config: Config, server: ForkServer, report: Report,
+                 log_sink: LogSink, events: PoolEvents) -> None:
+        self.queue, self.config, self.server = queue, config, server
+        self.log_sink, self.events, self._report_now = log_sink, events, report
+        self.size = config.effective_concurrency()
+        self.limits = dict(config.child_limits or {})
+        self._counters = server.counters.of(queue)  # context.PoolSlots of the children
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.children: dict[int, Child] = {}
+        self.idle: list[Child] = []
+        self.timers = PoolTimers(bool(config.memory_limit_per_child))
+        self._limiter = RespawnLimiter()
+        self.closed = False
+        self._reports: deque[Settlement] = deque()
+        self._watch = PoolWatch()
+        self.wake = self._watch.wake
+        server.on_ready(self._server_ready)
+        self._thread = threading.Thread(target=self._manage, name=f"sr-{queue}-pool",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- for the executor (lock held) ------------------------------------------------
+    def start_job(self, child: Child, job: Assigned, frame: bytes) -> bool:
+        """Hand JOB's RUN FRAME to idle CHILD; False if its pipe failed (it is killed)."""
+        try:
+            pipes.write_all(child.cmd_fd, frame)
+        except OSError as exc:
+            # it died since it was idle: the job never started
+            self._kill(child, f"its command pipe failed ({exc})", graceful=False)
+            return False
+        child.move(Busy(job))
+        if self.timers.add_deadline(child.pid, job):
+            self.wake()  # the manager sleeps toward a later time
+        return True
+
+    def report(self, outcome: Settlement) -> None:
+        """Hand OUTCOME on once the lock is let go; nothing is reported once closed (the
+        supervisor hands those jobs back)."""
+        if not self.closed:
+            self._reports.append(outcome)
+
+    def respawn_backoff_s(self) -> float:
+        return self._limiter.delay_s
+
+    def busy(self) -> list[Child]:
+        return [c for c in self.children.values() if isinstance(c.state, Busy)]
+
+    def close(self) -> None:
+        """Kill every child and its group, reap them all (lock not held)."""
+        with self.lock:
+            self.closed = True
+        self.server.forget(self._server_ready)
+        self.wake()
+        self._thread.join(timeout=10)
+
+    def _server_ready(self) -> None:
+        """A new fork server runs (called from its watching thread): fork at once."""
+        with self.lock:
+            if not self.closed:
+                self.timers.respawn_at = 0.0
+                self.wake()
+
+    # -- the manager thread ----------------------------------------------------------
+    def _manage(self) -> None:
+        try:
+            while not self.closed:
+                try:
+                    self._manage_once()
+                except Exception:  # noqa: BLE001 - the pool must outlive its own bugs
+                    log.exception("process pool of %s: unexpected error", self.queue)
+                    time.sleep(0.05)
+        finally:
+            self._terminate_all()
+
+    def _manage_once(self) -> None:
+        if self.timers.memory_due(time.monotonic()):
+            self._check_memory()
+            self._flush_reports()
+        with self.lock:
+            if self.closed:
+                return
+            self._run_timers(time.monotonic())
+            self._fill_pool(time.monotonic())
+            timeout = self.timers.sleep_for(time.monotonic(), self.children.values(),
+                                             self._live() < self.size)
+        self._flush_reports()
+        events = self._watch.wait(timeout)
+        with self.lock:
+            for child, kind in events:
+                if not isinstance(child.state, Exited):
+                    self._on_event(child, kind)
+        self._flush_reports()
+
+    def _flush_reports(self) -> None:
+        while self._reports:
+            self._report_now(self._reports.popleft())
+
+    def _live(self) -> int:
+        return sum(1 for c in self.children.values() if c.state.serving)
+
+    # -- new children ----------------------------------------------------------------
+    def _fill_pool(self, now: float) -> None:
+        while self._live() < self.size and now >= self.timers.respawn_at:
+            try:
+                self._spawn()
+            except ForkServerUnavailable:
+                self.timers.respawn_at = now + SERVER_WAIT_S  # or sooner, once woken
+                return
+            except OSError as exc:
+                delay = max(self._limiter.record(now), 1.0)
+                self.timers.respawn_at = now + delay
+                log.error("could not fork a child for queue %s (%s); retrying in %.1f s",
+                          self.queue, exc, delay)
+                return
+
+    def _spawn(self) -> None:
+        used = {c.slot for c in self.children.values()}
+        slot = min(set(range(len(self._counters))) - used)
+        new = self.server.spawn(self.queue, slot)
+        child = Child(new.pid, new.cmd_fd, new.msg_fd, new.out_fd, new.pidfd,
+                      psutil.Process(new.pid), slot, new.server, dict(new.server.known))
+        self.children[child.pid] = child
+        self._watch.watch(child)
+        log.debug("forked child %d for queue %s", child.pid, self.queue)
+
+    # -- what a child sends ----------------------------------------------------------
+    def _on_event(self, child: Child, kind: int) -> None:
+        # a stopping child's pipes were let go with its job: this is an event from the
+        # same select() as the kill
+        if kind == EXIT:
+            self._on_exit(child)
+        elif isinstance(child.state, Stopping):
+            return
+        elif kind == OUT:
+            self._read_output(child, 0)
+        elif child.serving and self._read_messages(child, pipes.READ_CHUNK) \
+                and child.serving:
+            self._on_pipe_closed(child)
+
+    def _read_messages(self, child: Child, budget: int, exited: bool = False) -> bool:
+        """Handle what the child writes, reading again after each batch, until its pipe
+        is empty or BUDGET bytes came; whether the pipe reached EOF. A quick child's next
+        DONE is often there by then: it is handled without a select in between. EXITED:
+        the child is dead, so no job is handed to it any more."""
+        while budget > 0 and child.serving:
+            try:
+                messages, size = child.read_messages()
+                for message in messages:
+                    self._on_message(child, message, exited)
+            except pipes.ProtocolError as exc:
+                self._on_protocol_error(child, exc)
+                return False
+            if size <= 0:
+                return size == 0
+            budget -= size
+        return False
+
+    def _on_pipe_closed(self, child: Child) -> None:
+        self._watch.unwatch(child.msg_fd)
+        if child.pidfd < 0:
+            self._on_exit(child)  # no pidfd: the EOF is all we learn
+            return
+        child.move(Silent(time.monotonic() + PIPE_EOF_GRACE_S, child.job))
+        self._forget_idle(child)
+        self.wake()
+
+    def _on_message(self, child: Child, message: Message, exited: bool) -> None:
+        job = child.state.job
+        if isinstance(message, Done):
+            if job is None:
+                raise pipes.ProtocolError("a DONE frame without a running job")
+            self._on_done(child, job, message, exited)
+        elif isinstance(message, LogLine):
+            if job is not None and job.id == message.job_id:
+                self.log_sink.emit(job.id, self.queue, message.line)
+            elif message.line.get("msg"):  # a thread left behind by an earlier job
+                log.info("child %d of queue %s, no job running: %s", child.pid, self.queue,
+                         message.line.get("msg"))
+        elif isinstance(message, Ready):
+            if not isinstance(child.state, Starting):
+                raise pipes.ProtocolError("READY from a child that was not starting")
+            if not exited:
+                self._make_idle(child)
+        else:
+            log.error("child %d of queue %s failed to initialise: %s", child.pid,
+                      self.queue, message.why)
+
+    def _on_done(self, child: Child, job: Assigned, done: Done, exited: bool) -> None:
+        self._read_output(child, DRAIN_LIMIT, final=True)  # C-level output of this job
+        self.events.job_ran(job)
+        child.jobs_served += 1
+        self.report(Settlement(job.id, done.status, done.body))
+        if exited:
+            child.move(IDLE)  # done, then dead: no job to fail
+            return
+        reason = child.recycle_reason(self.config.max_jobs_per_child,
+                                      self.config.max_memory_per_child)
+        if reason:
+            log.info("recycling child %d of queue %s: %s", child.pid, self.queue, reason)
+            self._kill(child, reason, graceful=False, expected=True)
+        else:
+            self._make_idle(child)
+
+    def _make_idle(self, child: Child) -> None:
+        child.move(IDLE)
+        self.idle.append(child)
+        self.events.child_idle(child)
+        self.cond.notify_all()
+
+    def _on_protocol_error(self, child: Child, exc: Exception) -> None:
+        log.error("child %d of queue %s broke the pipe protocol (%s): killing it",
+                  child.pid, self.queue, exc)
+        self._kill_and_fail(child, "it broke the pipe protocol",
+                            f"wrote invalid data to its pipe ({exc})")
+
+    def _kill_and_fail(self, child: Child, why: str, what_it_did: str) -> None:
+        job = child.job
+        self._kill(child, why, graceful=False)
+        if job is not None:
+            self.report(deaths.broke_protocol(job.id, child.pid, what_it_did))
+
+    def _read_output(self, child: Child, budget: int, final: bool = False) -> None:
+        lines, eof = child.read_output(budget, final)
+        if eof:
+            self._watch.unwatch(child.out_fd)  # every writer closed it
+        job = child.job
+        for text in lines:
+            if job is not None:
+                self.log_sink.emit(job.id, self.queue, log_line("info", text,
+                                                                source="output"))
+            elif text:
+                log.info("child %d of queue %s, no job running: %s", child.pid,
+                         self.queue, text)
+
+    def _forget_idle(self, child: Child) -> None:
+        if child in self.idle:
+            self.idle.remove(child)
+
+    # -- deaths and kills ------------------------------------------------------------
+    def _on_exit(self, child: Child) -> None:
+        """The child exited: settle what it sent, kill its leftovers, reap, replace."""
+        if child.serving:
+            self._read_messages(child, DRAIN_LIMIT, exited=True)  # written before dying
+        if not isinstance(child.state, Stopping):
+            self._read_output(child, DRAIN_LIMIT, final=True)
+        state, job = child.state, child.job
+        # not reaped yet, so its group id cannot be a stranger's
+        signal_tree(child.pid, signal.SIGKILL,
+                    state.doomed if isinstance(state, Stopping) else ())
+        status = self.server.reap(child.pid, child.server)
+        lost_with = 0 if child.server.alive else child.server.pid
+        self._forget(child)
+        how = deaths.describe_exit(child.pid, status, self.limits, lost_with)
+        if job is not None:
+            log.error("job %s %s failed after %.0f ms: %s; replacing the child", job.id,
+                      job.name, (time.time() - job.started_at) * 1000, how)
+            self.report(deaths.crashed(job.id, how))
+        elif not isinstance(state, Stopping):  # a death we did not cause, between jobs
+            log.error("child %d of queue %s died while %s: %s", child.pid, self.queue,
+                      state.label, how)
+        if not (isinstance(state, Stopping) and state.expected) and not lost_with:
+            now = time.monotonic()
+            delay = self._limiter.note_crash(now, f"the process pool of queue {self.queue}")
+            self.timers.respawn_at = max(self.timers.respawn_at, now + delay)
+        self.cond.notify_all()
+
+    def _forget(self, child: Child) -> None:
+        child.move(Exited())
+        self._forget_idle(child)
+        self._watch.unwatch(child.msg_fd, child.out_fd, child.pidfd)
+        for fd in child.fds():
+            if fd >= 0:
+                os.close(fd)
+        self.children.pop(child.pid, None)
+        self._counters[child.slot] = 0  # it died, perhaps inside a nested run_job
+
+    def _kill(self, child: Child, why: str, graceful: bool, expected: bool = False) -> None:
+        """Stop CHILD and all it started: SIGTERM then SIGKILL if GRACEFUL."""
+        self._forget_idle(child)
+        self._watch.unwatch(child.msg_fd, child.out_fd)  # its job is settled
+        child.stop(why, graceful, expected)
+        self.cond.notify_all()
+
+    def _run_timers(self, now: float) -> None:
+        for child, job in self.timers.expired(now, self.children):
+            self._expire(child, job)
+        for child in list(self.children.values()):
+            state = child.state
+            if state.wake_at is None or state.wake_at > now:
+                continue
+            if isinstance(state, Stopping):
+                child.escalate(now)
+            elif isinstance(state, Silent):
+                log.error("child %d of queue %s closed its message pipe but lives on: "
+                          "killing it", child.pid, self.queue)
+                self._kill_and_fail(child, "it closed its message pipe",
+                                    "closed its message pipe to the supervisor, so it "
+                                    "could not report")
+            else:
+                log.error("child %d of queue %s did not start in time: killing it",
+                          child.pid, self.queue)
+                self._kill(child, "it did not start in time", graceful=False)
+
+    def _expire(self, child: Child, job: Assigned) -> None:
+        log.warning("job %s %s timed out after %d ms: killing child %d and its processes",
+                    job.id, job.name, job.timeout_ms, child.pid)
+        self.events.job_ran(job)
+        self._kill(child, f"job {job.id} timed out", graceful=True, expected=True)
+        self.report(deaths.killed_at_deadline(job.id, job.timeout_ms, child.pid))
+
+    def _check_memory(self) -> None:
+        """Kill a job whose child tree's RSS passed memory_limit_per_child. psutil runs
+        without the lock: a tree walk reads /proc and must not hold up job handoffs."""
+        limit_mib = self.config.memory_limit_per_child or 0
+        with self.lock:
+            busy = [(c, c.job) for c in self.busy()]
+        over = [(c, job, rss) for c, job in busy
+                if (rss := tree_rss(c.proc)) > limit_mib * MIB]
+        with self.lock:
+            for child, job, rss in over:
+                if job is None or child.job is not job:
+                    continue  # it ended meanwhile
+                log.error("job %s %s: child %d and its processes use %.0f MiB, over "
+                          "memory_limit_per_child=%d MiB: killing them", job.id, job.name,
+                          child.pid, rss / MIB, limit_mib)
+                self._kill(child, f"job {job.id} passed the memory limit", graceful=False,
+                           expected=True)
+                self.report(deaths.over_memory(job.id, child.pid, rss, limit_mib))
+
+    def _terminate_all(self) -> None:
+        """The pool is closing: kill every child and its group, reap them all."""
+        with self.lock:
+            children = list(self.children.values())
+            for child in children:
+                if isinstance(child.state, Stopping):
+                    child.escalate(float("inf"))
+                else:
+                    self._kill(child, "the pool is closing", graceful=False, expected=True)
+            for child in children:
+                self.server.reap(child.pid, child.server)
+                self._forget(child)
+            self._watch.close()
+            self.cond.notify_all()
