@@ -211,7 +211,8 @@ def test_a_wait_timeout_has_its_own_exit_code_and_result_fetches_the_job_later(
         redis_url: str, tmp_path: Path) -> None:
     env = jobs_env(redis_url)
     with cli_supervisor(tmp_path, **env):
-        waited = run_cli(["run", "slow", '{"seconds": 1}', "--wait-timeout", "200"], tmp_path,
+        # long enough that a second command, started under load, still finds it running
+        waited = run_cli(["run", "slow", '{"seconds": 4}', "--wait-timeout", "200"], tmp_path,
                          **env)
         assert waited.returncode == 5, waited.stderr
         line = one_error_line(waited)
@@ -221,7 +222,7 @@ def test_a_wait_timeout_has_its_own_exit_code_and_result_fetches_the_job_later(
         assert too_soon.returncode == 5 and job_id in one_error_line(too_soon)
         fetched = run_cli(["result", job_id], tmp_path, **env)
         assert fetched.returncode == 0, fetched.stderr
-        assert json.loads(fetched.stdout) == {"slept": 1, "tag": None}
+        assert json.loads(fetched.stdout) == {"slept": 4, "tag": None}
         failed = run_cli(["run", "fail", '{"card": "7"}'], tmp_path, **env)
         assert failed.returncode == 1
     unknown = run_cli(["result", "default-" + "0" * 32], tmp_path, **env)
