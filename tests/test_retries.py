@@ -175,7 +175,8 @@ def test_a_supervisor_waiting_for_a_distant_retry_stays_idle(
         time.sleep(3)
         after = proc.cpu_times()
         busy_s = (after.user + after.system) - (before.user + before.system)
-        # a spin shows as tens of %; idle is 0.3-0.7 % here (heartbeats, snapshots)
-        assert busy_s < 0.05, f"{busy_s / 3:.1%} CPU while idle"
+        # a spin shows as tens of %; idle is 0.3-0.7 % here (heartbeats, snapshots), a few
+        # % on a machine loaded by other work: the bound tells a spin, not a figure
+        assert busy_s < 0.15, f"{busy_s / 3:.1%} CPU while idle"
     finally:
         sup.stop()
