@@ -115,7 +115,8 @@ class Client:
 
     def _enqueue_and_wait(self, job: PreparedJob, retry: RedisRetry,
                           wait_timeout: int | None) -> Outcome:
-        listener = retrying(lambda: self.listener, retry)  # subscribed before the job exists
+        listener = self.listener
+        retrying(lambda: listener.subscribe(job.queue), retry)  # before the job exists
         waiter = Waiter()
         listener.register(job.job_id, waiter)
         try:
@@ -141,7 +142,8 @@ class Client:
     def get_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
         _check_job_id(job_id)
         retry = self._retry(f"fetch the result of job {job_id}", wait_timeout)
-        listener = retrying(lambda: self.listener, retry)
+        listener = self.listener
+        retrying(lambda: listener.subscribe(queue_of_job(job_id)), retry)
         waiter = Waiter()
         listener.register(job_id, waiter)
         try:
@@ -178,7 +180,7 @@ class Client:
             except WaitTimeout:
                 self.listener.unregister(job_id, waiter)
                 raise
-            outcome = self.listener.wait(waiter, slice_s)  # may read for other callers too
+            outcome = self.listener.wait(waiter, job_id, slice_s)  # reads for others too
             if outcome is not None:
                 return outcome
             try:
@@ -220,7 +222,8 @@ class Client:
         listener.register(job.job_id, future)
         job_id = job.job_id
         try:
-            await aretrying(listener.ensure_started, retry)  # subscribed before the job exists
+            # subscribed before the job exists
+            await aretrying(lambda: listener.ensure_started(job.queue), retry)
             result = await aretrying(lambda: store.enqueue(job, listener.cid), retry)
             if result.attached:
                 listener.unregister(job.job_id, future)
@@ -243,7 +246,7 @@ class Client:
         listener.register(job_id, future)
         retry = self._retry(f"fetch the result of job {job_id}", wait_timeout)
         try:
-            await aretrying(listener.ensure_started, retry)
+            await aretrying(lambda: listener.ensure_started(queue_of_job(job_id)), retry)
             got = await aretrying(lambda: listener.store.attach(job_id, listener.cid), retry)
             if isinstance(got, Outcome):
                 return got.value()

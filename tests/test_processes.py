@@ -283,7 +283,7 @@ def test_log_lines_and_prints_reach_redis_in_order(redis_url: str, redis_client)
         assert handle.result(wait_timeout=5000) == "logged"
 
         def lines() -> list[dict[str, Any]]:
-            got = [line for _, line in read_job_log(redis_client, Keys("sr"), handle.id)]
+            got = [line for _, line in read_job_log(client.store, handle.id)]
             return got if len(got) >= 9 else []
 
         got = wait_for(lines, what="the job's log lines")

@@ -47,7 +47,7 @@ local function settle(qprefix, recent, failures, id, status, body, ttl_ms, chann
   if reply and reply ~= '' then
     local message = id .. '\n' .. status .. '\n' .. body
     for cid in string.gmatch(reply, '%S+') do
-      redis.call('PUBLISH', channel_prefix .. cid, message)
+      redis.call('SPUBLISH', channel_prefix .. cid, message)
     end
   end
 end
