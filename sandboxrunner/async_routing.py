@@ -92,6 +92,9 @@ class _OnePool:
 
     async def close(self) -> None:
         await self.client.aclose()
+        manager = getattr(self.client.connection_pool, "sentinel_manager", None)
+        if manager is not None:  # the Sentinels' own connections
+            await manager.aclose()
 
 
 class _ClusterPool:

@@ -15,7 +15,7 @@ from .async_routing import AsyncRouter
 from .config import Config
 from .job import EnqueueResult, Outcome, PreparedJob
 from .keys import Keys
-from .store import SCRIPT_SHAS, SOURCES_BY_SHA
+from .store import SCRIPT_SHAS, SOURCES_BY_SHA, enqueue_keys
 from .supervision import JobWatch, live_commands, live_from, watch_commands, watch_from
 
 
@@ -88,10 +88,10 @@ class AsyncStore:
 
     async def enqueue(self, job: PreparedJob, reply_cid: str) -> EnqueueResult:
         """The twin of `Store.enqueue`."""
-        k = self.keys
         return EnqueueResult.from_reply(await self._enqueues.call(
-            [k.wait(job.queue), k.stats(job.queue), k.sups(job.queue)],
-            [k.queue_prefix(job.queue), reply_cid, self.config.lease_ms, *job.script_args()]))
+            enqueue_keys(self.keys, job),
+            [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
+             *job.script_args()]))
 
     async def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The twin of `Store.attach`."""

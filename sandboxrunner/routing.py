@@ -165,6 +165,9 @@ class _Nodes:
     def client_for(self, key: str) -> redis.Redis:
         return self.client  # type: ignore[no-any-return]
 
+    def address_of(self, key: str) -> Address:
+        return self.masters()[0][0]
+
     def masters(self) -> list[tuple[Address, redis.Redis]]:
         pool = self.client.connection_pool
         if hasattr(pool, "get_master_address"):  # ask the Sentinels
@@ -175,8 +178,11 @@ class _Nodes:
         return [(address, self.client)]
 
     def close(self) -> None:
-        self.client.close()
-        self._blocking.close()
+        for client in (self.client, self._blocking):
+            client.close()
+            manager = getattr(client.connection_pool, "sentinel_manager", None)
+            if manager is not None:  # the Sentinels' own connections
+                manager.close()
 
 
 class _ClusterNodes:
@@ -253,6 +259,10 @@ class _ClusterNodes:
     def client_for(self, key: str) -> redis.Redis:
         return self.node_for(key).redis_connection  # type: ignore[no-any-return]
 
+    def address_of(self, key: str) -> Address:
+        node = self.node_for(key)
+        return (node.host, int(node.port))
+
     def masters(self) -> list[tuple[Address, redis.Redis]]:
         return [((n.host, int(n.port)), n.redis_connection)
                 for n in cast(Any, self.client).get_primaries()]
@@ -306,6 +316,10 @@ class Router:
     def client_for(self, key: str) -> redis.Redis:
         """A client of the one server holding KEY now."""
         return self._nodes.client_for(key)  # type: ignore[no-any-return]
+
+    def address_of(self, key: str) -> Address:
+        """The address of the server holding KEY now."""
+        return self._nodes.address_of(key)  # type: ignore[no-any-return]
 
     def masters(self) -> list[tuple[Address, redis.Redis]]:
         """The address and a client of each master (one, unless a cluster)."""

@@ -8,7 +8,9 @@ This module owns the reading (the rounds below) and puts the snapshot together; 
 records, and the pure functions that turn raw replies into them (rates, ages, supervisor
 states, elapsed times, log lines), are in snapshot_records.py. `Snapshot` is re-exported.
 
-  0. TIME and INFO of each master, one server at a time (a pipeline routes by key);
+  0. TIME and INFO of each master, one server at a time (a pipeline routes by key): the
+     first master's clock is the snapshot's (``server_time_ms``; a cluster's masters agree
+     to within their hosts' clock skew), and each master is shown with its queues;
   1. one pipeline: the newest MAX_SUPERVISORS entries of the
      supervisors index, the last LOG_TAIL lines of PREFIX:logs, and per queue: LLEN and
      LINDEX -1 of the wait list, ZCARD of the delayed (retry) set, the stats and rate
@@ -37,7 +39,9 @@ index itself is never modified here.
 JSON shape (`Snapshot.to_json`, what ``sandboxrunner top --json`` prints). Times are epoch
 ms, durations ms; lists are bounded as noted:
 
-  {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0"},
+  {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0",
+             "nodes": [{"address", "role", "version", "queues": [..], "clients",
+                        "used_memory_bytes", "ops_per_s", "replicas"}]},  # each master
    "server_time_ms": int,
    "totals": {"waiting", "active", "running", "prefetched", "orphaned", "completed",
               "failed", "jobs_per_s", "supervisors"},
@@ -96,9 +100,11 @@ from .snapshot_records import (
     as_text,
     cut_text,
     decode_log_line,
+    decode_node,
     decode_supervisor,
     gone_supervisor,
     rate_series,
+    server_version,
     split_lease,
     supervisor_state,
 )
@@ -157,13 +163,6 @@ def _last_beats(queues: dict[str, dict[str, Any]]) -> dict[str, int]:
         for sid, score in raw["sups"] or ():
             out[as_text(sid)] = max(out.get(as_text(sid), 0), int(score))
     return out
-
-
-def _version(info: Any) -> str:
-    info = _ok(info, {})
-    if "valkey_version" in info:
-        return f"valkey {info['valkey_version']}"
-    return f"redis {info.get('redis_version', '?')}"
 
 
 class _Batch:
@@ -227,6 +226,7 @@ class SnapshotReader:
             failures=self._failures(second["failures"]),
             cron=self._cron(),
             logs=tuple(reversed([decode_log_line(entry) for entry in first["logs"]])),
+            nodes=first["nodes"],
         )
 
     def _first_round(self) -> dict[str, Any]:
@@ -246,8 +246,9 @@ class SnapshotReader:
         } for q in self.queues}
         batch.run()
         return {
-            "now_ms": servers[0][1],
-            "version": _version(servers[0][2]),
+            "now_ms": servers[0].now_ms,
+            "version": server_version(servers[0].info),
+            "nodes": tuple(decode_node(s.address, s.info, s.queues) for s in servers),
             "index": [(as_text(sid), int(score)) for sid, score in batch.reply(at_index, [])],
             "logs": batch.reply(at_logs, []),
             "queues": {q: {name: batch.reply(at) for name, at in ats.items()}

@@ -71,6 +71,15 @@ with FORK_GUARD.shared():  # each script is hashed (SHA1) by OpenSSL
 SOURCES_BY_SHA = {SCRIPT_SHAS[name]: source for name, source in SCRIPT_SOURCES.items()}
 
 
+def enqueue_keys(keys: Keys, job: PreparedJob) -> list[str]:
+    """The KEYS of enqueue.lua for JOB (cron_fire.lua takes the last ones too)."""
+    declared = [keys.wait(job.queue), keys.stats(job.queue), keys.sups(job.queue),
+                keys.job(job.job_id)]
+    if job.singleton_key:
+        declared.append(keys.singleton(job.queue, job.singleton_key))
+    return declared
+
+
 def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
     """The supervisors heartbeating within their lease on URL's server (config's lease
     for one whose snapshot is gone)."""
@@ -115,10 +124,10 @@ class Store(StoreReads):
     def enqueue(self, job: PreparedJob, reply_cid: str = "") -> EnqueueResult:
         """Enqueue JOB (or attach to the job it names already, or to the in-flight
         singleton holding its key); REPLY_CID: the client notified when it settles."""
-        k = self.keys
         return EnqueueResult.from_reply(self._run(
-            "enqueue", [k.wait(job.queue), k.stats(job.queue), k.sups(job.queue)],
-            [k.queue_prefix(job.queue), reply_cid, self.config.lease_ms, *job.script_args()]))
+            "enqueue", enqueue_keys(self.keys, job),
+            [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
+             *job.script_args()]))
 
     def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The outcome if settled; the status text if still in flight ('' = no such job)."""
@@ -184,7 +193,8 @@ class Store(StoreReads):
         return int(self._run(
             "finish",
             [k.active(queue, sid), k.stats(queue), k.recent(queue), k.failures(queue),
-             k.rate(queue), k.delayed(queue), k.wait(queue)],
+             k.rate(queue), k.delayed(queue), k.wait(queue),
+             *(k.job(s.job_id) for s in settlements)],
             args,
         ))
 
@@ -248,7 +258,8 @@ class Store(StoreReads):
         """Enqueue (or skip, for a busy singleton) one tick of a schedule, at most once."""
         k, queue = self.keys, run.call.queue
         got = self._run(
-            "cron_fire", [k.cron(queue), k.wait(queue), k.stats(queue)],
+            "cron_fire", [k.cron(queue), k.wait(queue), k.stats(queue),
+                          *enqueue_keys(k, run.call)[3:]],
             [k.queue_prefix(queue), run.pattern, run.tz, run.tick_ms, run.next_ms,
              *run.call.script_args()])
         return CronFired(text(got[0]), text(got[1]), int(got[2]))

@@ -48,6 +48,17 @@ def _pairs(reply: Any) -> list[tuple[Any, Any]]:
     return list(zip(reply[::2], reply[1::2], strict=True))
 
 
+@dataclass(frozen=True)
+class ServerRead:
+    """One master as the dashboard reads it: its address, clock, INFO and the queues whose
+    keys it holds (both, unless the deployment is a cluster)."""
+
+    address: str
+    now_ms: int
+    info: dict[str, Any]
+    queues: tuple[str, ...]
+
+
 def _checked(replies: list[Any]) -> list[Any]:
     """REPLIES of a send, raising the first error reply among them."""
     for reply in replies:
@@ -170,12 +181,15 @@ class StoreReads:
             getattr(pipe, name)(*args, **kwargs)
         return list(pipe.execute(raise_on_error=False))
 
-    def servers(self) -> list[tuple[str, int, dict[str, Any]]]:
-        """Each master's address, clock (ms) and INFO, asked one server at a time (never
-        in a pipeline: a cluster's pipeline routes by key)."""
+    def servers(self) -> list[ServerRead]:
+        """Each master: its clock and INFO, asked one server at a time (never in a
+        pipeline: a cluster's pipeline routes by key), and the queues it holds."""
+        holders = {queue: self.router.address_of(self.keys.wait(queue)) for queue in QUEUES}
         out = []
         for address, client in self.router.masters():
             seconds, micros = client.time()
-            shown = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
-            out.append((shown, int(seconds) * 1000 + int(micros) // 1000, dict(client.info())))
+            out.append(ServerRead(
+                address=address if isinstance(address, str) else f"{address[0]}:{address[1]}",
+                now_ms=int(seconds) * 1000 + int(micros) // 1000, info=dict(client.info()),
+                queues=tuple(q for q, holder in holders.items() if holder == address)))
         return out

@@ -164,6 +164,45 @@ class TestCluster:
                     return int(master[1])
         raise AssertionError(f"slot {slot} is served by no master")
 
+    def begin_migration(self, slot: int, to_port: int) -> None:
+        """Mark SLOT as moving from its master to the master at TO_PORT (IMPORTING there,
+        MIGRATING here), as `redis-cli --cluster reshard` does before moving keys."""
+        source = self.port_of_slot(slot)
+        with node_client(source) as src, node_client(to_port) as dst:
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", self._myid(source))
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", self._myid(to_port))
+
+    def move_keys(self, slot: int, to_port: int, count: int, batch: int = 10,
+                  containing: str = "") -> int:
+        """Move up to COUNT keys of SLOT (those CONTAINING a text, if given), newest first
+        in MIGRATE batches of BATCH, as redis-cli moves them; how many moved."""
+        moved = 0
+        with node_client(self.port_of_slot(slot)) as src:
+            while moved < count:
+                found = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 2**31)
+                keys = [k for k in map(str, found) if containing in k][:min(batch, count - moved)]
+                if not keys:
+                    break
+                src.execute_command("MIGRATE", HOST, to_port, "", 0, 5000, "KEYS", *keys)
+                moved += len(keys)
+        return moved
+
+    def end_migration(self, slot: int, to_port: int) -> None:
+        """Give SLOT to the master at TO_PORT on every master (it first, then the source)."""
+        source = self.port_of_slot(slot)
+        target = self._myid(to_port)
+        for port in [to_port, source, *(p for p in self.master_ports() if p not in
+                                         (to_port, source))]:
+            with node_client(port) as client:
+                client.execute_command("CLUSTER SETSLOT", slot, "NODE", target)
+
+    def migrate_slot(self, slot: int, to_port: int, batch: int = 10) -> int:
+        """Move SLOT and all its keys to the master at TO_PORT; how many keys moved."""
+        self.begin_migration(slot, to_port)
+        moved = self.move_keys(slot, to_port, 2**31, batch)
+        self.end_migration(slot, to_port)
+        return moved
+
     def flush(self) -> None:
         """Empty every master (their replicas follow)."""
         for port in self.master_ports():

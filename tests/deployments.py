@@ -112,6 +112,16 @@ def fresh_server(tmp_path: Path) -> Iterator[TestServer]:
         server.stop()
 
 
+def server_of(url: str, key: str) -> Any:
+    """A plain client of the one server holding KEY in URL's deployment (the master, or in
+    a cluster the master of KEY's slot), for INFO and CONFIG of that server."""
+    client = raw_client(url)
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)
+        return redis.Redis(host=node.host, port=node.port)
+    return client
+
+
 def raw_client(url: str) -> Any:
     """A plain redis-py client of URL's deployment, for tests to look at what was written:
     a RedisCluster for a cluster, the master's client behind Sentinels."""

@@ -18,6 +18,7 @@ from sandboxrunner import WaitTimeout
 from sandboxrunner.keys import Keys
 from sandboxrunner.listener import Listener, Waiter
 from sandboxrunner.testserver import TestServer
+from tests.deployments import every_deployment
 from tests.supervisors import SupervisorProcess, client_for, running_supervisor
 
 
@@ -150,6 +151,7 @@ def test_a_leader_that_gives_up_during_an_outage_leaves_the_reconnect_to_another
     assert "result listener lost Redis" in caplog.text
 
 
+@every_deployment
 def test_arun_job_callers_of_one_loop_share_an_async_listener_and_start_no_thread(
         redis_url: str) -> None:
     async def main(client) -> list[object]:

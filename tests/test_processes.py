@@ -24,6 +24,7 @@ from sandboxrunner.executors import processes
 from sandboxrunner.joblog import read_job_log
 from sandboxrunner.keys import Keys
 from sandboxrunner.registry import load_registry
+from tests.deployments import every_deployment
 from tests.supervisors import (
     SupervisorProcess,
     client_for,
@@ -91,6 +92,7 @@ def test_a_stopped_supervisor_reaps_all_its_children(redis_url: str) -> None:
 # -- deadlines -------------------------------------------------------------------------
 
 
+@every_deployment
 @pytest.mark.parametrize("how", ["sleep", "c_call", "catch_all"])
 def test_a_job_past_its_timeout_is_killed_and_replaced(redis_url: str, tmp_path: Path,
                                                        how: str) -> None:
