@@ -14,7 +14,7 @@ import redis
 from .async_store import AsyncStore
 from .connection import reason
 from .job import Outcome
-from .listener import BACKOFF_MAX_S, BACKOFF_MIN_S, Awaited, outcome_of
+from .listener import BACKOFF_MAX_S, BACKOFF_MIN_S, LISTEN_SLICE_S, Awaited, outcome_of
 
 log = logging.getLogger(__name__)
 READ_ERRORS = (redis.RedisError, OSError, ValueError, RuntimeError)
@@ -86,6 +86,10 @@ class _AsyncReplyChannel:
         self.name = listener.store.keys.reply_channel(queue, listener.cid)
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
+        # behind Sentinels the reader looks up from the channel once a slice, to find out a
+        # demoted master; else no time limit (redis-py then sets up no timer per message):
+        # the task is cancelled by close(), and a lost connection raises
+        self._slice_s = LISTEN_SLICE_S if listener.store.behind_sentinels else None
 
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -126,11 +130,12 @@ class _AsyncReplyChannel:
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
                     continue
                 try:
-                    # no time limit (redis-py then sets up no timer per message): the task
-                    # is cancelled by close(), and a lost connection raises
-                    message = await self._pubsub.get_message(timeout=None)
+                    message = await self._pubsub.get_message(timeout=self._slice_s)
                     if message is not None and message.get("type") == "sunsubscribe":
                         raise redis.ConnectionError(f"{self.name} moved to another node")
+                    if message is None and not await self.listener.store.subscription_current(
+                            self._pubsub):
+                        raise redis.ConnectionError("the Sentinels named another master")
                 except READ_ERRORS as exc:
                     log.warning("result listener lost Redis (%s); reconnecting", reason(exc))
                     await self._drop_pubsub()

@@ -27,15 +27,18 @@ from .connection import (
     reason,
 )
 from .deployment import parse_deployment
-from .routing import (
+from .nodes import MASTER_CHECK_S
+from .redirects import (
     REFRESH_EVERY_S,
-    SUBSCRIBE_TIMEOUT_S,
     Command,
+    Replicas,
     Rerouting,
     again,
     not_run,
     refreshes_map,
+    replicated,
 )
+from .routing import SUBSCRIBE_TIMEOUT_S
 
 
 async def exchange_async(conn: Any, commands: Sequence[Command]) -> list[Any]:
@@ -69,6 +72,8 @@ class _OnePool:
         pool: Any = self.client.connection_pool
         try:
             conn = await pool.get_connection()
+            if not await self.serves(conn):
+                await conn.disconnect()  # it connects to the master when used
         except BaseException:
             if self._slots is not None:
                 self._slots.release()
@@ -81,8 +86,12 @@ class _OnePool:
 
         return conn, release
 
+    async def serves(self, conn: Any) -> bool:
+        """The twin of nodes.OneServer.serves."""
+        return True
+
     async def after_redirect(self, reply: Exception) -> None:
-        """Nothing to learn on one server (see routing._Nodes)."""
+        """Nothing to learn on one server (see nodes.OneServer)."""
 
     async def after_lost_connection(self) -> None:
         """The next connection connects afresh."""
@@ -92,9 +101,34 @@ class _OnePool:
 
     async def close(self) -> None:
         await self.client.aclose()
-        manager = getattr(self.client.connection_pool, "sentinel_manager", None)
-        if manager is not None:  # the Sentinels' own connections
-            await manager.aclose()
+
+
+class _SentinelPool(_OnePool):
+    """The master the Sentinels name, asked again at most every MASTER_CHECK_S (the twin
+    of nodes.SentinelNodes)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__(client, bounded_by_pool=False)
+        self._master: tuple[str, int] | None = None
+        self._checked_at = 0.0
+
+    async def serves(self, conn: Any) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at >= MASTER_CHECK_S:
+            self._checked_at = now
+            try:
+                pool: Any = self.client.connection_pool
+                self._master = tuple(await pool.get_master_address())
+            except redis.RedisError:
+                pass  # no Sentinel answered: keep the last answer
+        connected = getattr(conn, "is_connected", False)
+        return self._master is None or not connected or (
+            (conn.host, int(conn.port)) == self._master)
+
+    async def close(self) -> None:
+        await super().close()
+        pool: Any = self.client.connection_pool
+        await pool.sentinel_manager.aclose()  # the Sentinels' own connections
 
 
 class _ClusterPool:
@@ -146,6 +180,9 @@ class _ClusterPool:
         except (RedisClusterException, redis.RedisError):
             pass  # keep the old map; the next send tries again
 
+    async def serves(self, conn: Any) -> bool:
+        return True  # a moved slot unsubscribes its listeners itself (sunsubscribe)
+
     async def client_for(self, key: str) -> aioredis.Redis:
         node = await self._node(key)
         client = self._subscribers.get(node.name)
@@ -167,17 +204,19 @@ class AsyncRouter:
         self.url = url
         self.scripts = dict(scripts or {})
         deployment = parse_deployment(url)
+        self.kind = deployment.kind
         self._pools: Any
         if deployment.kind == "cluster":
             self._pools = _ClusterPool(url)
         elif deployment.kind == "sentinel":
-            self._pools = _OnePool(async_sentinel_master(deployment), bounded_by_pool=False)
+            self._pools = _SentinelPool(async_sentinel_master(deployment))
         else:
             self._pools = _OnePool(async_client(url), bounded_by_pool=True)
 
-    async def send(self, key: str, commands: Sequence[Command]) -> list[Any]:
+    async def send(self, key: str, commands: Sequence[Command],
+                   replicas: Replicas | None = None) -> list[Any]:
         """The twin of `Router.send` (without blocking reads)."""
-        replies = await self._exchange(key, commands)
+        replies = await self._exchange(key, commands, replicas)
         if not any(isinstance(r, redis.ResponseError) and not_run(r) for r in replies):
             return replies
         rerouting = Rerouting(redact_url(self.url))
@@ -189,13 +228,17 @@ class AsyncRouter:
             await self._pools.after_redirect(first)
             await asyncio.sleep(rerouting.pause_s(first))
             got = await self._exchange(key, [again(commands[i], replies[i], self.scripts)
-                                             for i in pending])
+                                             for i in pending], replicas)
             for i, reply in zip(pending, got, strict=True):
                 replies[i] = reply
 
-    async def _exchange(self, key: str, commands: Sequence[Command]) -> list[Any]:
+    async def _exchange(self, key: str, commands: Sequence[Command],
+                        replicas: Replicas | None = None) -> list[Any]:
         conn, release = await self._pools.acquire(key)
         try:
+            if replicas is not None:
+                return replicated(await exchange_async(conn, [*commands, ("WAIT", *replicas)]),
+                                  replicas, redact_url(self.url))
             return await exchange_async(conn, commands)
         except (redis.ConnectionError, redis.TimeoutError):
             await self._pools.after_lost_connection()
@@ -227,6 +270,10 @@ class AsyncRouter:
                 await pubsub.aclose()
                 raise redis.ConnectionError(f"no confirmation of SSUBSCRIBE {channel}")
             return pubsub
+
+    async def still_current(self, pubsub: Any) -> bool:
+        """The twin of `Router.still_current`."""
+        return pubsub.connection is None or bool(await self._pools.serves(pubsub.connection))
 
     async def close(self) -> None:
         await self._pools.close()

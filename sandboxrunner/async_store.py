@@ -15,7 +15,8 @@ from .async_routing import AsyncRouter
 from .config import Config
 from .job import EnqueueResult, Outcome, PreparedJob
 from .keys import Keys
-from .store import SCRIPT_SHAS, SOURCES_BY_SHA, enqueue_keys
+from .redirects import Replicas
+from .store import SCRIPT_SHAS, SOURCES_BY_SHA, enqueue_keys, replicas_of
 from .supervision import JobWatch, live_commands, live_from, watch_commands, watch_from
 
 
@@ -33,8 +34,8 @@ class _ScriptBatcher:
     fails every call of its write; their callers retry (enqueue is idempotent per job id).
     """
 
-    def __init__(self, router: AsyncRouter, sha: str) -> None:
-        self._router, self._sha = router, sha
+    def __init__(self, router: AsyncRouter, sha: str, replicas: Replicas | None) -> None:
+        self._router, self._sha, self._replicas = router, sha, replicas
         self._pending: list[tuple[list[Any], asyncio.Future[Any]]] = []
         self._flushing: set[asyncio.Task[None]] = set()  # strong references
 
@@ -58,8 +59,8 @@ class _ScriptBatcher:
     async def _send(self, route: str, calls: list[tuple[list[Any], asyncio.Future[Any]]],
                     ) -> None:
         try:
-            results = await self._router.send(route, [("EVALSHA", self._sha, *c)
-                                                      for c, _ in calls])
+            results = await self._router.send(
+                route, [("EVALSHA", self._sha, *c) for c, _ in calls], self._replicas)
         except Exception as exc:  # noqa: BLE001 - every caller gets it (and retries)
             results = [exc] * len(calls)
         for (_, future), result in zip(calls, results, strict=True):
@@ -74,7 +75,13 @@ class AsyncStore:
         self.config = config
         self.keys = Keys(config.key_prefix)
         self.router = AsyncRouter(url, scripts=SOURCES_BY_SHA)
-        self._enqueues = _ScriptBatcher(self.router, SCRIPT_SHAS["enqueue"])
+        self._enqueues = _ScriptBatcher(self.router, SCRIPT_SHAS["enqueue"],
+                                        replicas_of(config))
+
+    @property
+    def behind_sentinels(self) -> bool:
+        """Whether the master is the one the Sentinels name (it may change under us)."""
+        return self.router.kind == "sentinel"
 
     async def close(self) -> None:
         await self.router.close()
@@ -112,3 +119,7 @@ class AsyncStore:
     async def subscribe_replies(self, queue: str, cid: str) -> Any:
         """The twin of `Store.subscribe_replies`."""
         return await self.router.subscribe(self.keys.reply_channel(queue, cid))
+
+    async def subscription_current(self, pubsub: Any) -> bool:
+        """The twin of `Store.subscription_current`."""
+        return await self.router.still_current(pubsub)

@@ -35,7 +35,7 @@ import redis
 from .async_listener import AsyncListener
 from .async_store import AsyncStore
 from .calls import prepare_call
-from .config import Config, load_config
+from .config import Config, load_config, redact_url
 from .connection import RedisRetry, aretrying, caller_retry, resolve_redis_url, retrying
 from .context import current_job
 from .errors import JobNotFound, WaitTimeout
@@ -164,6 +164,13 @@ class Client:
         return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
                            f"(result_ttl {self.config.result_ttl} ms)")
 
+    def _gone(self, job_id: str) -> JobNotFound:
+        """A job waited for whose record vanished: lost in a failover (writes the old
+        master acknowledged after its replica was promoted), evicted, or flushed."""
+        return JobNotFound(f"job {job_id} is gone from Redis at {redact_url(self.url)} while "
+                           "awaited: lost with a failed-over master (see wait_replicas), "
+                           "evicted, or deleted")
+
     def _collect_if_settled(self, job_id: str, retry: RedisRetry) -> None:
         """Deliver the outcome of a job attached to if it settled before our waiter was
         registered: its one reply message may have gone to another waiter of this process."""
@@ -188,6 +195,9 @@ class Client:
                 if isinstance(got, Outcome):
                     self.listener.deliver(got)  # to every waiter of the job, ours included
                     return got
+                if got == "":
+                    self.listener.unregister(job_id, waiter)
+                    raise self._gone(job_id)
                 wait.judge(self.store.watch(job_id))
             except redis.RedisError as exc:
                 wait.unreachable(exc)
@@ -269,6 +279,8 @@ class Client:
                 if isinstance(got, Outcome):
                     listener.deliver(got)  # to every waiter of the job, ours included
                     return got
+                if got == "":
+                    raise self._gone(job_id)
                 wait.judge(await listener.store.watch(job_id))
             except redis.RedisError as exc:
                 wait.unreachable(exc)

@@ -209,5 +209,7 @@ KEYS: dict[str, _Key] = {
     "auto_start": _Key(_check_bool, _text_bool),
     "auto_start_production": _Key(_check_bool, _text_bool),
     "production": _Key(_check_bool, _text_bool),
+    "wait_replicas": _Key(_int_at_least(0, "a non-negative integer"), _text_int),
+    "wait_replicas_timeout": _Key(_duration_ms, _text_int),
 }
 # project_dir is where the configuration was found, so it cannot itself be configured.

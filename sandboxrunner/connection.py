@@ -35,7 +35,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelManagedSSLConnection
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedSSLConnection
 
 from .config import Config, project_hint, redact_url
 from .deployment import Deployment
@@ -147,18 +147,73 @@ def cluster_client(deployment: Deployment, *, retry: Retry | None = None,
     return RedisCluster(startup_nodes=nodes, **kwargs)
 
 
+SentinelState = dict[str, Any]
+
+
+def newest_master(states: list[SentinelState],
+                  good: Callable[[SentinelState], bool]) -> tuple[str, int] | None:
+    """The master address of the newest configuration (highest config epoch) among the
+    Sentinels' STATES that GOOD accepts (a master, not down); None if none does."""
+    found = [state for state in states if good(state)]
+    if not found:
+        return None
+    # the failover's leader names the old master until it has finished: below the others
+    best = max(found, key=lambda state: (int(state.get("config-epoch", 0)),
+                                         "failover_in_progress" not in str(state["flags"])))
+    return str(best["ip"]), int(best["port"])
+
+
+class _NewestMasterSentinel(Sentinel):
+    """Sentinels that name the master of the newest configuration any of them knows. While
+    they learn of a failover from its leader (hello messages, every 2 s) they disagree
+    for a couple of seconds, and redis-py's Sentinel takes the first one's word: writes
+    would go on reaching the demoted master, to be thrown away when it resyncs."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        states: list[SentinelState] = []
+        for sentinel in self.sentinels:
+            try:
+                states.append(cast(SentinelState, sentinel.sentinel_master(service_name)))
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                continue  # a Sentinel down or not watching it: ask the others
+        check: Any = self.check_master_state
+        found = newest_master(states, lambda s: bool(check(s, service_name)))
+        if found is None:
+            raise MasterNotFoundError(f"no Sentinel names a master for {service_name!r}")
+        return found
+
+
+class _NewestMasterAsyncSentinel(aiosentinel.Sentinel):
+    """The asyncio twin of `_NewestMasterSentinel`."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        states: list[SentinelState] = []
+        for sentinel in self.sentinels:
+            try:
+                states.append(cast(SentinelState, await sentinel.sentinel_master(service_name)))
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                continue
+        check: Any = self.check_master_state
+        found = newest_master(states, lambda s: bool(check(s, service_name)))
+        if found is None:
+            raise MasterNotFoundError(f"no Sentinel names a master for {service_name!r}")
+        return found
+
+
 def sentinel_master(deployment: Deployment, *, retry: Retry | None = None,
                     **overrides: Any) -> redis.Redis:
-    """A client of the master the Sentinels of DEPLOYMENT name: each connection asks them
-    where it is when it connects, and one that finds its server demoted to a replica
-    (READONLY) drops itself, so the next connects to the new master."""
+    """A client of the master the Sentinels of DEPLOYMENT name (the newest configuration
+    any of them knows): each connection asks them where it is when it connects, and one
+    that finds its server demoted to a replica (READONLY) drops itself, so the next
+    connects to the new master (nodes.SentinelNodes also drops one whose server is no
+    longer the master before using it)."""
     host, port = deployment.addresses[0]
     kwargs = {**node_kwargs(deployment, host, port), **overrides}
     if deployment.tls:
         kwargs["connection_class"] = _GuardedSentinelSSLConnection
     if retry is not None:
         kwargs["retry"] = retry
-    sentinels: Any = cast(Any, Sentinel)(
+    sentinels: Any = cast(Any, _NewestMasterSentinel)(
         list(deployment.addresses),
         sentinel_kwargs=_sentinel_kwargs(deployment, Retry(NoBackoff(), 0)))
     return cast(redis.Redis, sentinels.master_for(deployment.service, **kwargs))
@@ -202,7 +257,7 @@ def async_sentinel_master(deployment: Deployment) -> aioredis.Redis:
     kwargs = node_kwargs(deployment, host, port)
     if deployment.tls:
         kwargs["ssl"] = True
-    sentinels: Any = cast(Any, aiosentinel.Sentinel)(
+    sentinels: Any = cast(Any, _NewestMasterAsyncSentinel)(
         list(deployment.addresses),
         sentinel_kwargs=_sentinel_kwargs(deployment, AsyncRetry(NoBackoff(), 0)))
     return cast(aioredis.Redis, sentinels.master_for(

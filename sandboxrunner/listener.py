@@ -26,7 +26,9 @@ behind Sentinels the same channels are used, on the one master.
 Pub/sub drops messages while disconnected, so the listener confirms its subscription
 before anyone enqueues, and after a reconnect it asks Redis for the outcome of every job
 still awaited (``recheck``). A cluster that moves a queue's slot unsubscribes its
-listeners (``sunsubscribe``): that counts as a lost connection. A message that arrives
+listeners (``sunsubscribe``), and behind Sentinels a subscription still on a demoted
+master is found out within a reading slice (nodes.SentinelNodes): both count as a lost
+connection. A message that arrives
 before its waiter registered (a singleton caller attached to another caller's job) is
 kept briefly in a bounded cache.
 
@@ -274,6 +276,8 @@ class _ReplyChannel:
                 self._handle(message["data"])
             elif kind == "sunsubscribe":  # the cluster moved the queue's slot
                 self._drop(redis.ConnectionError(f"{self.name} moved to another node"))
+            elif message is None and not self.listener.store.subscription_current(self._pubsub):
+                self._drop(redis.ConnectionError("the Sentinels named another master"))
 
     def _hand_over(self) -> None:
         """Leave the leader role: to the follower that came last, or to nobody."""

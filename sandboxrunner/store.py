@@ -40,6 +40,7 @@ from .job import (
 )
 from .job import Settlement as Settlement  # re-exported: child.py and processes.py import it
 from .keys import QUEUES, Keys
+from .redirects import Replicas
 from .routing import Router
 from .routing import check_reachable as check_reachable  # re-exported
 from .store_reads import StoreReads
@@ -69,6 +70,13 @@ with FORK_GUARD.shared():  # each script is hashed (SHA1) by OpenSSL
     SCRIPT_SHAS = {name: hashlib.sha1(source.encode()).hexdigest()
                    for name, source in SCRIPT_SOURCES.items()}
 SOURCES_BY_SHA = {SCRIPT_SHAS[name]: source for name, source in SCRIPT_SOURCES.items()}
+
+
+def replicas_of(config: Config) -> Replicas | None:
+    """WAIT's arguments after each enqueue and settlement (None: ``wait_replicas`` 0)."""
+    if not config.wait_replicas:
+        return None
+    return (config.wait_replicas, config.wait_replicas_timeout)
 
 
 def enqueue_keys(keys: Keys, job: PreparedJob) -> list[str]:
@@ -105,17 +113,21 @@ class Store(StoreReads):
         self.router = Router(url, retry=retry, socket_timeout=socket_timeout,
                              connect_timeout=connect_timeout,
                              block_timeout_s=BLOCK_TIMEOUT_S, scripts=SOURCES_BY_SHA)
+        self.replicas = replicas_of(config)
 
     def close(self) -> None:
         self.router.close()
 
-    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    def _run(self, name: str, keys: list[str], args: list[Any],
+             replicated: bool = False) -> Any:
         """Run script NAME on the server holding KEYS (one round trip; a server that lacks
         the script gets it as EVAL). An error reply is raised; a lost connection is not
         retried here: the error reaches the caller, who knows whether a replay is safe (a
-        replayed claim would strand the first one's jobs in the lease)."""
+        replayed claim would strand the first one's jobs in the lease). REPLICATED: with
+        ``wait_replicas`` set, the write must reach that many replicas (routing.py)."""
         (reply,) = self.router.send(keys[0], [
-            ("EVALSHA", SCRIPT_SHAS[name], len(keys), *keys, *args)])
+            ("EVALSHA", SCRIPT_SHAS[name], len(keys), *keys, *args)],
+            replicas=self.replicas if replicated else None)
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -127,7 +139,7 @@ class Store(StoreReads):
         return EnqueueResult.from_reply(self._run(
             "enqueue", enqueue_keys(self.keys, job),
             [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
-             *job.script_args()]))
+             *job.script_args()], replicated=True))
 
     def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The outcome if settled; the status text if still in flight ('' = no such job)."""
@@ -195,7 +207,7 @@ class Store(StoreReads):
             [k.active(queue, sid), k.stats(queue), k.recent(queue), k.failures(queue),
              k.rate(queue), k.delayed(queue), k.wait(queue),
              *(k.job(s.job_id) for s in settlements)],
-            args,
+            args, replicated=True,
         ))
 
     def heartbeat(self, queue: str, sid: str) -> list[str]:
@@ -272,6 +284,11 @@ class Store(StoreReads):
         """A redis-py PubSub subscribed (confirmed) to client CID's reply channel of QUEUE,
         on the server holding QUEUE."""
         return self.router.subscribe(self.keys.reply_channel(queue, cid))
+
+    def subscription_current(self, pubsub: Any) -> bool:
+        """Whether a subscription of `subscribe_replies` is still where replies come (a
+        Sentinel failover moves them to the new master)."""
+        return self.router.still_current(pubsub)
 
     # -- job log lines (joblog.py holds their format and bounds) ---------------------------
     def append_log_lines(self, lines: list[tuple[str, str]], ttl_ms: int,

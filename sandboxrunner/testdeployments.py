@@ -211,16 +211,18 @@ class TestCluster:
 
 
 class TestSentinel:
-    """A master with one replica, watched by SENTINELS Sentinels under SERVICE."""
+    """A master with REPLICAS replicas, watched by SENTINELS Sentinels under SERVICE."""
 
     __test__ = False
 
-    def __init__(self, dir: Path, *, sentinels: int = 3,
+    def __init__(self, dir: Path, *, sentinels: int = 3, replicas: int = 1,
                  options: dict[str, str] | None = None) -> None:
         binary = redis_server_binary()
         self.options = {**SYNC_AT_ONCE, **(options or {})}
         self.master = TestServer(Path(dir) / "master", binary=binary, options=self.options)
-        self.replica = TestServer(Path(dir) / "replica", binary=binary, options=self.options)
+        self.replicas = [TestServer(Path(dir) / f"replica{i}", binary=binary,
+                                    options=dict(self.options)) for i in range(replicas)]
+        self.replica = self.replicas[0]
         self.sentinels = [TestServer(Path(dir) / f"sentinel{i}", binary=binary, sentinel=True)
                           for i in range(sentinels)]
 
@@ -231,15 +233,16 @@ class TestSentinel:
 
     @property
     def data_servers(self) -> list[TestServer]:
-        return [self.master, self.replica]
+        return [self.master, *self.replicas]
 
     def start(self) -> TestSentinel:
         try:
             self.master.start()
-            self.replica.options["replicaof"] = f"{HOST} {self.master.port}"
-            self.replica.start()
-            _await(lambda: _info(self.replica.port, "replication").get("master_link_status")
-                   == "up", "the replica syncing")
+            for replica in self.replicas:
+                replica.options["replicaof"] = f"{HOST} {self.master.port}"
+                replica.start()
+            _await(lambda: all(_info(r.port, "replication").get("master_link_status") == "up"
+                               for r in self.replicas), "the replicas syncing")
             quorum = len(self.sentinels) // 2 + 1
             for sentinel in self.sentinels:
                 sentinel.config = (
@@ -255,7 +258,7 @@ class TestSentinel:
         return self
 
     def stop(self) -> None:
-        for server in [*self.sentinels, self.replica, self.master]:
+        for server in [*self.sentinels, *self.replicas, self.master]:
             server.kill()
 
     def _master_seen_by(self, sentinel: TestServer) -> bool:
@@ -280,7 +283,7 @@ class TestSentinel:
 
         def ready(sentinel: TestServer) -> bool:
             state = self._master_state(sentinel)
-            return (int(state["num-slaves"]) >= 1
+            return (int(state["num-slaves"]) >= len(self.replicas)
                     and int(state["num-other-sentinels"]) >= others)
 
         _await(lambda: all(ready(s) for s in self.sentinels), "the Sentinels meeting")
