@@ -1,8 +1,9 @@
-"""The asyncio calls a waiting caller needs (enqueue, attach, the job's supervision),
-on one event loop's connections; the twin of the matching `Store` calls.
+"""The asyncio calls a waiting caller needs (enqueue, attach, the job's supervision, the
+reply subscription), on one event loop's connections (async_routing.py routes each to the
+server holding its key); the twin of the matching `Store` calls.
 
 Concurrent `arun_job` calls of one loop that enqueue in the same loop iteration go out in
-one write on one connection (`_ScriptBatcher`).
+one write per server (`_ScriptBatcher`).
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
-
+from .async_routing import AsyncRouter
 from .config import Config
-from .connection import async_client
 from .job import EnqueueResult, Outcome, PreparedJob
 from .keys import Keys
-from .store import SCRIPT_SOURCES
+from .redirects import Replicas
+from .store import SCRIPT_SHAS, SOURCES_BY_SHA, enqueue_keys, replicas_of
 from .supervision import JobWatch, live_commands, live_from, watch_commands, watch_from
 
 
@@ -30,35 +28,14 @@ def _resolve(future: asyncio.Future[Any], result: Any) -> None:
             future.set_result(result)
 
 
-async def _send_async(client: aioredis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
-    """The asyncio twin of `_send`: one write, the replies in order, errors in place."""
-    pool: Any = client.connection_pool  # redis-py's asyncio pool and connection are untyped
-    conn: Any = await pool.get_connection()
-    try:
-        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await conn.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-        return replies
-    except BaseException:
-        await conn.disconnect()  # replies may be left unread on it
-        raise
-    finally:
-        await pool.release(conn)
-
-
 class _ScriptBatcher:
     """Sends the calls of one script that the callers of an event loop start in the same
-    loop iteration in one write on one connection, instead of one each. A connection
-    error fails every call of the batch; their callers retry (enqueue is idempotent per
-    job id).
+    loop iteration in one write per server, instead of one each. A connection error
+    fails every call of its write; their callers retry (enqueue is idempotent per job id).
     """
 
-    def __init__(self, client: aioredis.Redis, script: Any) -> None:
-        self._client, self._script = client, script
+    def __init__(self, router: AsyncRouter, sha: str, replicas: Replicas | None) -> None:
+        self._router, self._sha, self._replicas = router, sha, replicas
         self._pending: list[tuple[list[Any], asyncio.Future[Any]]] = []
         self._flushing: set[asyncio.Task[None]] = set()  # strong references
 
@@ -74,26 +51,20 @@ class _ScriptBatcher:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        try:
-            results = await _send_async(self._client, *(("EVALSHA", self._script.sha, *c)
-                                                        for c, _ in batch))
-        except Exception as exc:  # noqa: BLE001 - every caller gets it (and retries)
-            for _, future in batch:
-                _resolve(future, exc)
-            return
-        for (command, future), result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):  # a restarted server: load it again
-                await self._call_one(command, future)
-            else:
-                _resolve(future, result)
+        by_route: dict[str, list[tuple[list[Any], asyncio.Future[Any]]]] = {}
+        for call in batch:
+            by_route.setdefault(call[0][1], []).append(call)  # by its first key
+        await asyncio.gather(*(self._send(route, calls) for route, calls in by_route.items()))
 
-    async def _call_one(self, command: list[Any], future: asyncio.Future[Any]) -> None:
-        nkeys = command[0]
+    async def _send(self, route: str, calls: list[tuple[list[Any], asyncio.Future[Any]]],
+                    ) -> None:
         try:
-            result = await self._script(keys=command[1 : 1 + nkeys], args=command[1 + nkeys :])
-        except Exception as exc:  # noqa: BLE001 - handed to the caller
-            result = exc
-        _resolve(future, result)
+            results = await self._router.send(
+                route, [("EVALSHA", self._sha, *c) for c, _ in calls], self._replicas)
+        except Exception as exc:  # noqa: BLE001 - every caller gets it (and retries)
+            results = [exc] * len(calls)
+        for (_, future), result in zip(calls, results, strict=True):
+            _resolve(future, result)
 
 
 class AsyncStore:
@@ -103,33 +74,52 @@ class AsyncStore:
     def __init__(self, config: Config, url: str) -> None:
         self.config = config
         self.keys = Keys(config.key_prefix)
-        self.redis = async_client(url)
-        self._scripts = {
-            n: self.redis.register_script(SCRIPT_SOURCES[n]) for n in ("enqueue", "attach")
-        }
-        self._enqueues = _ScriptBatcher(self.redis, self._scripts["enqueue"])
+        self.router = AsyncRouter(url, scripts=SOURCES_BY_SHA)
+        self._enqueues = _ScriptBatcher(self.router, SCRIPT_SHAS["enqueue"],
+                                        replicas_of(config))
+
+    @property
+    def behind_sentinels(self) -> bool:
+        """Whether the master is the one the Sentinels name (it may change under us)."""
+        return self.router.kind == "sentinel"
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.router.close()
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        (reply,) = await self.router.send(keys[0], [
+            ("EVALSHA", SCRIPT_SHAS[name], len(keys), *keys, *args)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     async def enqueue(self, job: PreparedJob, reply_cid: str) -> EnqueueResult:
         """The twin of `Store.enqueue`."""
-        k = self.keys
         return EnqueueResult.from_reply(await self._enqueues.call(
-            [k.wait(job.queue), k.stats(job.queue), k.sups(job.queue)],
-            [k.queue_prefix(job.queue), reply_cid, self.config.lease_ms, *job.script_args()]))
+            enqueue_keys(self.keys, job),
+            [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
+             *job.script_args()]))
 
     async def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The twin of `Store.attach`."""
         return Outcome.from_attach(
-            job_id, await self._scripts["attach"](keys=[self.keys.job(job_id)], args=[cid]))
+            job_id, await self._run("attach", [self.keys.job(job_id)], [cid]))
 
     async def watch(self, job_id: str) -> JobWatch:
         """The twin of `Store.watch`: the same commands, the same parsing."""
-        return watch_from(job_id,
-                          await _send_async(self.redis, *watch_commands(self.keys, job_id)))
+        return watch_from(job_id, await self.router.send(self.keys.job(job_id),
+                                                         watch_commands(self.keys, job_id)))
 
     async def live_supervisors(self, queue: str) -> int:
         """The twin of `Store.live_supervisors`."""
-        return live_from(await _send_async(self.redis, *live_commands(self.keys, queue)),
+        return live_from(await self.router.send(self.keys.sups(queue),
+                                                live_commands(self.keys, queue)),
                          self.config.lease_ms)
+
+    async def subscribe_replies(self, queue: str, cid: str) -> Any:
+        """The twin of `Store.subscribe_replies`."""
+        return await self.router.subscribe(self.keys.reply_channel(queue, cid))
+
+    async def subscription_current(self, pubsub: Any) -> bool:
+        """The twin of `Store.subscription_current`."""
+        return await self.router.still_current(pubsub)

@@ -1,23 +1,28 @@
 """Sending commands on a connection, and blocking reads that a stop can cut short.
 
-`exchange` is the one way store.py talks on a connection it holds: commands in one write,
-replies read in order. `BlockingConnections` is the pool a Store keeps for BLMOVE (so a
-supervisor's other traffic never waits behind a blocked read). A stopping supervisor
-would wait up to the block's timeout (a second) for a fetch blocked on an empty queue;
-`interrupt` cuts such waits short with CLIENT UNBLOCK, which needs the server's id of
-each connection: it is learnt with CLIENT ID on every connect. CLIENT UNBLOCK aims at our
-own connections only (a wake marker in the wait list would wake any supervisor of the
-queue). Where an ACL forbids CLIENT, the waits just run their course.
+`exchange` is the one way routing.py talks on a connection it holds: commands in one
+write, replies read in order. `BlockedConnections` knows which connections are in a
+blocking read (BLMOVE) now, and on which server: a stopping supervisor would wait up to
+the block's timeout (a second) for a fetch blocked on an empty queue, so `Router` cuts
+such waits short with CLIENT UNBLOCK, sent to the server holding each connection (in a
+cluster, the node of its queue; behind Sentinels, the master it connected to). CLIENT
+UNBLOCK needs the server's id of each connection: it is learnt with CLIENT ID on every
+connect. It aims at our own connections only (a wake marker in the wait list would wake
+any supervisor of the queue). Where an ACL forbids CLIENT, the waits just run their
+course.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import redis
+
+Address = tuple[str, int] | str  # (host, port), or a unix socket's path
 
 
 def exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -39,47 +44,50 @@ def exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         raise
 
 
-class BlockingConnections:
-    """CLIENT's connections for blocking reads, and which of them are in one now."""
+def address_of(conn: Any) -> Address:
+    """The server CONN is connected to (or will connect to)."""
+    path = getattr(conn, "path", None)
+    if path:
+        return str(path)
+    return (str(conn.host), int(conn.port))
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        # each connection's server-side id (-1: CLIENT ID refused), learnt on connect
-        self._ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+class BlockedConnections:
+    """The connections in a blocking read now, with the server and id of each."""
+
+    def __init__(self) -> None:
+        # each connection's server and id there (-1: CLIENT ID refused), learnt on connect
+        self._ids: weakref.WeakKeyDictionary[Any, tuple[Address, int]] = (
+            weakref.WeakKeyDictionary())
         self._waiting: set[Any] = set()
         self._lock = threading.Lock()
 
-    def send(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """`exchange` COMMANDS on a connection of the pool, marked as waiting meanwhile."""
-        pool = self.client.connection_pool
-        conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
-        try:
-            if conn not in self._ids:  # a new connection: learn its id now
-                conn.register_connect_callback(self._learn_id)  # and on each reconnect
+    @contextmanager
+    def blocking(self, conn: Any) -> Iterator[None]:
+        """CONN is in a blocking read while this lasts."""
+        if conn not in self._ids:  # a new connection: learn its id now
+            conn.register_connect_callback(self._learn_id)  # and on each reconnect
+            if conn._sock is None:
+                conn.connect()  # which learns it
+            else:
                 self._learn_id(conn)
-            with self._lock:
-                self._waiting.add(conn)
-            try:
-                return exchange(conn, commands)
-            finally:
-                with self._lock:
-                    self._waiting.discard(conn)
-        finally:
-            pool.release(conn)
-
-    def interrupt(self, unblocker: redis.Redis) -> int:
-        """CLIENT UNBLOCK (sent through UNBLOCKER) every connection in a blocking read;
-        how many were unblocked (0: none had blocked yet)."""
         with self._lock:
-            ids = [self._ids.get(conn, -1) for conn in self._waiting]
-        return sum(int(unblocker.client_unblock(i)) for i in ids if i >= 0)
+            self._waiting.add(conn)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting.discard(conn)
 
-    def close(self) -> None:
-        self.client.close()
+    def waiting(self) -> list[tuple[Address, int]]:
+        """The server and id of each connection in a blocking read now (ids known only)."""
+        with self._lock:
+            found = [self._ids.get(conn) for conn in self._waiting]
+        return [f for f in found if f is not None and f[1] >= 0]
 
     def _learn_id(self, conn: Any) -> None:
         conn.send_command("CLIENT", "ID", check_health=False)
         try:
-            self._ids[conn] = int(conn.read_response())
+            self._ids[conn] = (address_of(conn), int(conn.read_response()))
         except redis.ResponseError:  # an ACL without CLIENT: its waits run their course
-            self._ids[conn] = -1
+            self._ids[conn] = (address_of(conn), -1)

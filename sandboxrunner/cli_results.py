@@ -141,7 +141,7 @@ def _job_line(job_id: str, record: dict[str, str], text: str) -> str:
 
 def _print_new_lines(store: Store, job_id: str, after: str) -> str:
     """Print the job's log lines after stream id AFTER; returns the last one printed."""
-    for entry_id, line in read_job_log(store.redis, store.keys, job_id, after):
+    for entry_id, line in read_job_log(store, job_id, after):
         after = entry_id
         label = display_level(str(line.get("level", "info")), str(line.get("source", "")))
         extra = f" {json.dumps(line['data'])}" if "data" in line else ""

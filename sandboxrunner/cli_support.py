@@ -23,8 +23,9 @@ PROJECT_OPTION: Any = typer.Option(
          "folder from the current one upwards.")
 REDIS_URL_OPTION: Any = typer.Option(
     None, "--redis-url", metavar="URL",
-    help="redis://, rediss:// or unix:// URL of the Redis server. Default: REDIS_URL, else "
-         "[tool.sandboxrunner] redis_url, else the project's embedded server.")
+    help="redis://, rediss:// or unix:// URL of the Redis server (redis+cluster://H:P,H:P/ "
+         "for a cluster, redis+sentinel://H:P,H:P/SERVICE for Sentinels). Default: "
+         "REDIS_URL, else [tool.sandboxrunner] redis_url, else the project's embedded server.")
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 

@@ -35,7 +35,7 @@ import redis
 from .async_listener import AsyncListener
 from .async_store import AsyncStore
 from .calls import prepare_call
-from .config import Config, load_config
+from .config import Config, load_config, redact_url
 from .connection import RedisRetry, aretrying, caller_retry, resolve_redis_url, retrying
 from .context import current_job
 from .errors import JobNotFound, WaitTimeout
@@ -115,7 +115,8 @@ class Client:
 
     def _enqueue_and_wait(self, job: PreparedJob, retry: RedisRetry,
                           wait_timeout: int | None) -> Outcome:
-        listener = retrying(lambda: self.listener, retry)  # subscribed before the job exists
+        listener = self.listener
+        retrying(lambda: listener.subscribe(job.queue), retry)  # before the job exists
         waiter = Waiter()
         listener.register(job.job_id, waiter)
         try:
@@ -141,7 +142,8 @@ class Client:
     def get_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
         _check_job_id(job_id)
         retry = self._retry(f"fetch the result of job {job_id}", wait_timeout)
-        listener = retrying(lambda: self.listener, retry)
+        listener = self.listener
+        retrying(lambda: listener.subscribe(queue_of_job(job_id)), retry)
         waiter = Waiter()
         listener.register(job_id, waiter)
         try:
@@ -162,6 +164,13 @@ class Client:
         return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
                            f"(result_ttl {self.config.result_ttl} ms)")
 
+    def _gone(self, job_id: str) -> JobNotFound:
+        """A job waited for whose record vanished: lost in a failover (writes the old
+        master acknowledged after its replica was promoted), evicted, or flushed."""
+        return JobNotFound(f"job {job_id} is gone from Redis at {redact_url(self.url)} while "
+                           "awaited: lost with a failed-over master (see wait_replicas), "
+                           "evicted, or deleted")
+
     def _collect_if_settled(self, job_id: str, retry: RedisRetry) -> None:
         """Deliver the outcome of a job attached to if it settled before our waiter was
         registered: its one reply message may have gone to another waiter of this process."""
@@ -178,7 +187,7 @@ class Client:
             except WaitTimeout:
                 self.listener.unregister(job_id, waiter)
                 raise
-            outcome = self.listener.wait(waiter, slice_s)  # may read for other callers too
+            outcome = self.listener.wait(waiter, job_id, slice_s)  # reads for others too
             if outcome is not None:
                 return outcome
             try:
@@ -186,6 +195,9 @@ class Client:
                 if isinstance(got, Outcome):
                     self.listener.deliver(got)  # to every waiter of the job, ours included
                     return got
+                if got == "":
+                    self.listener.unregister(job_id, waiter)
+                    raise self._gone(job_id)
                 wait.judge(self.store.watch(job_id))
             except redis.RedisError as exc:
                 wait.unreachable(exc)
@@ -220,7 +232,8 @@ class Client:
         listener.register(job.job_id, future)
         job_id = job.job_id
         try:
-            await aretrying(listener.ensure_started, retry)  # subscribed before the job exists
+            # subscribed before the job exists
+            await aretrying(lambda: listener.ensure_started(job.queue), retry)
             result = await aretrying(lambda: store.enqueue(job, listener.cid), retry)
             if result.attached:
                 listener.unregister(job.job_id, future)
@@ -243,7 +256,7 @@ class Client:
         listener.register(job_id, future)
         retry = self._retry(f"fetch the result of job {job_id}", wait_timeout)
         try:
-            await aretrying(listener.ensure_started, retry)
+            await aretrying(lambda: listener.ensure_started(queue_of_job(job_id)), retry)
             got = await aretrying(lambda: listener.store.attach(job_id, listener.cid), retry)
             if isinstance(got, Outcome):
                 return got.value()
@@ -266,6 +279,8 @@ class Client:
                 if isinstance(got, Outcome):
                     listener.deliver(got)  # to every waiter of the job, ours included
                     return got
+                if got == "":
+                    raise self._gone(job_id)
                 wait.judge(await listener.store.watch(job_id))
             except redis.RedisError as exc:
                 wait.unreachable(exc)

@@ -96,6 +96,8 @@ class Config:
     auto_start: bool = True
     auto_start_production: bool = True
     production: bool = False
+    wait_replicas: int = 0  # replicas that must acknowledge each enqueue and settlement
+    wait_replicas_timeout: int = 1_000
     project_dir: Path = Path(".")
     project_found: bool = True  # False: no project around the cwd, project_dir is the cwd
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sandboxrunner.deployment import SCHEMES, parse_deployment
 from sandboxrunner.errors import ConfigError
 from sandboxrunner.keys import QUEUES
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = tuple(f"{scheme}://" for scheme in SCHEMES)  # deployment.py: what each means
 CHILD_LIMIT_KEYS = ("address_space_mib", "cpu_seconds", "open_files")
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -43,7 +44,7 @@ def redact_url(url: str) -> str:
     path, has_query, query = tail.partition("?")
     if has_query:
         query = "&".join(
-            f"{key}=***" if key.lower() == "password" else item
+            f"{key}=***" if key.lower().endswith("password") else item
             for item, key in ((item, item.partition("=")[0]) for item in query.split("&"))
         )
     return f"{scheme}://{authority}{path}{has_query}{query}{has_fragment}{fragment}"
@@ -92,6 +93,10 @@ def _check_redis_url(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.startswith(REDIS_SCHEMES):
         shown = redact_url(value) if isinstance(value, str) else value
         raise bad(where, f"a URL starting with {', '.join(REDIS_SCHEMES)}", shown)
+    try:
+        parse_deployment(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}; got {redact_url(value)}") from exc
     return value
 
 
@@ -204,5 +209,7 @@ KEYS: dict[str, _Key] = {
     "auto_start": _Key(_check_bool, _text_bool),
     "auto_start_production": _Key(_check_bool, _text_bool),
     "production": _Key(_check_bool, _text_bool),
+    "wait_replicas": _Key(_int_at_least(0, "a non-negative integer"), _text_int),
+    "wait_replicas_timeout": _Key(_duration_ms, _text_int),
 }
 # project_dir is where the configuration was found, so it cannot itself be configured.

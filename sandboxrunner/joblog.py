@@ -7,7 +7,8 @@ logging without end cannot exhaust Redis memory:
   * a job keeps its first ``log_max_lines`` lines, then one ``truncated`` marker line, and
     the rest are dropped (counted in the marker's data);
   * the cross-job stream ``PREFIX:logs`` keeps about RECENT_LOG_LINES lines (XADD MAXLEN ~).
-A job's stream expires with its result (the finish script sets the TTL).
+A job's stream expires with its result (the finish script sets the TTL). Lines reach
+Redis, and are read back, through the store (store.py: the one door to Redis).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import json
 import logging
 import threading
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .keys import Keys
+if TYPE_CHECKING:
+    from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,8 @@ def _bounded(line: dict[str, Any]) -> dict[str, Any]:
 class RedisLogSink:
     """Buffers log lines and writes them to Redis from a background thread."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, max_lines: int, ttl_ms: int) -> None:
-        self._redis, self._keys = client, keys
+    def __init__(self, store: Store, max_lines: int, ttl_ms: int) -> None:
+        self._store = store
         self._max_lines, self._ttl_ms = max_lines, ttl_ms
         self._buffer: list[tuple[str, str, dict[str, Any]]] = []
         self._counts: dict[str, int] = defaultdict(int)
@@ -103,18 +105,8 @@ class RedisLogSink:
             self._cond.wait(FLUSH_INTERVAL_S)
 
     def _write(self, batch: list[tuple[str, str, dict[str, Any]]]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        touched = set()
-        for job_id, _queue, line in batch:
-            text = json.dumps(line, default=str)
-            stream = self._keys.job_log(job_id)
-            pipe.xadd(stream, {"line": text})
-            pipe.xadd(self._keys.logs(), {"job": job_id, "line": text},
-                      maxlen=RECENT_LOG_LINES, approximate=True)
-            touched.add(stream)
-        for stream in touched:
-            pipe.pexpire(stream, self._ttl_ms)
-        pipe.execute()
+        lines = [(job_id, json.dumps(line, default=str)) for job_id, _queue, line in batch]
+        self._store.append_log_lines(lines, self._ttl_ms, RECENT_LOG_LINES)
 
 
 # What a line's source is shown as, in `logs` and `top` alike: output a job printed is
@@ -137,14 +129,11 @@ def _decoded(raw: Any) -> dict[str, Any]:
     return line if isinstance(line, dict) else {"msg": text, "level": "info"}
 
 
-def read_job_log(client: redis.Redis, keys: Keys, job_id: str, after: str = "-",
+def read_job_log(store: Store, job_id: str, after: str = "-",
                  count: int = 10_000) -> list[tuple[str, dict[str, Any]]]:
     """Log lines of one job after stream id AFTER ('-' for all), oldest first."""
-    start = "-" if after == "-" else f"({after}"
-    entries: list[Any] = client.xrange(keys.job_log(job_id), min=start, max="+",
-                                       count=count) or []
     out = []
-    for entry_id, fields in entries:
+    for entry_id, fields in store.job_log_entries(job_id, after, count):
         raw = (fields or {}).get(b"line") or (fields or {}).get("line")
         text_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         out.append((text_id, _decoded(raw)))

@@ -34,6 +34,8 @@ Cluster slot and every Lua script touches keys of one slot only.
   PREFIX:{Q}:cron            HASH   job name -> JSON schedule (pattern, tz, next, last...)
                                     (a tick is claimed by compare-and-set on its ``last``
                                     field, so no per-tick keys; ``@sync`` marks a synced hash)
+  PREFIX:{Q}:reply:CID       sharded pub/sub channel (SPUBLISH) of a client process: Q's
+                                    settled jobs it waits for (in a cluster, on Q's node)
 
 Keys outside any queue (never touched by a script together with queue keys):
 
@@ -41,7 +43,6 @@ Keys outside any queue (never touched by a script together with queue keys):
                                     CPU, RSS), TTL a few heartbeats: gone when it stops
   PREFIX:supervisors         ZSET   SID -> last heartbeat ms (index for the dashboard)
   PREFIX:logs                STREAM recent log lines across all jobs, capped
-  PREFIX:reply:CID           pub/sub channel of a client process: settled jobs it waits for
 
 Scripts that touch per-job keys (``job:ID``, ``singleton:...``) get the queue's key prefix
 (``PREFIX:{PREFIX:Q}:``) in ARGV and append the rest, as BullMQ does: the ids are only known
@@ -128,7 +129,6 @@ class Keys:
     def cron(self, queue: str) -> str:
         return f"{self._q(queue)}:cron"
 
-
     def supervisor(self, sid: str) -> str:
         return f"{self.prefix}:supervisor:{sid}"
 
@@ -138,5 +138,5 @@ class Keys:
     def logs(self) -> str:
         return f"{self.prefix}:logs"
 
-    def reply_channel(self, cid: str) -> str:
-        return f"{self.prefix}:reply:{cid}"
+    def reply_channel(self, queue: str, cid: str) -> str:
+        return f"{self._q(queue)}:reply:{cid}"

@@ -1,12 +1,17 @@
 """One read-only, bounded snapshot of a deployment: everything `sandboxrunner top` shows.
 
-`SnapshotReader.read()` costs at most four round trips however many jobs ever ran, writes
-nothing and scans nothing (no KEYS/SCAN): every read is a fixed key or a bounded range.
+`SnapshotReader.read()` costs at most five round trips per server however many jobs ever
+ran, writes nothing and scans nothing (no KEYS/SCAN): every read is a fixed key or a
+bounded range. It reads through the store (store.py routes each pipelined read to the
+server holding its key, in a cluster too).
 This module owns the reading (the rounds below) and puts the snapshot together; the
 records, and the pure functions that turn raw replies into them (rates, ages, supervisor
 states, elapsed times, log lines), are in snapshot_records.py. `Snapshot` is re-exported.
 
-  1. one pipeline: TIME, INFO server, the newest MAX_SUPERVISORS entries of the
+  0. TIME and INFO of each master, one server at a time (a pipeline routes by key): the
+     first master's clock is the snapshot's (``server_time_ms``; a cluster's masters agree
+     to within their hosts' clock skew), and each master is shown with its queues;
+  1. one pipeline: the newest MAX_SUPERVISORS entries of the
      supervisors index, the last LOG_TAIL lines of PREFIX:logs, and per queue: LLEN and
      LINDEX -1 of the wait list, ZCARD of the delayed (retry) set, the stats and rate
      hashes, the first FAILURES_SHOWN
@@ -34,7 +39,9 @@ index itself is never modified here.
 JSON shape (`Snapshot.to_json`, what ``sandboxrunner top --json`` prints). Times are epoch
 ms, durations ms; lists are bounded as noted:
 
-  {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0"},
+  {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0",
+             "nodes": [{"address", "role", "version", "queues": [..], "clients",
+                        "used_memory_bytes", "ops_per_s", "replicas"}]},  # each master
    "server_time_ms": int,
    "totals": {"waiting", "active", "running", "prefetched", "orphaned", "completed",
               "failed", "jobs_per_s", "supervisors"},
@@ -93,9 +100,11 @@ from .snapshot_records import (
     as_text,
     cut_text,
     decode_log_line,
+    decode_node,
     decode_supervisor,
     gone_supervisor,
     rate_series,
+    server_version,
     split_lease,
     supervisor_state,
 )
@@ -156,37 +165,25 @@ def _last_beats(queues: dict[str, dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def _version(info: Any) -> str:
-    info = _ok(info, {})
-    if "valkey_version" in info:
-        return f"valkey {info['valkey_version']}"
-    return f"redis {info.get('redis_version', '?')}"
-
-
 class _Batch:
-    """One pipeline; `add` returns where its reply will be, `reply` reads it after `run`."""
+    """Reads to run together; `add` returns where its reply will be, `reply` reads it
+    after `run` (through the store: one round trip per server)."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._pipe = client.pipeline(transaction=False)
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self._replies: list[Any] = []
 
     def add(self, command: str, *args: Any, **kwargs: Any) -> int:
-        getattr(self._pipe, command)(*args, **kwargs)
-        return len(self._pipe) - 1
+        self._calls.append((command, args, kwargs))
+        return len(self._calls) - 1
 
     def run(self) -> None:
-        if len(self._pipe):
-            self._replies = self._pipe.execute(raise_on_error=False)
+        self._replies = self._store.read_many(self._calls)
 
     def reply(self, at: int, empty: Any = None) -> Any:
         """The reply of command AT, or EMPTY when that command failed (a wrong-type key)."""
         return _ok(self._replies[at], empty)
-
-    def required(self, at: int) -> Any:
-        """The reply of command AT; its error (a NOPERM, say) is raised."""
-        if isinstance(self._replies[at], Exception):
-            raise self._replies[at]
-        return self._replies[at]
 
 
 class SnapshotReader:
@@ -197,13 +194,11 @@ class SnapshotReader:
         self.url = url
         self.queues = queues
         self.keys = Keys(config.key_prefix)
-        self._redis = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S,
-                                           socket_timeout=READ_TIMEOUT_S)
-        self._cron_store = Store(config, url)  # for cron.list_schedules; connects lazily
+        self._store = Store(config, url, socket_timeout=READ_TIMEOUT_S,  # connects lazily
+                            connect_timeout=CONNECT_TIMEOUT_S)
 
     def close(self) -> None:
-        self._redis.close()
-        self._cron_store.close()
+        self._store.close()
 
     def read(self) -> Snapshot:
         """One snapshot; RedisUnavailable (address without password) if Redis fails."""
@@ -231,11 +226,12 @@ class SnapshotReader:
             failures=self._failures(second["failures"]),
             cron=self._cron(),
             logs=tuple(reversed([decode_log_line(entry) for entry in first["logs"]])),
+            nodes=first["nodes"],
         )
 
     def _first_round(self) -> dict[str, Any]:
-        k, batch = self.keys, _Batch(self._redis)
-        at_time, at_info = batch.add("time"), batch.add("info", "server")
+        servers = self._store.servers()
+        k, batch = self.keys, _Batch(self._store)
         at_index = batch.add("zrevrange", k.supervisors(), 0, MAX_SUPERVISORS - 1,
                              withscores=True)
         at_logs = batch.add("xrevrange", k.logs(), count=LOG_TAIL)
@@ -249,10 +245,10 @@ class SnapshotReader:
             "sups": batch.add("zrevrange", k.sups(q), 0, MAX_SUPERVISORS - 1, withscores=True),
         } for q in self.queues}
         batch.run()
-        seconds, micros = batch.required(at_time)
         return {
-            "now_ms": int(seconds) * 1000 + int(micros) // 1000,
-            "version": _version(batch.reply(at_info, {})),
+            "now_ms": servers[0].now_ms,
+            "version": server_version(servers[0].info),
+            "nodes": tuple(decode_node(s.address, s.info, s.queues) for s in servers),
             "index": [(as_text(sid), int(score)) for sid, score in batch.reply(at_index, [])],
             "logs": batch.reply(at_logs, []),
             "queues": {q: {name: batch.reply(at) for name, at in ats.items()}
@@ -260,7 +256,7 @@ class SnapshotReader:
         }
 
     def _second_round(self, first: dict[str, Any]) -> dict[str, Any]:
-        k, batch = self.keys, _Batch(self._redis)
+        k, batch = self.keys, _Batch(self._store)
         snapshots = [(sid, score, batch.add("get", k.supervisor(sid)),
                       batch.add("pttl", k.supervisor(sid))) for sid, score in first["index"]]
         active: dict[str, list[tuple[str, int, int]]] = {}
@@ -391,5 +387,5 @@ class SnapshotReader:
                      next_ms=r["next_ms"], last_tick_ms=r["last_tick_ms"],
                      last_outcome=r["last_outcome"], last_job_id=r["last_job_id"],
                      runs=r["runs"], skips=r["skips"], error=cut_text(r["error"]))
-            for r in list_schedules(self._cron_store, self.queues)
+            for r in list_schedules(self._store, self.queues)
         )

@@ -141,6 +141,21 @@ class LogLine:
 
 
 @dataclass(frozen=True)
+class NodeInfo:
+    """A master of the deployment (each of a cluster's; the one of a single server or
+    behind Sentinels) and the queues it holds."""
+
+    address: str
+    role: str
+    version: str
+    queues: tuple[str, ...]
+    clients: int
+    used_memory_bytes: int
+    ops_per_s: int
+    replicas: int
+
+
+@dataclass(frozen=True)
 class Snapshot:
     redis_url: str  # without its password
     redis_version: str
@@ -151,6 +166,7 @@ class Snapshot:
     failures: tuple[FailureInfo, ...]
     cron: tuple[CronInfo, ...]
     logs: tuple[LogLine, ...]
+    nodes: tuple[NodeInfo, ...] = ()
 
     def live_supervisors(self) -> int:
         return sum(1 for s in self.supervisors if s.state != "gone")
@@ -177,7 +193,8 @@ class Snapshot:
             row["rate_per_s"] = list(q.rate_per_s)
             queues[q.name] = row
         return {
-            "redis": {"url": self.redis_url, "version": self.redis_version},
+            "redis": {"url": self.redis_url, "version": self.redis_version,
+                      "nodes": [asdict(n) for n in self.nodes]},
             "server_time_ms": self.server_time_ms,
             "totals": self.totals(),
             "queues": queues,
@@ -340,6 +357,23 @@ def decode_supervisor(sid: str, snap: dict[str, Any], pttl: int, now_ms: int,
         for r in _dicts(snap.get("running"))
     ]
     return info, jobs, splits
+
+
+def server_version(info: dict[str, Any]) -> str:
+    """``valkey 9.0.0`` or ``redis 7.0.15``, from a server's INFO."""
+    if "valkey_version" in info:
+        return f"valkey {info['valkey_version']}"
+    return f"redis {info.get('redis_version', '?')}"
+
+
+def decode_node(address: str, info: dict[str, Any], queues: tuple[str, ...]) -> NodeInfo:
+    """A master's record from its INFO (default sections)."""
+    return NodeInfo(address=address, role=str(info.get("role", "master")),
+                    version=server_version(info), queues=queues,
+                    clients=as_int(info.get("connected_clients")),
+                    used_memory_bytes=as_int(info.get("used_memory")),
+                    ops_per_s=as_int(info.get("instantaneous_ops_per_sec")),
+                    replicas=as_int(info.get("connected_slaves")))
 
 
 def decode_log_line(entry: Any) -> LogLine:

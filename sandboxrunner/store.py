@@ -1,28 +1,31 @@
-"""The Redis layer: the Lua scripts and typed calls (connections come from
-``connection.py``; ``async_store.py`` holds the asyncio twins of the callers' calls; the
-job's records these calls take and return, and their wire forms, are in ``job.py``).
+"""The Redis layer: the Lua scripts and typed calls; with its read side (``store_reads.py``,
+which `Store` inherits) the only module that talks to Redis (``async_store.py`` holds the
+asyncio twins of the callers' calls; the job's records these calls take and return, and
+their wire forms, are in ``job.py``). Every command goes
+through a `routing.Router`, which sends it to the server holding its key, whatever the
+kind of deployment (one server, Sentinels, a cluster; connections come from
+``connection.py``), and sends again what a redirect says did not run. Other modules get
+what they need from here: the listeners a subscription, the job log sink and `logs` the
+log streams, the dashboard its reads and each server's INFO.
 
 Every multi-step change is one Lua script from ``scripts/`` (``_lib.lua`` is prepended to
-each); single reads go straight through. Blocking reads (BLMOVE) use their own connection,
-so a supervisor's heartbeat never waits behind them. See ``keys.py`` for the data model.
+each), routed by its first key (all its keys share the queue's hash tag); single reads go
+straight through. Blocking reads (BLMOVE) use their own connections, so a supervisor's
+heartbeat never waits behind them. See ``keys.py`` for the data model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Container, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import redis
-from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-from .blocking import BlockingConnections, exchange
 from .config import Config
-from .connection import caller_retry, connect
-from .connection import check_reachable as check_reachable  # re-exported
+from .connection import caller_retry
 from .job import ClaimedJob as ClaimedJob
 from .job import (
     CronFired,
@@ -36,23 +39,23 @@ from .job import (
 )
 from .job import Settlement as Settlement
 from .keys import QUEUES, Keys
+from .redirects import Replicas
+from .routing import Router
+from .routing import check_reachable as check_reachable  # re-exported
+from .store_reads import StoreReads
 from .supervision import (
     JobWatch,
     SupervisorSeen,
     live_commands,
     live_from,
-    newest_per_supervisor,
-    server_ms,
     watch_commands,
     watch_from,
-    with_snapshot,
 )
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
                 "attach", "cron_sync", "cron_fire")
 BLOCK_TIMEOUT_S = 1.0
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
-LISTED_PER_END = 1000  # ids read from each end of a wait list when resolving a short id
 
 
 def _script_source(name: str) -> str:
@@ -62,35 +65,25 @@ def _script_source(name: str) -> str:
 
 
 SCRIPT_SOURCES = {name: _script_source(name) for name in SCRIPT_NAMES}
+SCRIPT_SHAS = {name: hashlib.sha1(source.encode()).hexdigest()
+               for name, source in SCRIPT_SOURCES.items()}
+SOURCES_BY_SHA = {SCRIPT_SHAS[name]: source for name, source in SCRIPT_SOURCES.items()}
 
 
-@dataclass(frozen=True)
-class CronHashes:
-    """The cron hashes of some queues (name -> schedule JSON, plus '@sync') and how many
-    supervisors of each heartbeat within a lease, read at server_ms."""
-
-    server_ms: int
-    schedules: dict[str, dict[str, str]]
-    live_supervisors: dict[str, int]
+def replicas_of(config: Config) -> Replicas | None:
+    """WAIT's arguments after each enqueue and settlement (None: ``wait_replicas`` 0)."""
+    if not config.wait_replicas:
+        return None
+    return (config.wait_replicas, config.wait_replicas_timeout)
 
 
-def _send(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
-    """Send COMMANDS in one write on a connection of CLIENT's pool and read their
-    replies (see `exchange`)."""
-    pool = client.connection_pool
-    conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
-    try:
-        return exchange(conn, commands)
-    finally:
-        pool.release(conn)
-
-
-def _checked(replies: list[Any]) -> list[Any]:
-    """REPLIES of `_send`, raising the first error reply among them."""
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
+def enqueue_keys(keys: Keys, job: PreparedJob) -> list[str]:
+    """The KEYS of enqueue.lua for JOB (cron_fire.lua takes the last ones too)."""
+    declared = [keys.wait(job.queue), keys.stats(job.queue), keys.sups(job.queue),
+                keys.job(job.job_id)]
+    if job.singleton_key:
+        declared.append(keys.singleton(job.queue, job.singleton_key))
+    return declared
 
 
 def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
@@ -103,35 +96,36 @@ def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
         store.close()
 
 
-class Store:
+class Store(StoreReads):
     """Synchronous access to one Redis for one key prefix."""
 
-    def __init__(self, config: Config, url: str, *, retry: Retry | None = None) -> None:
+    def __init__(self, config: Config, url: str, *, retry: Retry | None = None,
+                 socket_timeout: float | None = None,
+                 connect_timeout: float | None = None) -> None:
         """RETRY: redis-py's retry of single commands (None: its default); callers pass
-        `caller_retry()`, as their own rule governs how long they wait for Redis."""
+        `caller_retry()`, as their own rule governs how long they wait for Redis. The
+        timeouts (s) bound each read and connect (None: connection.py's defaults)."""
         self.config = config
         self.url = url
         self.keys = Keys(config.key_prefix)
-        self.redis = connect(url) if retry is None else connect(url, retry=retry)
-        self._blocking = BlockingConnections(connect(url, socket_timeout=BLOCK_TIMEOUT_S + 5))
-        self._scripts = {n: self.redis.register_script(s) for n, s in SCRIPT_SOURCES.items()}
-        self.reply_prefix = self.keys.reply_channel("")
+        self.router = Router(url, retry=retry, socket_timeout=socket_timeout,
+                             connect_timeout=connect_timeout,
+                             block_timeout_s=BLOCK_TIMEOUT_S, scripts=SOURCES_BY_SHA)
+        self.replicas = replicas_of(config)
 
     def close(self) -> None:
-        self.redis.close()
-        self._blocking.close()
+        self.router.close()
 
-    def _run(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
-        return self._scripts[name](keys=keys, args=args, client=client)
-
-    def _run_once(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """Run a script of the hot path (enqueue, claim, finish) with no replay on a
-        connection error: the error reaches the caller, who knows whether a replay is
-        safe (a replayed claim would strand the first one's jobs in the lease)."""
-        script = self._scripts[name]
-        (reply,) = _send(self.redis, ("EVALSHA", script.sha, len(keys), *keys, *args))
-        if isinstance(reply, NoScriptError):  # a restarted server: load it, run it
-            return script(keys=keys, args=args)
+    def _run(self, name: str, keys: list[str], args: list[Any],
+             replicated: bool = False) -> Any:
+        """Run script NAME on the server holding KEYS (one round trip; a server that lacks
+        the script gets it as EVAL). An error reply is raised; a lost connection is not
+        retried here: the error reaches the caller, who knows whether a replay is safe (a
+        replayed claim would strand the first one's jobs in the lease). REPLICATED: with
+        ``wait_replicas`` set, the write must reach that many replicas (routing.py)."""
+        (reply,) = self.router.send(keys[0], [
+            ("EVALSHA", SCRIPT_SHAS[name], len(keys), *keys, *args)],
+            replicas=self.replicas if replicated else None)
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -140,10 +134,10 @@ class Store:
     def enqueue(self, job: PreparedJob, reply_cid: str = "") -> EnqueueResult:
         """Enqueue JOB (or attach to the job it names already, or to the in-flight
         singleton holding its key); REPLY_CID: the client notified when it settles."""
-        k = self.keys
-        return EnqueueResult.from_reply(self._run_once(
-            "enqueue", [k.wait(job.queue), k.stats(job.queue), k.sups(job.queue)],
-            [k.queue_prefix(job.queue), reply_cid, self.config.lease_ms, *job.script_args()]))
+        return EnqueueResult.from_reply(self._run(
+            "enqueue", enqueue_keys(self.keys, job),
+            [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
+             *job.script_args()], replicated=True))
 
     def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The outcome if settled; the status text if still in flight ('' = no such job)."""
@@ -151,38 +145,21 @@ class Store:
 
     def live_supervisors(self, queue: str) -> int:
         """How many supervisors of QUEUE heartbeat within a lease: one round trip."""
-        return live_from(_send(self.redis, *live_commands(self.keys, queue)),
+        return live_from(self.router.send(self.keys.sups(queue),
+                                          live_commands(self.keys, queue)),
                          self.config.lease_ms)
 
     def watch(self, job_id: str) -> JobWatch:
         """What a waiting caller reads about its job's supervision: one round trip."""
-        return watch_from(job_id, _send(self.redis, *watch_commands(self.keys, job_id)))
-
-    def supervisors_seen(self) -> list[SupervisorSeen]:
-        """Every supervisor of any queue's ``sups`` set, named by its snapshot."""
-        k = self.keys
-        time_reply, *sups = _checked(_send(
-            self.redis, ("TIME",), *(("ZRANGE", k.sups(q), 0, -1, "WITHSCORES")
-                                     for q in QUEUES)))
-        seen = newest_per_supervisor(server_ms(time_reply), sups)
-        if not seen:
-            return []
-        raws = self.redis.mget([k.supervisor(s.sid) for s in seen])
-        return [with_snapshot(one, raw) for one, raw in zip(seen, raws, strict=True)]
-
-    def server_time_ms(self) -> int:
-        seconds, micros = self.redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
-
-    def job_fields(self, job_id: str, *fields: str) -> list[str]:
-        return [text(v) for v in self.redis.hmget(self.keys.job(job_id), list(fields))]
+        return watch_from(job_id, self.router.send(self.keys.job(job_id),
+                                                   watch_commands(self.keys, job_id)))
 
     # -- supervisors -----------------------------------------------------------------
     def claim(self, queue: str, sid: str, count: int,
               again: Sequence[str] = ()) -> tuple[list[ClaimedJob], int]:
         """Up to COUNT waiting jobs (plus AGAIN: ids in SID's lease to hand over again),
         and the ms until the next retry is due (-1: none delayed)."""
-        return claimed_batch(self._run_once("claim", self._claim_keys(queue, sid),
+        return claimed_batch(self._run("claim", self._claim_keys(queue, sid),
                                         [self.keys.queue_prefix(queue), sid, count, "0",
                                          *again]))
 
@@ -190,18 +167,16 @@ class Store:
                        timeout_s: float = BLOCK_TIMEOUT_S) -> tuple[list[ClaimedJob], int]:
         """Block until a job is waiting (at most TIMEOUT_S), then claim it and up to
         COUNT - 1 more: one round trip, as the claim is pipelined behind the BLMOVE on
-        the blocking connection and Redis runs it the moment the BLMOVE returns."""
+        a blocking connection and Redis runs it the moment the BLMOVE returns."""
         k = self.keys
         keys = self._claim_keys(queue, sid)
         args: list[str | int] = [k.queue_prefix(queue), sid, max(count - 1, 0), "1"]
-        moved, claimed = self._blocking.send(
+        moved, claimed = self.router.send(keys[0], [
             ("BLMOVE", k.wait(queue), k.active(queue, sid), "RIGHT", "LEFT", timeout_s),
-            ("EVALSHA", self._scripts["claim"].sha, len(keys), *keys, *args))
+            ("EVALSHA", SCRIPT_SHAS["claim"], len(keys), *keys, *args)], blocking=True)
         if isinstance(moved, Exception):
             raise moved
-        if isinstance(claimed, NoScriptError):  # a restarted server: load it, claim again
-            claimed = self._scripts["claim"](keys=keys, args=args)
-        elif isinstance(claimed, Exception):
+        if isinstance(claimed, Exception):
             raise claimed
         return claimed_batch(claimed)
 
@@ -209,15 +184,11 @@ class Store:
         """Cut short the blocking waits (BLMOVE) this store has under way: each returns
         as if it timed out, and its pipelined claim runs as usual (see blocking.py).
         Returns how many were cut short (0: none was blocked yet)."""
-        return self._blocking.interrupt(self.redis)
+        return self.router.interrupt_blocking()
 
     def _claim_keys(self, queue: str, sid: str) -> list[str]:
         k = self.keys
         return [k.wait(queue), k.active(queue, sid), k.delayed(queue)]
-
-    def lease_ids(self, queue: str, sid: str) -> list[str]:
-        """The ids in SID's active list (its lease) on QUEUE."""
-        return [text(i) for i in self.redis.lrange(self.keys.active(queue, sid), 0, -1)]
 
     def finish(self, queue: str, sid: str, settlements: list[Settlement],
                logged: Container[str] | None = None) -> int:
@@ -225,15 +196,16 @@ class Store:
         may have), whose log streams get the result's TTL."""
         k = self.keys
         args: list[Any] = [k.queue_prefix(queue), self.config.result_ttl,
-                           self.config.history_size, self.reply_prefix]
+                           self.config.history_size, k.reply_channel(queue, "")]
         for s in settlements:
             wrote = logged is None or s.job_id in logged
             args += [s.job_id, s.status.value, s.body, "1" if wrote else "0"]
-        return int(self._run_once(
+        return int(self._run(
             "finish",
             [k.active(queue, sid), k.stats(queue), k.recent(queue), k.failures(queue),
-             k.rate(queue), k.delayed(queue), k.wait(queue)],
-            args,
+             k.rate(queue), k.delayed(queue), k.wait(queue),
+             *(k.job(s.job_id) for s in settlements)],
+            args, replicated=True,
         ))
 
     def heartbeat(self, queue: str, sid: str) -> list[str]:
@@ -249,7 +221,7 @@ class Store:
             [k.sups(queue), k.active(queue, dead_sid), k.wait(queue), k.stats(queue),
              k.recent(queue), k.failures(queue), k.rate(queue)],
             [k.queue_prefix(queue), dead_sid, self.config.lease_ms, self.config.max_stalled,
-             self.config.result_ttl, self.config.history_size, self.reply_prefix,
+             self.config.result_ttl, self.config.history_size, k.reply_channel(queue, ""),
              ErrorInfo.stalled(self.config.max_stalled).to_json()],
         )
         return int(got[0]), int(got[1])
@@ -296,63 +268,40 @@ class Store:
         """Enqueue (or skip, for a busy singleton) one tick of a schedule, at most once."""
         k, queue = self.keys, run.call.queue
         got = self._run(
-            "cron_fire", [k.cron(queue), k.wait(queue), k.stats(queue)],
+            "cron_fire", [k.cron(queue), k.wait(queue), k.stats(queue),
+                          *enqueue_keys(k, run.call)[3:]],
             [k.queue_prefix(queue), run.pattern, run.tz, run.tick_ms, run.next_ms,
              *run.call.script_args()])
         return CronFired(text(got[0]), text(got[1]), int(got[2]))
-
-    def cron_schedules(self, queues: tuple[str, ...]) -> CronHashes:
-        """Every queue's cron hash and live supervisor count, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.time()
-        for queue in queues:
-            pipe.hgetall(self.keys.cron(queue))
-            pipe.zrange(self.keys.sups(queue), 0, -1, withscores=True)
-        (seconds, micros), *replies = pipe.execute()
-        server_ms = int(seconds) * 1000 + int(micros) // 1000
-        hashes, beats = replies[0::2], replies[1::2]
-        return CronHashes(
-            server_ms=server_ms,
-            schedules={queue: {text(k): text(v) for k, v in raw.items()}
-                       for queue, raw in zip(queues, hashes, strict=True)},
-            live_supervisors={
-                queue: sum(1 for _, beat_ms in sups if beat_ms >= server_ms - self.config.lease_ms)
-                for queue, sups in zip(queues, beats, strict=True)},
-        )
 
     def cron_remove(self, queue: str, name: str) -> bool:
         """Delete NAME's schedule from QUEUE's cron hash (one command: no script needed)."""
         return bool(self.redis.hdel(self.keys.cron(queue), name))
 
-    def job_statuses(self, job_ids: list[str]) -> list[str]:
-        """The status of each job ('' when it has no record), in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hget(self.keys.job(job_id), "status")
-        return [text(s) for s in pipe.execute()] if job_ids else []
+    def subscribe_replies(self, queue: str, cid: str) -> Any:
+        """A redis-py PubSub subscribed (confirmed) to client CID's reply channel of QUEUE,
+        on the server holding QUEUE."""
+        return self.router.subscribe(self.keys.reply_channel(queue, cid))
 
-    # -- finding a job from the start of its id (the short ids `top` shows) -----------
-    def listed_job_ids(self, queues: Sequence[str] = QUEUES) -> set[str]:
-        """The ids Redis lists anyway, in two round trips and no key scan: the jobs each
-        supervisor holds (its lease), both ends of the wait list, those waiting for a
-        retry, and each queue's history of settled and failed jobs."""
-        k, end = self.keys, LISTED_PER_END - 1
-        pipe = self.redis.pipeline(transaction=False)
-        for queue in queues:
-            pipe.zrange(k.sups(queue), 0, -1)
-            pipe.lrange(k.wait(queue), 0, end)
-            pipe.lrange(k.wait(queue), -LISTED_PER_END, -1)
-            pipe.zrange(k.delayed(queue), 0, end)
-            pipe.lrange(k.recent(queue), 0, self.config.history_size - 1)
-            pipe.lrange(k.failures(queue), 0, self.config.history_size - 1)
-        per_queue = len(pipe) // max(len(queues), 1)
-        replies = pipe.execute()
-        listed: set[str] = set()
-        for queue, at in zip(queues, range(0, len(replies), per_queue), strict=True):
-            sids, *id_lists = replies[at:at + per_queue]
-            listed.update(text(i) for ids in id_lists for i in ids)
-            for sid in sids:
-                pipe.lrange(k.active(queue, text(sid)), 0, -1)
-        listed.update(text(i) for ids in pipe.execute() for i in ids)
-        return listed
+    def subscription_current(self, pubsub: Any) -> bool:
+        """Whether a subscription of `subscribe_replies` is still where replies come (a
+        Sentinel failover moves them to the new master)."""
+        return self.router.still_current(pubsub)
 
+    # -- job log lines (joblog.py holds their format and bounds) ---------------------------
+    def append_log_lines(self, lines: list[tuple[str, str]], ttl_ms: int,
+                         recent_max: int) -> None:
+        """Append LINES ((job id, JSON line), in order) to each job's log stream and to
+        the capped stream of recent lines (about RECENT_MAX kept); a job's stream expires
+        TTL_MS after its last line (the finish script sets its final TTL)."""
+        pipe = self.redis.pipeline(transaction=False)
+        streams = set()
+        for job_id, line in lines:
+            stream = self.keys.job_log(job_id)
+            pipe.xadd(stream, {"line": line})
+            pipe.xadd(self.keys.logs(), {"job": job_id, "line": line}, maxlen=recent_max,
+                      approximate=True)
+            streams.add(stream)
+        for stream in streams:
+            pipe.pexpire(stream, ttl_ms)
+        pipe.execute()

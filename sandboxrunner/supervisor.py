@@ -101,8 +101,7 @@ class Supervisor:
         self._settle_lock = threading.Lock()  # held by whoever writes outcomes
         self._store = Store(config, url)  # fetch + settle
         self._beat_store = Store(config, url)  # heartbeat: never waits behind job traffic
-        self.log_sink = RedisLogSink(self._store.redis, self._store.keys,
-                                     config.log_max_lines, config.result_ttl)
+        self.log_sink = RedisLogSink(self._store, config.log_max_lines, config.result_ttl)
         self._threads: list[threading.Thread] = []
         # one warning per Redis outage per kind of thread, not one per retry
         fetch_outage = OutageLog("fetching jobs")

@@ -34,12 +34,16 @@ class TestServer:
     __test__ = False  # its name starts with "Test"; keep pytest from collecting it
 
     def __init__(self, dir: Path, *, persist: bool = False, port: int | None = None,
-                 options: dict[str, str] | None = None) -> None:
+                 options: dict[str, str] | None = None, binary: Path | None = None,
+                 config: str = "", sentinel: bool = False) -> None:
         """OPTIONS: extra server settings, e.g. {"requirepass": ...} (the URL then carries
-        the password) or {"enable-debug-command": "yes"}."""
+        the password) or {"enable-debug-command": "yes"}. BINARY: the server to run (else
+        `server_binary()`'s); CONFIG: the text of a config file it starts from (a Sentinel
+        rewrites its own); SENTINEL: run it as a Sentinel."""
         self.dir = Path(dir)
         self.persist = persist
         self.options = dict(options or {})
+        self.binary, self.config, self.sentinel = binary, config, sentinel
         self.port: int = port or 0
         self._fixed_port = port is not None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -127,6 +131,13 @@ class TestServer:
 
     def _launch(self) -> Outcome:
         argv = server_argv(self.port, self.dir, self.log_path, aof=self.persist)
+        if self.binary is not None:
+            argv[0] = str(self.binary)
+        if self.config or self.sentinel:  # a config file comes first, then the options
+            config_path = self.dir / "server.conf"
+            if not config_path.exists():  # a restarted Sentinel keeps what it rewrote
+                config_path.write_text(self.config)
+            argv[1:1] = [str(config_path), *(["--sentinel"] if self.sentinel else [])]
         for name, value in self.options.items():
             argv += [f"--{name}", value]
         with open(self.log_path, "ab") as log:

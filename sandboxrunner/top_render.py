@@ -113,7 +113,8 @@ def render(snap: Snapshot, width: int, height: int | None = None,
     """The whole dashboard at WIDTH columns; with HEIGHT the log tail fills what is left
     (a taller screen is cropped from the bottom, so the order is by importance)."""
     parts: list[RenderableType] = [
-        header(snap, width, hint), queues_table(snap, width), running_table(snap, width),
+        header(snap, width, hint), *nodes_table(snap), queues_table(snap, width),
+        running_table(snap, width),
         supervisors_table(snap, width), failures_table(snap, width), cron_table(snap, width),
     ]
     log_rows = len(snap.logs)
@@ -151,6 +152,20 @@ def header(snap: Snapshot, width: int, hint: str = "") -> Text:
         line.append_text(Text("  ") if line.cell_len else Text()).append_text(part)
     title.append_text(Text("\n").append_text(line))
     return title
+
+
+def nodes_table(snap: Snapshot) -> list[Table]:
+    """A cluster's masters, with the queues each holds (none for one server)."""
+    if len(snap.nodes) < 2:
+        return []
+    table = _table("nodes", ("address", "left~"), ("role", "left"), ("queues", "left~"),
+                   ("clients", "right"), ("memory", "right"), ("ops/s", "right"),
+                   ("replicas", "right"))
+    for n in snap.nodes:
+        table.add_row(_cell(n.address), n.role, _cell(" ".join(n.queues) or "-"),
+                      f"{n.clients:,}", fmt_bytes(n.used_memory_bytes), f"{n.ops_per_s:,}",
+                      str(n.replicas))
+    return [table]
 
 
 def queues_table(snap: Snapshot, width: int) -> Table:

@@ -13,13 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from sandboxrunner.client import Client, ClientFactory, set_default_client
 from sandboxrunner.config import load_config
 from sandboxrunner.keys import Keys
 from sandboxrunner.registry import load_registry
 from sandboxrunner.supervisor import Supervisor
+from tests.deployments import raw_client
 
 TEST_JOBS = Path(__file__).parent / "jobs"
 ROOT = Path(__file__).parent.parent
@@ -96,7 +95,7 @@ class SupervisorProcess:
     def wait_ready(self, queues: tuple[str, ...] = ("default",), timeout_s: float = 20) -> None:
         keys = Keys("sr")
         deadline = time.monotonic() + timeout_s
-        with redis.Redis.from_url(self.redis_url) as r:
+        with raw_client(self.redis_url) as r:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"supervisor exited early:\n{self.output()}")

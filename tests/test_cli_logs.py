@@ -13,6 +13,7 @@ from sandboxrunner.job import PreparedJob
 from sandboxrunner.keys import queue_of_job
 from sandboxrunner.store import Store
 from tests.clirun import CLI, cli_env, jobs_env, one_error_line, run_cli
+from tests.deployments import every_deployment
 from tests.supervisors import client_for, make_config, running_supervisor, wait_for
 
 # --------------------------------------------------------------------------- logs
@@ -55,6 +56,7 @@ def test_logs_labels_lines_as_top_does(redis_url: str, tmp_path: Path) -> None:
         assert ours[msg] == top_labels[msg], (msg, shown, tail)
 
 
+@every_deployment
 def test_logs_follow_prints_lines_as_they_come_and_ends_with_the_outcome(
         redis_url: str, tmp_path: Path) -> None:
     with running_supervisor(redis_url), client_for(redis_url) as client:

@@ -24,9 +24,12 @@ from sandboxrunner import (
     WaitTimeout,
 )
 from sandboxrunner.client import Client
+from sandboxrunner.keys import Keys
+from tests.deployments import every_deployment, server_of
 from tests.supervisors import SupervisorProcess, client_for, running_supervisor, wait_for
 
 
+@every_deployment
 def test_sync_job_round_trips_its_result(redis_url: str) -> None:
     with running_supervisor(redis_url), client_for(redis_url) as client:
         assert client.run_job("echo", {"a": 1}) == {"echo": {"a": 1}, "attempt": 1,
@@ -73,6 +76,7 @@ def test_a_non_json_return_value_fails_the_job_clearly(redis_url: str) -> None:
             client.run_job("not_json")
 
 
+@every_deployment
 def test_thread_mode_timeout_raises_job_timeout_within_the_limit(redis_url: str) -> None:
     with running_supervisor(redis_url), client_for(redis_url) as client:
         started = time.monotonic()
@@ -139,6 +143,7 @@ def test_wait_timeout_gives_up_but_leaves_the_job_to_finish(redis_url: str) -> N
         assert client.get_result(info.value.job_id, wait_timeout=3000)["slept"] == 0.6
 
 
+@every_deployment
 def test_enqueue_returns_a_handle_whose_result_can_be_awaited(redis_url: str) -> None:
     async def main(handle: sandboxrunner.JobHandle, client) -> object:
         try:
@@ -370,14 +375,22 @@ def test_thousands_of_concurrent_arun_job_calls_share_a_bounded_pool(redis_url: 
     assert [r["echo"] for r in results] == list(range(1000))
 
 
-def test_jobs_arriving_one_at_a_time_cost_three_scripts_each(
-        redis_url: str, redis_client: redis.Redis) -> None:
+@every_deployment
+def test_jobs_arriving_one_at_a_time_cost_three_scripts_each(redis_url: str) -> None:
     # enqueue, claim (after BLMOVE), finish: the supervisor blocks again without first
-    # claiming from the queue its last claim left empty
+    # claiming from the queue its last claim left empty; in a cluster all on the queue's
+    # node, never redirected
+    server = server_of(redis_url, Keys("sr").wait("default"))
     with running_supervisor(redis_url), client_for(redis_url) as client:
         client.run_job("echo", 0)  # warm: listener subscribed, scripts loaded
-        redis_client.config_resetstat()
+        server.config_resetstat()
         for i in range(20):
             client.run_job("echo", i)
-        scripts = redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        stats = server.info("commandstats")
+        errors = server.info("errorstats")
+    server.close()
+    scripts = stats.get("cmdstat_evalsha", {}).get("calls", 0)
     assert 60 <= scripts <= 66, scripts
+    assert 19 <= stats.get("cmdstat_blmove", {}).get("calls", 0) <= 22  # one still blocked
+    redirects = {f"errorstat_{code}" for code in ("MOVED", "ASK", "TRYAGAIN", "NOSCRIPT")}
+    assert not redirects & set(errors), errors

@@ -33,6 +33,7 @@ from sandboxrunner.cron_text import (
 from sandboxrunner.job import CronRun, PreparedJob
 from sandboxrunner.keys import Keys
 from sandboxrunner.store import Store
+from tests.deployments import every_deployment
 from tests.supervisors import (
     ROOT,
     SupervisorProcess,
@@ -218,6 +219,7 @@ def test_the_fire_script_fires_a_tick_once_and_refuses_early_old_changed_and_rem
 # -- real supervisors ------------------------------------------------------------------------
 
 
+@every_deployment
 def test_an_every_second_schedule_fires_once_per_tick_across_two_supervisors(
         redis_url: str, tmp_path: Path) -> None:
     jobs, out = tmp_path / "jobs", tmp_path / "runs.txt"

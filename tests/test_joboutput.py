@@ -19,8 +19,8 @@ import redis
 from sandboxrunner import JobTimeout, enqueue, init_worker
 from sandboxrunner.joblog import read_job_log
 from sandboxrunner.joboutput import JobStream
-from sandboxrunner.keys import Keys
-from tests.supervisors import ROOT, client_for, running_supervisor, wait_for
+from sandboxrunner.store import Store
+from tests.supervisors import ROOT, client_for, make_config, running_supervisor, wait_for
 
 JOBS = {
     "chatty": """
@@ -109,13 +109,18 @@ def jobs_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def log_of(r: redis.Redis, job_id: str, count: int) -> list[dict[str, Any]]:
+def log_of(redis_url: str, job_id: str, count: int) -> list[dict[str, Any]]:
     """The job's log lines once there are COUNT of them (they are written in batches)."""
+    store = Store(make_config(redis_url), redis_url)
+
     def lines() -> list[dict[str, Any]]:
-        got = [line for _, line in read_job_log(r, Keys("sr"), job_id)]
+        got = [line for _, line in read_job_log(store, job_id)]
         return got if len(got) >= count else []
 
-    return list(wait_for(lines, what=f"{count} log lines of {job_id}"))
+    try:
+        return list(wait_for(lines, what=f"{count} log lines of {job_id}"))
+    finally:
+        store.close()
 
 
 def test_prints_of_a_sync_job_become_its_log_lines_in_order(
@@ -125,7 +130,7 @@ def test_prints_of_a_sync_job_become_its_log_lines_in_order(
             client_for(redis_url, jobs_dir=str(jobs_dir)) as client:
         handle = client.enqueue("chatty")
         assert handle.result(wait_timeout=5000) == "logged"
-        got = log_of(redis_client, handle.id, 8)
+        got = log_of(redis_url, handle.id, 8)
     assert [(x["msg"], x["level"], x.get("source", "log")) for x in got] == [
         ("one", "info", "log"), ("two", "info", "stdout"), ("three", "warn", "log"),
         ("four", "warn", "stderr"), ("five", "info", "stdout"), ("six", "info", "stdout"),
@@ -144,7 +149,7 @@ def test_jobs_running_at_once_each_get_their_own_prints(
             assert handle.result(wait_timeout=5000) == tag
         expected = [f"{{}}-{i}" for i in range(5)] + (["{}-task"] if job == "async_apart" else [])
         for tag, handle in handles.items():
-            got = log_of(redis_client, handle.id, len(expected))
+            got = log_of(redis_url, handle.id, len(expected))
             assert [x["msg"] for x in got] == [e.format(tag) for e in expected]
 
 
@@ -171,7 +176,7 @@ def test_an_app_with_an_in_process_worker_keeps_its_own_prints(
         finally:
             stop.set()
             thread.join()
-        got = log_of(redis_client, handle.id, 5)
+        got = log_of(redis_url, handle.id, 5)
     assert [x["msg"] for x in got] == [f"job-{i}" for i in range(5)]
     out = capsys.readouterr().out.splitlines()
     assert {"app before", "app after", "app line 0"} <= set(out)
@@ -187,7 +192,7 @@ def test_a_timed_out_job_thread_goes_on_printing_into_its_log_until_it_returns(
         handle = client.enqueue("outlives", timeout=200)
         with pytest.raises(JobTimeout):
             handle.result(wait_timeout=5000)
-        got = log_of(redis_client, handle.id, 2)  # as its ctx.log lines would
+        got = log_of(redis_url, handle.id, 2)  # as its ctx.log lines would
     assert [x["msg"] for x in got] == ["before the deadline", "after the deadline"]
     assert "deadline" not in capsys.readouterr().out
 
@@ -201,7 +206,7 @@ def test_a_task_an_async_job_leaves_behind_prints_to_the_real_stdout_once_it_ret
         assert handle.result(wait_timeout=5000) == "returned"
         wait_for(lambda: "left behind" in capsys.readouterr().out, timeout_s=5,
                  what="the task's print on stdout")
-        got = log_of(redis_client, handle.id, 1)
+        got = log_of(redis_url, handle.id, 1)
     assert [x["msg"] for x in got] == ["in the job"]
 
 
@@ -212,7 +217,7 @@ def test_a_process_a_job_forks_prints_to_the_real_stdout(
             client_for(redis_url, jobs_dir=str(jobs_dir)) as client:
         handle = client.enqueue("forks")
         assert handle.result(wait_timeout=5000) == "forked"
-        got = log_of(redis_client, handle.id, 1)
+        got = log_of(redis_url, handle.id, 1)
     assert [x["msg"] for x in got] == ["in the job"]
     assert "from the forked child" in capfd.readouterr().out
 

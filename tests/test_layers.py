@@ -56,3 +56,47 @@ def test_the_dashboard_reads_without_importing_the_scheduler_or_the_supervisor()
     assert "cron_state" in reached  # it reads the schedules, through their read side
     writers = {"cron", "calls", "supervisor", "fetching", "executors.threads"}
     assert reached.isdisjoint(writers | CALLER_SIDE), sorted(reached & (writers | CALLER_SIDE))
+
+
+# Redis through one layer: connections are made only by connection.py (the factory) for
+# routing.py and async_routing.py (which send each command to the right server); every
+# other module talks to Redis through a store. server_process.py and testdeployments.py
+# manage servers they started (by port), not a deployment.
+LAYER = {"connection", "routing", "async_routing"}
+STORES = {"store", "store_reads", "async_store"}
+SERVER_MANAGERS = {"server_process", "testdeployments"}
+CLIENT_MAKERS = {"Redis", "StrictRedis", "RedisCluster", "Sentinel", "from_url", "from_pool",
+                 "ConnectionPool", "BlockingConnectionPool", "master_for"}
+RAW_CALLS = {"pipeline", "pubsub", "execute_command", "get_connection", "register_script"}
+
+
+def _called_and_reached(path: Path) -> tuple[set[str], set[str]]:
+    """The names a module calls (f() or x.f()), and the attributes it reads."""
+    called, reached = set(), set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+        elif isinstance(node, ast.Attribute):
+            reached.add(node.attr)
+    return called, reached
+
+
+def _modules() -> list[str]:
+    return [".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+            for p in sorted(PACKAGE.rglob("*.py"))]
+
+
+def test_every_connection_comes_from_the_one_layer_and_only_stores_use_it() -> None:
+    offenders = []
+    for module in _modules():
+        path = PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
+        called, reached = _called_and_reached(path)
+        if module not in LAYER | SERVER_MANAGERS and called & CLIENT_MAKERS:
+            offenders.append(f"{module} makes a client: {sorted(called & CLIENT_MAKERS)}")
+        if module not in LAYER | STORES | SERVER_MANAGERS and called & RAW_CALLS:
+            offenders.append(f"{module} talks to Redis itself: {sorted(called & RAW_CALLS)}")
+        if module not in LAYER | STORES and reached & {"redis", "router"}:
+            offenders.append(f"{module} borrows a store's client: "
+                             f"{sorted(reached & {'redis', 'router'})}")
+    assert offenders == []

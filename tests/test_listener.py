@@ -15,8 +15,10 @@ import pytest
 import redis
 
 from sandboxrunner import WaitTimeout
+from sandboxrunner.keys import Keys
 from sandboxrunner.listener import Listener, Waiter
 from sandboxrunner.testserver import TestServer
+from tests.deployments import every_deployment
 from tests.supervisors import SupervisorProcess, client_for, running_supervisor
 
 
@@ -28,7 +30,9 @@ class _ReadSpy:
         self.most_at_once = 0
         self._reading = 0
         self._lock = threading.Lock()
-        read = listener._pubsub.get_message
+        listener.subscribe("default")
+        pubsub = listener._channels["default"]._pubsub
+        read = pubsub.get_message
 
         def get_message(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
@@ -41,7 +45,7 @@ class _ReadSpy:
                 with self._lock:
                     self._reading -= 1
 
-        monkeypatch.setattr(listener._pubsub, "get_message", get_message)
+        monkeypatch.setattr(pubsub, "get_message", get_message)
 
 
 def _in_thread(calls: set[int], fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -60,12 +64,13 @@ def test_sync_callers_read_their_own_replies_and_nobody_reads_while_nobody_waits
             assert set(threading.enumerate()) == before  # no listener thread
             listener = client.listener
             job_id = "default-" + "5" * 32
-            redis_client.publish(listener.channel, f'{job_id}\ncompleted\n{{"late": true}}')
+            channel = Keys("sr").reply_channel("default", listener.cid)
+            redis_client.spublish(channel, f'{job_id}\ncompleted\n{{"late": true}}')
             time.sleep(0.1)
             waiter = Waiter()
             listener.register(job_id, waiter)
             assert waiter.outcome is None  # not read yet: it waited on the connection
-            outcome = listener.wait(waiter, 2.0)
+            outcome = listener.wait(waiter, job_id, 2.0)
             assert outcome is not None and outcome.value() == {"late": True}
     finally:
         sup.stop()
@@ -146,6 +151,7 @@ def test_a_leader_that_gives_up_during_an_outage_leaves_the_reconnect_to_another
     assert "result listener lost Redis" in caplog.text
 
 
+@every_deployment
 def test_arun_job_callers_of_one_loop_share_an_async_listener_and_start_no_thread(
         redis_url: str) -> None:
     async def main(client) -> list[object]:

@@ -26,6 +26,7 @@ from sandboxrunner.executors import forkserver, pool, processes
 from sandboxrunner.joblog import read_job_log
 from sandboxrunner.keys import Keys
 from sandboxrunner.registry import load_registry
+from tests.deployments import every_deployment
 from tests.supervisors import (
     SupervisorProcess,
     client_for,
@@ -98,6 +99,7 @@ def test_a_stopped_supervisor_reaps_all_its_children(redis_url: str) -> None:
 # -- deadlines -------------------------------------------------------------------------
 
 
+@every_deployment
 @pytest.mark.parametrize("how", ["sleep", "c_call", "catch_all"])
 def test_a_job_past_its_timeout_is_killed_and_replaced(redis_url: str, tmp_path: Path,
                                                        how: str) -> None:
@@ -287,7 +289,7 @@ def test_log_lines_and_prints_reach_redis_in_order(redis_url: str, redis_client)
         assert handle.result(wait_timeout=5000) == "logged"
 
         def lines() -> list[dict[str, Any]]:
-            got = [line for _, line in read_job_log(redis_client, Keys("sr"), handle.id)]
+            got = [line for _, line in read_job_log(client.store, handle.id)]
             return got if len(got) >= 9 else []
 
         got = wait_for(lines, what="the job's log lines")

@@ -15,6 +15,7 @@ import redis
 from sandboxrunner import JobFailed
 from sandboxrunner.keys import Keys
 from sandboxrunner.snapshot import SnapshotReader
+from tests.deployments import every_deployment
 from tests.supervisors import SupervisorProcess, client_for, make_config, wait_for
 
 K = Keys("sr")
@@ -41,6 +42,7 @@ def _supervisor(redis_url: str, mode: str, *args: str, **env: str) -> Supervisor
     return sup
 
 
+@every_deployment  # in a cluster the queues block on two nodes: each is unblocked on its own
 @pytest.mark.parametrize("mode", MODES)
 def test_an_idle_supervisor_exits_promptly_on_sigterm(redis_url: str,
                                                              mode: str) -> None:

@@ -18,6 +18,7 @@ from sandboxrunner.calls import singleton_key
 from sandboxrunner.client import Client
 from sandboxrunner.keys import Keys
 from sandboxrunner.registry import Registry, load_registry, make_spec
+from tests.deployments import every_deployment
 from tests.supervisors import (
     TEST_JOBS,
     SupervisorProcess,
@@ -92,6 +93,7 @@ def test_a_bad_singleton_key_fails_the_call_before_anything_is_enqueued(
 # -- duplicates attach -------------------------------------------------------------------
 
 
+@every_deployment
 def test_ten_concurrent_calls_of_a_global_singleton_run_it_once_and_all_get_its_result(
         redis_url: str, redis_client: Any, tmp_path: Path) -> None:
     runs = tmp_path / "runs.txt"

@@ -33,6 +33,7 @@ from sandboxrunner.keys import Keys
 from sandboxrunner.snapshot import Snapshot, SnapshotReader
 from sandboxrunner.testserver import TestServer
 from sandboxrunner.top_render import render, time_bar
+from tests.deployments import every_deployment
 from tests.supervisors import (
     ROOT,
     SupervisorProcess,
@@ -398,6 +399,7 @@ def test_a_silent_supervisor_is_late_after_half_a_lease_gone_after_one_then_drop
     assert re.search(r"crashed +4 +gone .* last seen 12\.\ds ago · 1 orphaned", screen)
 
 
+@every_deployment
 def test_a_job_settled_since_the_last_heartbeat_is_not_shown_running(
         redis_url: str, redis_client: redis.Redis) -> None:
     keys = Keys("app")  # and the configured key prefix is respected
@@ -421,6 +423,26 @@ def test_a_job_settled_since_the_last_heartbeat_is_not_shown_running(
         (running[0]["id"], "thread", 5000)]
     assert 2000 <= got.running[0].elapsed_ms < 3000
     assert got.queues[0].active == 1
+    # `top --json` shows the same, and every master with the queues it holds
+    done = run_top(["--json"], Path(os.devnull).parent, REDIS_URL=redis_url,
+                   SANDBOXRUNNER_KEY_PREFIX="app")
+    assert done.returncode == 0, done.stderr
+    snap = json.loads(done.stdout)
+    assert [r["id"] for r in snap["running"]] == [running[0]["id"]]
+    nodes = snap["redis"]["nodes"]
+    assert all(n["role"] == "master" and n["version"].startswith(("redis", "valkey"))
+               for n in nodes)
+    where = {q: n["address"] for n in nodes for q in n["queues"]}
+    assert set(where) == {"default", "priority"}
+    screen = run_top(["--once", "--width", "100"], Path(os.devnull).parent, REDIS_URL=redis_url,
+                     SANDBOXRUNNER_KEY_PREFIX="app")
+    lines = screen.stdout.splitlines()
+    if "+cluster" in redis_url:
+        assert len(nodes) == 3 and where["default"] != where["priority"]
+        for queue, address in where.items():  # the screen lists each master, queues by it
+            assert queue in _row(lines, address, "master").split()
+    else:
+        assert len(nodes) == 1 and not any(line.startswith("nodes") for line in lines)
 
 
 def test_a_refresh_is_read_only_and_costs_the_same_whatever_the_history(

@@ -1,4 +1,19 @@
 -- Shared helpers, prepended to every script by store.py (Lua scripts cannot import).
+--
+-- In a Redis Cluster, a script runs on the master of its KEYS' slot, and every key it
+-- builds from the queue's key prefix shares that slot (the queue's hash tag). While the
+-- slot migrates to another master, a key that has already moved stops the script at its
+-- first access ("Script attempted to access a non local key"), and Lua does not undo what
+-- the script wrote before. So every script reads each key it touches outside KEYS (job
+-- records and singleton holders whose ids it learns inside) before its first write,
+-- `touch` below: a moved key stops it before it changed anything, and the caller sends it
+-- again once the slot has moved (routing.py). Keys known before the call are declared in
+-- KEYS instead: Redis then refuses the whole call (TRYAGAIN) while some have moved.
+
+-- Read KEYS (a table of key names, possibly empty) before any write: see above.
+local function touch(keys)
+  if #keys > 0 then redis.call('EXISTS', unpack(keys)) end
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -47,7 +62,7 @@ local function settle(qprefix, recent, failures, id, status, body, ttl_ms, chann
   if reply and reply ~= '' then
     local message = id .. '\n' .. status .. '\n' .. body
     for cid in string.gmatch(reply, '%S+') do
-      redis.call('PUBLISH', channel_prefix .. cid, message)
+      redis.call('SPUBLISH', channel_prefix .. cid, message)
     end
   end
 end

@@ -21,8 +21,26 @@ local now = now_ms()
 local next_due = -1
 -- the earliest retry first: the set is mostly empty, or not due, and then one call does
 local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local due = {}
 if first[2] and tonumber(first[2]) <= now then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
+  due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
+end
+-- every record this call may read, before its first write (see touch in _lib.lua): the
+-- due retries, the head of the lease, the ids to hand over again, the jobs to pop
+local records = {}
+local function add_record(id)
+  if id and id ~= WAKE_MARKER then records[#records + 1] = qprefix .. 'job:' .. id end
+end
+for _, id in ipairs(due) do add_record(id) end
+if ARGV[4] == '1' then add_record(redis.call('LINDEX', KEYS[2], 0)) end
+for i = 5, #ARGV do add_record(ARGV[i]) end
+if tonumber(ARGV[3]) > 0 then
+  for _, id in ipairs(redis.call('LRANGE', KEYS[1], -tonumber(ARGV[3]), -1)) do
+    add_record(id)
+  end
+end
+touch(records)
+if #due > 0 then
   for _, id in ipairs(due) do
     redis.call('ZREM', KEYS[3], id)
     redis.call('RPUSH', KEYS[1], id)

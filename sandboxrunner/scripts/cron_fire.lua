@@ -4,6 +4,8 @@
 -- for; a singleton whose previous run is still in flight skips the tick instead. Either way
 -- the tick is recorded in this same call, so a crash can neither lose nor repeat it.
 -- KEYS[1] cron hash   KEYS[2] wait list   KEYS[3] stats
+-- KEYS[4] the run's record   KEYS[5] its singleton holder, for a singleton (declared: the
+--   record of an in-flight singleton run is read before any write, see _lib.lua)
 -- ARGV[1] queue key prefix   ARGV[2] pattern   ARGV[3] tz   ARGV[4] tick ms
 -- ARGV[5] next tick ms   ARGV[6..12] the run (job.PreparedJob.script_args): job id, name
 --   (the schedule's), data JSON, timeout ms, singleton key ('' = none), retries, backoff JSON

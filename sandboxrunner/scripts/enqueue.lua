@@ -1,5 +1,7 @@
 -- Enqueue a job, or attach the caller to the in-flight job holding the same singleton key.
 -- KEYS[1] wait list   KEYS[2] stats   KEYS[3] sups (live supervisors of the queue)
+-- KEYS[4] the job's record   KEYS[5] its singleton holder, for a singleton (declared: the
+--   record of an in-flight singleton it attaches to is read before any write, _lib.lua)
 -- ARGV[1] queue key prefix   ARGV[2] reply client id ('' = nobody waits)   ARGV[3] lease ms
 -- ARGV[4..10] the job (job.PreparedJob.script_args): id, name, data JSON, timeout ms,
 --   singleton key ('' = not a singleton), retries, backoff JSON

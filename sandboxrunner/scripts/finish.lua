@@ -4,12 +4,22 @@
 -- a blocked supervisor when it is the earliest due (see add_delayed).
 -- KEYS[1] active list of SID   KEYS[2] stats   KEYS[3] recent   KEYS[4] failures   KEYS[5] rate
 -- KEYS[6] delayed set   KEYS[7] wait list
+-- KEYS[8..] the record of each job settled, in ARGV's order (declared: see _lib.lua)
 -- ARGV[1] queue key prefix   ARGV[2] result ttl ms   ARGV[3] history size
 -- ARGV[4] reply channel prefix   ARGV[5..] quadruples: id, status, body (result or error
 -- JSON), '1' if the job wrote log lines else '0' (its log stream then needs no TTL)
 -- Returns the number of outcomes recorded.
 local qprefix, ttl, history, chan = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
+-- the singleton holders and log streams settle() touches, before the first write (see
+-- touch in _lib.lua; the records are in KEYS)
+local touched = {}
+for i = 5, #ARGV, 4 do
+  local skey = redis.call('HGET', qprefix .. 'job:' .. ARGV[i], 'skey')
+  if skey and skey ~= '' then touched[#touched + 1] = qprefix .. 'singleton:' .. skey end
+  if ARGV[i + 3] ~= '0' then touched[#touched + 1] = qprefix .. 'log:' .. ARGV[i] end
+end
+touch(touched)
 local recorded, completed, failed = 0, 0, 0
 for i = 5, #ARGV, 4 do
   local id, status, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]

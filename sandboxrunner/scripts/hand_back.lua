@@ -12,6 +12,9 @@
 local qprefix, sid = ARGV[1], ARGV[2]
 local handed = 0
 local ids = redis.call('LRANGE', KEYS[2], 0, -1)
+local records = {}
+for i, id in ipairs(ids) do records[i] = qprefix .. 'job:' .. id end
+touch(records)  -- before the first write (see touch in _lib.lua)
 for _, id in ipairs(ids) do  -- newest claim first, so the oldest ends up next to pop
   local jkey = qprefix .. 'job:' .. id
   local f = redis.call('HMGET', jkey, 'status', 'sid')

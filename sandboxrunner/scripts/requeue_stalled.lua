@@ -12,6 +12,16 @@ local last = redis.call('ZSCORE', KEYS[1], sid)
 if last and tonumber(last) >= now - tonumber(ARGV[3]) then return {-1, -1} end
 local requeued, failed = 0, 0
 local ids = redis.call('LRANGE', KEYS[2], 0, -1)
+-- the records, and the singleton holders settle() reads, before the first write (see
+-- touch in _lib.lua)
+local records, holders = {}, {}
+for i, id in ipairs(ids) do records[i] = qprefix .. 'job:' .. id end
+touch(records)
+for _, jkey in ipairs(records) do
+  local skey = redis.call('HGET', jkey, 'skey')
+  if skey and skey ~= '' then holders[#holders + 1] = qprefix .. 'singleton:' .. skey end
+end
+touch(holders)
 for _, id in ipairs(ids) do  -- newest claim first, so the oldest ends up next to pop
   local jkey = qprefix .. 'job:' .. id
   local st = redis.call('HGET', jkey, 'status')

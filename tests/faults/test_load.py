@@ -24,7 +24,7 @@ import redis
 
 from sandboxrunner.fetching import CLAIM_BATCH_MAX
 from sandboxrunner.job import PreparedJob
-from sandboxrunner.store import Store
+from sandboxrunner.store import SCRIPT_SHAS, SCRIPT_SOURCES, Store, enqueue_keys
 from tests.faults.common import K, leftovers, stats, wait_for
 from tests.supervisors import SupervisorProcess, make_config
 
@@ -36,16 +36,17 @@ MIB = 1024 * 1024
 
 def _enqueue_all(redis_url: str, tally: Path) -> list[str]:
     store = Store(make_config(redis_url), redis_url)
-    keys = [K.wait("default"), K.stats("default"), K.sups("default")]
     ids = [f"default-{uuid.uuid4().hex}" for _ in range(JOBS)]
     try:
+        store.redis.script_load(SCRIPT_SOURCES["enqueue"])
         for start in range(0, JOBS, ENQUEUE_BATCH):
             pipe = store.redis.pipeline(transaction=False)
             for n, job_id in enumerate(ids[start:start + ENQUEUE_BATCH], start):
                 data = json.dumps({"dir": str(tally), "n": n})
                 job = PreparedJob("default", job_id, "fault_tally", data, 30_000)
-                store._run("enqueue", keys, [K.queue_prefix("default"), "", 1000,
-                                             *job.script_args()], client=pipe)
+                keys = enqueue_keys(K, job)
+                pipe.evalsha(SCRIPT_SHAS["enqueue"], len(keys), *keys,
+                             K.queue_prefix("default"), "", 1000, *job.script_args())
             pipe.execute()
     finally:
         store.close()

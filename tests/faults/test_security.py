@@ -84,7 +84,7 @@ def test_pickle_payloads_placed_in_redis_are_refused_and_never_executed(
         with pytest.raises(JobFailed) as info:
             client.get_result(job_id, wait_timeout=5000)
         # 3. a pickle published on this client's reply channel
-        redis_client.publish(K.reply_channel(client.listener.cid), payloads[2])
+        redis_client.spublish(K.reply_channel("default", client.listener.cid), payloads[2])
         started = time.monotonic()
         assert client.run_job("echo", 1)["echo"] == 1
         assert time.monotonic() - started < 0.9  # the listener lives: no recheck needed

@@ -1,0 +1,195 @@
+"""The read side of the store: what callers, `logs`, `cron`, `top` and the dashboard read
+(supervisors and their liveness, a job's fields, the cron hashes, the ids Redis lists, log
+streams, each server's INFO). `Store` (store.py) inherits it: one object, one door to
+Redis; this module holds no script and writes nothing.
+
+Reads of one queue go together to the server holding it (in a cluster, the queue's node):
+a read that needs the server clock (TIME) is sent with the queue's keys, so liveness is
+judged by the clock that wrote the heartbeats. Reads across queues, or of keys outside any
+queue, go out in pipelines, which redis-py splits by server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config
+from .job import text
+from .keys import QUEUES, Keys
+from .routing import Router
+from .supervision import (
+    SupervisorSeen,
+    live_from,
+    newest_per_supervisor,
+    server_ms,
+    with_snapshot,
+)
+
+LISTED_PER_END = 1000  # ids read from each end of a wait list when resolving a short id
+
+
+@dataclass(frozen=True)
+class CronHashes:
+    """The cron hashes of some queues (name -> schedule JSON, plus '@sync') and how many
+    supervisors of each heartbeat within a lease, read at server_ms."""
+
+    server_ms: int
+    schedules: dict[str, dict[str, str]]
+    live_supervisors: dict[str, int]
+
+
+def _pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """The field, value pairs of a raw HGETALL reply: a map under RESP3, a flat list
+    under RESP2."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return list(zip(reply[::2], reply[1::2], strict=True))
+
+
+@dataclass(frozen=True)
+class ServerRead:
+    """One master as the dashboard reads it: its address, clock, INFO and the queues whose
+    keys it holds (both, unless the deployment is a cluster)."""
+
+    address: str
+    now_ms: int
+    info: dict[str, Any]
+    queues: tuple[str, ...]
+
+
+def _checked(replies: list[Any]) -> list[Any]:
+    """REPLIES of a send, raising the first error reply among them."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+class StoreReads:
+    """The reads of a `Store` (module docstring)."""
+
+    config: Config
+    url: str
+    keys: Keys
+    router: Router
+
+    @property
+    def redis(self) -> Any:
+        """redis-py's client of the whole deployment, for tests and benchmarks that look
+        at Redis; the package itself goes through the store's calls."""
+        return self.router.client
+
+    def supervisors_seen(self) -> list[SupervisorSeen]:
+        """Every supervisor of any queue's ``sups`` set, named by its snapshot; each
+        queue's are judged by the clock of the server holding the queue."""
+        seen: dict[str, SupervisorSeen] = {}
+        for queue in QUEUES:
+            sups = self.keys.sups(queue)
+            time_reply, reply = _checked(self.router.send(
+                sups, [("TIME",), ("ZRANGE", sups, 0, -1, "WITHSCORES")]))
+            for one in newest_per_supervisor(server_ms(time_reply), [reply]):
+                if one.sid not in seen or one.silent_ms < seen[one.sid].silent_ms:
+                    seen[one.sid] = one
+        raws = self.get_many([self.keys.supervisor(sid) for sid in seen])
+        return [with_snapshot(one, raw) for one, raw in zip(seen.values(), raws, strict=True)]
+
+    def get_many(self, keys: list[str]) -> list[Any]:
+        """GET each of KEYS (in any slots), in one round trip per server."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        return pipe.execute() if keys else []
+
+    def server_time_ms(self, queue: str = QUEUES[0]) -> int:
+        """The clock of the server holding QUEUE (its scripts' clock), in ms."""
+        (reply,) = _checked(self.router.send(self.keys.sups(queue), [("TIME",)]))
+        return server_ms(reply)
+
+    def job_fields(self, job_id: str, *fields: str) -> list[str]:
+        return [text(v) for v in self.redis.hmget(self.keys.job(job_id), list(fields))]
+
+    def lease_ids(self, queue: str, sid: str) -> list[str]:
+        """The ids in SID's active list (its lease) on QUEUE."""
+        return [text(i) for i in self.redis.lrange(self.keys.active(queue, sid), 0, -1)]
+
+    def cron_schedules(self, queues: tuple[str, ...]) -> CronHashes:
+        """Every queue's cron hash and live supervisor count: one round trip per queue
+        (to the server holding it, whose clock judges its supervisors); server_ms is the
+        first queue's server's clock."""
+        server_now: list[int] = []
+        schedules: dict[str, dict[str, str]] = {}
+        live: dict[str, int] = {}
+        for queue in queues:
+            cron, sups = self.keys.cron(queue), self.keys.sups(queue)
+            time_reply, fields, beats = _checked(self.router.send(cron, [
+                ("TIME",), ("HGETALL", cron), ("ZRANGE", sups, 0, -1, "WITHSCORES")]))
+            server_now.append(server_ms(time_reply))
+            schedules[queue] = {text(k): text(v) for k, v in _pairs(fields)}
+            live[queue] = live_from([time_reply, beats], self.config.lease_ms)
+        return CronHashes(server_ms=server_now[0] if server_now else 0,
+                          schedules=schedules, live_supervisors=live)
+
+    def job_statuses(self, job_ids: list[str]) -> list[str]:
+        """The status of each job ('' when it has no record), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "status")
+        return [text(s) for s in pipe.execute()] if job_ids else []
+
+    # -- finding a job from the start of its id (the short ids `top` shows) -----------
+    def listed_job_ids(self, queues: Sequence[str] = QUEUES) -> set[str]:
+        """The ids Redis lists anyway, in two round trips and no key scan: the jobs each
+        supervisor holds (its lease), both ends of the wait list, those waiting for a
+        retry, and each queue's history of settled and failed jobs."""
+        k, end = self.keys, LISTED_PER_END - 1
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zrange(k.sups(queue), 0, -1)
+            pipe.lrange(k.wait(queue), 0, end)
+            pipe.lrange(k.wait(queue), -LISTED_PER_END, -1)
+            pipe.zrange(k.delayed(queue), 0, end)
+            pipe.lrange(k.recent(queue), 0, self.config.history_size - 1)
+            pipe.lrange(k.failures(queue), 0, self.config.history_size - 1)
+        per_queue = len(pipe) // max(len(queues), 1)
+        replies = pipe.execute()
+        listed: set[str] = set()
+        for queue, at in zip(queues, range(0, len(replies), per_queue), strict=True):
+            sids, *id_lists = replies[at:at + per_queue]
+            listed.update(text(i) for ids in id_lists for i in ids)
+            for sid in sids:
+                pipe.lrange(k.active(queue, text(sid)), 0, -1)
+        listed.update(text(i) for ids in pipe.execute() for i in ids)
+        return listed
+
+    def job_log_entries(self, job_id: str, after: str, count: int) -> list[Any]:
+        """Raw entries (id, fields) of JOB_ID's log stream after stream id AFTER ('-':
+        from the start), oldest first."""
+        start = "-" if after == "-" else f"({after}"
+        return list(self.redis.xrange(self.keys.job_log(job_id), min=start, max="+",
+                                      count=count) or [])
+
+    # -- the dashboard (snapshot.py) ---------------------------------------------------
+    def read_many(self, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        """Run read-only redis-py calls (method name, args, kwargs), each on the server
+        holding its key: one round trip per server, an error in place of its reply."""
+        if not calls:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for name, args, kwargs in calls:
+            getattr(pipe, name)(*args, **kwargs)
+        return list(pipe.execute(raise_on_error=False))
+
+    def servers(self) -> list[ServerRead]:
+        """Each master: its clock and INFO, asked one server at a time (never in a
+        pipeline: a cluster's pipeline routes by key), and the queues it holds."""
+        holders = {queue: self.router.address_of(self.keys.wait(queue)) for queue in QUEUES}
+        out = []
+        for address, client in self.router.masters():
+            seconds, micros = client.time()
+            out.append(ServerRead(
+                address=address if isinstance(address, str) else f"{address[0]}:{address[1]}",
+                now_ms=int(seconds) * 1000 + int(micros) // 1000, info=dict(client.info()),
+                queues=tuple(q for q, holder in holders.items() if holder == address)))
+        return out
