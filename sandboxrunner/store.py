@@ -3,8 +3,10 @@
 job's records these calls take and return, and their wire forms, are in ``job.py``).
 
 Every multi-step change is one Lua script from ``scripts/`` (``_lib.lua`` is prepended to
-each); single reads go straight through. Blocking reads (BLMOVE) use their own connection,
-so a supervisor's heartbeat never waits behind them. See ``keys.py`` for the data model.
+each, below its ``#!lua`` flags line: whether a full Redis refuses it up front or lets it
+run, see each script's header); single reads go straight through. Blocking reads (BLMOVE)
+use their own connection, so a supervisor's heartbeat never waits behind them. See
+``keys.py`` for the data model.
 """
 
 from __future__ import annotations
@@ -57,9 +59,12 @@ LISTED_PER_END = 1000  # ids read from each end of a wait list when resolving a 
 
 
 def _script_source(name: str) -> str:
+    """The script NAME with _lib.lua prepended, below its flags line (``#!lua flags=...``
+    must come first of all for Redis to read it)."""
     folder = resources.files("sandboxrunner") / "scripts"
     lib = (folder / "_lib.lua").read_text()
-    return lib + "\n" + (folder / f"{name}.lua").read_text()
+    flags, _, body = (folder / f"{name}.lua").read_text().partition("\n")
+    return f"{flags}\n{lib}\n{body}"
 
 
 SCRIPT_SOURCES = {name: _script_source(name) for name in SCRIPT_NAMES}

@@ -1,4 +1,5 @@
--- Shared helpers, prepended to every script by store.py (Lua scripts cannot import).
+-- Shared helpers, prepended to every script by store.py, below its #!lua flags line (Lua
+-- scripts cannot import).
 
 local function now_ms()
   local t = redis.call('TIME')

@@ -1,3 +1,4 @@
+#!lua
 -- Enqueue a job, or attach the caller to the in-flight job holding the same singleton key.
 -- KEYS[1] wait list   KEYS[2] stats   KEYS[3] sups (live supervisors of the queue)
 -- ARGV[1] queue key prefix   ARGV[2] reply client id ('' = nobody waits)   ARGV[3] lease ms
@@ -6,6 +7,8 @@
 -- Returns {job id, 1 if attached to an existing job else 0, live supervisors of the queue}
 -- A job id that exists already is a retried call whose first try got through (its reply
 -- was lost): the caller is attached to it, so a retry never enqueues a job twice.
+-- No allow-oom: a full Redis (maxmemory, noeviction) refuses the whole call before it
+-- runs (OOM), so nothing of it is written; the caller gets RedisFull.
 local qprefix, cid, id = ARGV[1], ARGV[2], ARGV[4]
 local skey = ARGV[8]
 local now = now_ms()
