@@ -32,6 +32,7 @@ from redis.retry import Retry
 from .config import Config, project_hint, redact_url
 from .errors import ConfigError, RedisUnavailable
 from .forkguard import FORK_GUARD
+from .redis_errors import curable, translate
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ def check_reachable(url: str) -> None:
         retry = RedisRetry(url, "reach it", LOADING_WAIT_S, retry_on=(redis.BusyLoadingError,))
         retrying(client.ping, retry)
     except (redis.RedisError, OSError) as exc:
+        if isinstance(exc, redis.RedisError) and not (isinstance(exc, RETRYABLE)
+                                                      and curable(exc)):  # login, TLS...
+            raise translate(exc, url, "connect") from exc
         raise RedisUnavailable(f"cannot reach Redis at {redact_url(url)}: {reason(exc)}; "
                                "check that the server runs and the URL points at it") from exc
     finally:
@@ -142,7 +146,10 @@ class RedisRetry:
         self.backoff_s = BACKOFF_FIRST_S
 
     def delay_s(self, exc: Exception) -> float:
-        """How long to wait before the next try; raises RedisUnavailable past the limit."""
+        """How long to wait before the next try; raises RedisUnavailable past the limit,
+        and EXC itself when no retry can cure it (a refused login, a TLS failure)."""
+        if not curable(exc):
+            raise exc
         left_s = self.deadline - time.monotonic()
         if left_s <= 0:
             raise RedisUnavailable(self._message(exc)) from exc

@@ -6,7 +6,7 @@ This module owns the reading (the rounds below) and puts the snapshot together; 
 records, and the pure functions that turn raw replies into them (rates, ages, supervisor
 states, elapsed times, log lines), are in snapshot_records.py. `Snapshot` is re-exported.
 
-  1. one pipeline: TIME, INFO server, the newest MAX_SUPERVISORS entries of the
+  1. one pipeline: TIME, INFO server, INFO memory, the newest MAX_SUPERVISORS entries of the
      supervisors index, the last LOG_TAIL lines of PREFIX:logs, and per queue: LLEN and
      LINDEX -1 of the wait list, ZCARD of the delayed (retry) set, the stats and rate
      hashes, the first FAILURES_SHOWN
@@ -34,7 +34,9 @@ index itself is never modified here.
 JSON shape (`Snapshot.to_json`, what ``sandboxrunner top --json`` prints). Times are epoch
 ms, durations ms; lists are bounded as noted:
 
-  {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0"},
+  {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0",
+             "maxmemory_policy": "noeviction",   # anything else may evict jobs
+             "maxmemory_bytes": int, "used_memory_bytes": int},   # 0: no maxmemory
    "server_time_ms": int,
    "totals": {"waiting", "active", "running", "prefetched", "orphaned", "completed",
               "failed", "jobs_per_s", "supervisors"},
@@ -77,15 +79,16 @@ import redis
 
 from .config import Config, redact_url
 from .cron_state import list_schedules
-from .errors import RedisUnavailable
 from .job import ErrorInfo
 from .keys import QUEUES, WAKE_MARKER, Keys
+from .redis_errors import REDIS_OR_SOCKET_ERRORS, translate
 from .snapshot_records import (
     RATE_WINDOW_S,
     CronInfo,
     FailureInfo,
     LeaseSplit,
     QueueStats,
+    RedisMemory,
     RunningJobInfo,
     Snapshot,
     SupervisorInfo,
@@ -206,12 +209,12 @@ class SnapshotReader:
         self._cron_store.close()
 
     def read(self) -> Snapshot:
-        """One snapshot; RedisUnavailable (address without password) if Redis fails."""
+        """One snapshot; our error (redis_errors.py: address without password) if Redis
+        fails."""
         try:
             return self._read()
-        except (redis.RedisError, OSError) as exc:
-            raise RedisUnavailable(
-                f"cannot read from Redis at {redact_url(self.url)}: {exc}") from exc
+        except REDIS_OR_SOCKET_ERRORS as exc:
+            raise translate(exc, self.url, "read the dashboard", self.keys.prefix) from exc
 
     def _read(self) -> Snapshot:
         first = self._first_round()
@@ -223,6 +226,7 @@ class SnapshotReader:
         return Snapshot(
             redis_url=redact_url(self.url),
             redis_version=first["version"],
+            redis_memory=first["memory"],
             server_time_ms=now_ms,
             queues=tuple(self._queue(q, first["queues"][q], second, splits[q], supervisors,
                                      now_ms) for q in self.queues),
@@ -236,6 +240,7 @@ class SnapshotReader:
     def _first_round(self) -> dict[str, Any]:
         k, batch = self.keys, _Batch(self._redis)
         at_time, at_info = batch.add("time"), batch.add("info", "server")
+        at_memory = batch.add("info", "memory")
         at_index = batch.add("zrevrange", k.supervisors(), 0, MAX_SUPERVISORS - 1,
                              withscores=True)
         at_logs = batch.add("xrevrange", k.logs(), count=LOG_TAIL)
@@ -253,6 +258,7 @@ class SnapshotReader:
         return {
             "now_ms": int(seconds) * 1000 + int(micros) // 1000,
             "version": _version(batch.reply(at_info, {})),
+            "memory": RedisMemory.from_info(batch.reply(at_memory, {})),
             "index": [(as_text(sid), int(score)) for sid, score in batch.reply(at_index, [])],
             "logs": batch.reply(at_logs, []),
             "queues": {q: {name: batch.reply(at) for name, at in ats.items()}

@@ -140,6 +140,36 @@ class LogLine:
     msg: str
 
 
+SAFE_POLICY = "noeviction"  # the maxmemory-policy that never evicts our keys
+
+
+@dataclass(frozen=True)
+class RedisMemory:
+    """Redis's memory use and limit, from INFO memory."""
+
+    used_bytes: int
+    maxmemory_bytes: int  # 0: no limit
+    policy: str  # maxmemory-policy; "" when the server did not say
+
+    @classmethod
+    def from_info(cls, info: Any) -> RedisMemory:
+        info = info if isinstance(info, dict) else {}
+        return cls(_int(info.get("used_memory")), _int(info.get("maxmemory")),
+                   str(info.get("maxmemory_policy") or ""))
+
+    @property
+    def may_evict(self) -> bool:
+        """Whether a full Redis drops keys (ours among them) instead of refusing writes."""
+        return self.policy not in ("", SAFE_POLICY)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
 @dataclass(frozen=True)
 class Snapshot:
     redis_url: str  # without its password
@@ -151,6 +181,7 @@ class Snapshot:
     failures: tuple[FailureInfo, ...]
     cron: tuple[CronInfo, ...]
     logs: tuple[LogLine, ...]
+    redis_memory: RedisMemory = RedisMemory(0, 0, "")  # its maxmemory-policy: preflight.py
 
     def live_supervisors(self) -> int:
         return sum(1 for s in self.supervisors if s.state != "gone")
@@ -177,7 +208,10 @@ class Snapshot:
             row["rate_per_s"] = list(q.rate_per_s)
             queues[q.name] = row
         return {
-            "redis": {"url": self.redis_url, "version": self.redis_version},
+            "redis": {"url": self.redis_url, "version": self.redis_version,
+                      "maxmemory_policy": self.redis_memory.policy,
+                      "maxmemory_bytes": self.redis_memory.maxmemory_bytes,
+                      "used_memory_bytes": self.redis_memory.used_bytes},
             "server_time_ms": self.server_time_ms,
             "totals": self.totals(),
             "queues": queues,

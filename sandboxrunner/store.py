@@ -178,6 +178,15 @@ class Store:
         raws = self.redis.mget([k.supervisor(s.sid) for s in seen])
         return [with_snapshot(one, raw) for one, raw in zip(seen, raws, strict=True)]
 
+    def memory_info(self) -> dict[str, Any]:
+        """INFO memory (used_memory, maxmemory, maxmemory_policy: see preflight.py)."""
+        return dict(self.redis.info("memory"))
+
+    def probe_reply_channel(self) -> None:
+        """PUBLISH to a reply channel nobody listens on: raises NoPermissionError where an
+        ACL refuses the reply channels (preflight.py)."""
+        self.redis.publish(self.keys.reply_channel("probe"), "")
+
     def server_time_ms(self) -> int:
         seconds, micros = self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000

@@ -55,6 +55,7 @@ from .fetching import QueueFetcher
 from .job import Settlement
 from .joblog import RedisLogSink
 from .outage import OutageLog
+from .preflight import check_at_start
 from .registry import Registry
 from .settling import Settler
 from .store import Store
@@ -110,9 +111,11 @@ class Supervisor:
         # one warning per Redis outage per kind of thread, not one per retry
         fetch_outage = OutageLog("fetching jobs")
         self._heartbeat_outage = OutageLog("heartbeat")
+        self._snapshot_outage = OutageLog("publishing this supervisor's snapshot for top")
         self.settler = Settler(self._store, self.sid, self.log_sink,
                                lambda queue, ids: self.fetchers[queue].held.discard(ids))
-        self._outages = (fetch_outage, self._heartbeat_outage, self.settler.outage)
+        self._outages = (fetch_outage, self._heartbeat_outage, self._snapshot_outage,
+                         self.settler.outage)
         # the state of each queue served, in one record: its executor, the jobs it holds,
         # how it fetches (fetching.py)
         self.fetchers = {q: QueueFetcher(q, self.sid, self._store,
@@ -159,6 +162,7 @@ class Supervisor:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        check_at_start(self._beat_store)  # reply channels refused, an evicting Redis
         # schedules are in Redis before the supervisor is seen alive (tests and operators
         # read "heartbeating" as "ready")
         self.cron.sync()
@@ -309,7 +313,11 @@ class Supervisor:
                                 "%d job(s) of %s requeued, %d failed as stalled", dead,
                                 requeued, queue, failed)
         snapshot = self.snapshot()
-        store.publish_supervisor(self.sid, snapshot, snapshot["ttl_ms"])
+        try:
+            store.publish_supervisor(self.sid, snapshot, snapshot["ttl_ms"])
+            self._snapshot_outage.succeeded()
+        except redis.OutOfMemoryError as exc:  # the lease is renewed: only `top` misses it
+            self._snapshot_outage.failed(exc, self.config.heartbeat_ms / 1000)
 
     def snapshot(self) -> dict[str, Any]:
         with self._process.oneshot():

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from .joblog import display_level
 from .snapshot import Snapshot
-from .snapshot_records import CronInfo
+from .snapshot_records import CronInfo, RedisMemory
 
 NARROW_WIDTH = 100
 WIDE_WIDTH = 140
@@ -132,7 +132,8 @@ def header(snap: Snapshot, width: int, hint: str = "") -> Text:
                           fmt_clock(snap.server_time_ms), "  ",
                           (f"{count} supervisor{'s' if count != 1 else ''}", "bold"),
                           (f"  {hint}" if hint else "", "dim"))
-    address = Text.assemble((snap.redis_url, "bold"), f" ({snap.redis_version})")
+    address = Text.assemble((snap.redis_url, "bold"), f" ({snap.redis_version}",
+                            *_memory(snap.redis_memory), ")")
     # the address goes on its own line when both don't fit
     title.append("  " if title.cell_len + 2 + address.cell_len <= width else "\n")
     title.append_text(address)
@@ -151,6 +152,18 @@ def header(snap: Snapshot, width: int, hint: str = "") -> Text:
         line.append_text(Text("  ") if line.cell_len else Text()).append_text(part)
     title.append_text(Text("\n").append_text(line))
     return title
+
+
+def _memory(memory: RedisMemory) -> list[str | tuple[str, str]]:
+    """Redis's maxmemory-policy (red when it may evict jobs), after its memory use and
+    limit if it has one."""
+    if not memory.policy:  # INFO refused, or a server that does not say
+        return []
+    used = (f"{fmt_bytes(memory.used_bytes)} of {fmt_bytes(memory.maxmemory_bytes)} "
+            if memory.maxmemory_bytes else "")
+    if memory.may_evict:
+        return [f", {used}", (f"{memory.policy}: may evict jobs", "bold red")]
+    return [f", {used}{memory.policy}"]
 
 
 def queues_table(snap: Snapshot, width: int) -> Table:
