@@ -14,10 +14,16 @@ import redis
 from .async_store import AsyncStore
 from .connection import reason
 from .job import Outcome
-from .listener import BACKOFF_MAX_S, BACKOFF_MIN_S, LISTEN_SLICE_S, Awaited, outcome_of
+from .listener import (
+    BACKOFF_MAX_S,
+    BACKOFF_MIN_S,
+    LISTEN_SLICE_S,
+    READ_ERRORS,
+    Awaited,
+    outcome_of,
+)
 
 log = logging.getLogger(__name__)
-READ_ERRORS = (redis.RedisError, OSError, ValueError, RuntimeError)
 
 
 class AsyncListener:

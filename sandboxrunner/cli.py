@@ -21,6 +21,7 @@ from .cli_support import (
     existing_redis_url,
     load_cli_config,
     reports_errors,
+    talking_to,
 )
 from .cli_support import fail as _fail
 from .config import Config
@@ -56,7 +57,7 @@ def _redis_url(config: Config, wait: bool = False) -> str:
     from .connection import check_reachable, resolve_redis_url
 
     try:
-        url = resolve_redis_url(config)
+        url = talking_to(resolve_redis_url(config), config)
     except errors.RedisUnavailable as exc:
         raise _fail(exc, errors.EXIT_REDIS) from exc
     delay_s = REDIS_WAIT_FIRST_S
@@ -199,6 +200,7 @@ def redis_status(project: str = PROJECT_OPTION) -> None:
 
 
 @redis_app.command("stop")
+@reports_errors
 def redis_stop(force: bool = typer.Option(False, "--force",
                                           help="Stop it even while live supervisors use it."),
                project: str = PROJECT_OPTION) -> None:

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
-import redis
 import typer
 
 from . import errors
 from .config import Config, load_config, project_hint
+from .redis_errors import REDIS_ERRORS, translate
 
 PROJECT_OPTION: Any = typer.Option(
     None, "--project", metavar="DIR",
@@ -54,12 +55,26 @@ _EXIT_CODES: tuple[tuple[type[errors.SandboxRunnerError], int], ...] = (
     (errors.ConfigError, errors.EXIT_CONFIG),
     (errors.JobLoadError, errors.EXIT_CONFIG),
     (errors.RedisUnavailable, errors.EXIT_REDIS),
+    (errors.RedisRefused, errors.EXIT_REDIS),
     (errors.WaitTimeout, errors.EXIT_WAIT_TIMEOUT),
     (errors.ServerInUse, errors.EXIT_IN_USE),
     (errors.NoSupervisor, errors.EXIT_NO_SUPERVISOR),
 )
 
 Command = TypeVar("Command", bound=Callable[..., Any])
+
+# What each command was doing when Redis failed, for its error line
+DOING = {"start": "start a supervisor", "run": "run the job", "result": "fetch the result",
+         "logs": "read the job's log", "cron": "read the cron schedules",
+         "top": "read the dashboard", "redis_stop": "ask which supervisors use it"}
+# The Redis the command talks to (URL, key prefix), once known: named in its error line
+_REDIS: ContextVar[tuple[str, str]] = ContextVar("redis", default=("", "sr"))
+
+
+def talking_to(url: str, config: Config) -> str:
+    """Note URL (CONFIG's Redis) as the one this command talks to; returns URL."""
+    _REDIS.set((url, config.key_prefix))
+    return url
 
 
 def fail(exc: BaseException | str, code: int) -> typer.Exit:
@@ -77,7 +92,8 @@ def exit_code_of(exc: errors.SandboxRunnerError) -> int:
 def reports_errors(command: Command) -> Command:
     """Wrap a command so our errors and Redis failures end it with one line and their exit
     code, never a traceback (Ctrl-C ends it quietly); a failed job's remote traceback is
-    printed above its line."""
+    printed above its line. A redis-py error becomes ours (redis_errors.translate), naming
+    the Redis noted by `talking_to`."""
 
     @functools.wraps(command)
     def reporting(*args: Any, **kwargs: Any) -> Any:
@@ -92,8 +108,11 @@ def reports_errors(command: Command) -> Command:
                        errors.EXIT_WAIT_TIMEOUT) from exc
         except errors.SandboxRunnerError as exc:
             raise fail(exc, exit_code_of(exc)) from exc
-        except redis.RedisError as exc:
-            raise fail(errors.RedisUnavailable(f"Redis failed: {exc}"), errors.EXIT_REDIS) from exc
+        except REDIS_ERRORS as exc:  # ours, one line: redis_errors.py
+            url, prefix = _REDIS.get()
+            doing = DOING.get(command.__name__, f"run `sandboxrunner {command.__name__}`")
+            ours = translate(exc, url, doing, prefix)
+            raise fail(ours, exit_code_of(ours)) from exc
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
@@ -113,7 +132,7 @@ def existing_redis_url(config: Config, command: str) -> str:
     project's running embedded server. It never starts one: none running, nothing to read."""
     from .store import check_reachable
 
-    url = config.redis_url or _embedded_url(config, command)
+    url = talking_to(config.redis_url or _embedded_url(config, command), config)
     check_reachable(url)
     return url
 

@@ -43,6 +43,7 @@ from .job import EnqueueResult, Outcome, PreparedJob
 from .keys import queue_of_job
 from .listener import Listener, Waiter
 from .nested import NestedCall
+from .redis_errors import api_boundary
 from .registry import Registry, load_project_registry
 from .store import Store
 from .waiting import Wait
@@ -103,6 +104,7 @@ class Client:
                         self.config.lease_ms)
 
     # -- sync ------------------------------------------------------------------------
+    @api_boundary("run job {!r}")
     def run_job(self, name: str, data: Any = None, timeout: int | None = None,
                 wait_timeout: int | None = None, retries: int | None = None) -> Any:
         job = self.prepare(name, data, timeout, retries)
@@ -132,6 +134,7 @@ class Client:
         outcome = self._wait(result.job_id, waiter, wait_timeout, result.live_supervisors)
         return outcome.named(job.name)
 
+    @api_boundary("enqueue job {!r}")
     def enqueue(self, name: str, data: Any = None, timeout: int | None = None,
                 retries: int | None = None) -> JobHandle:
         job = self.prepare(name, data, timeout, retries)
@@ -139,6 +142,7 @@ class Client:
         result = retrying(lambda: self.store.enqueue(job), retry)
         return JobHandle(result.job_id, self)
 
+    @api_boundary("fetch the result of job {}")
     def get_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
         _check_job_id(job_id)
         retry = self._retry(f"fetch the result of job {job_id}", wait_timeout)
@@ -214,6 +218,7 @@ class Client:
             self._async_listeners[id(loop)] = listener
         return listener
 
+    @api_boundary("run job {!r}")
     async def arun_job(self, name: str, data: Any = None, timeout: int | None = None,
                        wait_timeout: int | None = None, retries: int | None = None) -> Any:
         job = self.prepare(name, data, timeout, retries)
@@ -249,6 +254,7 @@ class Client:
             listener.unregister(job_id, future)  # a no-op once delivered
         return outcome.named(job.name)
 
+    @api_boundary("fetch the result of job {}")
     async def aget_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
         _check_job_id(job_id)
         listener = self._async_listener()

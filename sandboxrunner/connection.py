@@ -39,6 +39,7 @@ from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedSSLConn
 from .config import Config, project_hint, redact_url
 from .deployment import Deployment
 from .errors import ConfigError, RedisUnavailable
+from .redis_errors import curable
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,10 @@ class RedisRetry:
         self.backoff_s = BACKOFF_FIRST_S
 
     def delay_s(self, exc: Exception) -> float:
-        """How long to wait before the next try; raises RedisUnavailable past the limit."""
+        """How long to wait before the next try; raises RedisUnavailable past the limit,
+        and EXC itself when no retry can cure it (a refused login, a TLS failure)."""
+        if not curable(exc):
+            raise exc
         left_s = self.deadline - time.monotonic()
         if left_s <= 0:
             raise RedisUnavailable(self._message(exc)) from exc

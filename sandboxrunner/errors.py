@@ -12,7 +12,7 @@ EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # the job ran and failed or timed out
 EXIT_USAGE = 2  # bad input: unknown job name or job id, data not JSON, a bad option
 EXIT_CONFIG = 3  # bad configuration or job file, or no project found
-EXIT_REDIS = 4  # Redis unreachable, or (read-only commands) no embedded server runs
+EXIT_REDIS = 4  # Redis unreachable or refused (full, ACL, replica...), or no embedded server
 EXIT_WAIT_TIMEOUT = 5  # the caller stopped waiting; the job goes on
 EXIT_NO_SUPERVISOR = 6  # nobody serves the job's queue; the job stays queued
 EXIT_IN_USE = 7  # `redis stop` refused: live supervisors use the embedded server
@@ -55,6 +55,40 @@ class InvalidJobData(SandboxRunnerError):
 
 class RedisUnavailable(SandboxRunnerError):
     """Redis could not be reached; the message names the address without its password."""
+
+
+class RedisRefused(SandboxRunnerError):
+    """Redis answered but refused the command; the message says what Redis said, where
+    (the address without its password) and what to do. A retry will not help."""
+
+
+class RedisFull(RedisRefused):
+    """Redis reached its maxmemory and refused a write (policy noeviction); nothing of the
+    call was written."""
+
+
+class RedisPermissionDenied(RedisRefused):
+    """An ACL refused the Redis user a command, a key or a channel (NOPERM); the message
+    names the user and what it needs."""
+
+
+class RedisReadOnly(RedisRefused):
+    """The server is a read-only replica (READONLY): the URL must point at the master."""
+
+
+class RedisAuthFailed(RedisRefused):
+    """Redis refused the login: a wrong user name or password, or none given."""
+
+
+class RedisTLSFailed(RedisRefused):
+    """The TLS connection failed: the server speaks no TLS, or its certificate does not
+    verify."""
+
+
+class RedisWrongServer(RedisRefused):
+    """The URL points at a server that is not one Redis sandboxrunner can use as given: a
+    Cluster node (use redis+cluster://), a Sentinel (redis+sentinel://), or a server
+    older than Redis 7.0."""
 
 
 class ServerInUse(SandboxRunnerError):

@@ -84,6 +84,7 @@ class QueueFetcher:
         self._retry_due_at: float | None = None
         self._backoff_s = FETCH_BACKOFF_MIN_S
         self._reconcile_due = False
+        self._full = False  # a full Redis refused the last BLMOVE
 
     def loop(self) -> None:
         """One fetch thread: wait for the fetch role, fetch until a job is to run on this
@@ -172,9 +173,28 @@ class QueueFetcher:
         block_s = BLOCK_TIMEOUT_S
         if self._retry_due_at is not None:
             block_s = min(block_s, max(self._retry_due_at - time.monotonic(), MIN_BLOCK_S))
-        jobs, next_retry_ms = self.store.wait_and_claim(self.queue, self.sid, count, block_s)
+        try:
+            jobs, next_retry_ms = self.store.wait_and_claim(self.queue, self.sid, count,
+                                                            block_s)
+        except redis.OutOfMemoryError:
+            # a full Redis refuses BLMOVE (it may add memory) but runs the claim script
+            # (allow-oom): claim again after a block's time instead, until it has room
+            self._note_full(True)
+            self._stopping.wait(block_s)
+            self._drained = False
+            return None
+        self._note_full(False)
         self._note_claim(len(jobs), count, next_retry_ms)
         return self._submit(jobs)
+
+    def _note_full(self, full: bool) -> None:
+        """Say once when a full Redis makes this queue claim without blocking, and when
+        it has room again."""
+        if full != self._full:
+            self._full = full
+            log.warning("Redis is full (maxmemory): queue %s is claimed once a second instead "
+                        "of blocking until it has room" if full else
+                        "Redis has room again: queue %s blocks for jobs again", self.queue)
 
     def _note_claim(self, got: int, count: int, next_retry_ms: int) -> None:
         """Remember whether a claim emptied the queue, and when the next retry is due."""

@@ -82,7 +82,10 @@ ORPHAN_CACHE_SIZE = 10_000
 LISTEN_SLICE_S = 1.0  # below redis-py's 5 s socket timeout: an idle read never times out
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
-READ_ERRORS = (redis.RedisError, OSError, ValueError, RuntimeError)
+# What a read of a lost subscription raises: redis-py's errors and the socket's, and, from
+# a connection closed while read (redis-py 8 with hiredis), a ValueError, a RuntimeError or
+# a TypeError (its parser polls a socket that is gone)
+READ_ERRORS = (redis.RedisError, OSError, ValueError, RuntimeError, TypeError)
 
 
 class Awaited(Generic[W]):

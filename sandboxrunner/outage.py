@@ -21,11 +21,17 @@ class OutageLog:
         self.what = what  # "fetching jobs", "writing outcomes", ...
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        self._silenced = False
+
+    def silence(self) -> None:
+        """Log nothing more: the supervisor stopped, and a thread it gave up on (blocked
+        on Redis) fails once its connection is closed."""
+        self._silenced = True
 
     def failed(self, exc: BaseException, retry_s: float) -> None:
         """A call failed: the first failure of an outage is logged, the rest are not."""
         with self._lock:
-            if self._down_since is not None:
+            if self._down_since is not None or self._silenced:
                 return
             self._down_since = time.monotonic()
         log.warning("%s: Redis failed (%s); retrying with backoff (next in %.2f s) until "

@@ -42,6 +42,7 @@ from .config import redact_url
 from .connection import (
     CHECK_TIMEOUT_S,
     LOADING_WAIT_S,
+    RETRYABLE,
     RedisRetry,
     cluster_client,
     connect,
@@ -50,9 +51,10 @@ from .connection import (
     sentinel_master,
 )
 from .deployment import parse_deployment
-from .errors import RedisUnavailable
+from .errors import RedisUnavailable, SandboxRunnerError
 from .nodes import BLOCKING_SOCKET_SLACK_S, ClusterNodes, Nodes, OneServer, SentinelNodes
 from .redirects import Command, Replicas, Rerouting, not_run, replicated, resend
+from .redis_errors import REDIS_ERRORS, REDIS_OR_SOCKET_ERRORS, curable, translate
 
 log = logging.getLogger(__name__)
 
@@ -216,17 +218,21 @@ def check_reachable(url: str) -> None:
     try:
         router = Router(url, retry=Retry(NoBackoff(), 0), socket_timeout=CHECK_TIMEOUT_S,
                         connect_timeout=CHECK_TIMEOUT_S)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise _unreachable(url, exc) from exc
     try:
         retry = RedisRetry(url, "reach it", LOADING_WAIT_S, retry_on=(redis.BusyLoadingError,))
         retrying(lambda: [client.ping() for _address, client in router.masters()], retry)
-    except (redis.RedisError, OSError) as exc:
+    except REDIS_OR_SOCKET_ERRORS as exc:
         raise _unreachable(url, exc) from exc
     finally:
         router.close()
 
 
-def _unreachable(url: str, exc: BaseException) -> RedisUnavailable:
+def _unreachable(url: str, exc: BaseException) -> SandboxRunnerError:
+    """Our error for a failed check: a refused login, a TLS failure or a wrong kind of
+    server says what it is (redis_errors.py); anything else is an unreachable server."""
+    if isinstance(exc, REDIS_ERRORS) and not (isinstance(exc, RETRYABLE) and curable(exc)):
+        return translate(exc, url, "connect")
     return RedisUnavailable(f"cannot reach Redis at {redact_url(url)}: {reason(exc)}; check "
                             "that the server runs and the URL points at it")

@@ -10,7 +10,8 @@ states, elapsed times, log lines), are in snapshot_records.py. `Snapshot` is re-
 
   0. TIME and INFO of each master, one server at a time (a pipeline routes by key): the
      first master's clock is the snapshot's (``server_time_ms``; a cluster's masters agree
-     to within their hosts' clock skew), and each master is shown with its queues;
+     to within their hosts' clock skew), and each master is shown with its queues and
+     its memory (maxmemory and its policy: anything but noeviction may evict jobs);
   1. one pipeline: the newest MAX_SUPERVISORS entries of the
      supervisors index, the last LOG_TAIL lines of PREFIX:logs, and per queue: LLEN and
      LINDEX -1 of the wait list, ZCARD of the delayed (retry) set, the stats and rate
@@ -40,8 +41,11 @@ JSON shape (`Snapshot.to_json`, what ``sandboxrunner top --json`` prints). Times
 ms, durations ms; lists are bounded as noted:
 
   {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0",
+             "maxmemory_policy": "noeviction",   # anything else may evict jobs (any master's)
+             "maxmemory_bytes": int, "used_memory_bytes": int,   # summed over masters; 0: none
              "nodes": [{"address", "role", "version", "queues": [..], "clients",
-                        "used_memory_bytes", "ops_per_s", "replicas"}]},  # each master
+                        "used_memory_bytes", "maxmemory_bytes", "maxmemory_policy",
+                        "ops_per_s", "replicas"}]},  # each master
    "server_time_ms": int,
    "totals": {"waiting", "active", "running", "prefetched", "orphaned", "completed",
               "failed", "jobs_per_s", "supervisors"},
@@ -80,19 +84,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
-
 from .config import Config, redact_url
 from .cron_state import list_schedules
-from .errors import RedisUnavailable
 from .job import ErrorInfo
 from .keys import QUEUES, WAKE_MARKER, Keys
+from .redis_errors import REDIS_OR_SOCKET_ERRORS, translate
 from .snapshot_records import (
     RATE_WINDOW_S,
     CronInfo,
     FailureInfo,
     LeaseSplit,
     QueueStats,
+    RedisMemory,
     RunningJobInfo,
     Snapshot,
     SupervisorInfo,
@@ -201,12 +204,12 @@ class SnapshotReader:
         self._store.close()
 
     def read(self) -> Snapshot:
-        """One snapshot; RedisUnavailable (address without password) if Redis fails."""
+        """One snapshot; our error (redis_errors.py: address without password) if Redis
+        fails."""
         try:
             return self._read()
-        except (redis.RedisError, OSError) as exc:
-            raise RedisUnavailable(
-                f"cannot read from Redis at {redact_url(self.url)}: {exc}") from exc
+        except REDIS_OR_SOCKET_ERRORS as exc:
+            raise translate(exc, self.url, "read the dashboard", self.keys.prefix) from exc
 
     def _read(self) -> Snapshot:
         first = self._first_round()
@@ -218,6 +221,7 @@ class SnapshotReader:
         return Snapshot(
             redis_url=redact_url(self.url),
             redis_version=first["version"],
+            redis_memory=first["memory"],
             server_time_ms=now_ms,
             queues=tuple(self._queue(q, first["queues"][q], second, splits[q], supervisors,
                                      now_ms) for q in self.queues),
@@ -249,6 +253,7 @@ class SnapshotReader:
             "now_ms": servers[0].now_ms,
             "version": server_version(servers[0].info),
             "nodes": tuple(decode_node(s.address, s.info, s.queues) for s in servers),
+            "memory": RedisMemory.combined([s.info for s in servers]),
             "index": [(as_text(sid), int(score)) for sid, score in batch.reply(at_index, [])],
             "logs": batch.reply(at_logs, []),
             "queues": {q: {name: batch.reply(at) for name, at in ats.items()}

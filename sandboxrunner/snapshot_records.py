@@ -140,6 +140,38 @@ class LogLine:
     msg: str
 
 
+SAFE_POLICY = "noeviction"  # the maxmemory-policy that never evicts our keys
+
+
+@dataclass(frozen=True)
+class RedisMemory:
+    """Redis's memory use and limit, from INFO memory."""
+
+    used_bytes: int
+    maxmemory_bytes: int  # 0: no limit
+    policy: str  # maxmemory-policy; "" when the server did not say
+
+    @classmethod
+    def from_info(cls, info: Any) -> RedisMemory:
+        info = info if isinstance(info, dict) else {}
+        return cls(as_int(info.get("used_memory")), as_int(info.get("maxmemory")),
+                   str(info.get("maxmemory_policy") or ""))
+
+    @classmethod
+    def combined(cls, infos: list[Any]) -> RedisMemory:
+        """The deployment's memory from each master's INFO: use and limits summed; the
+        policy of a master that may evict if any does (one such master loses jobs)."""
+        each = [cls.from_info(info) for info in infos]
+        policies = [m.policy for m in each if m.may_evict] or [m.policy for m in each]
+        return cls(sum(m.used_bytes for m in each), sum(m.maxmemory_bytes for m in each),
+                   policies[0] if policies else "")
+
+    @property
+    def may_evict(self) -> bool:
+        """Whether a full Redis drops keys (ours among them) instead of refusing writes."""
+        return self.policy not in ("", SAFE_POLICY)
+
+
 @dataclass(frozen=True)
 class NodeInfo:
     """A master of the deployment (each of a cluster's; the one of a single server or
@@ -151,6 +183,8 @@ class NodeInfo:
     queues: tuple[str, ...]
     clients: int
     used_memory_bytes: int
+    maxmemory_bytes: int  # 0: no limit
+    maxmemory_policy: str
     ops_per_s: int
     replicas: int
 
@@ -167,6 +201,7 @@ class Snapshot:
     cron: tuple[CronInfo, ...]
     logs: tuple[LogLine, ...]
     nodes: tuple[NodeInfo, ...] = ()
+    redis_memory: RedisMemory = RedisMemory(0, 0, "")  # its maxmemory-policy: preflight.py
 
     def live_supervisors(self) -> int:
         return sum(1 for s in self.supervisors if s.state != "gone")
@@ -194,6 +229,9 @@ class Snapshot:
             queues[q.name] = row
         return {
             "redis": {"url": self.redis_url, "version": self.redis_version,
+                      "maxmemory_policy": self.redis_memory.policy,
+                      "maxmemory_bytes": self.redis_memory.maxmemory_bytes,
+                      "used_memory_bytes": self.redis_memory.used_bytes,
                       "nodes": [asdict(n) for n in self.nodes]},
             "server_time_ms": self.server_time_ms,
             "totals": self.totals(),
@@ -372,6 +410,8 @@ def decode_node(address: str, info: dict[str, Any], queues: tuple[str, ...]) -> 
                     version=server_version(info), queues=queues,
                     clients=as_int(info.get("connected_clients")),
                     used_memory_bytes=as_int(info.get("used_memory")),
+                    maxmemory_bytes=as_int(info.get("maxmemory")),
+                    maxmemory_policy=str(info.get("maxmemory_policy") or ""),
                     ops_per_s=as_int(info.get("instantaneous_ops_per_sec")),
                     replicas=as_int(info.get("connected_slaves")))
 

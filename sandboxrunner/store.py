@@ -9,9 +9,11 @@ what they need from here: the listeners a subscription, the job log sink and `lo
 log streams, the dashboard its reads and each server's INFO.
 
 Every multi-step change is one Lua script from ``scripts/`` (``_lib.lua`` is prepended to
-each), routed by its first key (all its keys share the queue's hash tag); single reads go
-straight through. Blocking reads (BLMOVE) use their own connections, so a supervisor's
-heartbeat never waits behind them. See ``keys.py`` for the data model.
+each, below its ``#!lua`` flags line: whether a full Redis refuses it up front or lets it
+run, see each script's header), routed by its first key (all its keys share the queue's
+hash tag); single reads go straight through. Blocking reads (BLMOVE) use their own
+connections, so a supervisor's heartbeat never waits behind them. See ``keys.py`` for the
+data model.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from .keys import QUEUES, Keys
 from .redirects import Replicas
 from .routing import Router
 from .routing import check_reachable as check_reachable  # re-exported
-from .store_reads import StoreReads
+from .store_reads import StoreReads, checked
 from .supervision import (
     JobWatch,
     SupervisorSeen,
@@ -59,9 +61,12 @@ SUPERVISOR_INDEX_KEEP_MS = 3_600_000
 
 
 def _script_source(name: str) -> str:
+    """The script NAME with _lib.lua prepended, below its flags line (``#!lua flags=...``
+    must come first of all for Redis to read it)."""
     folder = resources.files("sandboxrunner") / "scripts"
     lib = (folder / "_lib.lua").read_text()
-    return lib + "\n" + (folder / f"{name}.lua").read_text()
+    flags, _, body = (folder / f"{name}.lua").read_text().partition("\n")
+    return f"{flags}\n{lib}\n{body}"
 
 
 SCRIPT_SOURCES = {name: _script_source(name) for name in SCRIPT_NAMES}
@@ -153,6 +158,18 @@ class Store(StoreReads):
         """What a waiting caller reads about its job's supervision: one round trip."""
         return watch_from(job_id, self.router.send(self.keys.job(job_id),
                                                    watch_commands(self.keys, job_id)))
+
+    def memory_info(self) -> list[dict[str, Any]]:
+        """INFO memory of each master (used_memory, maxmemory, maxmemory_policy: see
+        preflight.py)."""
+        return [dict(client.info("memory")) for _, client in self.router.masters()]
+
+    def probe_reply_channel(self) -> None:
+        """SPUBLISH to a reply channel of each queue that nobody listens on: raises
+        NoPermissionError where an ACL refuses the reply channels (preflight.py)."""
+        for queue in QUEUES:
+            channel = self.keys.reply_channel(queue, "probe")
+            checked(self.router.send(channel, [("SPUBLISH", channel, "")]))
 
     # -- supervisors -----------------------------------------------------------------
     def claim(self, queue: str, sid: str, count: int,

@@ -59,7 +59,7 @@ class ServerRead:
     queues: tuple[str, ...]
 
 
-def _checked(replies: list[Any]) -> list[Any]:
+def checked(replies: list[Any]) -> list[Any]:
     """REPLIES of a send, raising the first error reply among them."""
     for reply in replies:
         if isinstance(reply, Exception):
@@ -87,7 +87,7 @@ class StoreReads:
         seen: dict[str, SupervisorSeen] = {}
         for queue in QUEUES:
             sups = self.keys.sups(queue)
-            time_reply, reply = _checked(self.router.send(
+            time_reply, reply = checked(self.router.send(
                 sups, [("TIME",), ("ZRANGE", sups, 0, -1, "WITHSCORES")]))
             for one in newest_per_supervisor(server_ms(time_reply), [reply]):
                 if one.sid not in seen or one.silent_ms < seen[one.sid].silent_ms:
@@ -104,7 +104,7 @@ class StoreReads:
 
     def server_time_ms(self, queue: str = QUEUES[0]) -> int:
         """The clock of the server holding QUEUE (its scripts' clock), in ms."""
-        (reply,) = _checked(self.router.send(self.keys.sups(queue), [("TIME",)]))
+        (reply,) = checked(self.router.send(self.keys.sups(queue), [("TIME",)]))
         return server_ms(reply)
 
     def job_fields(self, job_id: str, *fields: str) -> list[str]:
@@ -123,7 +123,7 @@ class StoreReads:
         live: dict[str, int] = {}
         for queue in queues:
             cron, sups = self.keys.cron(queue), self.keys.sups(queue)
-            time_reply, fields, beats = _checked(self.router.send(cron, [
+            time_reply, fields, beats = checked(self.router.send(cron, [
                 ("TIME",), ("HGETALL", cron), ("ZRANGE", sups, 0, -1, "WITHSCORES")]))
             server_now.append(server_ms(time_reply))
             schedules[queue] = {text(k): text(v) for k, v in _pairs(fields)}

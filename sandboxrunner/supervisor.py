@@ -7,7 +7,8 @@ Threads of one supervisor process:
                   fetching.py). In thread mode FETCH_STANDBY more stand by, so that the
                   fetching one may run a lone job itself.
   settle          takes outcomes reported by the executors and writes them in batches
-                  (one finish script per queue per batch), which also notifies callers.
+                  (one finish script per queue per batch), which also notifies callers
+                  (see settling.py).
   heartbeat       every heartbeat_ms renews the lease on each queue (its own connection,
                   so slow job traffic never lets a live lease lapse), takes back the jobs
                   of supervisors whose lease lapsed, and publishes a snapshot for `top`.
@@ -24,19 +25,21 @@ fetch blocked on an empty queue is cut short), let running jobs finish for up to
 grace_period ms, settle what finished, hand the jobs still running back to the queue
 (hand_back.lua: not a crash, not counted toward max_stalled), remove the supervisor's
 records, return. ``stop_now`` cuts the wait for running jobs short: they are handed back
-at once, children killed.
+at once, children killed. A stop is bounded whatever Redis answers (stalled, gone): the
+outcomes get the grace period plus OUTCOMES_AFTER_GRACE_S, the hand-back HAND_BACK_S more,
+and a Redis call that does not return by its deadline is left behind on its own thread.
+What Redis did not take is logged with its job ids; those jobs are still in this
+supervisor's lease, so another supervisor runs them once it lapses: none is lost.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue as queue_mod
 import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -48,19 +51,33 @@ from .context import LogSink
 from .cron import CronScheduler
 from .executors.base import Executor, MakeClient
 from .executors.threads import ThreadExecutor
-from .fetching import RETRY_BACKOFF_MAX_S, QueueFetcher
+from .fetching import QueueFetcher
 from .job import Settlement
 from .joblog import RedisLogSink
 from .outage import OutageLog
+from .preflight import check_at_start
 from .registry import Registry
+from .settling import Settler
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-SETTLE_BATCH_MAX = 500
 FETCH_STANDBY = 2  # thread mode: fetch threads per queue waiting to take over fetching
-SETTLE_BACKOFF_MIN_S = 0.05
-FORCED_SETTLE_WAIT_S = 1.0  # stopping now: outcomes Redis cannot take by then are dropped
+# A stop's last writes, whatever Redis answers: outcomes get the grace period plus
+# OUTCOMES_AFTER_GRACE_S (stopping now: FORCED_OUTCOMES_S from then), the hand-back and
+# the supervisor's records HAND_BACK_S more. What Redis did not take by then is logged.
+OUTCOMES_AFTER_GRACE_S = 1.0
+FORCED_OUTCOMES_S = 1.0
+HAND_BACK_S = 1.0
+STOP_WRITES_S = OUTCOMES_AFTER_GRACE_S + HAND_BACK_S  # a stop's bound past grace_period
+
+
+def _in_background(name: str, call: Callable[[], None]) -> threading.Thread:
+    """CALL started on a daemon thread: a stop joins it for as long as it can wait (a
+    Redis call on a stalled server cannot be cut short)."""
+    thread = threading.Thread(target=call, name=f"sr-{name}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _start_fork_server(config: Config, registry: Registry, make_client: MakeClient | None,
@@ -96,17 +113,20 @@ class Supervisor:
         self._progress = threading.Event()  # a job ended while stopping (or stop_now)
         # the heartbeat outlives fetching: a draining supervisor still holds its lease
         self._beat_stop = threading.Event()
-        self._settle_queue: queue_mod.SimpleQueue[tuple[str, Settlement] | None] = (
-            queue_mod.SimpleQueue())
-        self._settle_lock = threading.Lock()  # held by whoever writes outcomes
+        self._handed_back = False  # the stop handed back what it held, left its records
+        self._stopped = threading.Event()  # the stop returned (threads left behind are quiet)
         self._store = Store(config, url)  # fetch + settle
         self._beat_store = Store(config, url)  # heartbeat: never waits behind job traffic
         self.log_sink = RedisLogSink(self._store, config.log_max_lines, config.result_ttl)
         self._threads: list[threading.Thread] = []
         # one warning per Redis outage per kind of thread, not one per retry
         fetch_outage = OutageLog("fetching jobs")
-        self._settle_outage = OutageLog("writing job outcomes")
         self._heartbeat_outage = OutageLog("heartbeat")
+        self._snapshot_outage = OutageLog("publishing this supervisor's snapshot for top")
+        self.settler = Settler(self._store, self.sid, self.log_sink,
+                               lambda queue, ids: self.fetchers[queue].held.discard(ids))
+        self._outages = (fetch_outage, self._heartbeat_outage, self._snapshot_outage,
+                         self.settler.outage)
         # the state of each queue served, in one record: its executor, the jobs it holds,
         # how it fetches (fetching.py)
         self.fetchers = {q: QueueFetcher(q, self.sid, self._store,
@@ -131,23 +151,16 @@ class Supervisor:
         def report(outcome: Settlement) -> None:
             if self._stop.is_set():
                 self._progress.set()  # a stop waiting for running jobs looks again
-            # a lone job's outcome is written by the reporting thread itself: a hand-over
-            # to the settle thread costs its caller more than the write. With other jobs
-            # in hand the settle thread batches (one script for many), and the reporting
-            # thread goes on serving them instead of waiting for Redis.
-            if (self._settle_queue.empty() and self.fetchers[queue].executor.jobs_in_hand() == 0
-                    and self._settle_lock.acquire(blocking=False)):
-                try:
-                    if self._write_once(queue, outcome):
-                        return
-                finally:
-                    self._settle_lock.release()
-            self._settle_queue.put((queue, outcome))
+            # a lone job's outcome is written by the reporting thread itself. With other
+            # jobs in hand the settle thread batches (one script for many), and the
+            # reporting thread goes on serving them instead of waiting for Redis.
+            alone = self.fetchers[queue].executor.jobs_in_hand() == 0
+            self.settler.report(queue, outcome, alone)
 
         return report
 
     def _failer(self, queue: str) -> Callable[[Settlement], None]:
-        return lambda outcome: self._settle_queue.put((queue, outcome))
+        return lambda outcome: self.settler.put(queue, outcome)
 
     @property
     def executors(self) -> dict[str, Executor]:
@@ -160,6 +173,7 @@ class Supervisor:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        check_at_start(self._beat_store)  # reply channels refused, an evicting Redis
         # schedules are in Redis before the supervisor is seen alive (tests and operators
         # read "heartbeating" as "ready")
         self.cron.sync()
@@ -170,7 +184,7 @@ class Supervisor:
         targets: list[tuple[str, Callable[[], None]]] = [
             (f"fetch-{q}", fetcher.loop) for q, fetcher in self.fetchers.items()
             for _ in range(fetchers)]
-        targets += [("settle", self._settle_loop), ("heartbeat", self._heartbeat_loop)]
+        targets += [("settle", self.settler.loop), ("heartbeat", self._heartbeat_loop)]
         for name, target in targets:
             thread = threading.Thread(target=target, name=f"sr-{name}", daemon=True)
             thread.start()
@@ -179,27 +193,32 @@ class Supervisor:
                  ",".join(self.queues), self.mode, self.config.effective_concurrency())
 
     def stop(self, grace_ms: int | None = None) -> None:
-        """Drain and stop; safe to call more than once."""
+        """Drain and stop, within the grace period plus STOP_WRITES_S whatever Redis
+        answers (a call Redis does not answer runs on a thread of its own, given up at
+        its deadline); safe to call more than once."""
         if self._stop.is_set():
             return
         self._stop.set()
-        self.cron.stop()
-        for fetcher in self.fetchers.values():
-            fetcher.stop_for_good()
         grace_s = (self.config.grace_period if grace_ms is None else grace_ms) / 1000
+        grace_end = time.monotonic() + grace_s
+        self.settler.write_until(grace_end + OUTCOMES_AFTER_GRACE_S)
+        self._note_waiting_outcomes(grace_s)
+        stopping_claims = _in_background("stop-claiming", self._stop_claiming)
         if not self._wait_for_running_jobs(grace_s) and not self._stop_now.is_set():
             log.warning("grace period of %g s over with %d job(s) still running: handing "
                         "them back", grace_s, self.jobs_in_hand())
+        stopping_claims.join(max(0.0, self.settler.due_at - time.monotonic()))
         for executor in self.executors.values():
             executor.shutdown(0)  # kills the children that are left, with their processes
         if self.fork_server is not None:
             self.fork_server.close()
-        self._settle_queue.put(None)
-        self._join("sr-settle", FORCED_SETTLE_WAIT_S if self._stop_now.is_set() else None)
-        self._beat_stop.set()
-        self._join("sr-heartbeat")
-        self.log_sink.close()
-        self._hand_back()
+        self.settler.close()
+        self._join("sr-settle", max(0.0, self.settler.due_at - time.monotonic()))
+        _in_background("stop-writes", self._last_writes).join(HAND_BACK_S)
+        self._log_left_behind()
+        self._stopped.set()
+        for outage in self._outages:
+            outage.silence()
         self._store.close()
         self._beat_store.close()
         log.info("supervisor %s stopped", self.sid)
@@ -209,6 +228,7 @@ class Supervisor:
         back at once instead of after the grace period, and their children killed."""
         self._stop_now.set()
         self._progress.set()
+        self.settler.write_until(time.monotonic() + FORCED_OUTCOMES_S)
 
     def jobs_in_hand(self) -> int:
         """Jobs running (or claimed and about to run) on this supervisor."""
@@ -233,8 +253,17 @@ class Supervisor:
             if thread.name == name:
                 thread.join(timeout_s)
 
-    def _hand_back(self) -> None:
-        """Give the queues the jobs still held, and leave the supervisor records."""
+    def _stop_claiming(self) -> None:
+        self.cron.stop()
+        for fetcher in self.fetchers.values():
+            fetcher.stop_for_good()
+
+    def _last_writes(self) -> None:
+        """Stop heartbeating (the lease holds until the hand-back), write the last log
+        lines, give the queues the jobs still held, and leave the supervisor records."""
+        self._beat_stop.set()
+        self._join("sr-heartbeat")
+        self.log_sink.close()
         try:
             for queue in self.queues:
                 handed = self._store.hand_back(queue, self.sid)
@@ -243,69 +272,37 @@ class Supervisor:
                                 "run again on another supervisor (a hand-back, not a "
                                 "crash)", handed, queue)
             self._store.remove_supervisor(self.sid)
+            self._handed_back = True
         except redis.RedisError as exc:
+            if self._stopped.is_set():  # given up and logged by the stop already
+                return
             log.warning("could not hand jobs back or remove this supervisor's records "
                         "(%s): they expire, and its jobs are taken back once its lease "
                         "lapses", exc)
 
-    # -- settle ----------------------------------------------------------------------
-    def _settle_loop(self) -> None:
-        done = False
-        while not done:
-            item = self._settle_queue.get()
-            batch: dict[str, list[Settlement]] = defaultdict(list)
-            while item is not None:
-                batch[item[0]].append(item[1])
-                if sum(len(v) for v in batch.values()) >= SETTLE_BATCH_MAX:
-                    break
-                try:
-                    item = self._settle_queue.get_nowait()
-                except queue_mod.Empty:
-                    break
-            done = item is None
-            try:
-                with self._settle_lock:
-                    self._write_settlements(batch)
-            except Exception:  # noqa: BLE001 - a bug here must not stop all settling
-                log.exception("could not settle a batch of %d job(s)",
-                              sum(len(v) for v in batch.values()))
+    def _note_waiting_outcomes(self, grace_s: float) -> None:
+        waiting = sum(len(ids) for ids in self.settler.unwritten().values())
+        if waiting:
+            log.warning("%d job outcome(s) wait for Redis to take them: trying for up to "
+                        "%g s more", waiting, grace_s + OUTCOMES_AFTER_GRACE_S)
 
-    def _write_once(self, queue: str, outcome: Settlement) -> bool:
-        """Settle one outcome without retrying; False: it is for the settle thread."""
-        try:
-            self._store.finish(queue, self.sid, [outcome],
-                               self.log_sink.logged([outcome.job_id]))
-        except Exception:  # noqa: BLE001 - the settle thread retries (Redis down) or logs
-            return False
-        self._forget_settled(queue, [outcome])
-        return True
-
-    def _write_settlements(self, batch: dict[str, list[Settlement]]) -> None:
-        backoff = SETTLE_BACKOFF_MIN_S
-        for queue, outcomes in batch.items():
-            while True:
-                try:
-                    self._store.finish(queue, self.sid, outcomes, self.log_sink.logged(
-                        [o.job_id for o in outcomes]))
-                    self._settle_outage.succeeded()
-                    break
-                except redis.RedisError as exc:
-                    # the outcomes stay in memory until Redis is back; the lease keeps
-                    # the jobs from being run elsewhere meanwhile
-                    self._settle_outage.failed(exc, backoff)
-                    if self._stop_now.wait(backoff):
-                        log.error("stopping now: %d outcome(s) of %s not written; those "
-                                  "jobs run again once this supervisor's lease lapses",
-                                  len(outcomes), queue)
-                        return
-                    backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
-            self._forget_settled(queue, outcomes)
-
-    def _forget_settled(self, queue: str, outcomes: list[Settlement]) -> None:
-        # only now, once they left the lease: a fetcher's reconcile reads the held ids first
-        self.fetchers[queue].held.discard([o.job_id for o in outcomes])
-        for outcome in outcomes:
-            self.log_sink.forget(outcome.job_id)
+    def _log_left_behind(self) -> None:
+        """Log, with their ids, the jobs whose outcome Redis did not take, and those not
+        handed back: they stay in this supervisor's lease, which brings them back."""
+        unwritten = self.settler.unwritten()
+        for queue, ids in unwritten.items():
+            log.error("%d outcome(s) of %s not written: Redis did not take them by the end "
+                      "of the grace period plus %g s: %s; those jobs run again on another "
+                      "supervisor (their lease brings them back)", len(ids), queue,
+                      OUTCOMES_AFTER_GRACE_S, " ".join(ids))
+        if self._handed_back:
+            return
+        for queue, fetcher in self.fetchers.items():
+            running = sorted(fetcher.held.copy().difference(unwritten.get(queue, ())))
+            if running:
+                log.error("%d job(s) of %s not handed back: %s; they run again on another "
+                          "supervisor once this one's lease lapses", len(running), queue,
+                          " ".join(running))
 
     # -- heartbeat -------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -329,7 +326,11 @@ class Supervisor:
                                 "%d job(s) of %s requeued, %d failed as stalled", dead,
                                 requeued, queue, failed)
         snapshot = self.snapshot()
-        store.publish_supervisor(self.sid, snapshot, snapshot["ttl_ms"])
+        try:
+            store.publish_supervisor(self.sid, snapshot, snapshot["ttl_ms"])
+            self._snapshot_outage.succeeded()
+        except redis.OutOfMemoryError as exc:  # the lease is renewed: only `top` misses it
+            self._snapshot_outage.failed(exc, self.config.heartbeat_ms / 1000)
 
     def snapshot(self) -> dict[str, Any]:
         with self._process.oneshot():

@@ -10,8 +10,9 @@ Three ways to run it (the data and its JSON shape are documented in ``snapshot.p
                  it) and exits; plain text when stdout is not a terminal.
   top --json     prints one snapshot as JSON and exits.
 
-With ``--once``/``--json`` an unreachable Redis raises `RedisUnavailable` (the CLI prints
-it, address without password, and exits with EXIT_REDIS).
+With ``--once``/``--json`` an unreachable Redis raises `RedisUnavailable`, and one that
+refuses (an ACL, a Cluster node...) a `RedisRefused` (the CLI prints it, address without
+password, and exits with EXIT_REDIS).
 
 Which Redis: the configured URL (REDIS_URL, ``--redis-url``, pyproject); without one, the
 project's embedded server if it runs. `top` never starts the embedded server: a dashboard
@@ -40,7 +41,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from .config import Config
-from .errors import RedisUnavailable
+from .errors import RedisRefused, RedisUnavailable
 from .snapshot import Snapshot, SnapshotReader
 from .top_render import render
 
@@ -100,20 +101,22 @@ class _Screen:
             if self.reader is None:
                 self.reader = SnapshotReader(self.config, resolve_url(self.config))
             snap = self.reader.read()
-        except RedisUnavailable as exc:
+        except (RedisUnavailable, RedisRefused) as exc:
             return self._unreachable(exc, width, height)
         self.last, self.failing_since, self.attempts = snap, None, 0
         return render(snap, width, height, self.console,
                       hint=f"q quits · every {self.refresh_s:g}s")
 
-    def _unreachable(self, exc: RedisUnavailable, width: int, height: int) -> RenderableType:
+    def _unreachable(self, exc: RedisUnavailable | RedisRefused, width: int,
+                     height: int) -> RenderableType:
         self.failing_since = self.failing_since or time.time()
         self.attempts += 1
         since = time.strftime("%H:%M:%S", time.localtime(self.failing_since))
         panel = Panel(Text.assemble(
             (str(exc), "bold"), f"\nretrying every {self.refresh_s:g}s since {since} "
             f"(attempt {self.attempts}) · q quits"),
-            title="Redis unreachable", title_align="left", border_style="red")
+            title="Redis unreachable" if isinstance(exc, RedisUnavailable) else "Redis refused",
+            title_align="left", border_style="red")
         if self.last is None:
             return panel
         return Group(panel, Text("last snapshot:", style="dim"),

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from .joblog import display_level
 from .snapshot import Snapshot
-from .snapshot_records import CronInfo
+from .snapshot_records import CronInfo, RedisMemory
 
 NARROW_WIDTH = 100
 WIDE_WIDTH = 140
@@ -133,7 +133,8 @@ def header(snap: Snapshot, width: int, hint: str = "") -> Text:
                           fmt_clock(snap.server_time_ms), "  ",
                           (f"{count} supervisor{'s' if count != 1 else ''}", "bold"),
                           (f"  {hint}" if hint else "", "dim"))
-    address = Text.assemble((snap.redis_url, "bold"), f" ({snap.redis_version})")
+    address = Text.assemble((snap.redis_url, "bold"), f" ({snap.redis_version}",
+                            *_memory(snap.redis_memory), ")")
     # the address goes on its own line when both don't fit
     title.append("  " if title.cell_len + 2 + address.cell_len <= width else "\n")
     title.append_text(address)
@@ -159,13 +160,32 @@ def nodes_table(snap: Snapshot) -> list[Table]:
     if len(snap.nodes) < 2:
         return []
     table = _table("nodes", ("address", "left~"), ("role", "left"), ("queues", "left~"),
-                   ("clients", "right"), ("memory", "right"), ("ops/s", "right"),
-                   ("replicas", "right"))
+                   ("clients", "right"), ("memory", "right"), ("policy", "left"),
+                   ("ops/s", "right"), ("replicas", "right"))
     for n in snap.nodes:
         table.add_row(_cell(n.address), n.role, _cell(" ".join(n.queues) or "-"),
-                      f"{n.clients:,}", fmt_bytes(n.used_memory_bytes), f"{n.ops_per_s:,}",
-                      str(n.replicas))
+                      f"{n.clients:,}", fmt_bytes(n.used_memory_bytes),
+                      _policy_cell(n.maxmemory_policy), f"{n.ops_per_s:,}", str(n.replicas))
     return [table]
+
+
+def _policy_cell(policy: str) -> str | Text:
+    """A node's maxmemory-policy, red when it may evict jobs."""
+    if RedisMemory(0, 0, policy).may_evict:
+        return Text(policy, style="bold red")
+    return policy or "-"
+
+
+def _memory(memory: RedisMemory) -> list[str | tuple[str, str]]:
+    """Redis's maxmemory-policy (red when it may evict jobs), after its memory use and
+    limit if it has one."""
+    if not memory.policy:  # INFO refused, or a server that does not say
+        return []
+    used = (f"{fmt_bytes(memory.used_bytes)} of {fmt_bytes(memory.maxmemory_bytes)} "
+            if memory.maxmemory_bytes else "")
+    if memory.may_evict:
+        return [f", {used}", (f"{memory.policy}: may evict jobs", "bold red")]
+    return [f", {used}{memory.policy}"]
 
 
 def queues_table(snap: Snapshot, width: int) -> Table:

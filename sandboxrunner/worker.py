@@ -39,6 +39,7 @@ from typing import Any
 from .client import ClientFactory, drop_default_client, set_default_client
 from .config import Config, load_config
 from .connection import check_reachable, resolve_redis_url
+from .redis_errors import REDIS_ERRORS, translate
 from .registry import Registry, load_project_registry
 from .supervisor import Supervisor
 
@@ -130,7 +131,8 @@ def init_worker(**overrides: Any) -> Worker:
 
     Keyword arguments are config keys (``workers``, ``concurrency``,
     ``use_separate_process``, ``redis_url``, ...); None means "not given". Raises
-    ConfigError, JobLoadError or RedisUnavailable before anything is started.
+    ConfigError, JobLoadError, RedisUnavailable or RedisRefused (redis_errors.py) before
+    anything is started.
     """
     global _current
     with _lock:
@@ -158,9 +160,11 @@ def _start(overrides: Mapping[str, Any]) -> Worker:
     worker = Worker(config, registry, url, overrides)
     try:
         worker.supervisor.start()
-    except BaseException:
+    except BaseException as exc:
         worker.supervisor.stop(grace_ms=0)
         worker.client.close()
+        if isinstance(exc, REDIS_ERRORS):  # the API's boundary: our error (redis_errors.py)
+            raise translate(exc, url, "start a worker", config.key_prefix) from exc
         raise
     set_default_client(worker.client)
     log.info("in-process worker %s started: queues %s, %s mode, %d job(s)",

@@ -1,4 +1,5 @@
--- Shared helpers, prepended to every script by store.py (Lua scripts cannot import).
+-- Shared helpers, prepended to every script by store.py, below its #!lua flags line (Lua
+-- scripts cannot import).
 --
 -- In a Redis Cluster, a script runs on the master of its KEYS' slot, and every key it
 -- builds from the queue's key prefix shares that slot (the queue's hash tag). While the

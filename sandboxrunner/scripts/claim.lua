@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Claim up to COUNT waiting jobs for supervisor SID: move them into its active list (its
 -- lease) and mark them started. A job a blocking BLMOVE just moved there is claimed too:
 -- the supervisor pipelines this script right behind its BLMOVE on one connection, so the
@@ -16,6 +17,8 @@
 -- Returns a flat list: first the ms until the next delayed job is due (-1: none), then 7
 -- entries per job: id, name, data, timeout, attempt, enq ms, start ms
 -- (name is '' when the id has no job record: a malformed entry the caller must drop).
+-- allow-oom: a full Redis still hands out the jobs it holds (a claim moves ids between
+-- lists and marks records: little memory), so supervisors drain it.
 local qprefix, sid = ARGV[1], ARGV[2]
 local now = now_ms()
 local next_due = -1

@@ -1,3 +1,4 @@
+#!lua
 -- Fire one tick of a schedule, at most once across all supervisors: the tick must be due
 -- by the server clock, later than the schedule's last handled tick and its `since`, and the
 -- caller's pattern and tz must be the stored ones. The run is enqueued as a job nobody waits
@@ -17,6 +18,8 @@
 --   changed  the stored pattern or tz differ (a supervisor with other job files synced)
 --   gone     no such schedule (removed by the sync of a newer supervisor)
 --   lost     no '@sync' field: Redis lost the schedules, the caller syncs again
+-- No allow-oom: a full Redis refuses the tick's run before the script runs (OOM), so
+-- nothing is written and the tick is tried again.
 local qprefix, name, tick = ARGV[1], ARGV[7], tonumber(ARGV[4])
 local now = now_ms()
 local s = decode_schedule(redis.call('HGET', KEYS[1], name))

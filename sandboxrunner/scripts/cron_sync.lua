@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Sync one queue's schedules with those of a starting supervisor. The rule: a supervisor
 -- changes only schedules of jobs it has loaded, never those of jobs it could not have loaded.
 --   * its cron jobs of this queue are added; the state (since, last run) of those whose
@@ -14,6 +15,8 @@
 -- ARGV[1] SID   ARGV[2] JSON array: names of the jobs it has that are not cron jobs of
 --   this queue   ARGV[3..] groups of 5: name, pattern, tz, next tick ms, error ('' = none)
 -- Returns {names added or changed, names removed, names kept without this supervisor}
+-- allow-oom: a supervisor starts on a full Redis (its schedules are a few hundred bytes)
+-- and drains it.
 local sid = ARGV[1]
 local now = now_ms()
 local without_cron = {}

@@ -1,3 +1,4 @@
+#!lua
 -- Enqueue a job, or attach the caller to the in-flight job holding the same singleton key.
 -- KEYS[1] wait list   KEYS[2] stats   KEYS[3] sups (live supervisors of the queue)
 -- KEYS[4] the job's record   KEYS[5] its singleton holder, for a singleton (declared: the
@@ -8,6 +9,8 @@
 -- Returns {job id, 1 if attached to an existing job else 0, live supervisors of the queue}
 -- A job id that exists already is a retried call whose first try got through (its reply
 -- was lost): the caller is attached to it, so a retry never enqueues a job twice.
+-- No allow-oom: a full Redis (maxmemory, noeviction) refuses the whole call before it
+-- runs (OOM), so nothing of it is written; the caller gets RedisFull.
 local qprefix, cid, id = ARGV[1], ARGV[2], ARGV[4]
 local skey = ARGV[8]
 local now = now_ms()

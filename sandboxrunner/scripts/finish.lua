@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Settle a batch of jobs held by supervisor SID. A job no longer in SID's active list was
 -- taken back (its lease lapsed) or already settled (a timeout): its late outcome is dropped.
 -- A failed job with retries left goes to the delayed set instead (see retry_later), waking
@@ -9,6 +10,8 @@
 -- ARGV[4] reply channel prefix   ARGV[5..] quadruples: id, status, body (result or error
 -- JSON), '1' if the job wrote log lines else '0' (its log stream then needs no TTL)
 -- Returns the number of outcomes recorded.
+-- allow-oom: a full Redis still takes outcomes (the results expire after result_ttl and
+-- free it); refusing them would keep the jobs in the lease and the callers waiting.
 local qprefix, ttl, history, chan = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
 -- the singleton holders and log streams settle() touches, before the first write (see

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- A stopping supervisor SID hands back the jobs it still holds (still running when its
 -- grace period ended, or when it was told to stop now): each goes back to the front of
 -- the wait list, oldest claim first, to run on another supervisor. A hand-back is not a
@@ -9,6 +10,7 @@
 -- KEYS[1] sups   KEYS[2] active list of SID   KEYS[3] wait list   KEYS[4] stats
 -- ARGV[1] queue key prefix   ARGV[2] SID
 -- Returns the number of jobs handed back.
+-- allow-oom: a stopping supervisor hands its jobs back to a full Redis too.
 local qprefix, sid = ARGV[1], ARGV[2]
 local handed = 0
 local ids = redis.call('LRANGE', KEYS[2], 0, -1)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Renew supervisor SID's lease on a queue and list the supervisors whose lease lapsed.
 -- A silence of the whole queue is no evidence that any one supervisor died: when a
 -- returning supervisor (one that heartbeated before) finds that nobody heartbeated for
@@ -8,6 +9,7 @@
 -- KEYS[1] sups (SID -> last heartbeat ms)   KEYS[2] resumed mark of the queue
 -- ARGV[1] SID   ARGV[2] lease ms
 -- Returns the SIDs whose last heartbeat is older than the lease ({} while resuming).
+-- allow-oom: a full Redis must not let live leases lapse (a few bytes per heartbeat).
 local now = now_ms()
 local lease = tonumber(ARGV[2])
 local own = redis.call('ZSCORE', KEYS[1], ARGV[1])

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Take back the jobs of a supervisor whose lease lapsed: each goes back to the front of the
 -- wait list, or fails as stalled once it was taken back more than MAX_STALLED times.
 -- KEYS[1] sups   KEYS[2] active list of the dead SID   KEYS[3] wait list   KEYS[4] stats
@@ -6,6 +7,8 @@
 -- ARGV[5] result ttl ms   ARGV[6] history size   ARGV[7] reply channel prefix
 -- ARGV[8] the stalled error JSON
 -- Returns {requeued, failed}, or {-1, -1} when SID is alive after all.
+-- allow-oom: a full Redis still takes back a dead supervisor's jobs (ids move between
+-- lists), so they run elsewhere.
 local qprefix, sid = ARGV[1], ARGV[2]
 local now = now_ms()
 local last = redis.call('ZSCORE', KEYS[1], sid)
