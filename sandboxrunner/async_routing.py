@@ -34,6 +34,7 @@ from .redirects import (
     Replicas,
     Rerouting,
     again,
+    from_a_cluster,
     not_run,
     refreshes_map,
     replicated,
@@ -91,7 +92,10 @@ class _OnePool:
         return True
 
     async def after_redirect(self, reply: Exception) -> None:
-        """Nothing to learn on one server (see nodes.OneServer)."""
+        """Nothing to learn on one server, but a cluster's redirect is raised (see
+        nodes.OneServer)."""
+        if from_a_cluster(reply):
+            raise reply
 
     async def after_lost_connection(self) -> None:
         """The next connection connects afresh."""

@@ -30,7 +30,7 @@ from redis.exceptions import MovedError, RedisClusterException
 
 from .blocking import Address, address_of
 from .connection import reason
-from .redirects import REFRESH_EVERY_S, refreshes_map
+from .redirects import REFRESH_EVERY_S, from_a_cluster, refreshes_map
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,10 @@ class OneServer:
         return True
 
     def after_redirect(self, reply: Exception) -> None:
-        """A reply said a command did not run (redirects.not_run): nothing to learn."""
+        """A reply said a command did not run (redirects.not_run): nothing to learn, but a
+        cluster's redirect is raised (the URL names a cluster node as one server)."""
+        if from_a_cluster(reply):
+            raise reply
 
     def after_lost_connection(self) -> None:
         """A connection failed: the next one connects afresh."""

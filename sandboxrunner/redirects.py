@@ -46,6 +46,14 @@ def not_run(reply: Any) -> bool:
     return isinstance(reply, redis.ResponseError) and str(reply).startswith(NOT_RUN_TEXTS)
 
 
+def from_a_cluster(reply: Exception) -> bool:
+    """Whether REPLY is one only a cluster node sends (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, a
+    script stopped at a key of another node): a URL naming one server, or Sentinels, that
+    gets one points at a cluster node, and sending again would never help."""
+    return (isinstance(reply, (AskError, TryAgainError, ClusterDownError))
+            or str(reply).startswith("Script attempted to access a non local key"))
+
+
 def refreshes_map(reply: Exception) -> bool:
     """Whether REPLY (one that `not_run`) means a cluster's roles changed, so its slot map
     is read again: CLUSTERDOWN (a master lost), UNBLOCKED (a master became a replica).
