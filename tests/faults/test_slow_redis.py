@@ -21,16 +21,6 @@ from tests.faults.common import Proxy, job_lines, leftovers, starts, stats, wait
 from tests.supervisors import client_for, running_supervisor
 
 
-@pytest.fixture
-def debug_server(tmp_path: Path) -> TestServer:
-    server = TestServer(tmp_path / "redis", options={"enable-debug-command": "yes"})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_a_stalled_server_does_not_make_live_leases_lapse(
         debug_server: TestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="sandboxrunner")

@@ -16,7 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import redis
 
 from sandboxrunner.supervisor import STOP_WRITES_S
@@ -29,15 +28,6 @@ GRACE_MS = 1000
 # hung for good before: it retried the outcomes for as long as Redis did not take them)
 STOP_BOUND_S = GRACE_MS / 1000 + STOP_WRITES_S + 2.0
 
-
-@pytest.fixture
-def debug_server(tmp_path: Path) -> TestServer:
-    server = TestServer(tmp_path / "redis", options={"enable-debug-command": "yes"})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _supervisor(url: str) -> SupervisorProcess:
