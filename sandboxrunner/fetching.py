@@ -75,6 +75,7 @@ class QueueFetcher:
         self._stopping = stopping
         self._fail = fail  # how a malformed job's failure reaches the settle thread
         self._outage = outage
+        self._wake = threading.Event()  # ends a backoff pause: Redis back, or a stop
         self._role = threading.Lock()
         self._standby_lock = threading.Lock()
         self._standby = 0  # fetch threads waiting for the role
@@ -113,8 +114,10 @@ class QueueFetcher:
     def stop_for_good(self) -> None:
         """Take the fetch role and keep it (call once stopping is set): no fetch starts
         again. A fetch blocked on an empty queue would hold this up for BLOCK_TIMEOUT_S,
-        so it is cut short; one about to block is cut short on the next try."""
+        so it is cut short; one about to block is cut short on the next try, and one
+        backing off after a Redis error is woken."""
         while True:
+            self._wake.set()
             try:
                 self.store.interrupt_waits()
             except redis.RedisError as exc:  # no CLIENT UNBLOCK (an ACL): the wait ends
@@ -138,7 +141,7 @@ class QueueFetcher:
             log.exception("unexpected error fetching from %s; carrying on", self.queue)
         self._reconcile_due = True  # a claim may have run with its reply lost
         self._drained = False
-        self._stopping.wait(self._backoff_s)
+        self._outage.pause(self._backoff_s, self._wake)  # ends early once Redis is back
         self._backoff_s = min(self._backoff_s * 2, RETRY_BACKOFF_MAX_S)
         return None
 
