@@ -9,7 +9,9 @@ thread mode), serving both queues, and the same clients: per queue (default, the
 priority), N no-op jobs through ``arun_job`` with the ``gather`` client (best of
 --repeat), with each server's Redis CPU per job over that run (INFO cpu: used_cpu_sys plus
 used_cpu_user, after minus before, over the jobs seen; each master apart, the replicas
-summed); then sequential ``run_job`` round trips on the default queue.
+summed); then sequential ``run_job`` round trips on the default queue. With
+``wait_replicas``, also what WAIT itself adds to a write's round trip (`wait_cost`), which
+the noise of a shared machine hides in the figures above.
 
 In the cluster a queue is the unit of sharding: the default queue's hash tag {sr:default}
 falls in slot 516 (the first master's range, 0-5460) and {sr:priority} in slot 10092 (the
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Unavailable
+from benchmarks.harness import Latency, Unavailable
 from benchmarks.sandboxrunner_bench import (
     Supervisor,
     gather_jobs,
@@ -145,6 +147,9 @@ def measure(deployment: Deployment, logdir: Path, args: Any,
         row["roundtrip"] = latency.to_json()
         log(f"{deployment.label}: round trip p50 {latency.p50_ms:.3f} ms, "
             f"p99 {latency.p99_ms:.3f} ms")
+        if deployment.settings.get("wait_replicas"):
+            row["wait_cost"] = wait_cost(deployment.masters[0], args.calls)
+            log(f"{deployment.label}: a write's round trip {row['wait_cost']}")
         return row
     finally:
         client.close()
@@ -169,6 +174,26 @@ def _throughput(deployment: Deployment, client: Any, job: str, args: Any) -> dic
                      "replicas_cpu_us": round(sum(used_us[masters:]), 1)})
     best = max(runs, key=lambda r: (r["complete"], r["jobs_per_s"]))
     return {**best, "runs": runs}
+
+
+def wait_cost(port: int, calls: int) -> dict[str, float]:
+    """A write's round trip (SET) on the master at PORT, alone and followed by WAIT 1 in
+    the same round trip (as wait_replicas = 1 sends each enqueue and settlement),
+    interleaved call by call so both see the same machine: p50 and p99 in ms."""
+    alone, waited = Latency(wanted=calls), Latency(wanted=calls)
+    with node_client(port) as client:
+        for i in range(calls):
+            for latency, commands in ((alone, [("SET", "bench:wait", i)]),
+                                      (waited, [("SET", "bench:wait", i), ("WAIT", 1, 1000)])):
+                pipe = client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                start = time.perf_counter()
+                pipe.execute()
+                latency.samples_s.append(time.perf_counter() - start)
+    return {"calls": calls, "write_p50_ms": round(alone.p50_ms, 3),
+            "write_p99_ms": round(alone.p99_ms, 3), "write_wait_p50_ms": round(waited.p50_ms, 3),
+            "write_wait_p99_ms": round(waited.p99_ms, 3)}
 
 
 def _cpu_s(port: int) -> float:

@@ -258,6 +258,12 @@ def deployments_table(section: dict[str, Any]) -> Table:
                           _num(r["replicas_cpu_us"]) if d["replicas"] else "-",
                           f"{_num(rt.get('p50_ms'), 3)} / {_num(rt.get('p99_ms'), 3)}"
                           if i == 0 else "")
+        cost = d.get("wait_cost")
+        if cost:
+            table.caption += (f"\n{d['deployment']}: a write's round trip p50 / p99 "
+                              f"{cost['write_p50_ms']:.3f} / {cost['write_p99_ms']:.3f} ms alone, "
+                              f"{cost['write_wait_p50_ms']:.3f} / {cost['write_wait_p99_ms']:.3f}"
+                              f" ms followed by WAIT 1 ({cost['calls']:,} of each, interleaved)")
     for problem in section.get("problems", []):
         table.add_row("n/a", "", "", problem[:120])
     return table
