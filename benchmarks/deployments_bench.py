@@ -11,7 +11,9 @@ priority), N no-op jobs through ``arun_job`` with the ``gather`` client (best of
 used_cpu_user, after minus before, over the jobs seen; each master apart, the replicas
 summed); then sequential ``run_job`` round trips on the default queue. With
 ``wait_replicas``, also what WAIT itself adds to a write's round trip (`wait_cost`), which
-the noise of a shared machine hides in the figures above.
+the noise of a shared machine hides in the figures above. In the cluster, also what a
+reply costs Redis with SPUBLISH (the finish script's) against a classic PUBLISH
+(`publish_cost`).
 
 In the cluster a queue is the unit of sharding: the default queue's hash tag {sr:default}
 falls in slot 516 (the first master's range, 0-5460) and {sr:priority} in slot 10092 (the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +41,7 @@ from benchmarks.sandboxrunner_bench import (
     run_job_roundtrips,
 )
 from benchmarks.variant import payload
+from sandboxrunner.keys import Keys
 from sandboxrunner.testdeployments import (
     TestCluster,
     TestSentinel,
@@ -48,6 +52,9 @@ from sandboxrunner.testserver import TestServer
 
 QUEUE_JOBS = (("default", "noop"), ("priority", "noop_priority"))
 WARMUP_JOBS = 200
+REPLIES = 20_000  # replies published per kind in publish_cost
+REPLY = '{"id": "default-0123456789abcdef0123456789abcdef", "status": "completed", "result": 1}'
+PUBLISH_SCRIPT = "return redis.call(ARGV[1], KEYS[1], ARGV[2])"
 
 
 @dataclass
@@ -60,6 +67,7 @@ class Deployment:
     replicas: list[int]
     flush: Callable[[], None]
     settings: dict[str, Any] = field(default_factory=dict)
+    publish_cost: bool = False  # measure SPUBLISH against PUBLISH (a cluster)
 
     def describe(self) -> dict[str, Any]:
         return {"deployment": self.label, "url": self.url, "masters": self.masters,
@@ -85,7 +93,8 @@ def _cluster(folder: Path) -> Iterator[list[Deployment]]:
     try:
         masters = cluster.ports[:cluster.masters_count]  # formed in slot order
         yield [Deployment("cluster, 3 masters + 3 replicas", cluster.url, masters,
-                          cluster.ports[cluster.masters_count:], cluster.flush)]
+                          cluster.ports[cluster.masters_count:], cluster.flush,
+                          publish_cost=True)]
     finally:
         cluster.stop()
 
@@ -150,6 +159,9 @@ def measure(deployment: Deployment, logdir: Path, args: Any,
         if deployment.settings.get("wait_replicas"):
             row["wait_cost"] = wait_cost(deployment.masters[0], args.calls)
             log(f"{deployment.label}: a write's round trip {row['wait_cost']}")
+        if deployment.publish_cost:
+            row["publish_cost"] = publish_cost(deployment, REPLIES)
+            log(f"{deployment.label}: Redis CPU per reply {row['publish_cost']}")
         return row
     finally:
         client.close()
@@ -194,6 +206,46 @@ def wait_cost(port: int, calls: int) -> dict[str, float]:
     return {"calls": calls, "write_p50_ms": round(alone.p50_ms, 3),
             "write_p99_ms": round(alone.p99_ms, 3), "write_wait_p50_ms": round(waited.p50_ms, 3),
             "write_wait_p99_ms": round(waited.p99_ms, 3)}
+
+
+def publish_cost(deployment: Deployment, replies: int) -> dict[str, Any]:
+    """Redis CPU per reply (us) on each server of a cluster, REPLIES replies published from
+    a script on the default queue's reply channel as the finish script does: with SPUBLISH
+    (a subscriber on that master, as a listener has), and with PUBLISH (a subscriber on
+    another master: a classic message reaches every node). Servers in the deployment's
+    order: masters (the publishing one first), then replicas (the first one its own)."""
+    channel = Keys("sr").reply_channel("default", "bench")
+    publisher, elsewhere = deployment.masters[0], deployment.masters[1]
+    ports = deployment.masters + deployment.replicas
+    out: dict[str, Any] = {"replies": replies}
+    for command, sub_port, kind in (("SPUBLISH", publisher, "ssubscribe"),
+                                    ("PUBLISH", elsewhere, "subscribe")):
+        with node_client(sub_port) as sub_client, node_client(publisher) as client:
+            pubsub = sub_client.pubsub()
+            getattr(pubsub, kind)(channel)
+            pubsub.get_message(timeout=5)  # the confirmation
+            reader = threading.Thread(target=_read, args=(pubsub, replies), daemon=True)
+            reader.start()
+            before = [_cpu_s(port) for port in ports]
+            for start in range(0, replies, 100):
+                pipe = client.pipeline(transaction=False)
+                for _ in range(min(100, replies - start)):
+                    pipe.eval(PUBLISH_SCRIPT, 1, channel, command, REPLY)
+                pipe.execute()
+            reader.join(60)
+            used = [(_cpu_s(port) - b) * 1e6 / replies for port, b in zip(ports, before,
+                                                                        strict=True)]
+            pubsub.close()
+        out[command.lower() + "_us"] = [round(u, 2) for u in used]
+    return out
+
+
+def _read(pubsub: Any, count: int) -> None:
+    """Read COUNT messages (what a listener does; its CPU is the client's)."""
+    got, deadline = 0, time.monotonic() + 60
+    while got < count and time.monotonic() < deadline:
+        if pubsub.get_message(timeout=1) is not None:
+            got += 1
 
 
 def _cpu_s(port: int) -> float:

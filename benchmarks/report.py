@@ -258,6 +258,14 @@ def deployments_table(section: dict[str, Any]) -> Table:
                           _num(r["replicas_cpu_us"]) if d["replicas"] else "-",
                           f"{_num(rt.get('p50_ms'), 3)} / {_num(rt.get('p99_ms'), 3)}"
                           if i == 0 else "")
+        pub = d.get("publish_cost")
+        if pub:
+            spublish, publish = pub["spublish_us"], pub["publish_us"]
+            table.caption += (f"\n{d['deployment']}: Redis CPU per reply published from a "
+                              "script, us, every server (publishing master first, its "
+                              f"replica fourth): SPUBLISH {' / '.join(map(str, spublish))} = "
+                              f"{sum(spublish):.1f}; PUBLISH {' / '.join(map(str, publish))} "
+                              f"= {sum(publish):.1f} ({pub['replies']:,} of each)")
         cost = d.get("wait_cost")
         if cost:
             table.caption += (f"\n{d['deployment']}: a write's round trip p50 / p99 "
