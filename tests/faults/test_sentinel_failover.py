@@ -143,8 +143,11 @@ def test_a_sentinel_failover_mid_traffic_is_followed_and_its_losses_are_counted(
         _settled(sentinel, old, how)
         lost = callers.lost()
     window = sorted(callers.acknowledged_at[job_id] - event_at for job_id in lost)
-    print(f"\n{scenario}: master {old} -> {new}; {len(callers.results)} run_job calls "
-          f"({len(callers.gone)} told their job was lost), {len(callers.acknowledged)} "
+    after = [event_at, *sorted(at for at, _ in callers.results if at > event_at)]
+    pause_s = max(b - a for a, b in zip(after, after[1:], strict=False))
+    print(f"\n{scenario}: master {old} -> {new}; {len(callers.results)} run_job calls, "
+          f"{pause_s:.2f} s the longest wait for one after the event ({len(callers.gone)} "
+          f"told their job was lost), {len(callers.acknowledged)} "
           f"acknowledged enqueues, {len(lost)} of them lost"
           + (f", acknowledged {window[0]:.2f} to {window[-1]:.2f} s after the event"
              if window else ""))
