@@ -12,7 +12,9 @@ acknowledged enqueues the new master does not have.
   forced      the master is failed over alive: for about a second, from the promotion
               until the Sentinels point the other replica at the new master and name it to
               clients, the old master still takes writes (even replicated ones, by the
-              replica not yet moved), which its resync throws away
+              replica not yet moved), which its resync throws away; ``wait_replicas = 1``
+              does not close that window (the replica not yet moved acknowledges them),
+              which forced-wait_replicas shows
 
 Each run has a deployment of its own (two replicas: the Sentinels point the second one at
 the new master at once, so the new master has a replica within a second or two).
@@ -40,6 +42,7 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
     "crash": ("crash", {}),
     "crash-wait_replicas": ("crash", {"wait_replicas": 1}),
     "forced": ("forced", {}),
+    "forced-wait_replicas": ("forced", {"wait_replicas": 1}),
 }
 
 
