@@ -22,6 +22,7 @@ the new master at once, so the new master has a replica within a second or two).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -30,8 +31,11 @@ from typing import Any
 
 import pytest
 
+from sandboxrunner.async_routing import AsyncRouter
 from sandboxrunner.client import Client
 from sandboxrunner.errors import JobNotFound, SandboxRunnerError
+from sandboxrunner.nodes import MASTER_CHECK_S
+from sandboxrunner.routing import Router
 from sandboxrunner.testdeployments import SERVICE, TestSentinel, node_client
 from tests.faults.common import job_lines
 from tests.supervisors import client_for, running_supervisor, wait_for
@@ -160,3 +164,50 @@ def test_a_sentinel_failover_mid_traffic_is_followed_and_its_losses_are_counted(
     assert all(job_id in ran for job_id in callers.acknowledged if job_id not in lost)
     if scenario == "crash-wait_replicas":
         assert lost == [] and callers.gone == []
+
+
+PORT = ("CONFIG", "GET", "port")
+
+
+def _port_of(reply: Any) -> int:
+    return int(dict(reply)[b"port"] if isinstance(reply, dict) else reply[1])
+
+
+def _port(router: Router, blocking: bool) -> int:
+    """The port of the server that answers the router (on its blocking pool or not)."""
+    (reply,) = router.send("x", [PORT], blocking=blocking)
+    return _port_of(reply)
+
+
+@pytest.mark.parametrize("pool", ["commands", "blocking reads"])
+def test_a_connection_open_to_a_former_master_goes_to_the_new_one_at_its_next_use(
+        sentinel: TestSentinel, pool: str) -> None:
+    router = Router(sentinel.url)
+    try:
+        blocking = pool == "blocking reads"
+        assert _port(router, blocking) == sentinel.master_port()  # a connection is open
+        new = sentinel.failover()
+        time.sleep(MASTER_CHECK_S)  # who the master is is asked at most this often
+        assert _port(router, blocking) == new
+    finally:
+        router.close()
+
+
+def test_an_asyncio_connection_open_to_a_former_master_goes_to_the_new_one_at_its_next_use(
+        sentinel: TestSentinel) -> None:
+    async def port(router: AsyncRouter) -> int:
+        (reply,) = await router.send("x", [PORT])
+        return _port_of(reply)
+
+    async def main() -> tuple[int, int]:
+        router = AsyncRouter(sentinel.url)
+        try:
+            assert await port(router) == sentinel.master_port()
+            new = await asyncio.to_thread(sentinel.failover)
+            await asyncio.sleep(MASTER_CHECK_S)
+            return new, await port(router)
+        finally:
+            await router.close()
+
+    new, answering = asyncio.run(main())
+    assert answering == new
