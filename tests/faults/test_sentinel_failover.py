@@ -17,7 +17,9 @@ acknowledged enqueues the new master does not have.
               which forced-wait_replicas shows
 
 Each run has a deployment of its own (two replicas: the Sentinels point the second one at
-the new master at once, so the new master has a replica within a second or two).
+the new master at once, so the new master has a replica within a second or two). The last
+tests check the piece that makes following cheap: a connection still open to the former
+master (plain, blocking or asyncio) goes to the new one at its next use.
 """
 
 from __future__ import annotations
