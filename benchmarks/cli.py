@@ -27,6 +27,7 @@ import redis
 from rich.console import Console
 
 from benchmarks import marks, peers
+from benchmarks.deployments_bench import run_deployments
 from benchmarks.harness import (
     RESULTS_DIR,
     ROOT,
@@ -56,7 +57,7 @@ from benchmarks.variant import (
 )
 from sandboxrunner.testserver import TestServer
 
-SECTIONS = ("throughput", "latency", "timeout", "scale")
+SECTIONS = ("throughput", "latency", "timeout", "scale", "cluster")
 SYSTEMS = ("sandboxrunner", *peers.PEERS)
 # wide enough for the tables when the output goes to a file or a pipe
 console = Console(width=max(160, shutil.get_terminal_size((160, 40)).columns))
@@ -430,20 +431,14 @@ def _cpu_model() -> str:
 
 def run(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"meta": metadata(args), "throughput": [], "latency": [],
-                               "timeout": [], "scale": {}}
+                               "timeout": [], "scale": {}, "cluster": {}}
     server = TestServer(logdir / "redis")
     started = time.monotonic()
     try:
-        server.start()
-        os.environ[marks.URL_ENV] = server.url
-        results["meta"]["server"] = server_version(server.url)
-        console.log(f"server {results['meta']['server']} at {server.url}; logs in {logdir}")
-        if {"throughput", "latency"} & set(args.only):
-            run_variants(Run(server.url, server.pid, logdir), args, results)
-        if "timeout" in args.only:
-            run_timeouts(server.url, logdir, args, results)
-        if "scale" in args.only:
-            run_scale(server.url, logdir, args, results)
+        if set(args.only) - {"cluster"}:  # the cluster section starts servers of its own
+            _run_on_one_server(server, logdir, args, results)
+        if "cluster" in args.only and "sandboxrunner" in args.systems:
+            results["cluster"] = run_deployments(logdir, args, console.log)
     except KeyboardInterrupt:
         console.log("[red]interrupted[/]: reporting what was measured")
         results["meta"]["interrupted"] = True
@@ -453,6 +448,20 @@ def run(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
         server.stop()
     results["meta"]["duration_s"] = round(time.monotonic() - started, 1)
     return results
+
+
+def _run_on_one_server(server: TestServer, logdir: Path, args: argparse.Namespace,
+                       results: dict[str, Any]) -> None:
+    server.start()
+    os.environ[marks.URL_ENV] = server.url
+    results["meta"]["server"] = server_version(server.url)
+    console.log(f"server {results['meta']['server']} at {server.url}; logs in {logdir}")
+    if {"throughput", "latency"} & set(args.only):
+        run_variants(Run(server.url, server.pid, logdir), args, results)
+    if "timeout" in args.only:
+        run_timeouts(server.url, logdir, args, results)
+    if "scale" in args.only:
+        run_scale(server.url, logdir, args, results)
 
 
 def main(argv: list[str] | None = None) -> int:

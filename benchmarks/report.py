@@ -242,6 +242,41 @@ def scale_table(scale: dict[str, Any]) -> Table:
     return table
 
 
+def deployments_table(section: dict[str, Any]) -> Table:
+    table = Table("deployment", "queue", "jobs/s", "results seen",
+                  "Redis CPU us/job:\neach master", "replicas", "round trip p50 / p99 ms",
+                  title="5. Deployments (sandboxrunner threads, both queues served): "
+                        "N no-op jobs per queue (best run), then run_job round trips")
+    table.caption = (f"{section.get('server', '')}; masters in slot order (a cluster's "
+                     "first holds {sr:default}, its second {sr:priority})")
+    for d in section.get("deployments", []):
+        rt = d.get("roundtrip") or {}
+        for i, (queue, r) in enumerate(d["throughput"].items()):
+            seen = f"{r['seen']:,}/{r['n']:,}" + ("" if r["complete"] else " (partial)")
+            table.add_row(d["deployment"] if i == 0 else "", queue, _num(r["jobs_per_s"], 0),
+                          seen, " / ".join(_num(u) for u in r["master_cpu_us"]),
+                          _num(r["replicas_cpu_us"]) if d["replicas"] else "-",
+                          f"{_num(rt.get('p50_ms'), 3)} / {_num(rt.get('p99_ms'), 3)}"
+                          if i == 0 else "")
+        pub = d.get("publish_cost")
+        if pub:
+            spublish, publish = pub["spublish_us"], pub["publish_us"]
+            table.caption += (f"\n{d['deployment']}: Redis CPU per reply published from a "
+                              "script, us, every server (publishing master first, its "
+                              f"replica fourth): SPUBLISH {' / '.join(map(str, spublish))} = "
+                              f"{sum(spublish):.1f}; PUBLISH {' / '.join(map(str, publish))} "
+                              f"= {sum(publish):.1f} ({pub['replies']:,} of each)")
+        cost = d.get("wait_cost")
+        if cost:
+            table.caption += (f"\n{d['deployment']}: a write's round trip p50 / p99 "
+                              f"{cost['write_p50_ms']:.3f} / {cost['write_p99_ms']:.3f} ms alone, "
+                              f"{cost['write_wait_p50_ms']:.3f} / {cost['write_wait_p99_ms']:.3f}"
+                              f" ms followed by WAIT 1 ({cost['calls']:,} of each, interleaved)")
+    for problem in section.get("problems", []):
+        table.add_row("n/a", "", "", problem[:120])
+    return table
+
+
 def summary_table(figures: list[dict[str, Any]]) -> Table:
     table = Table("figure", "sandboxrunner", "best peer", "peer value", "ratio sr/peer",
                   "better", "target", "met", title="Summary: sandboxrunner / best peer")
@@ -264,6 +299,8 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
         console.print(timeout_table(results["timeout"]))
     if results.get("scale"):
         console.print(scale_table(results["scale"]))
+    if results.get("cluster"):
+        console.print(deployments_table(results["cluster"]))
     console.print(summary_table(results["summary"]))
 
 

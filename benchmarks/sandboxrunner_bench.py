@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from benchmarks import marks
 from benchmarks.harness import (
     JOBS_DIR,
@@ -65,21 +63,26 @@ def process_mode_missing() -> str | None:
     return None
 
 
-def make_client(url: str) -> Client:
-    config = load_config({"redis_url": url, "jobs_dir": str(JOBS_DIR)}, project_dir=ROOT,
-                         env={})
+def make_client(url: str, **settings: Any) -> Client:
+    """A client of URL (any kind of deployment) with the benchmark's job files; SETTINGS:
+    more config keys (wait_replicas)."""
+    config = load_config({"redis_url": url, "jobs_dir": str(JOBS_DIR), **settings},
+                         project_dir=ROOT, env={})
     return Client(config, load_registry(config.jobs_dir), url)
 
 
 class Supervisor:
-    """`python -m sandboxrunner start` for the default queue, waited for until it heartbeats."""
+    """`python -m sandboxrunner start` for QUEUES (the default queue unless given), waited
+    for until it heartbeats; SETTINGS: more config keys, passed as SANDBOXRUNNER_<KEY>."""
 
     def __init__(self, url: str, logdir: Path, *, processes: bool,
-                 concurrency: int | None) -> None:
+                 concurrency: int | None, queues: str = QUEUE,
+                 settings: dict[str, Any] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOXRUNNER_")}
-        env.update({"REDIS_URL": url, "WORKERS": QUEUE, "SANDBOXRUNNER_JOBS_DIR": str(JOBS_DIR),
+        env.update({"REDIS_URL": url, "WORKERS": queues, "SANDBOXRUNNER_JOBS_DIR": str(JOBS_DIR),
                     marks.URL_ENV: url})
-        args = ["-m", "sandboxrunner", "start", "--workers", QUEUE]
+        env.update({f"SANDBOXRUNNER_{k.upper()}": str(v) for k, v in (settings or {}).items()})
+        args = ["-m", "sandboxrunner", "start", "--workers", queues]
         if processes:
             args.append("--separate-process")
         if concurrency is not None:
@@ -97,16 +100,19 @@ class Supervisor:
     def _wait_ready(self) -> None:
         sups = Keys("sr").sups(QUEUE)
         needle = f"-{self.proc.pid}-".encode()
-        with redis.Redis.from_url(self.url) as r:
-            def ready() -> bool:
-                if not self.proc.alive():
-                    raise Unavailable(f"supervisor exited early:\n{self.proc.tail()}")
-                return any(needle in member for member in r.zrange(sups, 0, -1))
+        store = Store(make_client_config(self.url), self.url)  # any kind of deployment
 
-            try:
-                wait_until(ready, READY_TIMEOUT_S, 0.02, "supervisor heartbeat")
-            except Unavailable as exc:
-                raise Unavailable(f"{exc}:\n{self.proc.tail()}") from exc
+        def ready() -> bool:
+            if not self.proc.alive():
+                raise Unavailable(f"supervisor exited early:\n{self.proc.tail()}")
+            return any(needle in member for member in store.redis.zrange(sups, 0, -1))
+
+        try:
+            wait_until(ready, READY_TIMEOUT_S, 0.02, "supervisor heartbeat")
+        except Unavailable as exc:
+            raise Unavailable(f"{exc}:\n{self.proc.tail()}") from exc
+        finally:
+            store.close()
 
     @property
     def pid(self) -> int:
@@ -167,7 +173,7 @@ class SandboxrunnerVariant(Variant):
 
     def throughput(self, n: int, deadline: float) -> Throughput:
         if self.wait == "gather":
-            return asyncio.run(self._gather(n, deadline))
+            return asyncio.run(gather_jobs(self._client(), "noop", n, self.window, deadline))
         client = self._client()
         start = time.perf_counter()
         handles = []
@@ -187,44 +193,52 @@ class SandboxrunnerVariant(Variant):
             wrong += got != payload(i)
         return Throughput(n, seen, time.perf_counter() - start, wrong)
 
-    async def _gather(self, n: int, deadline: float) -> Throughput:
-        client = self._client()
-        gate = asyncio.Semaphore(self.window)
-        counts = {"seen": 0, "wrong": 0}
-
-        async def one(i: int) -> None:
-            async with gate:
-                try:
-                    got = await client.arun_job("noop", payload(i),
-                                                wait_timeout=int(left_s(deadline) * 1000))
-                except JobError:
-                    got = None
-                counts["seen"] += 1
-                counts["wrong"] += got != payload(i)
-
-        start = time.perf_counter()
-        tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
-        try:
-            await asyncio.wait_for(asyncio.gather(*tasks), left_s(deadline))
-        except (TimeoutError, WaitTimeout):
-            pass  # partial: counted so far
-        finally:
-            elapsed = time.perf_counter() - start
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await client.aclose()
-        return Throughput(n, counts["seen"], elapsed, counts["wrong"])
-
     def roundtrip(self, calls: int, warmup: int, deadline: float) -> Latency:
-        client = self._client()
+        return run_job_roundtrips(self._client(), "noop", calls, warmup, deadline)
 
-        def call(i: int) -> None:
-            got = client.run_job("noop", payload(i), wait_timeout=10_000)
-            if got != payload(i):
-                raise AssertionError(f"noop returned {got!r}")
 
-        return run_roundtrips(call, calls, warmup, deadline)
+async def gather_jobs(client: Client, name: str, n: int, window: int,
+                      deadline: float) -> Throughput:
+    """N calls of no-op job NAME with ``client.arun_job`` on this event loop, at most WINDOW
+    in flight (the ``gather`` client), until DEADLINE; closes the loop's connections."""
+    gate = asyncio.Semaphore(window)
+    counts = {"seen": 0, "wrong": 0}
+
+    async def one(i: int) -> None:
+        async with gate:
+            try:
+                got = await client.arun_job(name, payload(i),
+                                            wait_timeout=int(left_s(deadline) * 1000))
+            except JobError:
+                got = None
+            counts["seen"] += 1
+            counts["wrong"] += got != payload(i)
+
+    start = time.perf_counter()
+    tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), left_s(deadline))
+    except (TimeoutError, WaitTimeout):
+        pass  # partial: counted so far
+    finally:
+        elapsed = time.perf_counter() - start
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.aclose()
+    return Throughput(n, counts["seen"], elapsed, counts["wrong"])
+
+
+def run_job_roundtrips(client: Client, name: str, calls: int, warmup: int,
+                       deadline: float) -> Latency:
+    """Sequential ``run_job`` calls of no-op job NAME (`run_roundtrips`)."""
+
+    def call(i: int) -> None:
+        got = client.run_job(name, payload(i), wait_timeout=10_000)
+        if got != payload(i):
+            raise AssertionError(f"noop returned {got!r}")
+
+    return run_roundtrips(call, calls, warmup, deadline)
 
 
 # --------------------------------------------------------------------------- timeouts

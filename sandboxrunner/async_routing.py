@@ -73,8 +73,9 @@ class _OnePool:
         pool: Any = self.client.connection_pool
         try:
             conn = await pool.get_connection()
-            if not await self.serves(conn):
-                await conn.disconnect()  # it connects to the master when used
+            if not await self.serves(conn):  # a former master (nodes.SentinelNodes)
+                await conn.disconnect()
+                await conn.connect()  # asks the Sentinels
         except BaseException:
             if self._slots is not None:
                 self._slots.release()

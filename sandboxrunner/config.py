@@ -21,8 +21,9 @@ started there, and `project_hint` says why in the messages that report it.
 
 Keys (all durations are integer milliseconds, all sizes MiB):
 
-  redis_url               None       redis://, rediss:// or unix:// URL; None starts the
-                                     embedded server
+  redis_url               None       redis://, rediss://, unix://, redis+cluster:// or
+                                     redis+sentinel:// URL (deployment.py); None starts
+                                     the embedded server
   jobs_dir                worker_jobs  job files; a relative path is taken from project_dir
   workers                 default,priority  queues this process serves (list or comma string)
   concurrency             None       jobs at once; None is 300 with threads and the CPU
@@ -46,6 +47,9 @@ Keys (all durations are integer milliseconds, all sizes MiB):
   auto_start              true       start a supervisor in-process when none is running
   auto_start_production   true       ... and do so in production too
   production              false      also set by SANDBOXRUNNER_ENV=production
+  wait_replicas           0          replicas that must acknowledge each enqueue and
+                                     settlement (WAIT) before it counts as done
+  wait_replicas_timeout   1000       how long that WAIT waits; too few replicas: sent again
 
 Every value is validated (the checks are in config_keys.py); a bad one is a `ConfigError`
 naming its source (the pyproject file and key, the environment variable, or the override)

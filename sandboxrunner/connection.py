@@ -175,7 +175,7 @@ def sentinel_master(deployment: Deployment, *, retry: Retry | None = None,
     """A client of the master the Sentinels of DEPLOYMENT name (the newest configuration
     any of them knows): each connection asks them where it is when it connects, and one
     that finds its server demoted to a replica (READONLY) drops itself, so the next
-    connects to the new master (nodes.SentinelNodes also drops one whose server is no
+    connects to the new master (nodes.SentinelNodes also moves one whose server is no
     longer the master before using it)."""
     host, port = deployment.addresses[0]
     kwargs = {**node_kwargs(deployment, host, port), **overrides}

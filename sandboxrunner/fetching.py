@@ -14,9 +14,13 @@ stand-by fetch thread; it takes a slot like any job and stands by once done. In 
 mode a single fetch thread hands every job to a child.
 
 Claimed ids sit in the supervisor's active list (its lease) until settled. After a Redis
-error the fetcher compares that list with the jobs it holds: an id there that never
-reached it (the claim's reply was lost with the connection) is claimed again, so a lost
-reply cannot strand a job in a live lease.
+error, and once every lease_ms anyway, the fetcher compares that list with the jobs it
+holds: an id there that never reached it is claimed again, so nothing strands a job in a
+live lease. A claim's reply lost with its connection does (the error says so); a Sentinel
+failover can without any error: for up to a second, connections made since the Sentinels
+named the new master reach it while older ones still reach the old master, so a job
+claimed on the new master may be settled on the old one, whose writes the failover throws
+away (measured: 1 to 5 jobs a failover, tests/faults/test_sentinel_failover.py).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class QueueFetcher:
         self._stopping = stopping
         self._fail = fail  # how a malformed job's failure reaches the settle thread
         self._outage = outage
+        self._wake = threading.Event()  # ends a backoff pause: Redis back, or a stop
         self._role = threading.Lock()
         self._standby_lock = threading.Lock()
         self._standby = 0  # fetch threads waiting for the role
@@ -84,6 +89,8 @@ class QueueFetcher:
         self._retry_due_at: float | None = None
         self._backoff_s = FETCH_BACKOFF_MIN_S
         self._reconcile_due = False
+        self._reconcile_every_s = store.config.lease_ms / 1000
+        self._reconciled_at = time.monotonic()
         self._full = False  # a full Redis refused the last BLMOVE
 
     def loop(self) -> None:
@@ -113,8 +120,10 @@ class QueueFetcher:
     def stop_for_good(self) -> None:
         """Take the fetch role and keep it (call once stopping is set): no fetch starts
         again. A fetch blocked on an empty queue would hold this up for BLOCK_TIMEOUT_S,
-        so it is cut short; one about to block is cut short on the next try."""
+        so it is cut short; one about to block is cut short on the next try, and one
+        backing off after a Redis error is woken."""
         while True:
+            self._wake.set()
             try:
                 self.store.interrupt_waits()
             except redis.RedisError as exc:  # no CLIENT UNBLOCK (an ACL): the wait ends
@@ -125,9 +134,10 @@ class QueueFetcher:
     def _turn(self) -> Callable[[], None] | None:
         """Fetch once, riding out Redis errors; a job to run on this thread, if any."""
         try:
-            if self._reconcile_due:
+            now = time.monotonic()
+            if self._reconcile_due or now - self._reconciled_at >= self._reconcile_every_s:
                 self._reconcile()
-                self._reconcile_due = False
+                self._reconcile_due, self._reconciled_at = False, now
             run_here = self._fetch_once()
             self._outage.succeeded()
             self._backoff_s = FETCH_BACKOFF_MIN_S
@@ -138,7 +148,7 @@ class QueueFetcher:
             log.exception("unexpected error fetching from %s; carrying on", self.queue)
         self._reconcile_due = True  # a claim may have run with its reply lost
         self._drained = False
-        self._stopping.wait(self._backoff_s)
+        self._outage.pause(self._backoff_s, self._wake)  # ends early once Redis is back
         self._backoff_s = min(self._backoff_s * 2, RETRY_BACKOFF_MAX_S)
         return None
 
@@ -150,8 +160,8 @@ class QueueFetcher:
         if not lost:
             return
         log.warning("%d job(s) of %s sat in this supervisor's lease without reaching it (a "
-                    "reply lost with its connection); claiming them again", len(lost),
-                    self.queue)
+                    "reply lost with its connection, or an outcome with a failed-over "
+                    "master); claiming them again", len(lost), self.queue)
         jobs, _ = self.store.claim(self.queue, self.sid, 0, lost)
         self._submit(jobs, inline=False)
 

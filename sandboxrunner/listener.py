@@ -84,7 +84,9 @@ BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 # What a read of a lost subscription raises: redis-py's errors and the socket's, and, from
 # a connection closed while read (redis-py 8 with hiredis), a ValueError, a RuntimeError or
-# a TypeError (its parser polls a socket that is gone)
+# a TypeError (its parser polls a socket that is gone). Client.close() does that to a
+# caller still waiting: closing the store closes every connection of its pools, the
+# subscription its leader reads included (the one cross-thread close found)
 READ_ERRORS = (redis.RedisError, OSError, ValueError, RuntimeError, TypeError)
 
 

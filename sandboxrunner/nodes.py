@@ -5,11 +5,14 @@ which client reaches a given server (CLIENT UNBLOCK), and the masters (the dashb
   OneServer      one server: every key goes to its pool
   SentinelNodes  the master the Sentinels name. A new connection asks them where it is;
                  and at most once every MASTER_CHECK_S a send asks them again, so a
-                 connection still open to a server that is no longer the master is dropped
-                 before it is used (a demoted master keeps taking writes, which the next
-                 resync throws away, until the Sentinels reconfigure it: about 10 s after
-                 the new master was named, measured with Redis 7.0). A connection whose
-                 server answers READONLY drops itself (redis-py's SentinelManagedConnection).
+                 connection still open to a server that is no longer the master connects
+                 to the new one before it is used (a demoted master keeps taking writes,
+                 which the next resync throws away, until the Sentinels reconfigure it:
+                 about 10 s after the new master was named, measured with Redis 7.0). It is
+                 reconnected at once, not just dropped: redis-py 8 reconnects a dropped
+                 connection to the address it had when a command is sent on it, and only
+                 its connect() asks the Sentinels. A connection whose server answers
+                 READONLY drops itself (redis-py's SentinelManagedConnection).
   ClusterNodes   the master serving the key's slot, from redis-py's slot map (RedisCluster's
                  NodesManager, updated by MOVED, read again after CLUSTERDOWN, UNBLOCKED or
                  a lost connection), on that node's own pool
@@ -138,7 +141,8 @@ class SentinelNodes(OneServer):
 
     def fresh(self, conn: Any) -> None:
         if not self.serves(conn):
-            conn.disconnect()  # it connects to the master when used
+            conn.disconnect()
+            conn.connect()  # asks the Sentinels (module docstring)
 
     def serves(self, conn: Any) -> bool:
         master = self.master()

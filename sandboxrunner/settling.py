@@ -27,7 +27,7 @@ import redis
 
 from .job import Settlement
 from .joblog import RedisLogSink
-from .outage import OutageLog
+from .outage import Outages
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -41,19 +41,20 @@ class Settler:
     """The outcomes of one supervisor on their way to Redis (see the module doc)."""
 
     def __init__(self, store: Store, sid: str, log_sink: RedisLogSink,
-                 on_written: Callable[[str, list[str]], None]) -> None:
-        """ON_WRITTEN(queue, ids): those outcomes left the lease (the fetcher forgets them)."""
+                 on_written: Callable[[str, list[str]], None], outages: Outages) -> None:
+        """ON_WRITTEN(queue, ids): those outcomes left the lease (the fetcher forgets them).
+        OUTAGES: the supervisor's, whose threads end each other's backoff pauses."""
         self._store, self._sid, self._log_sink = store, sid, log_sink
         self._on_written = on_written
         self._queue: queue_mod.SimpleQueue[tuple[str, Settlement] | None] = (
             queue_mod.SimpleQueue())
         self._lock = threading.Lock()  # held by whoever writes outcomes
-        self.outage = OutageLog("writing job outcomes")
+        self.outage = outages.log("writing job outcomes")
         # outcomes reported and not written yet, per queue (dicts keep the report order)
         self._pending: dict[str, dict[str, None]] = defaultdict(dict)
         self._pending_lock = threading.Lock()
         self._due_at = math.inf  # monotonic time past which writes are given up (a stop)
-        self._due_changed = threading.Event()
+        self._wake = threading.Event()  # ends a pause: the deadline moved, or Redis is back
 
     # -- reporting -------------------------------------------------------------------
     def report(self, queue: str, outcome: Settlement, alone: bool) -> None:
@@ -80,7 +81,7 @@ class Settler:
     def write_until(self, deadline: float) -> None:
         """Give up writing at DEADLINE (monotonic), or earlier if given before."""
         self._due_at = min(self._due_at, deadline)
-        self._due_changed.set()
+        self._wake.set()
 
     @property
     def due_at(self) -> float:
@@ -148,10 +149,10 @@ class Settler:
                     backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
 
     def _pause(self, seconds: float) -> None:
-        """Sleep SECONDS, less when the deadline comes sooner or is moved."""
+        """Sleep SECONDS, less when the deadline comes sooner or is moved, or when Redis
+        answers another thread of the supervisor (outage.Outages)."""
         left_s = self._due_at - time.monotonic()
-        if self._due_changed.wait(max(0.0, min(seconds, left_s))):
-            self._due_changed.clear()
+        self.outage.pause(max(0.0, min(seconds, left_s)), self._wake)
 
     def _finish(self, queue: str, outcomes: list[Settlement]) -> None:
         ids = [o.job_id for o in outcomes]

@@ -54,7 +54,7 @@ from .executors.threads import ThreadExecutor
 from .fetching import QueueFetcher
 from .job import Settlement
 from .joblog import RedisLogSink
-from .outage import OutageLog
+from .outage import Outages
 from .preflight import check_at_start
 from .registry import Registry
 from .settling import Settler
@@ -119,14 +119,16 @@ class Supervisor:
         self._beat_store = Store(config, url)  # heartbeat: never waits behind job traffic
         self.log_sink = RedisLogSink(self._store, config.log_max_lines, config.result_ttl)
         self._threads: list[threading.Thread] = []
-        # one warning per Redis outage per kind of thread, not one per retry
-        fetch_outage = OutageLog("fetching jobs")
-        self._heartbeat_outage = OutageLog("heartbeat")
-        self._snapshot_outage = OutageLog("publishing this supervisor's snapshot for top")
+        # one warning per Redis outage per kind of thread, not one per retry; the first
+        # thread to find Redis back ends the others' backoff pauses
+        self._outages = Outages()
+        fetch_outage = self._outages.log("fetching jobs")
+        self._heartbeat_outage = self._outages.log("heartbeat")
+        self._snapshot_outage = self._outages.log(
+            "publishing this supervisor's snapshot for top")
         self.settler = Settler(self._store, self.sid, self.log_sink,
-                               lambda queue, ids: self.fetchers[queue].held.discard(ids))
-        self._outages = (fetch_outage, self._heartbeat_outage, self._snapshot_outage,
-                         self.settler.outage)
+                               lambda queue, ids: self.fetchers[queue].held.discard(ids),
+                               self._outages)
         # the state of each queue served, in one record: its executor, the jobs it holds,
         # how it fetches (fetching.py)
         self.fetchers = {q: QueueFetcher(q, self.sid, self._store,
@@ -217,8 +219,7 @@ class Supervisor:
         _in_background("stop-writes", self._last_writes).join(HAND_BACK_S)
         self._log_left_behind()
         self._stopped.set()
-        for outage in self._outages:
-            outage.silence()
+        self._outages.silence()
         self._store.close()
         self._beat_store.close()
         log.info("supervisor %s stopped", self.sid)

@@ -29,6 +29,7 @@ from sandboxrunner.errors import RedisUnavailable
 from sandboxrunner.job import PreparedJob
 from sandboxrunner.store import Store, check_reachable
 from sandboxrunner.testserver import TestServer
+from tests.deployments import raw_client
 from tests.faults.common import K, job_lines, leftovers, starts, stats, wait_for
 from tests.supervisors import SupervisorProcess, client_for, make_config, running_supervisor
 
@@ -101,6 +102,26 @@ def test_a_claim_whose_reply_was_lost_is_claimed_again_once_redis_is_back(
             "reply": "", "skey": "", "retries": 0, "backoff": ""})
         r.lpush(K.active("default", sup.sid), job_id)
         fresh_server.restart(down_s=0.3)  # a connection error in the fetch loop
+        result = client.get_result(job_id, wait_timeout=10_000)
+    assert result["attempt"] == 1  # handed over again, not counted as a new attempt
+    assert len(starts(job_lines(runs)[job_id])) == 1
+
+
+def test_a_job_in_a_live_lease_that_never_reached_its_supervisor_is_claimed_again(
+        redis_url: str, tmp_path: Path) -> None:
+    # what a failover's window can leave, with no error for the supervisor to see: a job
+    # claimed on the new master whose outcome went to the old one (acknowledged there,
+    # then thrown away) sits in the lease of a supervisor that no longer holds it
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    job_id = "default-" + "9" * 32
+    with running_supervisor(redis_url, workers="default") as sup, \
+            client_for(redis_url) as client, raw_client(redis_url) as r:
+        r.hset(K.job(job_id), mapping={
+            "name": "fault_work", "data": f'{{"dir": "{runs}"}}', "timeout": 5000,
+            "status": "active", "sid": sup.sid, "attempt": 1, "stalled": 0, "enq": 1,
+            "reply": "", "skey": "", "retries": 0, "backoff": ""})
+        r.lpush(K.active("default", sup.sid), job_id)
         result = client.get_result(job_id, wait_timeout=10_000)
     assert result["attempt"] == 1  # handed over again, not counted as a new attempt
     assert len(starts(job_lines(runs)[job_id])) == 1

@@ -12,14 +12,19 @@ acknowledged enqueues the new master does not have.
   forced      the master is failed over alive: for about a second, from the promotion
               until the Sentinels point the other replica at the new master and name it to
               clients, the old master still takes writes (even replicated ones, by the
-              replica not yet moved), which its resync throws away
+              replica not yet moved), which its resync throws away; ``wait_replicas = 1``
+              does not close that window (the replica not yet moved acknowledges them),
+              which forced-wait_replicas shows
 
 Each run has a deployment of its own (two replicas: the Sentinels point the second one at
-the new master at once, so the new master has a replica within a second or two).
+the new master at once, so the new master has a replica within a second or two). The last
+tests check the piece that makes following cheap: a connection still open to the former
+master (plain, blocking or asyncio) goes to the new one at its next use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -28,8 +33,11 @@ from typing import Any
 
 import pytest
 
+from sandboxrunner.async_routing import AsyncRouter
 from sandboxrunner.client import Client
 from sandboxrunner.errors import JobNotFound, SandboxRunnerError
+from sandboxrunner.nodes import MASTER_CHECK_S
+from sandboxrunner.routing import Router
 from sandboxrunner.testdeployments import SERVICE, TestSentinel, node_client
 from tests.faults.common import job_lines
 from tests.supervisors import client_for, running_supervisor, wait_for
@@ -40,6 +48,7 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
     "crash": ("crash", {}),
     "crash-wait_replicas": ("crash", {"wait_replicas": 1}),
     "forced": ("forced", {}),
+    "forced-wait_replicas": ("forced", {"wait_replicas": 1}),
 }
 
 
@@ -143,8 +152,11 @@ def test_a_sentinel_failover_mid_traffic_is_followed_and_its_losses_are_counted(
         _settled(sentinel, old, how)
         lost = callers.lost()
     window = sorted(callers.acknowledged_at[job_id] - event_at for job_id in lost)
-    print(f"\n{scenario}: master {old} -> {new}; {len(callers.results)} run_job calls "
-          f"({len(callers.gone)} told their job was lost), {len(callers.acknowledged)} "
+    after = [event_at, *sorted(at for at, _ in callers.results if at > event_at)]
+    pause_s = max(b - a for a, b in zip(after, after[1:], strict=False))
+    print(f"\n{scenario}: master {old} -> {new}; {len(callers.results)} run_job calls, "
+          f"{pause_s:.2f} s the longest wait for one after the event ({len(callers.gone)} "
+          f"told their job was lost), {len(callers.acknowledged)} "
           f"acknowledged enqueues, {len(lost)} of them lost"
           + (f", acknowledged {window[0]:.2f} to {window[-1]:.2f} s after the event"
              if window else ""))
@@ -154,3 +166,50 @@ def test_a_sentinel_failover_mid_traffic_is_followed_and_its_losses_are_counted(
     assert all(job_id in ran for job_id in callers.acknowledged if job_id not in lost)
     if scenario == "crash-wait_replicas":
         assert lost == [] and callers.gone == []
+
+
+PORT = ("CONFIG", "GET", "port")
+
+
+def _port_of(reply: Any) -> int:
+    return int(dict(reply)[b"port"] if isinstance(reply, dict) else reply[1])
+
+
+def _port(router: Router, blocking: bool) -> int:
+    """The port of the server that answers the router (on its blocking pool or not)."""
+    (reply,) = router.send("x", [PORT], blocking=blocking)
+    return _port_of(reply)
+
+
+@pytest.mark.parametrize("pool", ["commands", "blocking reads"])
+def test_a_connection_open_to_a_former_master_goes_to_the_new_one_at_its_next_use(
+        sentinel: TestSentinel, pool: str) -> None:
+    router = Router(sentinel.url)
+    try:
+        blocking = pool == "blocking reads"
+        assert _port(router, blocking) == sentinel.master_port()  # a connection is open
+        new = sentinel.failover()
+        time.sleep(MASTER_CHECK_S)  # who the master is is asked at most this often
+        assert _port(router, blocking) == new
+    finally:
+        router.close()
+
+
+def test_an_asyncio_connection_open_to_a_former_master_goes_to_the_new_one_at_its_next_use(
+        sentinel: TestSentinel) -> None:
+    async def port(router: AsyncRouter) -> int:
+        (reply,) = await router.send("x", [PORT])
+        return _port_of(reply)
+
+    async def main() -> tuple[int, int]:
+        router = AsyncRouter(sentinel.url)
+        try:
+            assert await port(router) == sentinel.master_port()
+            new = await asyncio.to_thread(sentinel.failover)
+            await asyncio.sleep(MASTER_CHECK_S)
+            return new, await port(router)
+        finally:
+            await router.close()
+
+    new, answering = asyncio.run(main())
+    assert answering == new
