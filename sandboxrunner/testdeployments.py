@@ -12,6 +12,7 @@ to have found each other too (`TestSentinel.wait_until_failover_ready`, a few se
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any
 import redis
 
 from .errors import RedisUnavailable
-from .server_process import HOST
+from .server_process import HOST, port_is_free
 from .testserver import TestServer
 
 HASH_SLOTS = 16384
@@ -64,6 +65,25 @@ def _info(port: int, section: str) -> dict[str, Any]:
         return dict(client.info(section))
 
 
+# a cluster node also listens on its port + 10000 (the cluster bus), so its port must be at
+# most 55535; the kernel's ephemeral ports (free_port) often are not
+CLUSTER_PORTS = range(20000, 55536)
+CLUSTER_BUS_OFFSET = 10000
+
+
+def cluster_node_ports(count: int) -> list[int]:
+    """COUNT ports where cluster nodes can listen, their bus ports free too."""
+    chosen: list[int] = []
+    used: set[int] = set()  # the ports chosen and their bus ports
+    while len(chosen) < count:
+        port = random.choice(CLUSTER_PORTS)
+        bus = port + CLUSTER_BUS_OFFSET
+        if not {port, bus} & used and port_is_free(port) and port_is_free(bus):
+            chosen.append(port)
+            used |= {port, bus}
+    return chosen
+
+
 class TestCluster:
     """A Redis Cluster of MASTERS masters, each with REPLICAS replicas."""
 
@@ -74,8 +94,9 @@ class TestCluster:
         options = {"cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
                    "cluster-node-timeout": str(CLUSTER_NODE_TIMEOUT_MS), **SYNC_AT_ONCE}
         self.masters_count = masters
-        self.servers = [TestServer(Path(dir) / f"node{i}", binary=binary, options=options)
-                        for i in range(masters * (1 + replicas))]
+        ports = cluster_node_ports(masters * (1 + replicas))
+        self.servers = [TestServer(Path(dir) / f"node{i}", binary=binary, options=options,
+                                   port=port) for i, port in enumerate(ports)]
 
     @property
     def url(self) -> str:

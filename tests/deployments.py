@@ -67,6 +67,16 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClus
         cluster.stop()
 
 
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[TestCluster]:
+    """A Redis Cluster of the test's own, for a test that moves slots or fails masters over."""
+    cluster = _start_or_fail(TestCluster(tmp_path / "cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestSentinel]:
     """One master, its replica and 3 Sentinels for the whole run, started on first use."""

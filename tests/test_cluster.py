@@ -8,11 +8,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from redis.crc import key_slot
 
 from sandboxrunner.job import PreparedJob, Settlement, Status
@@ -26,14 +23,6 @@ K = Keys("sr")
 SLOT = key_slot(K.wait("default").encode())
 HALF_MOVED_S = 0.5  # how long a slot stays half moved while a script waits
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[TestCluster]:
-    cluster = TestCluster(tmp_path / "cluster").start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:

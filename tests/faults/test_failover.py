@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from redis.crc import key_slot
 
 from sandboxrunner.client import Client, JobHandle
@@ -86,14 +85,6 @@ def _check_nothing_lost_and_nothing_twice(url: str, traffic: Traffic, backlog: l
           f"{len(backlog)} backlog jobs ({drained_after} run after the event), 0 errors, "
           "0 lost, 0 run twice")
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[TestCluster]:
-    cluster = TestCluster(tmp_path / "cluster").start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _mid_traffic(cluster: TestCluster, tmp_path: Path, event: Callable[[], None]) -> None:
