@@ -1,14 +1,16 @@
 """sandboxrunner: background jobs for Python on Redis.
 
-Public API: run_job, arun_job, enqueue, get_result, register_job, init_worker, and the errors.
+Public API: run_job, arun_job, enqueue, get_result, get_job (a JobInfo), register_job,
+init_worker, and the errors.
 """
 
-from .client import JobHandle, arun_job, enqueue, get_result, run_job
+from .client import JobHandle, aget_job, arun_job, enqueue, get_job, get_result, run_job
 from .errors import (
     ConfigError,
     CronScheduleNotFound,
     DeadlockError,
     InvalidJobData,
+    InvalidProgress,
     JobError,
     JobFailed,
     JobLoadError,
@@ -27,6 +29,7 @@ from .errors import (
     UnknownJob,
     WaitTimeout,
 )
+from .job_control import JobInfo, JobProgress
 from .registry import register_job
 from .worker import Worker, init_worker
 
@@ -35,11 +38,14 @@ __all__ = [
     "CronScheduleNotFound",
     "DeadlockError",
     "InvalidJobData",
+    "InvalidProgress",
     "JobError",
     "JobFailed",
     "JobHandle",
+    "JobInfo",
     "JobLoadError",
     "JobNotFound",
+    "JobProgress",
     "JobTimeout",
     "NoSupervisor",
     "RedisAuthFailed",
@@ -54,8 +60,10 @@ __all__ = [
     "UnknownJob",
     "WaitTimeout",
     "Worker",
+    "aget_job",
     "arun_job",
     "enqueue",
+    "get_job",
     "get_result",
     "init_worker",
     "register_job",

@@ -53,6 +53,11 @@ class InvalidJobData(SandboxRunnerError):
     """Job data, a timeout or a singleton key is not acceptable; nothing was enqueued."""
 
 
+class InvalidProgress(SandboxRunnerError, ValueError):
+    """ctx.progress got a fraction outside 0..1 (or not a number) or a message that is not
+    text; nothing was recorded."""
+
+
 class RedisUnavailable(SandboxRunnerError):
     """Redis could not be reached; the message names the address without its password."""
 

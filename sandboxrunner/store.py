@@ -41,6 +41,7 @@ from .job import (
 )
 from .job import Settlement as Settlement
 from .keys import QUEUES, Keys
+from .progress import ProgressReport
 from .redirects import Replicas
 from .routing import Router
 from .routing import check_reachable as check_reachable  # re-exported
@@ -55,7 +56,7 @@ from .supervision import (
 )
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
-                "attach", "cron_sync", "cron_fire")
+                "attach", "cron_sync", "cron_fire", "progress")
 BLOCK_TIMEOUT_S = 1.0
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
 
@@ -224,6 +225,15 @@ class Store(StoreReads):
              *(k.job(s.job_id) for s in settlements)],
             args, replicated=True,
         ))
+
+    def record_progress(self, queue: str, sid: str, reports: Sequence[ProgressReport]) -> int:
+        """Store REPORTS of QUEUE's jobs running on SID and publish them to their callers
+        (progress.lua); returns how many were recorded."""
+        k = self.keys
+        args: list[Any] = [sid, k.reply_channel(queue, "")]
+        for report in reports:
+            args += [report.job_id, report.to_json()]
+        return int(self._run("progress", [k.job(r.job_id) for r in reports], args))
 
     def heartbeat(self, queue: str, sid: str) -> list[str]:
         """Renew SID's lease on QUEUE; returns the supervisors whose lease lapsed."""

@@ -11,13 +11,14 @@ queue, go out in pipelines, which redis-py splits by server.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
 from .job import text
-from .keys import QUEUES, Keys
+from .keys import QUEUES, Keys, queue_of_job
 from .routing import Router
 from .supervision import (
     SupervisorSeen,
@@ -109,6 +110,24 @@ class StoreReads:
 
     def job_fields(self, job_id: str, *fields: str) -> list[str]:
         return [text(v) for v in self.redis.hmget(self.keys.job(job_id), list(fields))]
+
+    def job_view(self, job_id: str, fields: Sequence[str]) -> tuple[dict[str, str], int | None]:
+        """FIELDS of JOB_ID's record (absent ones left out) and its due time (ms) in the
+        delayed set (None: not there), in one round trip (get_job)."""
+        queue, key = queue_of_job(job_id), self.keys.job(job_id)
+        values, due = checked(self.router.send(key, [
+            ("HMGET", key, *fields), ("ZSCORE", self.keys.delayed(queue), job_id)]))
+        got = {name: text(v) for name, v in zip(fields, values, strict=True) if v is not None}
+        return got, None if due is None else int(float(due))
+
+    def supervisor_snapshot(self, sid: str) -> dict[str, Any] | None:
+        """The snapshot supervisor SID publishes each heartbeat (None: gone or unreadable)."""
+        (raw,) = self.get_many([self.keys.supervisor(sid)])
+        try:
+            snapshot = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return snapshot if isinstance(snapshot, dict) else None
 
     def lease_ids(self, queue: str, sid: str) -> list[str]:
         """The ids in SID's active list (its lease) on QUEUE."""

@@ -56,6 +56,7 @@ from .job import Settlement
 from .joblog import RedisLogSink
 from .outage import OutageLog
 from .preflight import check_at_start
+from .progress import RedisProgressSink
 from .registry import Registry
 from .settling import Settler
 from .store import Store
@@ -118,6 +119,7 @@ class Supervisor:
         self._store = Store(config, url)  # fetch + settle
         self._beat_store = Store(config, url)  # heartbeat: never waits behind job traffic
         self.log_sink = RedisLogSink(self._store, config.log_max_lines, config.result_ttl)
+        self.progress_sink = RedisProgressSink(self._store, self.sid)  # ctx.progress
         self._threads: list[threading.Thread] = []
         # one warning per Redis outage per kind of thread, not one per retry
         fetch_outage = OutageLog("fetching jobs")
@@ -143,9 +145,11 @@ class Supervisor:
             from .executors.processes import ProcessExecutor
 
             return ProcessExecutor(queue, self.registry, self.config, report, sink,
-                                   make_client=self.make_client, fork_server=self.fork_server)
+                                   make_client=self.make_client, fork_server=self.fork_server,
+                                   progress_sink=self.progress_sink)
         return ThreadExecutor(queue, self.registry, self.config.effective_concurrency(),
-                              report, sink, make_client=self.make_client)
+                              report, sink, make_client=self.make_client,
+                              progress_sink=self.progress_sink)
 
     def _reporter(self, queue: str) -> Any:
         def report(outcome: Settlement) -> None:
@@ -264,6 +268,7 @@ class Supervisor:
         self._beat_stop.set()
         self._join("sr-heartbeat")
         self.log_sink.close()
+        self.progress_sink.close()
         try:
             for queue in self.queues:
                 handed = self._store.hand_back(queue, self.sid)
@@ -351,5 +356,15 @@ class Supervisor:
             "cpu_percent": cpu,
             "rss_bytes": rss,
             "executors": {q: ex.snapshot() for q, ex in self.executors.items()},
-            "running": [vars(r) for ex in self.executors.values() for r in ex.running()],
+            "running": self._running_rows(),
         }
+
+    def _running_rows(self) -> list[dict[str, Any]]:
+        """The running jobs for `top`, each with its latest ctx.progress report."""
+        rows = [dict(vars(r)) for ex in self.executors.values() for r in ex.running()]
+        self.progress_sink.keep_only({row["id"] for row in rows})
+        for row in rows:
+            report = self.progress_sink.latest(row["id"])
+            if report is not None:
+                row.update(progress=report.fraction, progress_message=report.message)
+        return rows

@@ -22,7 +22,8 @@ from typing import Protocol
 import psutil
 
 from ..config import Config
-from ..context import LogSink, log_line
+from ..context import LogSink, ProgressSink, log_line
+from ..progress import report_from_json
 from ..store import Settlement
 from . import deaths, pipes
 from .base import Report
@@ -37,6 +38,7 @@ from .pool_child import (
     Exited,
     LogLine,
     Message,
+    Progress,
     Ready,
     Silent,
     Starting,
@@ -68,8 +70,10 @@ class PoolEvents(Protocol):
 
 class ChildPool:
     def __init__(self, queue: str, config: Config, server: ForkServer, report: Report,
-                 log_sink: LogSink, events: PoolEvents) -> None:
+                 log_sink: LogSink, events: PoolEvents,
+                 progress_sink: ProgressSink | None = None) -> None:
         self.queue, self.config, self.server = queue, config, server
+        self.progress_sink = progress_sink
         self.log_sink, self.events, self._report_now = log_sink, events, report
         self.size = config.effective_concurrency()
         self.limits = dict(config.child_limits or {})
@@ -240,6 +244,10 @@ class ChildPool:
             if job is None:
                 raise pipes.ProtocolError("a DONE frame without a running job")
             self._on_done(child, job, message, exited)
+        elif isinstance(message, Progress):
+            report = report_from_json(message.job_id, self.queue, message.text)
+            if report and self.progress_sink and job is not None and job.id == report.job_id:
+                self.progress_sink.progress(report)
         elif isinstance(message, LogLine):
             if job is not None and job.id == message.job_id:
                 self.log_sink.emit(job.id, self.queue, message.line)

@@ -46,7 +46,7 @@ import cloudpickle
 import psutil
 
 from ..config import Config
-from ..context import LogSink
+from ..context import LogSink, ProgressSink
 from ..errors import UnknownJob
 from ..job import ErrorKind
 from ..registry import JobSpec, Registry
@@ -65,7 +65,8 @@ RUN_TIME_WEIGHT = 0.1  # of the latest job in the running average of run times
 class ProcessExecutor:
     def __init__(self, queue: str, registry: Registry, config: Config, report: Report,
                  log_sink: LogSink, make_client: Callable[[], Any] | None = None,
-                 fork_server: ForkServer | None = None) -> None:
+                 fork_server: ForkServer | None = None,
+                 progress_sink: ProgressSink | None = None) -> None:
         self.queue = queue
         self.registry = registry
         self.config = config
@@ -77,7 +78,8 @@ class ProcessExecutor:
         self._backlog: deque[tuple[ClaimedJob, JobSpec]] = deque()
         self._blobs: dict[int, tuple[JobSpec, bytes]] = {}
         self._avg_run_ms: float | None = None  # recent run time of a job (sizes the backlog)
-        self.pool = ChildPool(queue, config, self.server, report, log_sink, self)
+        self.pool = ChildPool(queue, config, self.server, report, log_sink, self,
+                              progress_sink)
 
     # -- Executor protocol -----------------------------------------------------------
     def free_slots(self) -> int:

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..context import JobContext, JobLogger, LogSink, current_job
+from ..context import JobContext, JobLogger, LogSink, ProgressSink, current_job
 from ..job import ClaimedJob, Settlement
 from ..joboutput import JobOutput, capture_job_output, release_job_output
 from ..registry import Registry
@@ -79,8 +79,10 @@ class Slots:
 
 class ThreadExecutor:
     def __init__(self, queue: str, registry: Registry, concurrency: int, report: Report,
-                 log_sink: LogSink, make_client: MakeClient | None = None) -> None:
+                 log_sink: LogSink, make_client: MakeClient | None = None,
+                 progress_sink: ProgressSink | None = None) -> None:
         self.queue = queue
+        self.progress_sink = progress_sink
         self.registry = registry
         self.report = report
         self.log_sink = log_sink
@@ -145,7 +147,7 @@ class ThreadExecutor:
         record = job.record(self.queue, data)
         ctx = JobContext(job=record, log=JobLogger(self.log_sink, job.id, self.queue),
                          slots=self.slots, output=JobOutput(self.log_sink, job.id, self.queue),
-                         make_client=self.make_client)
+                         make_client=self.make_client, progress_sink=self.progress_sink)
         with self._lock:
             self._running[job.id] = RunningJob(job.id, job.name, self.queue, time.time(),
                                                job.timeout_ms, "thread")
