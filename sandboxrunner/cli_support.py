@@ -66,7 +66,8 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 # What each command was doing when Redis failed, for its error line
 DOING = {"start": "start a supervisor", "run": "run the job", "result": "fetch the result",
          "logs": "read the job's log", "cron": "read the cron schedules",
-         "top": "read the dashboard", "redis_stop": "ask which supervisors use it"}
+         "top": "read the dashboard", "redis_stop": "ask which supervisors use it",
+         "job": "read the job"}
 # The Redis the command talks to (URL, key prefix), once known: named in its error line
 _REDIS: ContextVar[tuple[str, str]] = ContextVar("redis", default=("", "sr"))
 

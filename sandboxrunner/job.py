@@ -34,10 +34,13 @@ A job is a Redis hash (key ``keys.Keys.job``) with these fields, all strings:
   error    JSON text of an `ErrorInfo`   retries  attempts allowed after the first
   backoff  JSON text of the retry backoff
   fails    failed attempts so far        errors   JSON list of every failed attempt's error
+  progress JSON of the latest ctx.progress report, {"fraction": F, "message": M}
+           (progress.lua; absent until the job reports)
 
 When a job settles, the finish script publishes ``ID \\n STATUS \\n BODY`` on the caller's
 reply channel, where BODY is the result JSON or the error JSON, so a waiting caller needs
-no second read.
+no second read. While it runs, progress.lua publishes ``ID \\n progress \\n JSON`` there
+too: a report, not an outcome (the listeners hand it to job_control.py).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     (a tick is claimed by compare-and-set on its ``last``
                                     field, so no per-tick keys; ``@sync`` marks a synced hash)
   PREFIX:{Q}:reply:CID       sharded pub/sub channel (SPUBLISH) of a client process: Q's
-                                    settled jobs it waits for (in a cluster, on Q's node)
+                                    settled jobs it waits for (in a cluster, on Q's node),
+                                    and their progress reports (progress.lua)
 
 Keys outside any queue (never touched by a script together with queue keys):
 

@@ -164,3 +164,23 @@ def test_get_job_tells_a_retry_waiting_out_its_backoff_and_its_errors(
 
 async def _aget_status(client: Any, job_id: str, status: str) -> None:
     assert (await client.aget_job(job_id)).status == status
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_top_draws_a_progress_bar_per_running_job(redis_url: str, mode: str,
+                                                  tmp_path: Any) -> None:
+    from tests.test_top import screen_of, short
+
+    with running_supervisor(redis_url, **MODES[mode]) as sup, client_for(redis_url) as client:
+        reporting = client.enqueue("progress_steps", {"steps": 4, "hold": 30})
+        quiet = client.enqueue("slow", {"seconds": 30})
+        wait_for(lambda: {reporting.id, quiet.id} <= {r["id"] for r in sup.snapshot()[
+            "running"] if r["id"] != reporting.id or r.get("progress") == 1.0},
+                 what="both running, the reporting one at 100 %")
+        time.sleep(0.5)  # the next heartbeat publishes the snapshot top reads
+        for width in (80, 120):
+            lines = screen_of(redis_url, tmp_path, width)
+            row = next(line for line in lines if line.startswith(short(reporting.id)))
+            assert "100%" in row and "█" in row, "\n".join(lines)
+            other = next(line for line in lines if line.startswith(short(quiet.id)))
+            assert "%" not in other, "\n".join(lines)

@@ -1,0 +1,52 @@
+"""What the job-control commands print (`job`, and the rows of `list`): plain text lines,
+greppable, never wrapped. The commands in cli_ctl.py only call the library and echo."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from .job_control import JobInfo
+
+LABEL_WIDTH = 12
+
+
+def when(epoch_s: float | None) -> str:
+    if epoch_s is None:
+        return "-"
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def progress_text(info: JobInfo) -> str:
+    if info.progress is None:
+        return "-"
+    message = f" {info.progress.message}" if info.progress.message else ""
+    return f"{info.progress.fraction * 100:.0f}%{message}"
+
+
+def job_lines(info: JobInfo) -> list[str]:
+    """`sandboxrunner job ID`: one ``label value`` line per fact, then each failed
+    attempt's error."""
+    where = info.supervisor or "-"
+    if info.child_pid is not None:
+        where += f" (child {info.child_pid})"
+    rows = [("id", info.id), ("name", info.name), ("queue", info.queue),
+            ("status", info.status), ("progress", progress_text(info)),
+            ("attempts", f"{info.attempts} (retries allowed: {info.retries})"),
+            ("enqueued", when(info.enqueued_at)), ("started", when(info.started_at)),
+            ("ended", when(info.ended_at)), ("supervisor", where)]
+    if info.due_at is not None:
+        rows.append(("due", when(info.due_at)))
+    if info.stalled:
+        rows.append(("stalled", str(info.stalled)))
+    if info.status == "completed":
+        rows.append(("result", json.dumps(info.result)))
+    if info.error is not None:
+        rows.append(("error", f"{info.error.type}: {_first_line(info.error.message)}"))
+    for n, error in enumerate(info.errors, 1):
+        rows.append((f"attempt {n}", f"{error.type}: {_first_line(error.message)}"))
+    return [f"{label:<{LABEL_WIDTH}}{value}" for label, value in rows]
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0]
