@@ -4,13 +4,24 @@ Public API: run_job, arun_job, enqueue, get_result, get_job (a JobInfo), registe
 init_worker, and the errors.
 """
 
-from .client import JobHandle, aget_job, arun_job, enqueue, get_job, get_result, run_job
+from .client import (
+    JobHandle,
+    acancel,
+    aget_job,
+    arun_job,
+    cancel,
+    enqueue,
+    get_job,
+    get_result,
+    run_job,
+)
 from .errors import (
     ConfigError,
     CronScheduleNotFound,
     DeadlockError,
     InvalidJobData,
     InvalidProgress,
+    JobCancelled,
     JobError,
     JobFailed,
     JobLoadError,
@@ -29,16 +40,18 @@ from .errors import (
     UnknownJob,
     WaitTimeout,
 )
-from .job_control import JobInfo, JobProgress
+from .job_control import CancelResult, JobInfo, JobProgress
 from .registry import register_job
 from .worker import Worker, init_worker
 
 __all__ = [
+    "CancelResult",
     "ConfigError",
     "CronScheduleNotFound",
     "DeadlockError",
     "InvalidJobData",
     "InvalidProgress",
+    "JobCancelled",
     "JobError",
     "JobFailed",
     "JobHandle",
@@ -60,8 +73,10 @@ __all__ = [
     "UnknownJob",
     "WaitTimeout",
     "Worker",
+    "acancel",
     "aget_job",
     "arun_job",
+    "cancel",
     "enqueue",
     "get_job",
     "get_result",

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from . import errors
-from .cli_ctl import job
+from .cli_ctl import cancel, job
 from .cli_results import logs, result
 from .cli_support import (
     EXIT_CODES_HELP,
@@ -187,6 +187,7 @@ def jobs(jobs_dir: str = typer.Option(None, "--jobs-dir", metavar="DIR",
 app.command()(logs)
 app.command()(result)
 app.command()(job)
+app.command()(cancel)
 
 
 redis_app = typer.Typer(help="The embedded Redis server of this project.")

@@ -1,4 +1,4 @@
-"""The job-control commands: `job` (and, below it, `cancel`, `retry`, `list`). Each reads
+"""The job-control commands: `job`, `cancel` (and `retry`, `list`). Each reads
 or changes jobs through the client's job control (job_control.py), never starts the
 embedded server, takes a full job id or the start of one (cli_results.resolve_job_id), and
 maps our errors to exit codes (cli_support.reports_errors): an unknown or malformed id is
@@ -21,7 +21,7 @@ from .cli_support import (
     load_cli_config,
     reports_errors,
 )
-from .ctl_text import job_lines
+from .ctl_text import cancel_line, job_lines
 
 if TYPE_CHECKING:
     from .client import Client
@@ -54,3 +54,16 @@ def job(job_id: str = JOB_ID_ARGUMENT,
         return
     for line in job_lines(info):
         typer.echo(line)
+
+
+@reports_errors
+def cancel(job_id: str = JOB_ID_ARGUMENT,
+           redis_url: str = REDIS_URL_OPTION, project: str = PROJECT_OPTION) -> None:
+    """Cancel a job: one not yet running never runs; a running one is stopped within a
+    heartbeat (its child killed, or ctx.cancelled set in thread mode); a settled one is
+    left alone. Its waiting callers get JobCancelled (`run` and `result` exit 1)."""
+    with _client(project, redis_url, "cancel") as client:
+        job_id = resolve_job_id(client.store, job_id)
+        done = client.cancel(job_id)
+        where = client.get_job(job_id).supervisor if done.outcome == "cancelling" else None
+    typer.echo(cancel_line(done, where))

@@ -41,7 +41,7 @@ from .connection import RedisRetry, aretrying, caller_retry, resolve_redis_url, 
 from .context import current_job
 from .errors import JobNotFound, WaitTimeout
 from .job import EnqueueResult, Outcome, PreparedJob
-from .job_control import PROGRESS_WATCHERS, JobInfo, ProgressCallback
+from .job_control import PROGRESS_WATCHERS, CancelResult, JobInfo, ProgressCallback
 from .keys import queue_of_job
 from .listener import Listener, Waiter
 from .nested import NestedCall
@@ -175,6 +175,14 @@ class Client:
     @api_boundary("read job {}")
     async def aget_job(self, job_id: str) -> JobInfo:
         return await asyncio.to_thread(job_control.get_job, self, job_id)
+
+    @api_boundary("cancel job {}")
+    def cancel(self, job_id: str) -> CancelResult:
+        return job_control.cancel(self, job_id)
+
+    @api_boundary("cancel job {}")
+    async def acancel(self, job_id: str) -> CancelResult:
+        return await asyncio.to_thread(job_control.cancel, self, job_id)
 
     def _not_found(self, job_id: str) -> JobNotFound:
         return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
@@ -328,6 +336,9 @@ class JobHandle:
     def __await__(self) -> Any:
         return self._client.aget_result(self.id).__await__()
 
+    def cancel(self) -> CancelResult:
+        return self._client.cancel(self.id)
+
     def __repr__(self) -> str:
         return f"JobHandle({self.id!r})"
 
@@ -456,3 +467,13 @@ def get_job(job_id: str) -> JobInfo:
 async def aget_job(job_id: str) -> JobInfo:
     """The asyncio twin of get_job."""
     return await default_client().aget_job(job_id)
+
+
+def cancel(job_id: str) -> CancelResult:
+    """Cancel the job with this id (see job_control.CancelResult for what it did)."""
+    return default_client().cancel(job_id)
+
+
+async def acancel(job_id: str) -> CancelResult:
+    """The asyncio twin of cancel."""
+    return await default_client().acancel(job_id)

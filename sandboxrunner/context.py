@@ -4,7 +4,8 @@
 ``error`` variants record log lines of that job through a `LogSink` (straight to Redis in
 thread mode, over the pipe to the supervisor in a child process);
 ``ctx.progress(fraction, message=None)`` reports how far it got through a `ProgressSink`
-(coalesced: see progress.py). ``current_job`` says
+(coalesced: see progress.py); ``ctx.cancelled`` is a `threading.Event` set when the job is
+cancelled while it runs on a thread (job_control.py). ``current_job`` says
 which job the running code belongs to: it is set around the handler, so it follows the
 job's thread or asyncio task (a nested run_job and thread mode's print capture,
 joboutput.py, read it).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import mmap
 import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -137,6 +139,9 @@ class JobContext:
     make_client: Any = field(default=None, repr=False)
     # where ctx.progress reports go (None: nowhere, e.g. a context built by hand)
     progress_sink: ProgressSink | None = field(default=None, repr=False)
+    # set when the job is cancelled while it runs in a thread (a thread cannot be
+    # stopped: the handler may check it or wait on it); a child is killed instead
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report how far the job got: FRACTION from 0 to 1, and a short MESSAGE. Cheap in

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from .job_control import JobInfo
+from .job_control import CancelResult, JobInfo
 
 LABEL_WIDTH = 12
 
@@ -50,3 +50,13 @@ def job_lines(info: JobInfo) -> list[str]:
 
 def _first_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[0]
+
+
+def cancel_line(done: CancelResult, supervisor: str | None) -> str:
+    """`sandboxrunner cancel ID`: what the cancel did."""
+    if done.outcome == "cancelled":
+        return f"cancelled {done.job_id}: it had not started, and never runs"
+    if done.outcome == "cancelling":
+        return (f"cancelling {done.job_id}: it runs on supervisor {supervisor or '?'}, which "
+                f"stops it within a heartbeat")
+    return f"{done.job_id} is already {done.status}: nothing changed"

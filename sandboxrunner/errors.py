@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 EXIT_OK = 0
-EXIT_JOB_FAILED = 1  # the job ran and failed or timed out
+EXIT_JOB_FAILED = 1  # the job ran and failed or timed out, or was cancelled
 EXIT_USAGE = 2  # bad input: unknown job name or job id, data not JSON, a bad option
 EXIT_CONFIG = 3  # bad configuration or job file, or no project found
 EXIT_REDIS = 4  # Redis unreachable or refused (full, ACL, replica...), or no embedded server
@@ -150,6 +150,10 @@ class JobFailed(JobError):
 
 class JobTimeout(JobError):
     """The job ran past its time limit."""
+
+
+class JobCancelled(JobError):
+    """The job was cancelled (cancel(), handle.cancel() or `sandboxrunner cancel`)."""
 
 
 class CronScheduleNotFound(SandboxRunnerError):

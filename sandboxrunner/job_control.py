@@ -1,6 +1,11 @@
-"""Job control from the caller's side: get_job (a typed `JobInfo`), and the progress a
-waiting caller is told about (``on_progress``). `client.Client` delegates to these
-functions; the module-level twins use the process's default client.
+"""Job control from the caller's side: get_job (a typed `JobInfo`), cancel, and the
+progress a waiting caller is told about (``on_progress``). `client.Client` delegates to
+these functions; the module-level twins use the process's default client.
+
+`cancel` is one script (cancel.lua): a job not yet running is settled as cancelled at once
+(callers waiting get `JobCancelled`); a running one is marked, and its supervisor stops it
+within one heartbeat (heartbeat_ms, 1 s by default); a settled one is left as it is. It
+returns a `CancelResult` that says which (truthy unless the job had settled).
 
 `get_job` reads one job in one round trip to the server holding its queue (its record, and
 its score in the delayed set), plus one read of its supervisor's snapshot while it is
@@ -164,6 +169,30 @@ def _int(raw: str | None) -> int:
 def _seconds(raw: str | None) -> float | None:
     ms = _int(raw)
     return ms / 1000 if ms else None
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What `cancel` did: OUTCOME is ``cancelled`` (it had not started: it never runs),
+    ``cancelling`` (it runs: its supervisor stops it within a heartbeat, and it settles as
+    cancelled) or ``settled`` (it had completed, failed or been cancelled: nothing
+    changed); STATUS is the job's status before. False only when settled."""
+
+    job_id: str
+    outcome: str
+    status: str
+
+    def __bool__(self) -> bool:
+        return self.outcome != "settled"
+
+
+def cancel(client: Client, job_id: str) -> CancelResult:
+    """Cancel JOB_ID; JobNotFound if Redis has no such job (nothing changed)."""
+    outcome, status = client.store.cancel(checked_job_id(job_id))
+    if outcome == "missing":
+        raise JobNotFound(f"no job {job_id}: never enqueued, or its record expired "
+                          f"(result_ttl {client.config.result_ttl} ms); nothing cancelled")
+    return CancelResult(job_id, outcome, status)
 
 
 # -- progress for waiting callers ----------------------------------------------------------

@@ -40,7 +40,7 @@ from .job import (
     text,
 )
 from .job import Settlement as Settlement
-from .keys import QUEUES, Keys
+from .keys import QUEUES, Keys, queue_of_job
 from .progress import ProgressReport
 from .redirects import Replicas
 from .routing import Router
@@ -56,7 +56,11 @@ from .supervision import (
 )
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
-                "attach", "cron_sync", "cron_fire", "progress")
+                "attach", "cron_sync", "cron_fire", "progress", "cancel")
+# the error of a running job asked to cancel that ended some other way (finish.lua)
+CANCELLED_WHILE_RUNNING = ErrorInfo.cancelled(
+    "cancelled while running; it settled when its handler returned").to_json()
+CANCELLED_WAITING = ErrorInfo.cancelled("cancelled before it ran").to_json()
 BLOCK_TIMEOUT_S = 1.0
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
 
@@ -214,7 +218,8 @@ class Store(StoreReads):
         may have), whose log streams get the result's TTL."""
         k = self.keys
         args: list[Any] = [k.queue_prefix(queue), self.config.result_ttl,
-                           self.config.history_size, k.reply_channel(queue, "")]
+                           self.config.history_size, k.reply_channel(queue, ""),
+                           CANCELLED_WHILE_RUNNING]
         for s in settlements:
             wrote = logged is None or s.job_id in logged
             args += [s.job_id, s.status.value, s.body, "1" if wrote else "0"]
@@ -237,9 +242,27 @@ class Store(StoreReads):
 
     def heartbeat(self, queue: str, sid: str) -> list[str]:
         """Renew SID's lease on QUEUE; returns the supervisors whose lease lapsed."""
-        dead = self._run("heartbeat", [self.keys.sups(queue), self.keys.resumed(queue)],
-                         [sid, self.config.lease_ms])
-        return [text(d) for d in dead if text(d) != sid]
+        return self.heartbeat_and_cancels(queue, sid)[0]
+
+    def heartbeat_and_cancels(self, queue: str, sid: str) -> tuple[list[str], list[str]]:
+        """Renew SID's lease on QUEUE; returns the supervisors whose lease lapsed, and the
+        ids of SID's running jobs asked to cancel since the last heartbeat."""
+        k = self.keys
+        dead, cancels = self._run(
+            "heartbeat", [k.sups(queue), k.resumed(queue), k.cancel_requests(queue, sid)],
+            [sid, self.config.lease_ms])
+        return [text(d) for d in dead if text(d) != sid], [text(i) for i in cancels]
+
+    def cancel(self, job_id: str) -> tuple[str, str]:
+        """Cancel JOB_ID (cancel.lua): its outcome ('cancelled', 'cancelling', 'settled' or
+        'missing') and its status before."""
+        k, queue = self.keys, queue_of_job(job_id)
+        outcome, status = self._run(
+            "cancel", [k.job(job_id), k.wait(queue), k.delayed(queue), k.throttled(queue),
+                       k.stats(queue), k.recent(queue)],
+            [k.queue_prefix(queue), job_id, self.config.result_ttl, self.config.history_size,
+             k.reply_channel(queue, ""), CANCELLED_WAITING], replicated=True)
+        return text(outcome), text(status)
 
     def requeue_stalled(self, queue: str, dead_sid: str) -> tuple[int, int]:
         k = self.keys

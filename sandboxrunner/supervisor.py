@@ -324,7 +324,10 @@ class Supervisor:
     def _heartbeat_once(self) -> None:
         store = self._beat_store
         for queue in self.queues:
-            for dead in store.heartbeat(queue, self.sid):
+            dead_sids, cancels = store.heartbeat_and_cancels(queue, self.sid)
+            for job_id in cancels:
+                self.fetchers[queue].executor.cancel(job_id)
+            for dead in dead_sids:
                 requeued, failed = store.requeue_stalled(queue, dead)
                 if requeued >= 0 and (requeued or failed):
                     log.warning("supervisor %s stopped heartbeating (crashed or was killed): "

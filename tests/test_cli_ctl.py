@@ -39,3 +39,38 @@ def test_job_of_an_unknown_or_malformed_id_is_one_line_and_exit_2(redis_url: str
         done = run_cli(["job", given], tmp_path, REDIS_URL=redis_url)
         assert done.returncode == 2, done.stderr
         assert says in one_error_line(done)
+
+
+def test_cancel_says_what_it_did_for_a_queued_a_running_and_a_settled_job(
+        redis_url: str, tmp_path: Path) -> None:
+    with client_for(redis_url) as client:
+        queued = client.enqueue("echo", {"n": 1})
+        done = run_cli(["cancel", queued.id], tmp_path, REDIS_URL=redis_url)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"cancelled {queued.id}: it had not started, and never runs"
+        assert client.get_job(queued.id).status == "cancelled"
+        again = run_cli(["cancel", queued.id], tmp_path, REDIS_URL=redis_url)
+        assert again.returncode == 0
+        assert again.stdout.strip() == f"{queued.id} is already cancelled: nothing changed"
+        with running_supervisor(redis_url, use_separate_process=True, concurrency=1) as sup:
+            running = client.enqueue("slow", {"seconds": 30})
+            wait_for(lambda: client.get_job(running.id).status == "active", what="it runs")
+            done = run_cli(["cancel", running.id.partition("-")[2][:8]], tmp_path,
+                           REDIS_URL=redis_url)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.strip() == (
+                f"cancelling {running.id}: it runs on supervisor {sup.sid}, which stops it "
+                f"within a heartbeat")
+            wait_for(lambda: client.get_job(running.id).status == "cancelled",
+                     what="it settled cancelled")
+        result = run_cli(["result", running.id], tmp_path, REDIS_URL=redis_url)
+        assert result.returncode == 1 and "was cancelled" in result.stderr
+
+
+def test_cancel_of_an_unknown_or_malformed_id_is_one_line_and_exit_2(redis_url: str,
+                                                                     tmp_path: Path) -> None:
+    for given, says in [("default-" + "0" * 32, "no job default-000"),
+                        ("bad id", "is not a job id")]:
+        done = run_cli(["cancel", given], tmp_path, REDIS_URL=redis_url)
+        assert done.returncode == 2, done.stderr
+        assert says in one_error_line(done)

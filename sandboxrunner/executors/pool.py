@@ -113,6 +113,21 @@ class ChildPool:
         if not self.closed:
             self._reports.append(outcome)
 
+    def cancel_running(self, job_id: str) -> bool:
+        """Kill the child running JOB_ID and all it started, as at a timeout but at once,
+        and report the job cancelled; False if no child runs it (the lock is held)."""
+        child = next((c for c in self.busy() if c.job is not None and c.job.id == job_id), None)
+        if child is None or child.job is None:
+            return False
+        log.warning("job %s %s cancelled: killing child %d and its processes", job_id,
+                    child.job.name, child.pid)
+        self.events.job_ran(child.job)
+        self._kill(child, f"job {job_id} was cancelled", graceful=False, expected=True)
+        self.report(Settlement.cancelled(job_id, f"cancelled while running: its child "
+                                                 f"{child.pid} and its processes were killed"))
+        self.wake()  # the manager reports it and forks the replacement
+        return True
+
     def respawn_backoff_s(self) -> float:
         return self._limiter.delay_s
 

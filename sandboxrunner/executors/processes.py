@@ -48,7 +48,7 @@ import psutil
 from ..config import Config
 from ..context import LogSink, ProgressSink
 from ..errors import UnknownJob
-from ..job import ErrorKind
+from ..job import ErrorKind, Settlement
 from ..registry import JobSpec, Registry
 from ..store import ClaimedJob
 from .base import Report, RunningJob, deadline_after, failure
@@ -111,6 +111,16 @@ class ProcessExecutor:
                 self._start(self.pool.idle.pop(), job, spec)
             else:
                 self._backlog.append((job, spec))
+
+    def cancel(self, job_id: str) -> bool:
+        with self.pool.lock:
+            for claimed in [entry for entry in self._backlog if entry[0].id == job_id]:
+                self._backlog.remove(claimed)
+                self.pool.report(Settlement.cancelled(job_id, "cancelled before a child "
+                                                              "took it"))
+                self.pool.wake()
+                return True
+            return self.pool.cancel_running(job_id)
 
     def running(self) -> list[RunningJob]:
         with self.pool.lock:

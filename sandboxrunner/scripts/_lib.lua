@@ -43,7 +43,8 @@ end
 -- Settle one job: record the outcome, release its singleton key, expire the record (and
 -- its log stream when LOGGED: a job that wrote no line has none), keep it in the capped
 -- history lists and notify every waiting client. The caller counts it (count_settled).
--- recent, failures: keys of the job's queue; qprefix: the queue's key prefix.
+-- recent, failures: keys of the job's queue (failures only for STATUS 'failed': a
+-- cancelled job is no failure); qprefix: the queue's key prefix.
 local function settle(qprefix, recent, failures, id, status, body, ttl_ms, channel_prefix,
                       now, logged)
   local jkey = qprefix .. 'job:' .. id
@@ -59,7 +60,7 @@ local function settle(qprefix, recent, failures, id, status, body, ttl_ms, chann
   redis.call('PEXPIRE', jkey, ttl_ms)
   if logged then redis.call('PEXPIRE', qprefix .. 'log:' .. id, ttl_ms) end
   redis.call('LPUSH', recent, id)
-  if status ~= 'completed' then redis.call('LPUSH', failures, id) end
+  if status == 'failed' then redis.call('LPUSH', failures, id) end
   if reply and reply ~= '' then
     local message = id .. '\n' .. status .. '\n' .. body
     for cid in string.gmatch(reply, '%S+') do

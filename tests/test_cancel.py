@@ -1,0 +1,199 @@
+"""Cancel: a queued or delayed job is removed at once, a running one is stopped (its child
+killed in process mode, ctx.cancelled or its task cancelled in thread mode); waiting
+callers get JobCancelled; settled jobs are left alone; a cancel never retries and frees a
+singleton; a cancel that lands between a BLMOVE and its claim is honoured."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+
+from sandboxrunner import JobCancelled, JobNotFound
+from sandboxrunner.job import claimed_batch
+from sandboxrunner.keys import Keys
+from sandboxrunner.store import Store
+from tests.deployments import every_deployment
+from tests.supervisors import client_for, make_config, running_supervisor, wait_for
+
+MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
+
+
+def _raises_cancelled(call: Any) -> JobCancelled:
+    with pytest.raises(JobCancelled) as caught:
+        call()
+    return caught.value
+
+
+@every_deployment
+def test_a_queued_job_is_removed_and_its_waiting_caller_gets_job_cancelled(
+        redis_url: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    with client_for(redis_url) as client:  # no supervisor: it stays queued
+        handle = client.enqueue("record", {"file": str(runs)})
+        caught: list[BaseException] = []
+        waiter = threading.Thread(target=lambda: caught.append(_raises_cancelled(
+            lambda: handle.result(wait_timeout=10_000))))
+        waiter.start()
+        time.sleep(0.2)  # the caller waits
+        result = handle.cancel()
+        waiter.join(5)
+        assert result and result.outcome == "cancelled" and result.status == "queued"
+        assert caught and "cancelled" in str(caught[0]) and caught[0].job_id == handle.id
+        info = client.get_job(handle.id)
+        assert info.status == "cancelled" and info.error and info.error.type == "JobCancelled"
+        assert handle.id not in [i.decode() for i in client.store.redis.lrange(
+            Keys().wait("default"), 0, -1)]
+        with running_supervisor(redis_url):
+            time.sleep(0.5)  # a supervisor now serves the queue: the job never runs
+        assert not runs.exists()
+        _raises_cancelled(lambda: client.get_result(handle.id))
+
+
+def test_a_retry_waiting_out_its_backoff_is_cancelled_and_never_runs_again(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        handle = client.enqueue("retry_distant")
+        wait_for(lambda: client.get_job(handle.id).status == "delayed", what="its retry")
+        assert client.cancel(handle.id).outcome == "cancelled"
+        assert redis_client.zscore(Keys().delayed("default"), handle.id) is None
+        info = client.get_job(handle.id)
+        assert info.status == "cancelled" and info.attempts == 1
+        _raises_cancelled(lambda: handle.result(wait_timeout=5_000))
+
+
+def test_a_running_child_and_its_processes_are_killed_and_the_child_replaced(
+        redis_url: str, tmp_path: Path) -> None:
+    pids_file = tmp_path / "pids"
+    with running_supervisor(redis_url, **MODES["processes"]) as sup, \
+            client_for(redis_url) as client:
+        handle = client.enqueue("proc_grandchildren", {"file": str(pids_file)},
+                                timeout=60_000)
+        wait_for(pids_file.exists, what="the grandchildren started")
+        child = wait_for(lambda: client.get_job(handle.id).child_pid, what="its child")
+        grandchildren = [int(p) for p in pids_file.read_text().split()]
+        started = time.monotonic()
+        assert client.cancel(handle.id).outcome == "cancelling"
+        _raises_cancelled(lambda: handle.result(wait_timeout=10_000))
+        took_s = time.monotonic() - started
+        for pid in [child, *grandchildren]:
+            wait_for(lambda pid=pid: not _alive(pid), what=f"process {pid} gone")
+        assert client.get_job(handle.id).status == "cancelled"
+        # the pool replaced the child: the next job runs
+        assert client.run_job("echo", {"n": 1}, wait_timeout=10_000)["echo"] == {"n": 1}
+        assert sup.executors["default"].snapshot()["capacity"] == 2
+    assert took_s < 3  # within about a heartbeat (200 ms here), with a wide margin
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_thread_handler_sees_ctx_cancelled_and_the_job_settles_cancelled(
+        redis_url: str, tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        handle = client.enqueue("cancel_aware", {"seconds": 30, "file": str(seen)})
+        wait_for(lambda: client.get_job(handle.id).status == "active", what="it runs")
+        assert client.cancel(handle.id).outcome == "cancelling"
+        _raises_cancelled(lambda: handle.result(wait_timeout=10_000))
+        assert seen.read_text() == "cancelled"
+        assert client.get_job(handle.id).status == "cancelled"
+
+
+def test_an_async_handlers_task_is_cancelled(redis_url: str, tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        handle = client.enqueue("cancel_async", {"seconds": 30, "file": str(seen)})
+        wait_for(lambda: client.get_job(handle.id).status == "active", what="it runs")
+        asyncio.run(_acancel(client, handle.id))
+        _raises_cancelled(lambda: handle.result(wait_timeout=10_000))
+        assert seen.read_text() == "cancelled"
+
+
+async def _acancel(client: Any, job_id: str) -> None:
+    assert (await client.acancel(job_id)).outcome == "cancelling"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_cancelled_running_job_is_never_retried(redis_url: str, tmp_path: Path,
+                                                  mode: str) -> None:
+    runs = tmp_path / "runs"
+    with running_supervisor(redis_url, **MODES[mode]), client_for(redis_url) as client:
+        handle = client.enqueue("cancel_retried", {"seconds": 1.0, "file": str(runs)})
+        wait_for(runs.exists, what="its first attempt")
+        client.cancel(handle.id)
+        _raises_cancelled(lambda: handle.result(wait_timeout=10_000))
+        time.sleep(0.3)
+        info = client.get_job(handle.id)
+    assert info.status == "cancelled" and info.attempts == 1
+    assert runs.read_text().split() == ["1"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_settled_job_is_left_alone_with_a_clear_answer(redis_url: str, mode: str) -> None:
+    with running_supervisor(redis_url, **MODES[mode]), client_for(redis_url) as client:
+        handle = client.enqueue("echo", {"n": 1})
+        handle.result(wait_timeout=10_000)
+        result = client.cancel(handle.id)
+        assert not result and result.outcome == "settled" and result.status == "completed"
+        assert client.get_job(handle.id).status == "completed"
+        assert handle.result() == {"echo": {"n": 1}, "attempt": 1, "queue": "default"}
+
+
+def test_cancelling_a_queued_singleton_releases_its_claim(redis_url: str,
+                                                          tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    with client_for(redis_url) as client:
+        first = client.enqueue("single_global", {"file": str(runs)})
+        assert client.enqueue("single_global", {"file": str(runs)}).id == first.id
+        client.cancel(first.id)
+        second = client.enqueue("single_global", {"file": str(runs)})
+        assert second.id != first.id
+        with running_supervisor(redis_url):
+            assert second.result(wait_timeout=10_000)["job"] == second.id
+    assert [line.split()[1] for line in runs.read_text().splitlines()] == [second.id] * 2
+
+
+def test_unknown_and_malformed_ids_are_clear_errors_and_change_nothing(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    with client_for(redis_url) as client:
+        before = redis_client.dbsize()
+        with pytest.raises(JobNotFound, match="no job default-0+"):
+            client.cancel("default-" + "0" * 32)
+        with pytest.raises(JobNotFound, match="not a sandboxrunner job id"):
+            client.cancel("nope")
+        assert redis_client.dbsize() == before
+
+
+def test_a_cancel_between_a_blmove_and_its_claim_is_honoured(redis_url: str,
+                                                             redis_client: redis.Redis) -> None:
+    """The id sits at the head of a lease with status queued (a BLMOVE moved it, its claim
+    has not run yet): the cancel marks it cancelled, and the claim does not hand it out."""
+    config = make_config(redis_url)
+    store = Store(config, redis_url)
+    k = Keys()
+    try:
+        with client_for(redis_url) as client:
+            handle = client.enqueue("echo", {"n": 1})
+            moved = redis_client.blmove(k.wait("default"), k.active("default", "sid-x"),
+                                        1, "RIGHT", "LEFT")
+            assert moved.decode() == handle.id
+            assert client.cancel(handle.id).outcome == "cancelled"
+            # the claim pipelined behind that BLMOVE: HEAD = 1, nothing more to pop
+            jobs, _ = claimed_batch(store._run("claim", store._claim_keys("default", "sid-x"),
+                                               [k.queue_prefix("default"), "sid-x", 0, "1"]))
+            assert jobs == []
+            assert client.get_job(handle.id).status == "cancelled"
+            _raises_cancelled(lambda: handle.result(wait_timeout=2_000))
+    finally:
+        store.close()
