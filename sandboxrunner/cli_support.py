@@ -52,6 +52,7 @@ _EXIT_CODES: tuple[tuple[type[errors.SandboxRunnerError], int], ...] = (
     (errors.UnknownJob, errors.EXIT_USAGE),
     (errors.InvalidJobData, errors.EXIT_USAGE),
     (errors.JobNotFound, errors.EXIT_USAGE),
+    (errors.InvalidJobState, errors.EXIT_USAGE),
     (errors.ConfigError, errors.EXIT_CONFIG),
     (errors.JobLoadError, errors.EXIT_CONFIG),
     (errors.RedisUnavailable, errors.EXIT_REDIS),

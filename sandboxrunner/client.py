@@ -176,6 +176,14 @@ class Client:
     async def aget_job(self, job_id: str) -> JobInfo:
         return await asyncio.to_thread(job_control.get_job, self, job_id)
 
+    @api_boundary("retry job {}")
+    def retry(self, job_id: str) -> JobHandle:
+        return JobHandle(job_control.retry(self, job_id), self)
+
+    @api_boundary("retry job {}")
+    async def aretry(self, job_id: str) -> JobHandle:
+        return JobHandle(await asyncio.to_thread(job_control.retry, self, job_id), self)
+
     @api_boundary("cancel job {}")
     def cancel(self, job_id: str) -> CancelResult:
         return job_control.cancel(self, job_id)
@@ -477,3 +485,13 @@ def cancel(job_id: str) -> CancelResult:
 async def acancel(job_id: str) -> CancelResult:
     """The asyncio twin of cancel."""
     return await default_client().acancel(job_id)
+
+
+def retry(job_id: str) -> JobHandle:
+    """Run a failed or cancelled job again, under the same id; its handle."""
+    return default_client().retry(job_id)
+
+
+async def aretry(job_id: str) -> JobHandle:
+    """The asyncio twin of retry."""
+    return await default_client().aretry(job_id)

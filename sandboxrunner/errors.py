@@ -111,6 +111,11 @@ class WaitTimeout(SandboxRunnerError):
         )
 
 
+class InvalidJobState(SandboxRunnerError):
+    """The job is not in a state that allows the request (retry of a job that did not fail,
+    or whose singleton key another run holds); nothing changed."""
+
+
 class JobNotFound(SandboxRunnerError):
     """No job has that id: it was never enqueued, or its result expired (result_ttl)."""
 

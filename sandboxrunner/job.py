@@ -36,6 +36,9 @@ A job is a Redis hash (key ``keys.Keys.job``) with these fields, all strings:
   fails    failed attempts so far        errors   JSON list of every failed attempt's error
   progress JSON of the latest ctx.progress report, {"fraction": F, "message": M}
            (progress.lua; absent until the job reports)
+  cancel   1 once a cancel was asked while it ran (cancel.lua): it settles as cancelled
+  reruns   times `retry` ran it again after it failed or was cancelled (retry.lua: the
+           same id; attempt and errors go on, fails starts afresh)
 
 When a job settles, the finish script publishes ``ID \\n STATUS \\n BODY`` on the caller's
 reply channel, where BODY is the result JSON or the error JSON, so a waiting caller needs

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import JobNotFound
+from .errors import InvalidJobState, JobNotFound
 from .job import ErrorInfo, Status
 from .keys import queue_of_job
 from .progress import report_from_json
@@ -193,6 +193,22 @@ def cancel(client: Client, job_id: str) -> CancelResult:
         raise JobNotFound(f"no job {job_id}: never enqueued, or its record expired "
                           f"(result_ttl {client.config.result_ttl} ms); nothing cancelled")
     return CancelResult(job_id, outcome, status)
+
+
+def retry(client: Client, job_id: str) -> str:
+    """Run failed or cancelled JOB_ID again under its id (retry.lua); returns the id.
+    JobNotFound for no such job, InvalidJobState for any other job (nothing changed)."""
+    outcome, status, holder = client.store.retry(checked_job_id(job_id))
+    if outcome == "missing":
+        raise JobNotFound(f"no job {job_id}: never enqueued, or its record expired "
+                          f"(result_ttl {client.config.result_ttl} ms); nothing retried")
+    if outcome == "refused":
+        raise InvalidJobState(f"job {job_id} is {status}: only a failed or cancelled job "
+                              f"can be retried; nothing changed")
+    if outcome == "busy":
+        raise InvalidJobState(f"job {job_id} is a singleton whose key job {holder} holds "
+                              f"now: retry it once that one settles; nothing changed")
+    return job_id
 
 
 # -- progress for waiting callers ----------------------------------------------------------

@@ -56,7 +56,7 @@ from .supervision import (
 )
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
-                "attach", "cron_sync", "cron_fire", "progress", "cancel")
+                "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry")
 # the error of a running job asked to cancel that ended some other way (finish.lua)
 CANCELLED_WHILE_RUNNING = ErrorInfo.cancelled(
     "cancelled while running; it settled when its handler returned").to_json()
@@ -252,6 +252,15 @@ class Store(StoreReads):
             "heartbeat", [k.sups(queue), k.resumed(queue), k.cancel_requests(queue, sid)],
             [sid, self.config.lease_ms])
         return [text(d) for d in dead if text(d) != sid], [text(i) for i in cancels]
+
+    def retry(self, job_id: str) -> tuple[str, str, str]:
+        """Queue failed or cancelled JOB_ID again (retry.lua): its outcome ('queued',
+        'refused', 'busy' or 'missing'), its status before, the singleton holder if busy."""
+        k, queue = self.keys, queue_of_job(job_id)
+        outcome, status, holder = self._run(
+            "retry", [k.job(job_id), k.wait(queue), k.stats(queue)],
+            [k.queue_prefix(queue), job_id], replicated=True)
+        return text(outcome), text(status), text(holder)
 
     def cancel(self, job_id: str) -> tuple[str, str]:
         """Cancel JOB_ID (cancel.lua): its outcome ('cancelled', 'cancelling', 'settled' or
