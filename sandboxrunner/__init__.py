@@ -8,12 +8,14 @@ from .client import (
     JobHandle,
     acancel,
     aget_job,
+    alist_jobs,
     aretry,
     arun_job,
     cancel,
     enqueue,
     get_job,
     get_result,
+    list_jobs,
     retry,
     run_job,
 )
@@ -44,6 +46,7 @@ from .errors import (
     WaitTimeout,
 )
 from .job_control import CancelResult, JobInfo, JobProgress
+from .job_listing import JobPage
 from .registry import register_job
 from .worker import Worker, init_worker
 
@@ -62,6 +65,7 @@ __all__ = [
     "JobInfo",
     "JobLoadError",
     "JobNotFound",
+    "JobPage",
     "JobProgress",
     "JobTimeout",
     "NoSupervisor",
@@ -79,6 +83,7 @@ __all__ = [
     "Worker",
     "acancel",
     "aget_job",
+    "alist_jobs",
     "aretry",
     "arun_job",
     "cancel",
@@ -86,6 +91,7 @@ __all__ = [
     "get_job",
     "get_result",
     "init_worker",
+    "list_jobs",
     "register_job",
     "retry",
     "run_job",

@@ -32,7 +32,7 @@ from typing import Any, cast
 
 import redis
 
-from . import job_control
+from . import job_control, job_listing
 from .async_listener import AsyncListener
 from .async_store import AsyncStore
 from .calls import prepare_call
@@ -42,6 +42,7 @@ from .context import current_job
 from .errors import JobNotFound, WaitTimeout
 from .job import EnqueueResult, Outcome, PreparedJob
 from .job_control import PROGRESS_WATCHERS, CancelResult, JobInfo, ProgressCallback
+from .job_listing import JobPage
 from .keys import queue_of_job
 from .listener import Listener, Waiter
 from .nested import NestedCall
@@ -175,6 +176,21 @@ class Client:
     @api_boundary("read job {}")
     async def aget_job(self, job_id: str) -> JobInfo:
         return await asyncio.to_thread(job_control.get_job, self, job_id)
+
+    def list_jobs(self, queue: str | None = None, status: str | None = None,
+                  name: str | None = None, limit: int = 50,
+                  cursor: str | None = None) -> JobPage:
+        return self._list_jobs("list jobs", queue, status, name, limit, cursor)
+
+    async def alist_jobs(self, queue: str | None = None, status: str | None = None,
+                         name: str | None = None, limit: int = 50,
+                         cursor: str | None = None) -> JobPage:
+        return await asyncio.to_thread(self._list_jobs, "list jobs", queue, status, name,
+                                       limit, cursor)
+
+    @api_boundary("{}")
+    def _list_jobs(self, _doing: str, *args: Any) -> JobPage:
+        return job_listing.list_jobs(self, *args)
 
     @api_boundary("retry job {}")
     def retry(self, job_id: str) -> JobHandle:
@@ -495,3 +511,16 @@ def retry(job_id: str) -> JobHandle:
 async def aretry(job_id: str) -> JobHandle:
     """The asyncio twin of retry."""
     return await default_client().aretry(job_id)
+
+
+def list_jobs(queue: str | None = None, status: str | None = None, name: str | None = None,
+              limit: int = 50, cursor: str | None = None) -> JobPage:
+    """A page of jobs (job_listing.py): ``page.items``, and ``page.cursor`` for the next."""
+    return default_client().list_jobs(queue, status, name, limit, cursor)
+
+
+async def alist_jobs(queue: str | None = None, status: str | None = None,
+                     name: str | None = None, limit: int = 50,
+                     cursor: str | None = None) -> JobPage:
+    """The asyncio twin of list_jobs."""
+    return await default_client().alist_jobs(queue, status, name, limit, cursor)

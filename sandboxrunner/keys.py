@@ -35,6 +35,11 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     supervisor gave back)
   PREFIX:{Q}:rate            HASH   slot (second % 60) -> "second:count" of completions;
                                     60 fields at most, read as jobs/s over the last minute
+  PREFIX:{Q}:done:STATUS     ZSET   id -> settled ms of the jobs settled as STATUS
+                                    (completed, failed, cancelled): the listing index
+                                    (list_jobs). Added to by settle (_lib.lua), trimmed of
+                                    entries older than result_ttl_ms by each script that
+                                    adds (once per call), so it never outgrows the records
   PREFIX:{Q}:recent          LIST   ids of recently settled jobs, capped (dashboard)
   PREFIX:{Q}:failures        LIST   ids of recently failed jobs, capped (dashboard)
   PREFIX:{Q}:log:ID          STREAM log lines of one job, capped, TTL as the record
@@ -130,6 +135,9 @@ class Keys:
 
     def rate(self, queue: str) -> str:
         return f"{self._q(queue)}:rate"
+
+    def done(self, queue: str, status: str) -> str:
+        return f"{self._q(queue)}:done:{status}"
 
     def recent(self, queue: str) -> str:
         return f"{self._q(queue)}:recent"

@@ -25,7 +25,7 @@ if status == 'completed' or status == 'failed' or status == 'cancelled' then
   return {'settled', status}
 end
 -- the keys built from the prefix, before the first write (see touch in _lib.lua)
-local touched = {qprefix .. 'log:' .. id}
+local touched = {qprefix .. 'log:' .. id, qprefix .. 'done:cancelled'}
 if skey and skey ~= '' then touched[#touched + 1] = qprefix .. 'singleton:' .. skey end
 if status == 'active' then touched[#touched + 1] = qprefix .. 'cancel:' .. sid end
 touch(touched)
@@ -44,4 +44,5 @@ settle(qprefix, KEYS[6], '', id, 'cancelled', ARGV[6], tonumber(ARGV[3]), ARGV[5
        redis.call('EXISTS', qprefix .. 'log:' .. id) == 1)
 redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[4]) - 1)
 redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
+trim_done(qprefix, 'cancelled', now, tonumber(ARGV[3]))
 return {'cancelled', status}

@@ -20,7 +20,7 @@ local qprefix, ttl, history, chan = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]
 local now = now_ms()
 -- the singleton holders and log streams settle() touches, before the first write (see
 -- touch in _lib.lua; the records are in KEYS)
-local touched, cancelled = {}, {}
+local touched, cancelled = done_keys(qprefix, {'completed', 'failed', 'cancelled'}), {}
 for i = 6, #ARGV, 4 do
   local f = redis.call('HMGET', qprefix .. 'job:' .. ARGV[i], 'skey', 'cancel')
   if f[1] and f[1] ~= '' then touched[#touched + 1] = qprefix .. 'singleton:' .. f[1] end
@@ -38,11 +38,16 @@ for i = 6, #ARGV, 4 do
       settle(qprefix, KEYS[3], KEYS[4], id, status, body, ttl, chan, now, ARGV[i + 3] ~= '0')
       if status == 'completed' then completed = completed + 1
       elseif status == 'failed' then failed = failed + 1
-      else redis.call('HINCRBY', KEYS[2], 'cancelled', 1) end
+      else
+        redis.call('HINCRBY', KEYS[2], 'cancelled', 1)
+        trim_done(qprefix, 'cancelled', now, ttl)
+      end
     end
     recorded = recorded + 1
   end
 end
 count_settled(KEYS[2], KEYS[5], completed, failed, now)
+if completed > 0 then trim_done(qprefix, 'completed', now, ttl) end
+if failed > 0 then trim_done(qprefix, 'failed', now, ttl) end
 if recorded > 0 then trim_history(KEYS[3], KEYS[4], history, failed) end
 return recorded

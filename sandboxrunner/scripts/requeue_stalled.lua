@@ -17,7 +17,7 @@ local requeued, failed = 0, 0
 local ids = redis.call('LRANGE', KEYS[2], 0, -1)
 -- the records, and the singleton holders settle() reads, before the first write (see
 -- touch in _lib.lua)
-local records, holders = {}, {}
+local records, holders = {}, done_keys(qprefix, {'failed'})
 for i, id in ipairs(ids) do records[i] = qprefix .. 'job:' .. id end
 touch(records)
 for _, jkey in ipairs(records) do
@@ -46,5 +46,8 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], sid)
 count_settled(KEYS[4], KEYS[7], 0, failed, now)
-if failed > 0 then trim_history(KEYS[5], KEYS[6], tonumber(ARGV[6]), failed) end
+if failed > 0 then
+  trim_history(KEYS[5], KEYS[6], tonumber(ARGV[6]), failed)
+  trim_done(qprefix, 'failed', now, tonumber(ARGV[5]))
+end
 return {requeued, failed}

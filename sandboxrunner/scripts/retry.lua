@@ -3,8 +3,8 @@
 -- 'queued' at the head of the wait list (the next claim takes it), no longer expires, and
 -- its outcome is cleared; its attempts and the errors of its failed attempts stay (the next
 -- run is attempt N + 1), and its retries budget starts afresh (fails = 0). A singleton
--- takes its key again, unless another in-flight job holds it. Anything else is refused
--- and nothing changes.
+-- takes its key again, unless another in-flight job holds it; it leaves the listing index
+-- of its old status. Anything else is refused and nothing changes.
 -- KEYS[1] the job's record   KEYS[2] wait list   KEYS[3] stats
 -- ARGV[1] queue key prefix   ARGV[2] id
 -- Returns {outcome, status before, holder}: outcome 'queued' (it runs again), 'refused'
@@ -17,7 +17,7 @@ local status, skey = f[1], f[2]
 if not status then return {'missing', '', ''} end
 if status ~= 'failed' and status ~= 'cancelled' then return {'refused', status, ''} end
 -- the keys built from the prefix, before the first write (see touch in _lib.lua)
-local touched = {qprefix .. 'log:' .. id}
+local touched = {qprefix .. 'log:' .. id, qprefix .. 'done:' .. status}
 if skey and skey ~= '' then touched[#touched + 1] = qprefix .. 'singleton:' .. skey end
 touch(touched)
 if skey and skey ~= '' then
@@ -29,6 +29,7 @@ redis.call('HDEL', KEYS[1], 'end', 'error', 'result', 'cancel', 'progress', 'sid
 redis.call('HSET', KEYS[1], 'status', 'queued', 'fails', 0)
 redis.call('HINCRBY', KEYS[1], 'reruns', 1)
 redis.call('PERSIST', KEYS[1])
+redis.call('ZREM', qprefix .. 'done:' .. status, id)  -- no longer settled
 redis.call('PERSIST', qprefix .. 'log:' .. id)
 redis.call('RPUSH', KEYS[2], id)
 redis.call('HINCRBY', KEYS[3], 'enqueued', 1)

@@ -1,0 +1,102 @@
+"""list_jobs: paged, bounded listings of queued, delayed, active, completed, failed and
+cancelled jobs, by queue, status and name."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from sandboxrunner import InvalidJobData, JobFailed
+from tests.deployments import every_deployment
+from tests.supervisors import client_for, running_supervisor, wait_for
+
+
+def _ids(page: Any) -> list[str]:
+    return [info.id for info in page.items]
+
+
+@every_deployment
+def test_each_status_lists_its_jobs(redis_url: str) -> None:
+    with running_supervisor(redis_url, concurrency=1) as sup, \
+            client_for(redis_url) as client:
+        completed = client.enqueue("echo", {"n": 1})
+        completed.result(wait_timeout=10_000)
+        failed = client.enqueue("fail", {"card": "1"})
+        with pytest.raises(JobFailed):
+            failed.result(wait_timeout=10_000)
+        delayed = client.enqueue("retry_distant")
+        wait_for(lambda: client.get_job(delayed.id).status == "delayed", what="its retry")
+        active = client.enqueue("slow", {"seconds": 30})
+        wait_for(lambda: client.get_job(active.id).status == "active", what="it runs")
+        queued = [client.enqueue("echo", {"n": n}) for n in range(2)]
+        cancelled = client.enqueue("echo", {"n": 9})
+        client.cancel(cancelled.id)
+        expected = {"completed": [completed.id], "failed": [failed.id],
+                    "delayed": [delayed.id], "active": [active.id],
+                    "queued": [h.id for h in queued], "cancelled": [cancelled.id]}
+        for status, ids in expected.items():
+            page = client.list_jobs(status=status)
+            assert _ids(page) == ids, status
+            assert {info.status for info in page.items} == {status}
+            assert page.cursor is None
+        everything = client.list_jobs(queue="default", limit=100)
+        assert sorted(_ids(everything)) == sorted(i for ids in expected.values() for i in ids)
+        assert client.list_jobs(queue="priority").items == []
+        page = asyncio.run(_alist(client, status="active"))
+        assert page.items[0].supervisor == sup.sid and page.items[0].name == "slow"
+
+
+async def _alist(client: Any, **kwargs: Any) -> Any:
+    return await client.alist_jobs(**kwargs)
+
+
+def test_pages_follow_the_cursor_newest_first_without_repeats(redis_url: str) -> None:
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        done = []
+        for n in range(7):
+            handle = client.enqueue("echo", {"n": n})
+            handle.result(wait_timeout=10_000)
+            done.append(handle.id)
+        seen: list[list[str]] = []
+        cursor = None
+        while True:
+            page = client.list_jobs(status="completed", limit=3, cursor=cursor)
+            seen.append(_ids(page))
+            cursor = page.cursor
+            if cursor is None:
+                break
+    assert [len(ids) for ids in seen] == [3, 3, 1]
+    assert [i for ids in seen for i in ids] == done[::-1]
+
+
+def test_a_name_filter_reads_a_bounded_slice_per_page(redis_url: str) -> None:
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        handles = [client.enqueue("echo", {"n": n}) for n in range(250)]
+        for handle in handles:
+            handle.result(wait_timeout=10_000)
+        wanted = client.enqueue("async_echo", {"n": 1})
+        wanted.result(wait_timeout=10_000)
+        first = client.list_jobs(status="completed", name="slow", limit=10)
+        assert first.items == [] and first.cursor is not None  # gave up early, can go on
+        pages, cursor, found = 0, None, []
+        while True:
+            page = client.list_jobs(status="completed", name="async_echo", limit=10,
+                                    cursor=cursor)
+            found += _ids(page)
+            pages += 1
+            cursor = page.cursor
+            if cursor is None:
+                break
+    assert found == [wanted.id] and pages > 1
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"status": "done"}, "status 'done'"), ({"queue": "urgent"}, "queue 'urgent'"),
+    ({"limit": 0}, "limit 0"), ({"limit": 1001}, "limit 1001"),
+    ({"cursor": "garbage"}, "cursor 'garbage'"), ({"name": ""}, "name ''")])
+def test_bad_arguments_are_clear_errors(redis_url: str, kwargs: dict[str, Any],
+                                        says: str) -> None:
+    with client_for(redis_url) as client, pytest.raises(InvalidJobData, match=says):
+        client.list_jobs(**kwargs)
