@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from . import errors
-from .cli_ctl import cancel, job
+from .cli_ctl import cancel, job, list_, retry
 from .cli_results import logs, result
 from .cli_support import (
     EXIT_CODES_HELP,
@@ -188,6 +188,8 @@ app.command()(logs)
 app.command()(result)
 app.command()(job)
 app.command()(cancel)
+app.command()(retry)
+app.command("list")(list_)
 
 
 redis_app = typer.Typer(help="The embedded Redis server of this project.")

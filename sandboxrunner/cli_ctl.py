@@ -1,4 +1,4 @@
-"""The job-control commands: `job`, `cancel` (and `retry`, `list`). Each reads
+"""The job-control commands: `job`, `cancel`, `retry`, `list`. Each reads
 or changes jobs through the client's job control (job_control.py), never starts the
 embedded server, takes a full job id or the start of one (cli_results.resolve_job_id), and
 maps our errors to exit codes (cli_support.reports_errors): an unknown or malformed id is
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from . import errors
 from .cli_results import JOB_ID_ARGUMENT, resolve_job_id
 from .cli_support import (
     PROJECT_OPTION,
@@ -21,7 +22,7 @@ from .cli_support import (
     load_cli_config,
     reports_errors,
 )
-from .ctl_text import cancel_line, job_lines
+from .ctl_text import cancel_line, job_lines, list_lines, retry_failed_lines
 
 if TYPE_CHECKING:
     from .client import Client
@@ -67,3 +68,58 @@ def cancel(job_id: str = JOB_ID_ARGUMENT,
         done = client.cancel(job_id)
         where = client.get_job(job_id).supervisor if done.outcome == "cancelling" else None
     typer.echo(cancel_line(done, where))
+
+
+@reports_errors
+def retry(job_id: str = typer.Argument(None, metavar="ID",
+                                       help="The failed or cancelled job to run again (its "
+                                            "id or its start)."),
+          failed: bool = typer.Option(False, "--failed",
+                                      help="Run every failed job again (of --queue, named "
+                                           "--name)."),
+          queue: str = typer.Option(None, "--queue", metavar="Q",
+                                    help="With --failed: only this queue's jobs."),
+          name: str = typer.Option(None, "--name", metavar="NAME",
+                                   help="With --failed: only jobs of this name."),
+          redis_url: str = REDIS_URL_OPTION, project: str = PROJECT_OPTION) -> None:
+    """Run a failed or cancelled job again, under the same id (its attempts and errors go
+    on); or, with --failed, every failed job of a queue and name."""
+    if (job_id is None) == (not failed) or (not failed and (queue or name)):
+        raise errors.InvalidJobData("retry takes a job ID or --failed (with --queue and "
+                                    "--name), not both and not neither")
+    with _client(project, redis_url, "retry") as client:
+        if job_id is not None:
+            job_id = resolve_job_id(client.store, job_id)
+            client.retry(job_id)
+            typer.echo(f"retried {job_id} ({client.get_job(job_id).name}): it runs again, "
+                       "same id")
+            return
+        for line in retry_failed_lines(client, queue, name):
+            typer.echo(line)
+
+
+@reports_errors
+def list_(queue: str = typer.Option(None, "--queue", metavar="Q",
+                                    help="Only this queue's jobs. Default: both."),
+          status: str = typer.Option(None, "--status", metavar="STATUS",
+                                     help="queued, delayed, active, completed, failed or "
+                                          "cancelled. Default: all."),
+          name: str = typer.Option(None, "--name", metavar="NAME",
+                                   help="Only jobs of this name."),
+          limit: int = typer.Option(50, "--limit", metavar="N",
+                                    help="Jobs per page, 1 to 1000."),
+          cursor: str = typer.Option(None, "--cursor", metavar="CURSOR",
+                                     help="Where the previous page stopped (it prints it)."),
+          as_json: bool = typer.Option(False, "--json", help="Print the page as JSON."),
+          redis_url: str = REDIS_URL_OPTION, project: str = PROJECT_OPTION) -> None:
+    """List jobs a page at a time: queued, delayed, running, completed, failed, cancelled."""
+    with _client(project, redis_url, "list") as client:
+        page = client.list_jobs(queue, status, name, limit, cursor)
+    if as_json:
+        typer.echo(json.dumps({"items": [i.as_dict() for i in page.items],
+                               "cursor": page.cursor}))
+        return
+    args = {"--queue": queue, "--status": status, "--name": name,
+            "--limit": None if limit == 50 else str(limit)}
+    for line in list_lines(page, " ".join(f"{k} {v}" for k, v in args.items() if v)):
+        typer.echo(line)

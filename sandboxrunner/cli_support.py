@@ -68,7 +68,8 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 DOING = {"start": "start a supervisor", "run": "run the job", "result": "fetch the result",
          "logs": "read the job's log", "cron": "read the cron schedules",
          "top": "read the dashboard", "redis_stop": "ask which supervisors use it",
-         "job": "read the job", "cancel": "cancel the job"}
+         "job": "read the job", "cancel": "cancel the job", "retry": "retry jobs",
+         "list_": "list the jobs"}
 # The Redis the command talks to (URL, key prefix), once known: named in its error line
 _REDIS: ContextVar[tuple[str, str]] = ContextVar("redis", default=("", "sr"))
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+from .errors import InvalidJobState
 from .job_control import CancelResult, JobInfo
+from .job_listing import JobPage, failed_job_ids
+from .listings import columns
+
+if TYPE_CHECKING:
+    from .client import Client
 
 LABEL_WIDTH = 12
 
@@ -60,3 +67,34 @@ def cancel_line(done: CancelResult, supervisor: str | None) -> str:
         return (f"cancelling {done.job_id}: it runs on supervisor {supervisor or '?'}, which "
                 f"stops it within a heartbeat")
     return f"{done.job_id} is already {done.status}: nothing changed"
+
+
+def list_lines(page: JobPage, args: str) -> list[str]:
+    """`sandboxrunner list`: one row per job, then how to get the next page (ARGS: the
+    options the page was asked with)."""
+    if not page.items:
+        lines = ["no such jobs"]
+    else:
+        rows = [("id", "queue", "status", "name", "attempts", "enqueued", "ended", "progress")]
+        rows += [(i.id, i.queue, i.status, i.name, str(i.attempts), when(i.enqueued_at),
+                  when(i.ended_at), progress_text(i)) for i in page.items]
+        lines = columns(rows)
+    if page.cursor is not None:
+        lines.append(f"more: sandboxrunner list {args + ' ' if args else ''}"
+                     f"--cursor {page.cursor}")
+    return lines
+
+
+def retry_failed_lines(client: Client, queue: str | None, name: str | None) -> list[str]:
+    """`sandboxrunner retry --failed`: retries each failed job, a line each, and a total."""
+    lines, retried = [], 0
+    for job_id in failed_job_ids(client, queue, name):
+        try:
+            client.retry(job_id)
+        except InvalidJobState as exc:  # it moved on, or its singleton key is held
+            lines.append(f"skipped {job_id}: {exc}")
+            continue
+        retried += 1
+        lines.append(f"retried {job_id}")
+    where = (f" of queue {queue}" if queue else "") + (f" named {name}" if name else "")
+    return [*lines, f"retried {retried} failed job(s){where}"]

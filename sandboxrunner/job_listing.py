@@ -107,3 +107,17 @@ def _check(name: Any, limit: Any) -> None:
                              f"{MAX_LIMIT}; nothing listed")
     if name is not None and (not isinstance(name, str) or not name):
         raise InvalidJobData(f"list_jobs: name {name!r} must be a job name; nothing listed")
+
+
+def failed_job_ids(client: Client, queue: str | None, name: str | None) -> list[str]:
+    """The ids of every failed job of QUEUE named NAME, read a page at a time. Read in full
+    before any is retried: a retry takes a job out of the index being paged, and a job
+    that fails again meanwhile is not retried twice."""
+    ids: list[str] = []
+    cursor = None
+    while True:
+        page = list_jobs(client, queue, "failed", name, MAX_LIMIT, cursor)
+        ids += [info.id for info in page.items]
+        cursor = page.cursor
+        if cursor is None:
+            return ids

@@ -74,3 +74,67 @@ def test_cancel_of_an_unknown_or_malformed_id_is_one_line_and_exit_2(redis_url: 
         done = run_cli(["cancel", given], tmp_path, REDIS_URL=redis_url)
         assert done.returncode == 2, done.stderr
         assert says in one_error_line(done)
+
+
+def test_retry_runs_one_failed_job_again_or_refuses_with_exit_2(redis_url: str,
+                                                                 tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        failed = client.enqueue("flaky", {"file": str(runs), "succeed_on": 2}, retries=0)
+        wait_for(lambda: client.get_job(failed.id).status == "failed", what="it failed")
+        done = run_cli(["retry", failed.id], tmp_path, REDIS_URL=redis_url)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"retried {failed.id} (flaky): it runs again, same id"
+        assert failed.result(wait_timeout=10_000) == {"attempt": 2}
+        again = run_cli(["retry", failed.id], tmp_path, REDIS_URL=redis_url)
+        assert again.returncode == 2 and "is completed" in one_error_line(again)
+    neither = run_cli(["retry"], tmp_path, REDIS_URL=redis_url)
+    assert neither.returncode == 2 and "ID or --failed" in one_error_line(neither)
+    both = run_cli(["retry", failed.id, "--failed"], tmp_path, REDIS_URL=redis_url)
+    assert both.returncode == 2 and "ID or --failed" in one_error_line(both)
+
+
+def test_retry_failed_runs_every_failed_job_of_a_queue_and_name_again(
+        redis_url: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        flaky = [client.enqueue("flaky", {"file": str(runs), "succeed_on": 2}, retries=0)
+                 for _ in range(3)]
+        other = client.enqueue("fail", {"card": "1"})
+        for handle in [*flaky, other]:
+            wait_for(lambda h=handle: client.get_job(h.id).status == "failed", what="failed")
+        done = run_cli(["retry", "--failed", "--queue", "default", "--name", "flaky"],
+                       tmp_path, REDIS_URL=redis_url)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.strip().splitlines()
+        assert sorted(line.split()[1] for line in lines[:-1]) == sorted(h.id for h in flaky)
+        assert lines[-1] == "retried 3 failed job(s) of queue default named flaky"
+        for handle in flaky:
+            assert handle.result(wait_timeout=10_000) == {"attempt": 2}
+        assert client.get_job(other.id).status == "failed"
+        none_left = run_cli(["retry", "--failed", "--name", "flaky"], tmp_path,
+                            REDIS_URL=redis_url)
+        assert none_left.stdout.strip() == "retried 0 failed job(s) named flaky"
+
+
+def test_list_pages_through_jobs_as_text_and_json(redis_url: str, tmp_path: Path) -> None:
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        ids = []
+        for n in range(3):
+            handle = client.enqueue("echo", {"n": n})
+            handle.result(wait_timeout=10_000)
+            ids.append(handle.id)
+    first = run_cli(["list", "--status", "completed", "--limit", "2"], tmp_path,
+                    REDIS_URL=redis_url)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.strip().splitlines()
+    assert lines[0].split()[:4] == ["id", "queue", "status", "name"]
+    assert [line.split()[0] for line in lines[1:3]] == ids[::-1][:2]
+    cursor = lines[-1].rpartition("--cursor ")[2]
+    assert lines[-1].startswith("more: sandboxrunner list")
+    rest = run_cli(["list", "--status", "completed", "--limit", "2", "--json", "--cursor",
+                    cursor], tmp_path, REDIS_URL=redis_url)
+    page = json.loads(rest.stdout)
+    assert [item["id"] for item in page["items"]] == [ids[0]] and page["cursor"] is None
+    bad = run_cli(["list", "--status", "done"], tmp_path, REDIS_URL=redis_url)
+    assert bad.returncode == 2 and "status 'done'" in one_error_line(bad)
