@@ -57,9 +57,9 @@ from .supervision import (
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
                 "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry")
-# the error of a running job asked to cancel that ended some other way (finish.lua)
-CANCELLED_WHILE_RUNNING = ErrorInfo.cancelled(
-    "cancelled while running; it settled when its handler returned").to_json()
+# the error of a running job asked to cancel that ended another way: its handler returned
+# (finish.lua), or its supervisor stopped (hand_back.lua) or died (requeue_stalled.lua)
+CANCELLED_WHILE_RUNNING = ErrorInfo.cancelled("cancelled while it ran").to_json()
 CANCELLED_WAITING = ErrorInfo.cancelled("cancelled before it ran").to_json()
 BLOCK_TIMEOUT_S = 1.0
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
@@ -281,7 +281,7 @@ class Store(StoreReads):
              k.recent(queue), k.failures(queue), k.rate(queue)],
             [k.queue_prefix(queue), dead_sid, self.config.lease_ms, self.config.max_stalled,
              self.config.result_ttl, self.config.history_size, k.reply_channel(queue, ""),
-             ErrorInfo.stalled(self.config.max_stalled).to_json()],
+             ErrorInfo.stalled(self.config.max_stalled).to_json(), CANCELLED_WHILE_RUNNING],
         )
         return int(got[0]), int(got[1])
 
@@ -290,8 +290,10 @@ class Store(StoreReads):
         not counted as stalls); returns how many."""
         k = self.keys
         return int(self._run("hand_back",
-                             [k.sups(queue), k.active(queue, sid), k.wait(queue), k.stats(queue)],
-                             [k.queue_prefix(queue), sid]))
+                             [k.sups(queue), k.active(queue, sid), k.wait(queue), k.stats(queue),
+                              k.recent(queue)],
+                             [k.queue_prefix(queue), sid, self.config.result_ttl,
+                              k.reply_channel(queue, ""), CANCELLED_WHILE_RUNNING]))
 
     def publish_supervisor(self, sid: str, snapshot: dict[str, Any], ttl_ms: int) -> None:
         pipe = self.redis.pipeline(transaction=False)

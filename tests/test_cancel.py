@@ -197,3 +197,83 @@ def test_a_cancel_between_a_blmove_and_its_claim_is_honoured(redis_url: str,
             _raises_cancelled(lambda: handle.result(wait_timeout=2_000))
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cancels_racing_claims_settle_every_job_once_and_lose_none(
+        redis_url: str, tmp_path: Path, mode: str) -> None:
+    """Each job is cancelled while supervisors claim it: it runs to its outcome or is
+    cancelled, never both, never lost, never stuck."""
+    runs = tmp_path / "runs"
+    outcomes: dict[str, str] = {}
+    settings = {**MODES[mode], "concurrency": 2}
+    with running_supervisor(redis_url, **settings), running_supervisor(redis_url, **settings), \
+            client_for(redis_url) as client:
+        handles = [client.enqueue("record_id", {"file": str(runs), "seconds": 0.02})
+                   for _ in range(120)]
+        # cancel every other job while the supervisors claim: some are waiting, some
+        # just claimed, some running, some done
+        for handle in handles[::2]:
+            outcomes[handle.id] = client.cancel(handle.id).outcome
+            time.sleep(0.005)
+        statuses = wait_for(lambda: _all_settled(client, handles), timeout_s=20,
+                            what="every job settled")
+    ran = runs.read_text().split() if runs.exists() else []
+    assert len(ran) == len(set(ran))  # nothing ran twice
+    for job_id in set(statuses) - set(outcomes):  # never asked to cancel: all ran
+        assert statuses[job_id] == "completed" and job_id in ran
+    for job_id, status in ((i, statuses[i]) for i in outcomes):
+        assert status in ("completed", "cancelled"), (job_id, status)
+        if outcomes[job_id] == "cancelled":  # removed before it started: it never runs
+            assert status == "cancelled" and job_id not in ran
+        if status == "completed":  # it had settled before the cancel came
+            assert outcomes[job_id] == "settled" and job_id in ran
+    # the cancels met jobs not started and jobs running (or done)
+    assert "cancelled" in outcomes.values() and len(set(outcomes.values())) > 1, outcomes
+
+
+def _all_settled(client: Any, handles: list[Any]) -> dict[str, str] | None:
+    statuses = {h.id: client.get_job(h.id).status for h in handles}
+    settled = all(s in ("completed", "failed", "cancelled") for s in statuses.values())
+    return statuses if settled else None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_job_asked_to_cancel_is_not_handed_back_by_a_stopping_supervisor(
+        redis_url: str, tmp_path: Path, mode: str) -> None:
+    """Its supervisor stops before a heartbeat told it of the cancel: the job settles
+    cancelled instead of going back to the queue to run again."""
+    runs = tmp_path / "runs"
+    with client_for(redis_url) as client:
+        with running_supervisor(redis_url, heartbeat_ms=5000, lease_ms=20_000,
+                                **MODES[mode]) as sup:
+            handle = client.enqueue("record_id", {"file": str(runs), "seconds": 30})
+            wait_for(lambda: client.get_job(handle.id).status == "active", what="it runs")
+            assert client.cancel(handle.id).outcome == "cancelling"
+            sup.stop(grace_ms=0)
+        assert client.get_job(handle.id).status == "cancelled"
+        _raises_cancelled(lambda: handle.result(wait_timeout=2_000))
+        with running_supervisor(redis_url):
+            time.sleep(0.5)
+    assert not runs.exists()
+
+
+def test_a_job_asked_to_cancel_is_not_requeued_when_its_supervisor_died(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    """Its supervisor died before a heartbeat told it of the cancel: taking its lease back
+    settles the job as cancelled instead of running it again."""
+    store = Store(make_config(redis_url, lease_ms=200, heartbeat_ms=50), redis_url)
+    try:
+        with client_for(redis_url) as client:
+            handle = client.enqueue("echo", {"n": 1})
+            store.heartbeat("default", "dead")
+            assert [j.id for j in store.claim("default", "dead", 1)[0]] == [handle.id]
+            assert client.cancel(handle.id).outcome == "cancelling"
+            time.sleep(0.25)
+            assert store.heartbeat("default", "alive") == ["dead"]
+            assert store.requeue_stalled("default", "dead") == (0, 0)
+            assert client.get_job(handle.id).status == "cancelled"
+            assert redis_client.llen(Keys().wait("default")) == 0
+            _raises_cancelled(lambda: handle.result(wait_timeout=2_000))
+    finally:
+        store.close()
