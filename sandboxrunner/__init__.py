@@ -4,21 +4,7 @@ Public API: run_job, arun_job, enqueue, get_result, get_job (a JobInfo), registe
 init_worker, and the errors.
 """
 
-from .client import (
-    JobHandle,
-    acancel,
-    aget_job,
-    alist_jobs,
-    aretry,
-    arun_job,
-    cancel,
-    enqueue,
-    get_job,
-    get_result,
-    list_jobs,
-    retry,
-    run_job,
-)
+from .client import JobHandle, arun_job, enqueue, get_result, run_job
 from .errors import (
     ConfigError,
     CronScheduleNotFound,
@@ -45,8 +31,18 @@ from .errors import (
     UnknownJob,
     WaitTimeout,
 )
-from .job_control import CancelResult, JobInfo, JobProgress
-from .job_listing import JobPage
+from .job_control import (
+    CancelResult,
+    JobInfo,
+    JobProgress,
+    acancel,
+    aget_job,
+    aretry,
+    cancel,
+    get_job,
+    retry,
+)
+from .job_listing import JobPage, alist_jobs, list_jobs
 from .registry import register_job
 from .worker import Worker, init_worker
 

@@ -171,11 +171,11 @@ class Client:
 
     @api_boundary("read job {}")
     def get_job(self, job_id: str) -> JobInfo:
-        return job_control.get_job(self, job_id)
+        return job_control.read_job(self, job_id)
 
     @api_boundary("read job {}")
     async def aget_job(self, job_id: str) -> JobInfo:
-        return await asyncio.to_thread(job_control.get_job, self, job_id)
+        return await asyncio.to_thread(job_control.read_job, self, job_id)
 
     def list_jobs(self, queue: str | None = None, status: str | None = None,
                   name: str | None = None, limit: int = 50,
@@ -190,23 +190,23 @@ class Client:
 
     @api_boundary("{}")
     def _list_jobs(self, _doing: str, *args: Any) -> JobPage:
-        return job_listing.list_jobs(self, *args)
+        return job_listing.list_page(self, *args)
 
     @api_boundary("retry job {}")
     def retry(self, job_id: str) -> JobHandle:
-        return JobHandle(job_control.retry(self, job_id), self)
+        return JobHandle(job_control.retry_job(self, job_id), self)
 
     @api_boundary("retry job {}")
     async def aretry(self, job_id: str) -> JobHandle:
-        return JobHandle(await asyncio.to_thread(job_control.retry, self, job_id), self)
+        return JobHandle(await asyncio.to_thread(job_control.retry_job, self, job_id), self)
 
     @api_boundary("cancel job {}")
     def cancel(self, job_id: str) -> CancelResult:
-        return job_control.cancel(self, job_id)
+        return job_control.cancel_job(self, job_id)
 
     @api_boundary("cancel job {}")
     async def acancel(self, job_id: str) -> CancelResult:
-        return await asyncio.to_thread(job_control.cancel, self, job_id)
+        return await asyncio.to_thread(job_control.cancel_job, self, job_id)
 
     def _not_found(self, job_id: str) -> JobNotFound:
         return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
@@ -482,45 +482,3 @@ def get_result(job_id: str, wait_timeout: int | None = None) -> Any:
     """Wait for the job with this id (from any process) and return or raise its outcome."""
     return default_client().get_result(job_id, wait_timeout)
 
-
-def get_job(job_id: str) -> JobInfo:
-    """The job JOB_ID as it stands: status, progress, attempts, errors, times, where."""
-    return default_client().get_job(job_id)
-
-
-async def aget_job(job_id: str) -> JobInfo:
-    """The asyncio twin of get_job."""
-    return await default_client().aget_job(job_id)
-
-
-def cancel(job_id: str) -> CancelResult:
-    """Cancel the job with this id (see job_control.CancelResult for what it did)."""
-    return default_client().cancel(job_id)
-
-
-async def acancel(job_id: str) -> CancelResult:
-    """The asyncio twin of cancel."""
-    return await default_client().acancel(job_id)
-
-
-def retry(job_id: str) -> JobHandle:
-    """Run a failed or cancelled job again, under the same id; its handle."""
-    return default_client().retry(job_id)
-
-
-async def aretry(job_id: str) -> JobHandle:
-    """The asyncio twin of retry."""
-    return await default_client().aretry(job_id)
-
-
-def list_jobs(queue: str | None = None, status: str | None = None, name: str | None = None,
-              limit: int = 50, cursor: str | None = None) -> JobPage:
-    """A page of jobs (job_listing.py): ``page.items``, and ``page.cursor`` for the next."""
-    return default_client().list_jobs(queue, status, name, limit, cursor)
-
-
-async def alist_jobs(queue: str | None = None, status: str | None = None,
-                     name: str | None = None, limit: int = 50,
-                     cursor: str | None = None) -> JobPage:
-    """The asyncio twin of list_jobs."""
-    return await default_client().alist_jobs(queue, status, name, limit, cursor)

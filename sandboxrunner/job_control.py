@@ -1,14 +1,15 @@
-"""Job control from the caller's side: get_job (a typed `JobInfo`), cancel, and the
-progress a waiting caller is told about (``on_progress``). `client.Client` delegates to
-these functions; the module-level twins use the process's default client.
+"""Job control from the caller's side: get_job (a typed `JobInfo`), cancel, retry, and the
+progress a waiting caller is told about (``on_progress``). `client.Client`'s methods
+delegate to the functions taking a client; the public functions at the end (get_job,
+cancel, retry and their asyncio twins) use the process's default client.
 
-`cancel` is one script (cancel.lua): a job not yet running is settled as cancelled at once
-(callers waiting get `JobCancelled`); a running one is marked, and its supervisor stops it
-within one heartbeat (heartbeat_ms, 1 s by default); a settled one is left as it is. It
-returns a `CancelResult` that says which (truthy unless the job had settled).
+`cancel_job` (cancel) is one script (cancel.lua): a job not yet running is settled as
+cancelled at once (callers waiting get `JobCancelled`); a running one is marked, and its
+supervisor stops it within one heartbeat (heartbeat_ms, 1 s by default); a settled one is
+left as it is. It returns a `CancelResult` that says which (truthy unless it had settled).
 
-`get_job` reads one job in one round trip to the server holding its queue (its record, and
-its score in the delayed set), plus one read of its supervisor's snapshot while it is
+`read_job` (get_job) reads one job in one round trip to the server holding its queue (its
+record, and its score in the delayed set), plus one read of its supervisor's snapshot while it is
 active (which child runs it: the snapshot is renewed every heartbeat, so a job that just
 started shows no child pid for up to a heartbeat). Nothing is written.
 
@@ -33,7 +34,7 @@ from .keys import queue_of_job
 from .progress import report_from_json
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .client import Client, JobHandle
 
 DELAYED = "delayed"  # a job in the delayed set (a retry's backoff): JobInfo.status
 PROGRESS = "progress"  # the status word of a progress message on a reply channel
@@ -97,7 +98,7 @@ def checked_job_id(job_id: Any) -> str:
     return job_id
 
 
-def get_job(client: Client, job_id: str) -> JobInfo:
+def read_job(client: Client, job_id: str) -> JobInfo:
     """The job JOB_ID as it stands; JobNotFound if Redis has no such job."""
     store = client.store
     fields, due_ms = store.job_view(checked_job_id(job_id), JOB_FIELDS)
@@ -186,7 +187,7 @@ class CancelResult:
         return self.outcome != "settled"
 
 
-def cancel(client: Client, job_id: str) -> CancelResult:
+def cancel_job(client: Client, job_id: str) -> CancelResult:
     """Cancel JOB_ID; JobNotFound if Redis has no such job (nothing changed)."""
     outcome, status = client.store.cancel(checked_job_id(job_id))
     if outcome == "missing":
@@ -195,7 +196,7 @@ def cancel(client: Client, job_id: str) -> CancelResult:
     return CancelResult(job_id, outcome, status)
 
 
-def retry(client: Client, job_id: str) -> str:
+def retry_job(client: Client, job_id: str) -> str:
     """Run failed or cancelled JOB_ID again under its id (retry.lua); returns the id.
     JobNotFound for no such job, InvalidJobState for any other job (nothing changed)."""
     outcome, status, holder = client.store.retry(checked_job_id(job_id))
@@ -254,3 +255,46 @@ class ProgressWatchers:
 
 PROGRESS_WATCHERS = ProgressWatchers()
 
+
+
+# -- the public functions: the process's default client (client.default_client) ------------
+def get_job(job_id: str) -> JobInfo:
+    """The job JOB_ID as it stands: status, progress, attempts, errors, times, where."""
+    from .client import default_client
+
+    return default_client().get_job(job_id)
+
+
+async def aget_job(job_id: str) -> JobInfo:
+    """The asyncio twin of get_job."""
+    from .client import default_client
+
+    return await default_client().aget_job(job_id)
+
+
+def cancel(job_id: str) -> CancelResult:
+    """Cancel the job with this id (`CancelResult` says what it did)."""
+    from .client import default_client
+
+    return default_client().cancel(job_id)
+
+
+async def acancel(job_id: str) -> CancelResult:
+    """The asyncio twin of cancel."""
+    from .client import default_client
+
+    return await default_client().acancel(job_id)
+
+
+def retry(job_id: str) -> JobHandle:
+    """Run a failed or cancelled job again, under the same id; its handle."""
+    from .client import default_client
+
+    return default_client().retry(job_id)
+
+
+async def aretry(job_id: str) -> JobHandle:
+    """The asyncio twin of retry."""
+    from .client import default_client
+
+    return await default_client().aretry(job_id)

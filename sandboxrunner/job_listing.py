@@ -51,7 +51,7 @@ class _Walk:
         self.at, self.offset = self.at + 1, 0
 
 
-def list_jobs(client: Client, queue: str | None = None, status: str | None = None,
+def list_page(client: Client, queue: str | None = None, status: str | None = None,
               name: str | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
     """A page of the jobs of QUEUE (default: all) in STATUS (default: all), named NAME
     (default: any); CURSOR: the previous page's. InvalidJobData for a bad argument."""
@@ -116,8 +116,26 @@ def failed_job_ids(client: Client, queue: str | None, name: str | None) -> list[
     ids: list[str] = []
     cursor = None
     while True:
-        page = list_jobs(client, queue, "failed", name, MAX_LIMIT, cursor)
+        page = list_page(client, queue, "failed", name, MAX_LIMIT, cursor)
         ids += [info.id for info in page.items]
         cursor = page.cursor
         if cursor is None:
             return ids
+
+
+def list_jobs(queue: str | None = None, status: str | None = None, name: str | None = None,
+              limit: int = 50, cursor: str | None = None) -> JobPage:
+    """A page of jobs with the process's default client: ``page.items``, and
+    ``page.cursor`` for the next page (None: the end)."""
+    from .client import default_client
+
+    return default_client().list_jobs(queue, status, name, limit, cursor)
+
+
+async def alist_jobs(queue: str | None = None, status: str | None = None,
+                     name: str | None = None, limit: int = 50,
+                     cursor: str | None = None) -> JobPage:
+    """The asyncio twin of list_jobs."""
+    from .client import default_client
+
+    return await default_client().alist_jobs(queue, status, name, limit, cursor)

@@ -15,9 +15,11 @@ is active on that supervisor, and publishes it on each waiting caller's reply ch
 ``on_progress`` (job_control.py). The supervisor also keeps each running job's latest
 report for its snapshot, so `top` draws a bar per running job.
 
-A child flushes its last report before it reports the job done, so a job that ends with
-``ctx.progress(1.0)`` has it on its record (unless the job settled first, in thread mode:
-a late report is dropped by the script).
+A job's last report reaches Redis before its outcome: a child sends it before its DONE
+frame, and the supervisor writes a report still waiting in its buffer before it reports
+the job's outcome (`RedisProgressSink.ended`), so a job that ends with
+``ctx.progress(1.0)`` has it on its record. A report that comes after the job settled is
+dropped by the script.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.1  # a buffer writes at most this often: ~10 writes/s
 MAX_MESSAGE_CHARS = 200  # a progress message is a status line, not a log
+TAKE_WAIT_S = 1.0  # a job's outcome waits at most this for its last report's write
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class ProgressBuffer:
     def __init__(self, write: Callable[[list[ProgressReport]], None], name: str) -> None:
         self._write, self._name = write, name
         self._latest: dict[str, ProgressReport] = {}
+        self._writing: set[str] = set()  # jobs whose report a flush is writing now
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -103,12 +107,25 @@ class ProgressBuffer:
                 self._thread.start()
             self._cond.notify()
 
+    def take(self, job_id: str) -> ProgressReport | None:
+        """JOB_ID's report waiting to be written, no longer waiting (None: none waits);
+        once a flush writing one of its reports is done (up to TAKE_WAIT_S)."""
+        with self._cond:
+            self._cond.wait_for(lambda: job_id not in self._writing, TAKE_WAIT_S)
+            return self._latest.pop(job_id, None)
+
     def flush(self) -> None:
         """Write what waits now, on the calling thread."""
         with self._cond:
             batch, self._latest = list(self._latest.values()), {}
-        if batch:
-            self._write(batch)
+            self._writing = {report.job_id for report in batch}
+        try:
+            if batch:
+                self._write(batch)
+        finally:
+            with self._cond:
+                self._writing = set()
+                self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
@@ -143,6 +160,14 @@ class RedisProgressSink:
     def progress(self, report: ProgressReport) -> None:
         self._seen[report.job_id] = report
         self._buffer.offer(report)
+
+    def ended(self, job_id: str) -> None:
+        """JOB_ID ended and its outcome is about to be written: its last report, if one
+        still waits, is written first, on this thread (the script drops it once the job
+        has settled). Nothing to do for a job with no report waiting: the usual case."""
+        report = self._buffer.take(job_id)
+        if report is not None:
+            self._write([report])
 
     def latest(self, job_id: str) -> ProgressReport | None:
         return self._seen.get(job_id)

@@ -153,6 +153,7 @@ class Supervisor:
 
     def _reporter(self, queue: str) -> Any:
         def report(outcome: Settlement) -> None:
+            self.progress_sink.ended(outcome.job_id)  # its last progress, before it
             if self._stop.is_set():
                 self._progress.set()  # a stop waiting for running jobs looks again
             # a lone job's outcome is written by the reporting thread itself. With other

@@ -60,15 +60,18 @@ def test_pages_follow_the_cursor_newest_first_without_repeats(redis_url: str) ->
             handle.result(wait_timeout=10_000)
             done.append(handle.id)
         seen: list[list[str]] = []
+        ended: list[float] = []
         cursor = None
         while True:
             page = client.list_jobs(status="completed", limit=3, cursor=cursor)
             seen.append(_ids(page))
+            ended += [info.ended_at or 0 for info in page.items]
             cursor = page.cursor
             if cursor is None:
                 break
     assert [len(ids) for ids in seen] == [3, 3, 1]
-    assert [i for ids in seen for i in ids] == done[::-1]
+    listed = [i for ids in seen for i in ids]
+    assert sorted(listed) == sorted(done) and ended == sorted(ended, reverse=True)
 
 
 def test_a_name_filter_reads_a_bounded_slice_per_page(redis_url: str) -> None:
@@ -100,3 +103,22 @@ def test_bad_arguments_are_clear_errors(redis_url: str, kwargs: dict[str, Any],
                                         says: str) -> None:
     with client_for(redis_url) as client, pytest.raises(InvalidJobData, match=says):
         client.list_jobs(**kwargs)
+
+
+def test_the_module_level_functions_use_the_default_client(redis_url: str) -> None:
+    import sandboxrunner
+
+    with client_for(redis_url):
+        handle = sandboxrunner.enqueue("echo", {"n": 1})
+        assert sandboxrunner.get_job(handle.id).status == "queued"
+        assert [i.id for i in sandboxrunner.list_jobs(status="queued").items] == [handle.id]
+        assert sandboxrunner.cancel(handle.id).outcome == "cancelled"
+        assert sandboxrunner.retry(handle.id).id == handle.id
+
+        async def twins() -> None:
+            assert (await sandboxrunner.aget_job(handle.id)).status == "queued"
+            assert (await sandboxrunner.alist_jobs(status="queued")).items
+            assert (await sandboxrunner.acancel(handle.id)).outcome == "cancelled"
+            assert (await sandboxrunner.aretry(handle.id)).id == handle.id
+
+        asyncio.run(twins())

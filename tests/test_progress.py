@@ -184,3 +184,14 @@ def test_top_draws_a_progress_bar_per_running_job(redis_url: str, mode: str,
             assert "100%" in row and "█" in row, "\n".join(lines)
             other = next(line for line in lines if line.startswith(short(quiet.id)))
             assert "%" not in other, "\n".join(lines)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_last_report_of_a_job_that_ends_at_once_is_on_its_record(redis_url: str,
+                                                                       mode: str) -> None:
+    with running_supervisor(redis_url, **MODES[mode]), client_for(redis_url) as client:
+        for _ in range(5):
+            handle = client.enqueue("progress_steps", {"steps": 3})
+            assert handle.result(wait_timeout=10_000) == {"steps": 3}
+            assert client.get_job(handle.id).progress == JobProgress(handle.id, 1.0,
+                                                                     "step 3 of 3")
