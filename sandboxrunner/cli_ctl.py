@@ -47,7 +47,9 @@ def _client(project: str | None, redis_url: str | None, command: str) -> Iterato
 def job(job_id: str = JOB_ID_ARGUMENT,
         as_json: bool = typer.Option(False, "--json", help="Print it as JSON."),
         redis_url: str = REDIS_URL_OPTION, project: str = PROJECT_OPTION) -> None:
-    """Show one job: status, progress, attempts and errors, times, where it runs."""
+    """Show one job: status, progress, attempts, errors, where.
+
+    Also its times and its result once completed; --json prints get_job's JobInfo."""
     with _client(project, redis_url, "job") as client:
         info = client.get_job(resolve_job_id(client.store, job_id))
     if as_json:
@@ -60,9 +62,11 @@ def job(job_id: str = JOB_ID_ARGUMENT,
 @reports_errors
 def cancel(job_id: str = JOB_ID_ARGUMENT,
            redis_url: str = REDIS_URL_OPTION, project: str = PROJECT_OPTION) -> None:
-    """Cancel a job: one not yet running never runs; a running one is stopped within a
-    heartbeat (its child killed, or ctx.cancelled set in thread mode); a settled one is
-    left alone. Its waiting callers get JobCancelled (`run` and `result` exit 1)."""
+    """Cancel a job: if queued it never runs, if running it stops.
+
+    A running job is stopped within a heartbeat (its child killed, or ctx.cancelled set in
+    thread mode); a settled one is left alone. Its waiting callers get JobCancelled (`run`
+    and `result` exit 1)."""
     with _client(project, redis_url, "cancel") as client:
         job_id = resolve_job_id(client.store, job_id)
         done = client.cancel(job_id)
@@ -82,8 +86,10 @@ def retry(job_id: str = typer.Argument(None, metavar="ID",
           name: str = typer.Option(None, "--name", metavar="NAME",
                                    help="With --failed: only jobs of this name."),
           redis_url: str = REDIS_URL_OPTION, project: str = PROJECT_OPTION) -> None:
-    """Run a failed or cancelled job again, under the same id (its attempts and errors go
-    on); or, with --failed, every failed job of a queue and name."""
+    """Run a failed or cancelled job again, same id (or --failed).
+
+    The job keeps its id, attempts and errors; with --failed, every failed job of a queue
+    and name runs again."""
     if (job_id is None) == (not failed) or (not failed and (queue or name)):
         raise errors.InvalidJobData("retry takes a job ID or --failed (with --queue and "
                                     "--name), not both and not neither")
@@ -112,7 +118,10 @@ def list_(queue: str = typer.Option(None, "--queue", metavar="Q",
                                      help="Where the previous page stopped (it prints it)."),
           as_json: bool = typer.Option(False, "--json", help="Print the page as JSON."),
           redis_url: str = REDIS_URL_OPTION, project: str = PROJECT_OPTION) -> None:
-    """List jobs a page at a time: queued, delayed, running, completed, failed, cancelled."""
+    """List jobs by queue, status and name, a page at a time.
+
+    Statuses: queued, delayed, active, completed, failed, cancelled. When there is more,
+    the last line is the command for the next page."""
     with _client(project, redis_url, "list") as client:
         page = client.list_jobs(queue, status, name, limit, cursor)
     if as_json:
