@@ -39,7 +39,8 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     (completed, failed, cancelled): the listing index
                                     (list_jobs). Added to by settle (_lib.lua), trimmed of
                                     entries older than result_ttl_ms by each script that
-                                    adds (once per call), so it never outgrows the records
+                                    adds (once per call), so it never outgrows the records;
+                                    TTL result_ttl_ms from its newest entry
   PREFIX:{Q}:recent          LIST   ids of recently settled jobs, capped (dashboard)
   PREFIX:{Q}:failures        LIST   ids of recently failed jobs, capped (dashboard)
   PREFIX:{Q}:log:ID          STREAM log lines of one job, capped, TTL as the record

@@ -4,6 +4,7 @@ cancelled jobs, by queue, status and name."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -131,3 +132,23 @@ def test_the_module_level_functions_use_the_default_client(redis_url: str) -> No
             assert (await sandboxrunner.aretry(handle.id)).id == handle.id
 
         asyncio.run(twins())
+
+
+def test_the_settled_index_goes_with_the_records_it_names(redis_url: str,
+                                                          redis_client: Any) -> None:
+    from sandboxrunner.keys import Keys
+
+    key = Keys().done("default", "completed")
+    with running_supervisor(redis_url, result_ttl=300), \
+            client_for(redis_url, result_ttl=300) as client:
+        first = client.enqueue("echo", {"n": 1})
+        first.result(wait_timeout=10_000)
+        assert redis_client.zscore(key, first.id) is not None
+        time.sleep(0.4)  # its record expired: a later settlement trims it from the index
+        second = client.enqueue("echo", {"n": 2})
+        second.result(wait_timeout=10_000)
+        assert [i.decode() for i in redis_client.zrange(key, 0, -1)] == [second.id]
+        assert client.list_jobs(status="completed").items[0].id == second.id
+        time.sleep(0.4)  # no settlement since: the whole index expired with the records
+        assert not redis_client.exists(key)
+        assert client.list_jobs(status="completed").items == []

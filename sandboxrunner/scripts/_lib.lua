@@ -43,7 +43,8 @@ end
 -- Settle one job: record the outcome, release its singleton key, expire the record (and
 -- its log stream when LOGGED: a job that wrote no line has none), keep it in the capped
 -- history lists and in the listing index of its status (``done:STATUS``: its caller
--- touches that key first and trims it, trim_done) and notify every waiting client. The caller counts it (count_settled).
+-- touches that key first and trims it, trim_done) and notify every waiting client. The
+-- caller counts it (count_settled).
 -- recent, failures: keys of the job's queue (failures only for STATUS 'failed': a
 -- cancelled job is no failure); qprefix: the queue's key prefix.
 local function settle(qprefix, recent, failures, id, status, body, ttl_ms, channel_prefix,
@@ -79,9 +80,13 @@ local function done_keys(qprefix, statuses)
 end
 
 -- Drop from the listing index of STATUS the jobs settled more than TTL_MS ago (their
--- records expired): once per script call, so the index never outgrows the records.
+-- records expired): once per script call, so the index never outgrows the records; and
+-- let the whole index expire TTL_MS after its newest entry, when every record it names
+-- has expired too (no settlement may come to trim it).
 local function trim_done(qprefix, status, now, ttl_ms)
-  redis.call('ZREMRANGEBYSCORE', qprefix .. 'done:' .. status, '-inf', '(' .. (now - ttl_ms))
+  local key = qprefix .. 'done:' .. status
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - ttl_ms))
+  redis.call('PEXPIRE', key, ttl_ms)
 end
 
 -- Cap the history lists after settling; FAILED: how many of the jobs failed (only then
