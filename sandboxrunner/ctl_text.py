@@ -38,7 +38,9 @@ def job_lines(info: JobInfo) -> list[str]:
     if info.child_pid is not None:
         where += f" (child {info.child_pid})"
     rows = [("id", info.id), ("name", info.name), ("queue", info.queue),
-            ("status", info.status), ("progress", progress_text(info)),
+            ("status", info.status + (" (cancel requested: it stops within a heartbeat)"
+                                      if info.cancel_requested else "")),
+            ("progress", progress_text(info)),
             ("attempts", f"{info.attempts} (retries allowed: {info.retries})"),
             ("enqueued", when(info.enqueued_at)), ("started", when(info.started_at)),
             ("ended", when(info.ended_at)), ("supervisor", where)]

@@ -70,6 +70,7 @@ class JobInfo:
     supervisor: str | None  # the supervisor running it (or that last ran it)
     child_pid: int | None  # the child running it, in process mode
     stalled: int  # times taken back from a supervisor that died
+    cancel_requested: bool = False  # cancelled while it runs: it settles as cancelled
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (`sandboxrunner job --json`)."""
@@ -82,7 +83,7 @@ class JobInfo:
 
 
 JOB_FIELDS = ("name", "status", "attempt", "retries", "errors", "error", "result", "enq",
-              "start", "end", "sid", "progress", "stalled")
+              "start", "end", "sid", "progress", "stalled", "cancel")
 
 
 def checked_job_id(job_id: Any) -> str:
@@ -129,7 +130,8 @@ def job_info(job_id: str, fields: dict[str, str], due_ms: int | None,
         enqueued_at=_seconds(fields.get("enq")), started_at=_seconds(fields.get("start")),
         ended_at=_seconds(fields.get("end")), due_at=None if due_ms is None else due_ms / 1000,
         supervisor=fields.get("sid") or None, child_pid=child_pid,
-        stalled=_int(fields.get("stalled")))
+        stalled=_int(fields.get("stalled")),
+        cancel_requested=status == Status.ACTIVE and fields.get("cancel") == "1")
 
 
 def _child_of(snapshot: dict[str, Any] | None, job_id: str) -> int | None:

@@ -104,7 +104,9 @@ def test_a_thread_handler_sees_ctx_cancelled_and_the_job_settles_cancelled(
     with running_supervisor(redis_url), client_for(redis_url) as client:
         handle = client.enqueue("cancel_aware", {"seconds": 30, "file": str(seen)})
         wait_for(lambda: client.get_job(handle.id).status == "active", what="it runs")
+        assert not client.get_job(handle.id).cancel_requested
         assert client.cancel(handle.id).outcome == "cancelling"
+        assert client.get_job(handle.id).cancel_requested  # until its handler returns
         _raises_cancelled(lambda: handle.result(wait_timeout=10_000))
         assert seen.read_text() == "cancelled"
         assert client.get_job(handle.id).status == "cancelled"
