@@ -481,4 +481,3 @@ def enqueue(name: str, data: Any = None, timeout: int | None = None,
 def get_result(job_id: str, wait_timeout: int | None = None) -> Any:
     """Wait for the job with this id (from any process) and return or raise its outcome."""
     return default_client().get_result(job_id, wait_timeout)
-
