@@ -11,7 +11,8 @@ Threads of one supervisor process:
                   (see settling.py).
   heartbeat       every heartbeat_ms renews the lease on each queue (its own connection,
                   so slow job traffic never lets a live lease lapse), takes back the jobs
-                  of supervisors whose lease lapsed, and publishes a snapshot for `top`.
+                  of supervisors whose lease lapsed, stops the running jobs asked to
+                  cancel (job_control.py), and publishes a snapshot for `top`.
   cron            fires the due ticks of the served queues' cron jobs (see cron.py).
 
 Redis outages: every thread retries with backoff until Redis answers again; outcomes
@@ -153,7 +154,7 @@ class Supervisor:
 
     def _reporter(self, queue: str) -> Any:
         def report(outcome: Settlement) -> None:
-            self.progress_sink.ended(outcome.job_id)  # its last progress, before it
+            self.progress_sink.ended(outcome.job_id)  # its last progress, then its outcome
             if self._stop.is_set():
                 self._progress.set()  # a stop waiting for running jobs looks again
             # a lone job's outcome is written by the reporting thread itself. With other
