@@ -1,6 +1,7 @@
 """sandboxrunner: background jobs for Python on Redis.
 
-Public API: run_job, arun_job, enqueue, get_result, register_job, init_worker, and the errors.
+Public API: run_job, arun_job, enqueue, get_result, get_job (a JobInfo), register_job,
+init_worker, and the errors.
 """
 
 from .client import JobHandle, arun_job, enqueue, get_result, run_job
@@ -9,6 +10,9 @@ from .errors import (
     CronScheduleNotFound,
     DeadlockError,
     InvalidJobData,
+    InvalidJobState,
+    InvalidProgress,
+    JobCancelled,
     JobError,
     JobFailed,
     JobLoadError,
@@ -27,19 +31,38 @@ from .errors import (
     UnknownJob,
     WaitTimeout,
 )
+from .job_control import (
+    CancelResult,
+    JobInfo,
+    JobProgress,
+    acancel,
+    aget_job,
+    aretry,
+    cancel,
+    get_job,
+    retry,
+)
+from .job_listing import JobPage, alist_jobs, list_jobs
 from .registry import register_job
 from .worker import Worker, init_worker
 
 __all__ = [
+    "CancelResult",
     "ConfigError",
     "CronScheduleNotFound",
     "DeadlockError",
     "InvalidJobData",
+    "InvalidJobState",
+    "InvalidProgress",
+    "JobCancelled",
     "JobError",
     "JobFailed",
     "JobHandle",
+    "JobInfo",
     "JobLoadError",
     "JobNotFound",
+    "JobPage",
+    "JobProgress",
     "JobTimeout",
     "NoSupervisor",
     "RedisAuthFailed",
@@ -54,10 +77,18 @@ __all__ = [
     "UnknownJob",
     "WaitTimeout",
     "Worker",
+    "acancel",
+    "aget_job",
+    "alist_jobs",
+    "aretry",
     "arun_job",
+    "cancel",
     "enqueue",
+    "get_job",
     "get_result",
     "init_worker",
+    "list_jobs",
     "register_job",
+    "retry",
     "run_job",
 ]

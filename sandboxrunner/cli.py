@@ -1,4 +1,5 @@
-"""The `sandboxrunner` command: start, run, jobs, logs, result, cron, top, redis. No logic
+"""The `sandboxrunner` command: start, run, jobs, logs, result, cron, top, redis, and job
+control (cli_ctl.py: job, cancel, retry, list). No logic
 lives here: each command builds the config, calls the library and maps errors to exit
 codes. `logs` and `result` live in cli_results.py; the shared options, the error reporting
 and finding Redis without starting it in cli_support.py."""
@@ -13,6 +14,7 @@ from typing import Any
 import typer
 
 from . import errors
+from .cli_ctl import cancel, job, list_, retry
 from .cli_results import logs, result
 from .cli_support import (
     EXIT_CODES_HELP,
@@ -184,6 +186,10 @@ def jobs(jobs_dir: str = typer.Option(None, "--jobs-dir", metavar="DIR",
 
 app.command()(logs)
 app.command()(result)
+app.command()(job)
+app.command()(cancel)
+app.command()(retry)
+app.command("list")(list_)
 
 
 redis_app = typer.Typer(help="The embedded Redis server of this project.")

@@ -39,7 +39,7 @@ FLAG_NAMES = {"workers": "--workers", "concurrency": "--concurrency",
 EXIT_CODES_HELP = f"""\b
 Exit codes:
   {errors.EXIT_OK}  done
-  {errors.EXIT_JOB_FAILED}  the job failed or timed out
+  {errors.EXIT_JOB_FAILED}  the job failed, timed out or was cancelled
   {errors.EXIT_USAGE}  bad input: unknown job or job id, data not JSON, a bad option
   {errors.EXIT_CONFIG}  bad configuration or job file, or no project found
   {errors.EXIT_REDIS}  Redis unreachable, or no embedded server runs (read-only commands)
@@ -52,6 +52,7 @@ _EXIT_CODES: tuple[tuple[type[errors.SandboxRunnerError], int], ...] = (
     (errors.UnknownJob, errors.EXIT_USAGE),
     (errors.InvalidJobData, errors.EXIT_USAGE),
     (errors.JobNotFound, errors.EXIT_USAGE),
+    (errors.InvalidJobState, errors.EXIT_USAGE),
     (errors.ConfigError, errors.EXIT_CONFIG),
     (errors.JobLoadError, errors.EXIT_CONFIG),
     (errors.RedisUnavailable, errors.EXIT_REDIS),
@@ -66,7 +67,9 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 # What each command was doing when Redis failed, for its error line
 DOING = {"start": "start a supervisor", "run": "run the job", "result": "fetch the result",
          "logs": "read the job's log", "cron": "read the cron schedules",
-         "top": "read the dashboard", "redis_stop": "ask which supervisors use it"}
+         "top": "read the dashboard", "redis_stop": "ask which supervisors use it",
+         "job": "read the job", "cancel": "cancel the job", "retry": "retry jobs",
+         "list_": "list the jobs"}
 # The Redis the command talks to (URL, key prefix), once known: named in its error line
 _REDIS: ContextVar[tuple[str, str]] = ContextVar("redis", default=("", "sr"))
 

@@ -32,6 +32,7 @@ from typing import Any, cast
 
 import redis
 
+from . import job_control, job_listing
 from .async_listener import AsyncListener
 from .async_store import AsyncStore
 from .calls import prepare_call
@@ -40,6 +41,8 @@ from .connection import RedisRetry, aretrying, caller_retry, resolve_redis_url, 
 from .context import current_job
 from .errors import JobNotFound, WaitTimeout
 from .job import EnqueueResult, Outcome, PreparedJob
+from .job_control import PROGRESS_WATCHERS, CancelResult, JobInfo, ProgressCallback
+from .job_listing import JobPage
 from .keys import queue_of_job
 from .listener import Listener, Waiter
 from .nested import NestedCall
@@ -106,14 +109,16 @@ class Client:
     # -- sync ------------------------------------------------------------------------
     @api_boundary("run job {!r}")
     def run_job(self, name: str, data: Any = None, timeout: int | None = None,
-                wait_timeout: int | None = None, retries: int | None = None) -> Any:
+                wait_timeout: int | None = None, retries: int | None = None,
+                on_progress: ProgressCallback | None = None) -> Any:
         job = self.prepare(name, data, timeout, retries)
         retry = self._retry(f"enqueue job {job.name!r}", wait_timeout)
         with NestedCall(job.queue) as nested:
             if nested.would_wait_for_itself():
                 nested.refuse_if_alone(
                     retrying(lambda: self.store.live_supervisors(job.queue), retry))
-            return self._enqueue_and_wait(job, retry, wait_timeout).value()
+            with PROGRESS_WATCHERS.watching(job.job_id, on_progress):
+                return self._enqueue_and_wait(job, retry, wait_timeout).value()
 
     def _enqueue_and_wait(self, job: PreparedJob, retry: RedisRetry,
                           wait_timeout: int | None) -> Outcome:
@@ -163,6 +168,45 @@ class Client:
             raise self._not_found(job_id)
         outcome = self._wait(job_id, waiter, wait_timeout, 1)
         return outcome.value()
+
+    @api_boundary("read job {}")
+    def get_job(self, job_id: str) -> JobInfo:
+        return job_control.read_job(self, job_id)
+
+    @api_boundary("read job {}")
+    async def aget_job(self, job_id: str) -> JobInfo:
+        return await asyncio.to_thread(job_control.read_job, self, job_id)
+
+    def list_jobs(self, queue: str | None = None, status: str | None = None,
+                  name: str | None = None, limit: int = 50,
+                  cursor: str | None = None) -> JobPage:
+        return self._list_jobs("list jobs", queue, status, name, limit, cursor)
+
+    async def alist_jobs(self, queue: str | None = None, status: str | None = None,
+                         name: str | None = None, limit: int = 50,
+                         cursor: str | None = None) -> JobPage:
+        return await asyncio.to_thread(self._list_jobs, "list jobs", queue, status, name,
+                                       limit, cursor)
+
+    @api_boundary("{}")
+    def _list_jobs(self, _doing: str, *args: Any) -> JobPage:
+        return job_listing.list_page(self, *args)
+
+    @api_boundary("retry job {}")
+    def retry(self, job_id: str) -> JobHandle:
+        return JobHandle(job_control.retry_job(self, job_id), self)
+
+    @api_boundary("retry job {}")
+    async def aretry(self, job_id: str) -> JobHandle:
+        return JobHandle(await asyncio.to_thread(job_control.retry_job, self, job_id), self)
+
+    @api_boundary("cancel job {}")
+    def cancel(self, job_id: str) -> CancelResult:
+        return job_control.cancel_job(self, job_id)
+
+    @api_boundary("cancel job {}")
+    async def acancel(self, job_id: str) -> CancelResult:
+        return await asyncio.to_thread(job_control.cancel_job, self, job_id)
 
     def _not_found(self, job_id: str) -> JobNotFound:
         return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
@@ -220,7 +264,8 @@ class Client:
 
     @api_boundary("run job {!r}")
     async def arun_job(self, name: str, data: Any = None, timeout: int | None = None,
-                       wait_timeout: int | None = None, retries: int | None = None) -> Any:
+                       wait_timeout: int | None = None, retries: int | None = None,
+                       on_progress: ProgressCallback | None = None) -> Any:
         job = self.prepare(name, data, timeout, retries)
         retry = self._retry(f"enqueue job {job.name!r}", wait_timeout)
         listener = self._async_listener()
@@ -228,7 +273,9 @@ class Client:
             if nested.would_wait_for_itself():
                 nested.refuse_if_alone(
                     await aretrying(lambda: listener.store.live_supervisors(job.queue), retry))
-            return (await self._aenqueue_and_wait(listener, job, retry, wait_timeout)).value()
+            with PROGRESS_WATCHERS.watching(job.job_id, on_progress):
+                return (await self._aenqueue_and_wait(listener, job, retry,
+                                                      wait_timeout)).value()
 
     async def _aenqueue_and_wait(self, listener: AsyncListener, job: PreparedJob,
                                  retry: RedisRetry, wait_timeout: int | None) -> Outcome:
@@ -312,6 +359,9 @@ class JobHandle:
 
     def __await__(self) -> Any:
         return self._client.aget_result(self.id).__await__()
+
+    def cancel(self) -> CancelResult:
+        return self._client.cancel(self.id)
 
     def __repr__(self) -> str:
         return f"JobHandle({self.id!r})"
@@ -407,15 +457,19 @@ def drop_default_client(client: Client) -> None:
 
 
 def run_job(name: str, data: Any = None, timeout: int | None = None,
-            wait_timeout: int | None = None, retries: int | None = None) -> Any:
-    """Run job NAME with DATA, wait, and return its result (or raise its error)."""
-    return default_client().run_job(name, data, timeout, wait_timeout, retries)
+            wait_timeout: int | None = None, retries: int | None = None,
+            on_progress: ProgressCallback | None = None) -> Any:
+    """Run job NAME with DATA, wait, and return its result (or raise its error);
+    ON_PROGRESS(JobProgress) hears the job's ctx.progress reports meanwhile."""
+    return default_client().run_job(name, data, timeout, wait_timeout, retries, on_progress)
 
 
 async def arun_job(name: str, data: Any = None, timeout: int | None = None,
-                   wait_timeout: int | None = None, retries: int | None = None) -> Any:
+                   wait_timeout: int | None = None, retries: int | None = None,
+                   on_progress: ProgressCallback | None = None) -> Any:
     """The asyncio twin of run_job."""
-    return await default_client().arun_job(name, data, timeout, wait_timeout, retries)
+    return await default_client().arun_job(name, data, timeout, wait_timeout, retries,
+                                           on_progress)
 
 
 def enqueue(name: str, data: Any = None, timeout: int | None = None,

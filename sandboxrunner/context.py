@@ -2,7 +2,10 @@
 
 ``ctx.job`` is the `JobRecord`; ``ctx.log(msg, data=None, err=None)`` and its ``warn`` and
 ``error`` variants record log lines of that job through a `LogSink` (straight to Redis in
-thread mode, over the pipe to the supervisor in a child process). ``current_job`` says
+thread mode, over the pipe to the supervisor in a child process);
+``ctx.progress(fraction, message=None)`` reports how far it got through a `ProgressSink`
+(coalesced: see progress.py); ``ctx.cancelled`` is a `threading.Event` set when the job is
+cancelled while it runs on a thread (job_control.py). ``current_job`` says
 which job the running code belongs to: it is set around the handler, so it follows the
 job's thread or asyncio task (a nested run_job and thread mode's print capture,
 joboutput.py, read it).
@@ -13,16 +16,22 @@ from __future__ import annotations
 import contextvars
 import mmap
 import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .job import JobRecord
+from .progress import ProgressReport, checked_report
 
 
 class LogSink(Protocol):
     def emit(self, job_id: str, queue: str, line: dict[str, Any]) -> None: ...
+
+
+class ProgressSink(Protocol):
+    def progress(self, report: ProgressReport) -> None: ...
 
 
 def log_line(level: str, message: Any, data: Any = None, err: BaseException | None = None,
@@ -128,6 +137,18 @@ class JobContext:
     # the factory of the client a nested run_job uses, handed in by whoever started the
     # worker side (the worker side never imports the client itself)
     make_client: Any = field(default=None, repr=False)
+    # where ctx.progress reports go (None: nowhere, e.g. a context built by hand)
+    progress_sink: ProgressSink | None = field(default=None, repr=False)
+    # set when the job is cancelled while it runs in a thread (a thread cannot be
+    # stopped: the handler may check it or wait on it); a child is killed instead
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the job got: FRACTION from 0 to 1, and a short MESSAGE. Cheap in
+        a tight loop (coalesced to ~10 writes/s); InvalidProgress for a bad value."""
+        report = checked_report(self.job.id, self.job.queue, fraction, message)
+        if self.progress_sink is not None:
+            self.progress_sink.progress(report)
 
 
 current_job: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

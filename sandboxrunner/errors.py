@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 EXIT_OK = 0
-EXIT_JOB_FAILED = 1  # the job ran and failed or timed out
+EXIT_JOB_FAILED = 1  # the job ran and failed or timed out, or was cancelled
 EXIT_USAGE = 2  # bad input: unknown job name or job id, data not JSON, a bad option
 EXIT_CONFIG = 3  # bad configuration or job file, or no project found
 EXIT_REDIS = 4  # Redis unreachable or refused (full, ACL, replica...), or no embedded server
@@ -51,6 +51,11 @@ class UnknownJob(SandboxRunnerError):
 
 class InvalidJobData(SandboxRunnerError):
     """Job data, a timeout or a singleton key is not acceptable; nothing was enqueued."""
+
+
+class InvalidProgress(SandboxRunnerError, ValueError):
+    """ctx.progress got a fraction outside 0..1 (or not a number) or a message that is not
+    text; nothing was recorded."""
 
 
 class RedisUnavailable(SandboxRunnerError):
@@ -106,6 +111,11 @@ class WaitTimeout(SandboxRunnerError):
         )
 
 
+class InvalidJobState(SandboxRunnerError):
+    """The job is not in a state that allows the request (retry of a job that did not fail,
+    or whose singleton key another run holds); nothing changed."""
+
+
 class JobNotFound(SandboxRunnerError):
     """No job has that id: it was never enqueued, or its result expired (result_ttl)."""
 
@@ -145,6 +155,10 @@ class JobFailed(JobError):
 
 class JobTimeout(JobError):
     """The job ran past its time limit."""
+
+
+class JobCancelled(JobError):
+    """The job was cancelled (cancel(), handle.cancel() or `sandboxrunner cancel`)."""
 
 
 class CronScheduleNotFound(SandboxRunnerError):

@@ -34,10 +34,16 @@ A job is a Redis hash (key ``keys.Keys.job``) with these fields, all strings:
   error    JSON text of an `ErrorInfo`   retries  attempts allowed after the first
   backoff  JSON text of the retry backoff
   fails    failed attempts so far        errors   JSON list of every failed attempt's error
+  progress JSON of the latest ctx.progress report, {"fraction": F, "message": M}
+           (progress.lua; absent until the job reports)
+  cancel   1 once a cancel was asked while it ran (cancel.lua): it settles as cancelled
+  reruns   times `retry` ran it again after it failed or was cancelled (retry.lua: the
+           same id; attempt and errors go on, fails starts afresh)
 
 When a job settles, the finish script publishes ``ID \\n STATUS \\n BODY`` on the caller's
 reply channel, where BODY is the result JSON or the error JSON, so a waiting caller needs
-no second read.
+no second read. While it runs, progress.lua publishes ``ID \\n progress \\n JSON`` there
+too: a report, not an outcome (the listeners hand it to job_control.py).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from .errors import InvalidJobData, JobError, JobFailed, JobTimeout
+from .errors import InvalidJobData, JobCancelled, JobError, JobFailed, JobTimeout
 
 
 class Status(enum.StrEnum):
@@ -59,9 +65,10 @@ class Status(enum.StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED})
+TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 
 
 class ErrorKind(enum.StrEnum):
@@ -73,6 +80,7 @@ class ErrorKind(enum.StrEnum):
     STALLED = "stalled"  # its supervisor died too often
     INVALID = "invalid"  # bad message, unknown job, non-JSON result
     MEMORY = "memory"  # its child went over the memory limit
+    CANCELLED = "cancelled"  # cancelled on request (job_control.py)
 
 
 # frames of these run a handler: a job's traceback starts below them (see _from_handler)
@@ -123,11 +131,13 @@ class ErrorInfo:
             return cls(kind=ErrorKind.INVALID, type="Error", message=str(text))
 
     def to_exception(self, job_id: str, job_name: str) -> JobError:
-        cls = JobTimeout if self.kind == ErrorKind.TIMEOUT else JobFailed
+        cls: type[JobError] = JobFailed
         label = job_name or job_id
         message = f"job {label} ({job_id}) failed: {self.type}: {self.message}"
         if self.kind == ErrorKind.TIMEOUT:
-            message = f"job {label} ({job_id}) timed out: {self.message}"
+            cls, message = JobTimeout, f"job {label} ({job_id}) timed out: {self.message}"
+        elif self.kind == ErrorKind.CANCELLED:
+            cls, message = JobCancelled, f"job {label} ({job_id}) was cancelled: {self.message}"
         return cls(
             message,
             job_id=job_id,
@@ -136,6 +146,11 @@ class ErrorInfo:
             error_message=self.message,
             remote_traceback=self.traceback,
         )
+
+    @classmethod
+    def cancelled(cls, how: str) -> ErrorInfo:
+        """The error of a job cancelled on request; HOW it was stopped."""
+        return cls(kind=ErrorKind.CANCELLED, type="JobCancelled", message=how)
 
     @classmethod
     def stalled(cls, max_stalled: int) -> ErrorInfo:
@@ -332,6 +347,11 @@ class Settlement:
     def failed_with(cls, job_id: str, info: ErrorInfo) -> Settlement:
         return cls(job_id, Status.FAILED, info.to_json())
 
+    @classmethod
+    def cancelled(cls, job_id: str, how: str) -> Settlement:
+        """The job was stopped on request, HOW (finish.lua never retries it)."""
+        return cls(job_id, Status.CANCELLED, ErrorInfo.cancelled(how).to_json())
+
 
 # -- Redis -> caller ----------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -340,7 +360,7 @@ class Outcome:
 
     job_id: str
     status: str
-    body: str  # result JSON when completed, ErrorInfo JSON when failed
+    body: str  # result JSON when completed, ErrorInfo JSON when failed or cancelled
     name: str = ""
 
     @classmethod

@@ -13,6 +13,12 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     lease. It is valid while SID heartbeats (see ``sups``)
   PREFIX:{Q}:delayed         ZSET   id -> due time (ms) of a failed job waiting to be retried;
                                     the claim script moves due ones to the wait list
+  PREFIX:{Q}:throttled       ZSET   id -> ms when a rate limit frees a slot for it (see the
+                                    claim script); cancel.lua removes a cancelled job from it
+  PREFIX:{Q}:cancel:SID      SET    ids of running jobs of supervisor SID asked to cancel
+                                    (cancel.lua); heartbeat.lua returns and clears it, so a
+                                    running job learns of its cancel within a heartbeat. TTL
+                                    result_ttl_ms (a dead SID never reads it)
   PREFIX:{Q}:sups            ZSET   SID -> server time (ms) of its last heartbeat for Q
   PREFIX:{Q}:resumed         STRING server ms when heartbeats of Q resumed after a silence
                                     (Redis down or stalled); TTL lease_ms. While it exists
@@ -24,10 +30,17 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     name, or NAME:canonical JSON of the key, hashed when long);
                                     no TTL needed: a holder whose job is not queued or active
                                     no longer counts, so a claim cannot stay stuck
-  PREFIX:{Q}:stats           HASH   counters: enqueued, completed, failed, stalled,
-                                    retried, handed_back (jobs a stopping supervisor gave back)
+  PREFIX:{Q}:stats           HASH   counters: enqueued, completed, failed, cancelled,
+                                    stalled, retried, handed_back (jobs a stopping
+                                    supervisor gave back)
   PREFIX:{Q}:rate            HASH   slot (second % 60) -> "second:count" of completions;
                                     60 fields at most, read as jobs/s over the last minute
+  PREFIX:{Q}:done:STATUS     ZSET   id -> settled ms of the jobs settled as STATUS
+                                    (completed, failed, cancelled): the listing index
+                                    (list_jobs). Added to by settle (_lib.lua), trimmed of
+                                    entries older than result_ttl_ms by each script that
+                                    adds (once per call), so it never outgrows the records;
+                                    TTL result_ttl_ms from its newest entry
   PREFIX:{Q}:recent          LIST   ids of recently settled jobs, capped (dashboard)
   PREFIX:{Q}:failures        LIST   ids of recently failed jobs, capped (dashboard)
   PREFIX:{Q}:log:ID          STREAM log lines of one job, capped, TTL as the record
@@ -35,7 +48,8 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     (a tick is claimed by compare-and-set on its ``last``
                                     field, so no per-tick keys; ``@sync`` marks a synced hash)
   PREFIX:{Q}:reply:CID       sharded pub/sub channel (SPUBLISH) of a client process: Q's
-                                    settled jobs it waits for (in a cluster, on Q's node)
+                                    settled jobs it waits for (in a cluster, on Q's node),
+                                    and their progress reports (progress.lua)
 
 Keys outside any queue (never touched by a script together with queue keys):
 
@@ -99,6 +113,12 @@ class Keys:
     def delayed(self, queue: str) -> str:
         return f"{self._q(queue)}:delayed"
 
+    def throttled(self, queue: str) -> str:
+        return f"{self._q(queue)}:throttled"
+
+    def cancel_requests(self, queue: str, sid: str) -> str:
+        return f"{self._q(queue)}:cancel:{sid}"
+
     def sups(self, queue: str) -> str:
         return f"{self._q(queue)}:sups"
 
@@ -116,6 +136,9 @@ class Keys:
 
     def rate(self, queue: str) -> str:
         return f"{self._q(queue)}:rate"
+
+    def done(self, queue: str, status: str) -> str:
+        return f"{self._q(queue)}:done:{status}"
 
     def recent(self, queue: str) -> str:
         return f"{self._q(queue)}:recent"

@@ -71,6 +71,7 @@ import redis
 
 from .connection import reason
 from .job import Outcome
+from .job_control import PROGRESS, PROGRESS_WATCHERS
 from .keys import queue_of_job
 from .store import Store
 
@@ -349,10 +350,14 @@ def outcome_of(channel: str, data: bytes | str) -> Outcome | None:
     by hand, not by the finish script, and whoever reads for every waiter must not fail
     them for it."""
     try:
-        return Outcome.from_reply(data)
+        outcome = Outcome.from_reply(data)
     except ValueError:
         log.error("ignored a malformed message on %s: %r", channel, data[:200])
         return None
+    if outcome.status == PROGRESS:  # not an outcome: a running job's progress report
+        PROGRESS_WATCHERS.notify(outcome.job_id, outcome.body)
+        return None
+    return outcome
 
 
 def _close_quietly(pubsub: redis.client.PubSub) -> None:

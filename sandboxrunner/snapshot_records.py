@@ -102,6 +102,8 @@ class RunningJobInfo:
     worker: str
     elapsed_ms: int
     timeout_ms: int
+    progress: float | None = None  # its latest ctx.progress (0..1), None: never reported
+    progress_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -391,10 +393,20 @@ def decode_supervisor(sid: str, snap: dict[str, Any], pttl: int, now_ms: int,
                        queue=str(r.get("queue", "")), sid=sid, host=host, supervisor_pid=pid,
                        worker=str(r.get("worker", "")), timeout_ms=as_int(r.get("timeout_ms")),
                        elapsed_ms=max(0, beat_ms - int(_float(r.get("started_at")) * 1000)
-                                      + age_ms))
+                                      + age_ms), **_progress_of(r))
         for r in _dicts(snap.get("running"))
     ]
     return info, jobs, splits
+
+
+def _progress_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The progress fields of a running job's row (none when it never reported)."""
+    fraction = row.get("progress")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        return {}
+    message = row.get("progress_message")
+    return {"progress": min(1.0, max(0.0, float(fraction))),
+            "progress_message": message if isinstance(message, str) else None}
 
 
 def server_version(info: dict[str, Any]) -> str:

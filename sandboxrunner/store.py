@@ -40,7 +40,8 @@ from .job import (
     text,
 )
 from .job import Settlement as Settlement
-from .keys import QUEUES, Keys
+from .keys import QUEUES, Keys, queue_of_job
+from .progress import ProgressReport
 from .redirects import Replicas
 from .routing import Router
 from .routing import check_reachable as check_reachable  # re-exported
@@ -55,7 +56,11 @@ from .supervision import (
 )
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
-                "attach", "cron_sync", "cron_fire")
+                "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry")
+# the error of a running job asked to cancel that ended another way: its handler returned
+# (finish.lua), or its supervisor stopped (hand_back.lua) or died (requeue_stalled.lua)
+CANCELLED_WHILE_RUNNING = ErrorInfo.cancelled("cancelled while it ran").to_json()
+CANCELLED_WAITING = ErrorInfo.cancelled("cancelled before it ran").to_json()
 BLOCK_TIMEOUT_S = 1.0
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
 
@@ -213,7 +218,8 @@ class Store(StoreReads):
         may have), whose log streams get the result's TTL."""
         k = self.keys
         args: list[Any] = [k.queue_prefix(queue), self.config.result_ttl,
-                           self.config.history_size, k.reply_channel(queue, "")]
+                           self.config.history_size, k.reply_channel(queue, ""),
+                           CANCELLED_WHILE_RUNNING]
         for s in settlements:
             wrote = logged is None or s.job_id in logged
             args += [s.job_id, s.status.value, s.body, "1" if wrote else "0"]
@@ -225,11 +231,47 @@ class Store(StoreReads):
             args, replicated=True,
         ))
 
+    def record_progress(self, queue: str, sid: str, reports: Sequence[ProgressReport]) -> int:
+        """Store REPORTS of QUEUE's jobs running on SID and publish them to their callers
+        (progress.lua); returns how many were recorded."""
+        k = self.keys
+        args: list[Any] = [sid, k.reply_channel(queue, "")]
+        for report in reports:
+            args += [report.job_id, report.to_json()]
+        return int(self._run("progress", [k.job(r.job_id) for r in reports], args))
+
     def heartbeat(self, queue: str, sid: str) -> list[str]:
         """Renew SID's lease on QUEUE; returns the supervisors whose lease lapsed."""
-        dead = self._run("heartbeat", [self.keys.sups(queue), self.keys.resumed(queue)],
-                         [sid, self.config.lease_ms])
-        return [text(d) for d in dead if text(d) != sid]
+        return self.heartbeat_and_cancels(queue, sid)[0]
+
+    def heartbeat_and_cancels(self, queue: str, sid: str) -> tuple[list[str], list[str]]:
+        """Renew SID's lease on QUEUE; returns the supervisors whose lease lapsed, and the
+        ids of SID's running jobs asked to cancel since the last heartbeat."""
+        k = self.keys
+        dead, cancels = self._run(
+            "heartbeat", [k.sups(queue), k.resumed(queue), k.cancel_requests(queue, sid)],
+            [sid, self.config.lease_ms])
+        return [text(d) for d in dead if text(d) != sid], [text(i) for i in cancels]
+
+    def retry(self, job_id: str) -> tuple[str, str, str]:
+        """Queue failed or cancelled JOB_ID again (retry.lua): its outcome ('queued',
+        'refused', 'busy' or 'missing'), its status before, the singleton holder if busy."""
+        k, queue = self.keys, queue_of_job(job_id)
+        outcome, status, holder = self._run(
+            "retry", [k.job(job_id), k.wait(queue), k.stats(queue)],
+            [k.queue_prefix(queue), job_id], replicated=True)
+        return text(outcome), text(status), text(holder)
+
+    def cancel(self, job_id: str) -> tuple[str, str]:
+        """Cancel JOB_ID (cancel.lua): its outcome ('cancelled', 'cancelling', 'settled' or
+        'missing') and its status before."""
+        k, queue = self.keys, queue_of_job(job_id)
+        outcome, status = self._run(
+            "cancel", [k.job(job_id), k.wait(queue), k.delayed(queue), k.throttled(queue),
+                       k.stats(queue), k.recent(queue)],
+            [k.queue_prefix(queue), job_id, self.config.result_ttl, self.config.history_size,
+             k.reply_channel(queue, ""), CANCELLED_WAITING], replicated=True)
+        return text(outcome), text(status)
 
     def requeue_stalled(self, queue: str, dead_sid: str) -> tuple[int, int]:
         k = self.keys
@@ -239,7 +281,7 @@ class Store(StoreReads):
              k.recent(queue), k.failures(queue), k.rate(queue)],
             [k.queue_prefix(queue), dead_sid, self.config.lease_ms, self.config.max_stalled,
              self.config.result_ttl, self.config.history_size, k.reply_channel(queue, ""),
-             ErrorInfo.stalled(self.config.max_stalled).to_json()],
+             ErrorInfo.stalled(self.config.max_stalled).to_json(), CANCELLED_WHILE_RUNNING],
         )
         return int(got[0]), int(got[1])
 
@@ -248,8 +290,10 @@ class Store(StoreReads):
         not counted as stalls); returns how many."""
         k = self.keys
         return int(self._run("hand_back",
-                             [k.sups(queue), k.active(queue, sid), k.wait(queue), k.stats(queue)],
-                             [k.queue_prefix(queue), sid]))
+                             [k.sups(queue), k.active(queue, sid), k.wait(queue), k.stats(queue),
+                              k.recent(queue)],
+                             [k.queue_prefix(queue), sid, self.config.result_ttl,
+                              k.reply_channel(queue, ""), CANCELLED_WHILE_RUNNING]))
 
     def publish_supervisor(self, sid: str, snapshot: dict[str, Any], ttl_ms: int) -> None:
         pipe = self.redis.pipeline(transaction=False)

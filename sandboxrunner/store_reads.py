@@ -11,13 +11,14 @@ queue, go out in pipelines, which redis-py splits by server.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
 from .job import text
-from .keys import QUEUES, Keys
+from .keys import QUEUES, WAKE_MARKER, Keys, queue_of_job
 from .routing import Router
 from .supervision import (
     SupervisorSeen,
@@ -38,6 +39,14 @@ class CronHashes:
     server_ms: int
     schedules: dict[str, dict[str, str]]
     live_supervisors: dict[str, int]
+
+
+def _scored(reply: Any) -> list[tuple[Any, Any]]:
+    """The member, score pairs of a raw ZRANGE ... WITHSCORES reply: pairs under RESP3, a
+    flat list under RESP2."""
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(m, s) for m, s in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _pairs(reply: Any) -> list[tuple[Any, Any]]:
@@ -109,6 +118,65 @@ class StoreReads:
 
     def job_fields(self, job_id: str, *fields: str) -> list[str]:
         return [text(v) for v in self.redis.hmget(self.keys.job(job_id), list(fields))]
+
+    def job_view(self, job_id: str, fields: Sequence[str]) -> tuple[dict[str, str], int | None]:
+        """FIELDS of JOB_ID's record (absent ones left out) and its due time (ms) in the
+        delayed set (None: not there), in one round trip (get_job)."""
+        queue, key = queue_of_job(job_id), self.keys.job(job_id)
+        values, due = checked(self.router.send(key, [
+            ("HMGET", key, *fields), ("ZSCORE", self.keys.delayed(queue), job_id)]))
+        got = {name: text(v) for name, v in zip(fields, values, strict=True) if v is not None}
+        return got, None if due is None else int(float(due))
+
+    def listed_ids(self, queue: str, status: str, offset: int,
+                   count: int) -> list[tuple[str, int | None]]:
+        """Up to COUNT ids of QUEUE's jobs of STATUS from position OFFSET, each with its
+        due ms (delayed jobs; else None), in one round trip (two for active jobs): the
+        wait list from its next job, the delayed set soonest first, the leases of the
+        queue's supervisors, a settled status's index newest first (list_jobs)."""
+        k, first, last = self.keys, offset, offset + count - 1
+        if status == "active":
+            return [(i, None) for i in self._leased_ids(queue)[first:last + 1]]
+        if status == "queued":
+            (ids,) = checked(self.router.send(k.wait(queue), [
+                ("LRANGE", k.wait(queue), -last - 1, -first - 1)]))
+            return [(text(i), None) for i in reversed(ids)]
+        key = k.delayed(queue) if status == "delayed" else k.done(queue, status)
+        command = "ZRANGE" if status == "delayed" else "ZREVRANGE"
+        (pairs,) = checked(self.router.send(key, [(command, key, first, last, "WITHSCORES")]))
+        return [(text(i), int(float(s)) if status == "delayed" else None)
+                for i, s in _scored(pairs)]
+
+    def _leased_ids(self, queue: str) -> list[str]:
+        """The ids in the leases of QUEUE's supervisors (each bounded by its concurrency
+        and prefetch), in supervisor order."""
+        k = self.keys
+        (sids,) = checked(self.router.send(k.sups(queue), [("ZRANGE", k.sups(queue), 0, -1)]))
+        if not sids:
+            return []
+        leases = checked(self.router.send(k.sups(queue), [
+            ("LRANGE", k.active(queue, text(sid)), 0, -1) for sid in sids]))
+        return [text(i) for ids in leases for i in reversed(ids) if text(i) != WAKE_MARKER]
+
+    def job_views(self, queue: str, job_ids: Sequence[str],
+                  fields: Sequence[str]) -> list[dict[str, str]]:
+        """FIELDS of each of QUEUE's JOB_IDS (absent ones left out; {} for a job whose
+        record is gone), in one round trip."""
+        if not job_ids:
+            return []
+        replies = checked(self.router.send(self.keys.sups(queue), [
+            ("HMGET", self.keys.job(i), *fields) for i in job_ids]))
+        return [{f: text(v) for f, v in zip(fields, values, strict=True) if v is not None}
+                for values in replies]
+
+    def supervisor_snapshot(self, sid: str) -> dict[str, Any] | None:
+        """The snapshot supervisor SID publishes each heartbeat (None: gone or unreadable)."""
+        (raw,) = self.get_many([self.keys.supervisor(sid)])
+        try:
+            snapshot = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return snapshot if isinstance(snapshot, dict) else None
 
     def lease_ids(self, queue: str, sid: str) -> list[str]:
         """The ids in SID's active list (its lease) on QUEUE."""

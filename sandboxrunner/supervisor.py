@@ -11,7 +11,8 @@ Threads of one supervisor process:
                   (see settling.py).
   heartbeat       every heartbeat_ms renews the lease on each queue (its own connection,
                   so slow job traffic never lets a live lease lapse), takes back the jobs
-                  of supervisors whose lease lapsed, and publishes a snapshot for `top`.
+                  of supervisors whose lease lapsed, stops the running jobs asked to
+                  cancel (job_control.py), and publishes a snapshot for `top`.
   cron            fires the due ticks of the served queues' cron jobs (see cron.py).
 
 Redis outages: every thread retries with backoff until Redis answers again; outcomes
@@ -56,6 +57,7 @@ from .job import Settlement
 from .joblog import RedisLogSink
 from .outage import Outages
 from .preflight import check_at_start
+from .progress import RedisProgressSink
 from .registry import Registry
 from .settling import Settler
 from .store import Store
@@ -118,6 +120,7 @@ class Supervisor:
         self._store = Store(config, url)  # fetch + settle
         self._beat_store = Store(config, url)  # heartbeat: never waits behind job traffic
         self.log_sink = RedisLogSink(self._store, config.log_max_lines, config.result_ttl)
+        self.progress_sink = RedisProgressSink(self._store, self.sid)  # ctx.progress
         self._threads: list[threading.Thread] = []
         # one warning per Redis outage per kind of thread, not one per retry; the first
         # thread to find Redis back ends the others' backoff pauses
@@ -145,12 +148,15 @@ class Supervisor:
             from .executors.processes import ProcessExecutor
 
             return ProcessExecutor(queue, self.registry, self.config, report, sink,
-                                   make_client=self.make_client, fork_server=self.fork_server)
+                                   make_client=self.make_client, fork_server=self.fork_server,
+                                   progress_sink=self.progress_sink)
         return ThreadExecutor(queue, self.registry, self.config.effective_concurrency(),
-                              report, sink, make_client=self.make_client)
+                              report, sink, make_client=self.make_client,
+                              progress_sink=self.progress_sink)
 
     def _reporter(self, queue: str) -> Any:
         def report(outcome: Settlement) -> None:
+            self.progress_sink.ended(outcome.job_id)  # its last progress, then its outcome
             if self._stop.is_set():
                 self._progress.set()  # a stop waiting for running jobs looks again
             # a lone job's outcome is written by the reporting thread itself. With other
@@ -265,6 +271,7 @@ class Supervisor:
         self._beat_stop.set()
         self._join("sr-heartbeat")
         self.log_sink.close()
+        self.progress_sink.close()
         try:
             for queue in self.queues:
                 handed = self._store.hand_back(queue, self.sid)
@@ -320,7 +327,10 @@ class Supervisor:
     def _heartbeat_once(self) -> None:
         store = self._beat_store
         for queue in self.queues:
-            for dead in store.heartbeat(queue, self.sid):
+            dead_sids, cancels = store.heartbeat_and_cancels(queue, self.sid)
+            for job_id in cancels:
+                self.fetchers[queue].executor.cancel(job_id)
+            for dead in dead_sids:
                 requeued, failed = store.requeue_stalled(queue, dead)
                 if requeued >= 0 and (requeued or failed):
                     log.warning("supervisor %s stopped heartbeating (crashed or was killed): "
@@ -352,5 +362,15 @@ class Supervisor:
             "cpu_percent": cpu,
             "rss_bytes": rss,
             "executors": {q: ex.snapshot() for q, ex in self.executors.items()},
-            "running": [vars(r) for ex in self.executors.values() for r in ex.running()],
+            "running": self._running_rows(),
         }
+
+    def _running_rows(self) -> list[dict[str, Any]]:
+        """The running jobs for `top`, each with its latest ctx.progress report."""
+        rows = [dict(vars(r)) for ex in self.executors.values() for r in ex.running()]
+        self.progress_sink.keep_only({row["id"] for row in rows})
+        for row in rows:
+            report = self.progress_sink.latest(row["id"])
+            if report is not None:
+                row.update(progress=report.fraction, progress_message=report.message)
+        return rows

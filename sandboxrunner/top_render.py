@@ -85,6 +85,15 @@ def time_bar(elapsed_ms: int, timeout_ms: int, width: int) -> Text:
     return Text.assemble(("█" * filled, style), ("░" * (width - filled), "dim"))
 
 
+def progress_bar(fraction: float | None, width: int) -> Text:
+    """A job's ctx.progress as a bar and a percentage; blank if it never reported."""
+    if fraction is None:
+        return Text("")
+    filled = round(fraction * width)
+    return Text.assemble(("█" * filled, "cyan"), ("░" * (width - filled), "dim"),
+                         f" {fraction * 100:3.0f}%")
+
+
 def _table(title: str, *columns: tuple[str, str]) -> Table:
     """A borderless table. A column whose justify ends in ``~`` is the one that gives way
     when the row is too wide (cut with an ellipsis); the others keep their full width."""
@@ -233,8 +242,12 @@ def running_table(snap: Snapshot, width: int) -> RenderableType:
     cols = [("id", "left"), ("name", "left~"), ("queue", "left")]
     cols += [] if narrow else [("where", "left~")]
     cols += [("elapsed / timeout", "left"), ("", "right")]
+    reported = any(job.progress is not None for job in snap.running[:RUNNING_SHOWN])
+    cols += [("progress", "left")] if reported else []
     table = _table(title, *cols)
     bar_width = 10 if narrow else 24 if width >= WIDE_WIDTH else 16
+    if reported:  # room for the progress column
+        bar_width = 6 if narrow else bar_width // 2
     for job in snap.running[:RUNNING_SHOWN]:
         row: list[RenderableType] = [short_id(job.id), _cell(Text(job.name, style="bold")),
                                      job.queue]
@@ -243,6 +256,8 @@ def running_table(snap: Snapshot, width: int) -> RenderableType:
             row.append(_cell(f"{job.host}:{job.supervisor_pid} {worker}"))
         row += [time_bar(job.elapsed_ms, job.timeout_ms, bar_width),
                 f"{fmt_duration(job.elapsed_ms)} / {fmt_duration(job.timeout_ms)}"]
+        if reported:
+            row.append(progress_bar(job.progress, bar_width))
         table.add_row(*row)
     if len(snap.running) > RUNNING_SHOWN:
         table.add_row(Text(f"… {len(snap.running) - RUNNING_SHOWN} more", style="dim"))

@@ -64,6 +64,11 @@ class Executor(Protocol):
 
     def running(self) -> list[RunningJob]: ...
 
+    def cancel(self, job_id: str) -> bool:
+        """Stop JOB_ID if it runs here (asked by its record's cancel, cancel.lua): kill its
+        child, or tell its thread (ctx.cancelled) and cancel its task; whether it ran here."""
+        ...
+
     def shutdown(self, grace_ms: int) -> list[str]:
         """Stop; wait up to GRACE_MS for running jobs; return the ids still running."""
         ...

@@ -56,6 +56,7 @@ from ..errors import UnknownJob
 from ..job import ErrorInfo, ErrorKind, Status
 from ..joboutput import LineBuffer
 from ..proctitle import child_title, set_title
+from ..progress import ProgressBuffer, ProgressReport
 from ..registry import JobSpec
 from ..store import ClaimedJob, Settlement
 from . import pipes
@@ -130,6 +131,22 @@ class PipeLogSink:
         self.sender.send(pipes.LOG, f"{job_id}\n{text}".encode())
 
 
+class PipeProgressSink:
+    """ctx.progress in a child: the latest report goes to the supervisor as a PROGRESS
+    frame at most every PROGRESS_INTERVAL_S (progress.py); the last one before DONE."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+        self.buffer = ProgressBuffer(self._send, "sr-child-progress")
+
+    def progress(self, report: ProgressReport) -> None:
+        self.buffer.offer(report)
+
+    def _send(self, batch: list[ProgressReport]) -> None:
+        for report in batch:
+            self.sender.send(pipes.PROGRESS, f"{report.job_id}\n{report.to_json()}".encode())
+
+
 class LineWriter(io.TextIOBase):
     """sys.stdout / sys.stderr of a child: each complete line becomes a log line."""
 
@@ -183,6 +200,7 @@ class ChildRuntime:
         self.limits = setup.limits
         self.sender = Sender(setup.msg_fd)
         self.sink = PipeLogSink(self.sender, setup.queue, setup.log_max_lines)
+        self.progress = PipeProgressSink(self.sender)
         self.writers: list[LineWriter] = []
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,7 +230,8 @@ class ChildRuntime:
                            f"job data is not valid JSON: {exc}")
         ctx = JobContext(job=job.record(self.queue, data),
                          log=JobLogger(self.sink, job.id, self.queue),
-                         slots=self.setup.slots, make_client=self.setup.make_client)
+                         slots=self.setup.slots, make_client=self.setup.make_client,
+                         progress_sink=self.progress)
         self.sink.begin(job.id)
         set_title(child_title(self.queue, job.name, job.id))
         if "cpu_seconds" in self.limits:
@@ -240,6 +259,7 @@ class ChildRuntime:
         for writer in self.writers:
             writer.finish()
         _LIBC.fflush(None)
+        self.progress.buffer.flush()  # its last report, before its outcome
         self.sink.begin("")
         set_title(child_title(self.queue))
 

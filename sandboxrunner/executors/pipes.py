@@ -16,6 +16,8 @@ Directions and payloads:
                                towards the child
   child -> supervisor   READY  empty: initialised, waiting for a call
                         LOG    ``JOB_ID \\n`` + JSON of one log line
+                        PROGRESS ``JOB_ID \\n`` + JSON of a report (progress.py;
+                               the child sends its latest at most every 100 ms)
                         DONE   ``c`` or ``f`` + result JSON or ErrorInfo JSON
                         BROKEN UTF-8 text: the child could not initialise (it exits next)
 
@@ -60,9 +62,10 @@ READY = ord("R")
 LOG = ord("L")
 DONE = ord("D")
 BROKEN = ord("E")
+PROGRESS = ord("G")
 
 TO_CHILD = frozenset({RUN})
-FROM_CHILD = frozenset({READY, LOG, DONE, BROKEN})
+FROM_CHILD = frozenset({READY, LOG, DONE, BROKEN, PROGRESS})
 
 SPAWN = ord("S")
 REAP = ord("K")

@@ -22,7 +22,8 @@ from typing import Protocol
 import psutil
 
 from ..config import Config
-from ..context import LogSink, log_line
+from ..context import LogSink, ProgressSink, log_line
+from ..progress import report_from_json
 from ..store import Settlement
 from . import deaths, pipes
 from .base import Report
@@ -37,6 +38,7 @@ from .pool_child import (
     Exited,
     LogLine,
     Message,
+    Progress,
     Ready,
     Silent,
     Starting,
@@ -68,8 +70,10 @@ class PoolEvents(Protocol):
 
 class ChildPool:
     def __init__(self, queue: str, config: Config, server: ForkServer, report: Report,
-                 log_sink: LogSink, events: PoolEvents) -> None:
+                 log_sink: LogSink, events: PoolEvents,
+                 progress_sink: ProgressSink | None = None) -> None:
         self.queue, self.config, self.server = queue, config, server
+        self.progress_sink = progress_sink
         self.log_sink, self.events, self._report_now = log_sink, events, report
         self.size = config.effective_concurrency()
         self.limits = dict(config.child_limits or {})
@@ -108,6 +112,21 @@ class ChildPool:
         supervisor hands those jobs back)."""
         if not self.closed:
             self._reports.append(outcome)
+
+    def cancel_running(self, job_id: str) -> bool:
+        """Kill the child running JOB_ID and all it started, as at a timeout but at once,
+        and report the job cancelled; False if no child runs it (the lock is held)."""
+        child = next((c for c in self.busy() if c.job is not None and c.job.id == job_id), None)
+        if child is None or child.job is None:
+            return False
+        log.warning("job %s %s cancelled: killing child %d and its processes", job_id,
+                    child.job.name, child.pid)
+        self.events.job_ran(child.job)
+        self._kill(child, f"job {job_id} was cancelled", graceful=False, expected=True)
+        self.report(Settlement.cancelled(job_id, f"cancelled while running: its child "
+                                                 f"{child.pid} and its processes were killed"))
+        self.wake()  # the manager reports it and forks the replacement
+        return True
 
     def respawn_backoff_s(self) -> float:
         return self._limiter.delay_s
@@ -240,6 +259,10 @@ class ChildPool:
             if job is None:
                 raise pipes.ProtocolError("a DONE frame without a running job")
             self._on_done(child, job, message, exited)
+        elif isinstance(message, Progress):
+            report = report_from_json(message.job_id, self.queue, message.text)
+            if report and self.progress_sink and job is not None and job.id == report.job_id:
+                self.progress_sink.progress(report)
         elif isinstance(message, LogLine):
             if job is not None and job.id == message.job_id:
                 self.log_sink.emit(job.id, self.queue, message.line)

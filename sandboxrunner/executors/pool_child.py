@@ -130,6 +130,14 @@ class LogLine:
 
 
 @dataclass
+class Progress:
+    """PROGRESS: the latest ctx.progress report of job JOB_ID, as JSON."""
+
+    job_id: str
+    text: str
+
+
+@dataclass
 class Done:
     """DONE: its job ended; BODY is the result JSON or ErrorInfo JSON."""
 
@@ -144,7 +152,7 @@ class Broken:
     why: str
 
 
-Message = Ready | LogLine | Done | Broken
+Message = Ready | LogLine | Progress | Done | Broken
 
 _MOVES: dict[type[Any], tuple[type[Any], ...]] = {
     Starting: (Idle, Silent, Stopping, Exited),
@@ -278,6 +286,9 @@ def _parse(kind: int, payload: bytes) -> Message:
         if not sep or not isinstance(line, dict):
             raise pipes.ProtocolError("a LOG frame that is not a job id and a JSON object")
         return LogLine(job_id.decode(errors="replace"), line)
+    if kind == pipes.PROGRESS:
+        job_id, _, text = payload.partition(b"\n")
+        return Progress(job_id.decode(errors="replace"), text.decode(errors="replace"))
     if kind == pipes.READY:
         return Ready()
     return Broken(payload.decode(errors="replace"))

@@ -46,9 +46,9 @@ import cloudpickle
 import psutil
 
 from ..config import Config
-from ..context import LogSink
+from ..context import LogSink, ProgressSink
 from ..errors import UnknownJob
-from ..job import ErrorKind
+from ..job import ErrorKind, Settlement
 from ..registry import JobSpec, Registry
 from ..store import ClaimedJob
 from .base import Report, RunningJob, deadline_after, failure
@@ -65,7 +65,8 @@ RUN_TIME_WEIGHT = 0.1  # of the latest job in the running average of run times
 class ProcessExecutor:
     def __init__(self, queue: str, registry: Registry, config: Config, report: Report,
                  log_sink: LogSink, make_client: Callable[[], Any] | None = None,
-                 fork_server: ForkServer | None = None) -> None:
+                 fork_server: ForkServer | None = None,
+                 progress_sink: ProgressSink | None = None) -> None:
         self.queue = queue
         self.registry = registry
         self.config = config
@@ -77,7 +78,8 @@ class ProcessExecutor:
         self._backlog: deque[tuple[ClaimedJob, JobSpec]] = deque()
         self._blobs: dict[int, tuple[JobSpec, bytes]] = {}
         self._avg_run_ms: float | None = None  # recent run time of a job (sizes the backlog)
-        self.pool = ChildPool(queue, config, self.server, report, log_sink, self)
+        self.pool = ChildPool(queue, config, self.server, report, log_sink, self,
+                              progress_sink)
 
     # -- Executor protocol -----------------------------------------------------------
     def free_slots(self) -> int:
@@ -109,6 +111,16 @@ class ProcessExecutor:
                 self._start(self.pool.idle.pop(), job, spec)
             else:
                 self._backlog.append((job, spec))
+
+    def cancel(self, job_id: str) -> bool:
+        with self.pool.lock:
+            for claimed in [entry for entry in self._backlog if entry[0].id == job_id]:
+                self._backlog.remove(claimed)
+                self.pool.report(Settlement.cancelled(job_id, "cancelled before a child "
+                                                              "took it"))
+                self.pool.wake()
+                return True
+            return self.pool.cancel_running(job_id)
 
     def running(self) -> list[RunningJob]:
         with self.pool.lock:

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..context import JobContext, JobLogger, LogSink, current_job
+from ..context import JobContext, JobLogger, LogSink, ProgressSink, current_job
 from ..job import ClaimedJob, Settlement
 from ..joboutput import JobOutput, capture_job_output, release_job_output
 from ..registry import Registry
@@ -79,8 +79,10 @@ class Slots:
 
 class ThreadExecutor:
     def __init__(self, queue: str, registry: Registry, concurrency: int, report: Report,
-                 log_sink: LogSink, make_client: MakeClient | None = None) -> None:
+                 log_sink: LogSink, make_client: MakeClient | None = None,
+                 progress_sink: ProgressSink | None = None) -> None:
         self.queue = queue
+        self.progress_sink = progress_sink
         self.registry = registry
         self.report = report
         self.log_sink = log_sink
@@ -88,6 +90,7 @@ class ThreadExecutor:
         self.slots = Slots(queue, concurrency)
         self._lock = threading.Lock()
         self._running: dict[str, RunningJob] = {}
+        self._stoppers: dict[str, Callable[[], None]] = {}  # how to cancel each job
         # one FIFO of (deadline, id) per distinct timeout: deadlines in each are ascending,
         # so the watchdog looks at a few heads instead of a heap holding every job
         self._deadlines: dict[int, deque[tuple[float, str]]] = {}
@@ -145,10 +148,11 @@ class ThreadExecutor:
         record = job.record(self.queue, data)
         ctx = JobContext(job=record, log=JobLogger(self.log_sink, job.id, self.queue),
                          slots=self.slots, output=JobOutput(self.log_sink, job.id, self.queue),
-                         make_client=self.make_client)
+                         make_client=self.make_client, progress_sink=self.progress_sink)
         with self._lock:
             self._running[job.id] = RunningJob(job.id, job.name, self.queue, time.time(),
                                                job.timeout_ms, "thread")
+            self._stoppers[job.id] = ctx.cancelled.set
             deadline = deadline_after(job.timeout_ms)
             self._deadlines.setdefault(job.timeout_ms, deque()).append((deadline, job.id))
             if deadline < self._next_wake:  # wake the watchdog only if it sleeps too long
@@ -158,6 +162,17 @@ class ThreadExecutor:
 
     def jobs_in_hand(self) -> int:
         return self.slots.busy
+
+    def cancel(self, job_id: str) -> bool:
+        """A thread cannot be stopped: its ctx.cancelled is set (an async handler's task is
+        cancelled too), and the job settles as cancelled when the handler returns."""
+        with self._lock:
+            stop = self._stoppers.get(job_id)
+        if stop is not None:
+            log.warning("job %s cancelled: ctx.cancelled set; it settles when its handler "
+                        "returns", job_id)
+            stop()
+        return stop is not None
 
     def running(self) -> list[RunningJob]:
         with self._lock:
@@ -241,6 +256,16 @@ class ThreadExecutor:
             ctx.output.close()  # its last partial lines, before its outcome is written
 
     async def _run_async(self, spec: Any, data: Any, ctx: JobContext) -> None:
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+
+        def stop() -> None:
+            ctx.cancelled.set()
+            if task is not None:
+                loop.call_soon_threadsafe(task.cancel)
+
+        with self._lock:
+            if ctx.job.id in self._stoppers:  # not already ended (timed out)
+                self._stoppers[ctx.job.id] = stop
         token = current_job.set(ctx)
         try:
             outcome = Settlement.returned(ctx.job.id, await spec.call(data, ctx))
@@ -254,6 +279,7 @@ class ThreadExecutor:
     def _finish(self, job_id: str, outcome: Settlement) -> None:
         with self._lock:
             entry = self._running.pop(job_id, None)
+            self._stoppers.pop(job_id, None)
             if entry is not None:
                 self._drop_settled_heads(entry.timeout_ms)
         if entry is None:
@@ -274,9 +300,11 @@ class ThreadExecutor:
                 expired = []
                 for fifo in self._deadlines.values():
                     while fifo and fifo[0][0] <= now:
-                        entry = self._running.pop(fifo.popleft()[1], None)
+                        job_id = fifo.popleft()[1]
+                        entry = self._running.pop(job_id, None)
                         if entry is not None:
                             expired.append(entry)
+                            self._stoppers.pop(job_id, None)
                     while fifo and fifo[0][1] not in self._running:
                         fifo.popleft()
                 if expired:

@@ -42,8 +42,11 @@ end
 
 -- Settle one job: record the outcome, release its singleton key, expire the record (and
 -- its log stream when LOGGED: a job that wrote no line has none), keep it in the capped
--- history lists and notify every waiting client. The caller counts it (count_settled).
--- recent, failures: keys of the job's queue; qprefix: the queue's key prefix.
+-- history lists and in the listing index of its status (``done:STATUS``: its caller
+-- touches that key first and trims it, trim_done) and notify every waiting client. The
+-- caller counts it (count_settled).
+-- recent, failures: keys of the job's queue (failures only for STATUS 'failed': a
+-- cancelled job is no failure); qprefix: the queue's key prefix.
 local function settle(qprefix, recent, failures, id, status, body, ttl_ms, channel_prefix,
                       now, logged)
   local jkey = qprefix .. 'job:' .. id
@@ -59,13 +62,31 @@ local function settle(qprefix, recent, failures, id, status, body, ttl_ms, chann
   redis.call('PEXPIRE', jkey, ttl_ms)
   if logged then redis.call('PEXPIRE', qprefix .. 'log:' .. id, ttl_ms) end
   redis.call('LPUSH', recent, id)
-  if status ~= 'completed' then redis.call('LPUSH', failures, id) end
+  if status == 'failed' then redis.call('LPUSH', failures, id) end
+  redis.call('ZADD', qprefix .. 'done:' .. status, now, id)
   if reply and reply ~= '' then
     local message = id .. '\n' .. status .. '\n' .. body
     for cid in string.gmatch(reply, '%S+') do
       redis.call('SPUBLISH', channel_prefix .. cid, message)
     end
   end
+end
+
+-- The keys of the listing indexes of settled jobs (keys.py: done:STATUS), for touch.
+local function done_keys(qprefix, statuses)
+  local out = {}
+  for i, status in ipairs(statuses) do out[i] = qprefix .. 'done:' .. status end
+  return out
+end
+
+-- Drop from the listing index of STATUS the jobs settled more than TTL_MS ago (their
+-- records expired): once per script call, so the index never outgrows the records; and
+-- let the whole index expire TTL_MS after its newest entry, when every record it names
+-- has expired too (no settlement may come to trim it).
+local function trim_done(qprefix, status, now, ttl_ms)
+  local key = qprefix .. 'done:' .. status
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - ttl_ms))
+  redis.call('PEXPIRE', key, ttl_ms)
 end
 
 -- Cap the history lists after settling; FAILED: how many of the jobs failed (only then

@@ -10,7 +10,7 @@ local f = redis.call('HMGET', KEYS[1], 'status', 'result', 'error', 'name', 'rep
 local status = f[1]
 if not status then return {'', '', ''} end
 if status == 'completed' then return {status, f[2] or '', f[4]} end
-if status == 'failed' then return {status, f[3] or '', f[4]} end
+if status == 'failed' or status == 'cancelled' then return {status, f[3] or '', f[4]} end
 local reply = f[5] or ''
 if not string.find(' ' .. reply .. ' ', ' ' .. ARGV[1] .. ' ', 1, true) then
   redis.call('HSET', KEYS[1], 'reply', reply .. ' ' .. ARGV[1])
