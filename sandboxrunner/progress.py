@@ -151,11 +151,11 @@ class RedisProgressSink:
     """A supervisor's progress reports on their way to Redis (progress.lua), and the
     latest report of each running job, for its snapshot (`top`)."""
 
-    def __init__(self, store: Store, sid: str) -> None:
+    def __init__(self, store: Store, sid: str, outage: OutageLog) -> None:
         self._store, self._sid = store, sid
         self._buffer = ProgressBuffer(self._write, "sr-progress")
         self._seen: dict[str, ProgressReport] = {}
-        self._outage = OutageLog("writing job progress")
+        self._outage = outage
 
     def progress(self, report: ProgressReport) -> None:
         self._seen[report.job_id] = report

@@ -120,7 +120,6 @@ class Supervisor:
         self._store = Store(config, url)  # fetch + settle
         self._beat_store = Store(config, url)  # heartbeat: never waits behind job traffic
         self.log_sink = RedisLogSink(self._store, config.log_max_lines, config.result_ttl)
-        self.progress_sink = RedisProgressSink(self._store, self.sid)  # ctx.progress
         self._threads: list[threading.Thread] = []
         # one warning per Redis outage per kind of thread, not one per retry; the first
         # thread to find Redis back ends the others' backoff pauses
@@ -129,6 +128,8 @@ class Supervisor:
         self._heartbeat_outage = self._outages.log("heartbeat")
         self._snapshot_outage = self._outages.log(
             "publishing this supervisor's snapshot for top")
+        self.progress_sink = RedisProgressSink(  # ctx.progress
+            self._store, self.sid, self._outages.log("writing job progress"))
         self.settler = Settler(self._store, self.sid, self.log_sink,
                                lambda queue, ids: self.fetchers[queue].held.discard(ids),
                                self._outages)
