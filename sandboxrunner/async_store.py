@@ -98,7 +98,7 @@ class AsyncStore:
         return EnqueueResult.from_reply(await self._enqueues.call(
             enqueue_keys(self.keys, job),
             [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
-             *job.script_args()]))
+             *job.script_args(), *job.schedule_args()]))
 
     async def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The twin of `Store.attach`."""

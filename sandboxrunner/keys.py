@@ -11,8 +11,10 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     due sooner (see add_delayed in scripts/_lib.lua)
   PREFIX:{Q}:active:SID      LIST   ids claimed by supervisor SID and not yet settled: the
                                     lease. It is valid while SID heartbeats (see ``sups``)
-  PREFIX:{Q}:delayed         ZSET   id -> due time (ms) of a failed job waiting to be retried;
-                                    the claim script moves due ones to the wait list
+  PREFIX:{Q}:delayed         ZSET   id -> due time (ms) of a job enqueued with a delay or
+                                    run_at, or of a failed job waiting out its retry's
+                                    backoff (status ``delayed``, field ``due``); the claim
+                                    script moves due ones to the wait list, ``queued`` again
   PREFIX:{Q}:sups            ZSET   SID -> server time (ms) of its last heartbeat for Q
   PREFIX:{Q}:resumed         STRING server ms when heartbeats of Q resumed after a silence
                                     (Redis down or stalled); TTL lease_ms. While it exists
@@ -49,8 +51,8 @@ Scripts that touch per-job keys (``job:ID``, ``singleton:...``) get the queue's 
 inside the script (popped from a list), and the prefix carries the queue's hash tag, so every
 key a script touches stays in the slot its declared KEYS name. Fixed keys come in KEYS.
 
-Job ids are ``Q-<32 hex>``: the queue is part of the id, so a result can be fetched from
-the id alone.
+Job ids are ``Q-<32 hex>``, or ``Q-KEY`` for an idempotency key KEY (``job_id=``): the
+queue is part of the id, so a result can be fetched from the id alone.
 """
 
 from __future__ import annotations

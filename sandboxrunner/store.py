@@ -85,7 +85,7 @@ def replicas_of(config: Config) -> Replicas | None:
 def enqueue_keys(keys: Keys, job: PreparedJob) -> list[str]:
     """The KEYS of enqueue.lua for JOB (cron_fire.lua takes the last ones too)."""
     declared = [keys.wait(job.queue), keys.stats(job.queue), keys.sups(job.queue),
-                keys.job(job.job_id)]
+                keys.delayed(job.queue), keys.job(job.job_id)]
     if job.singleton_key:
         declared.append(keys.singleton(job.queue, job.singleton_key))
     return declared
@@ -142,7 +142,7 @@ class Store(StoreReads):
         return EnqueueResult.from_reply(self._run(
             "enqueue", enqueue_keys(self.keys, job),
             [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
-             *job.script_args()], replicated=True))
+             *job.script_args(), *job.schedule_args()], replicated=True))
 
     def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The outcome if settled; the status text if still in flight ('' = no such job)."""
@@ -286,7 +286,7 @@ class Store(StoreReads):
         k, queue = self.keys, run.call.queue
         got = self._run(
             "cron_fire", [k.cron(queue), k.wait(queue), k.stats(queue),
-                          *enqueue_keys(k, run.call)[3:]],
+                          *enqueue_keys(k, run.call)[4:]],
             [k.queue_prefix(queue), run.pattern, run.tz, run.tick_ms, run.next_ms,
              *run.call.script_args()])
         return CronFired(text(got[0]), text(got[1]), int(got[2]))

@@ -8,7 +8,8 @@
 -- back leaves the lease). Ids found in the lease that never reached SID (the reply of an
 -- earlier claim was lost with its connection) come in ARGV: those are active with SID's
 -- own id and are handed over again without counting a new attempt, since they never ran.
--- Retries whose backoff is over move from the delayed set to the front of the wait list first.
+-- Delayed jobs now due (a delay, a run_at, a retry's backoff over) move from the delayed
+-- set to the front of the wait list first, 'queued' again.
 -- Wake markers (see add_delayed) met in the wait list or at the head of the lease are
 -- dropped: they are not jobs, and their work is done once this script replies.
 -- KEYS[1] wait list   KEYS[2] active list of SID   KEYS[3] delayed set
@@ -47,6 +48,11 @@ if #due > 0 then
   for _, id in ipairs(due) do
     redis.call('ZREM', KEYS[3], id)
     redis.call('RPUSH', KEYS[1], id)
+    -- queued again; a record gone (expired, deleted) is not recreated: the claim drops it
+    local jkey = qprefix .. 'job:' .. id
+    if redis.call('HGET', jkey, 'status') == 'delayed' then
+      redis.call('HSET', jkey, 'status', 'queued')
+    end
   end
   first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 end
