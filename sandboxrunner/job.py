@@ -251,9 +251,9 @@ class EnqueueResult:
         """The reply, or InvalidJobData when the script refused a run_at in the past."""
         if int(reply[1]) == RUN_AT_PAST:
             raise InvalidJobData(
-                f"run_at of job {text(reply[0])} is {int(reply[3])} ms in the past by the Redis "
-                f"server's clock (the tolerance is {RUN_AT_TOLERANCE_MS} ms): nothing was "
-                "enqueued; give a future time, or delay=0 to run it now")
+                f"run_at is {int(reply[3]) / 1000:.1f} s in the past by the Redis server's "
+                f"clock (tolerated: {RUN_AT_TOLERANCE_MS / 1000:g} s): nothing was enqueued; "
+                "give a future time, or delay=0 to run it now")
         return cls(text(reply[0]), bool(int(reply[1])), int(reply[2]))
 
 
