@@ -1,6 +1,7 @@
 """sandboxrunner: background jobs for Python on Redis.
 
-Public API: run_job, arun_job, enqueue, get_result, register_job, init_worker, and the errors.
+Public API: run_job, arun_job, enqueue, get_result, register_job, init_worker, pause,
+resume (apause, aresume), and the errors.
 """
 
 from .client import JobHandle, arun_job, enqueue, get_result, run_job
@@ -25,8 +26,10 @@ from .errors import (
     RedisWrongServer,
     SandboxRunnerError,
     UnknownJob,
+    UnknownQueue,
     WaitTimeout,
 )
+from .queue_control import apause, aresume, pause, resume
 from .registry import register_job
 from .worker import Worker, init_worker
 
@@ -52,12 +55,17 @@ __all__ = [
     "RedisUnavailable",
     "SandboxRunnerError",
     "UnknownJob",
+    "UnknownQueue",
     "WaitTimeout",
     "Worker",
+    "apause",
+    "aresume",
     "arun_job",
     "enqueue",
     "get_result",
     "init_worker",
+    "pause",
     "register_job",
+    "resume",
     "run_job",
 ]

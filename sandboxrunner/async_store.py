@@ -116,6 +116,15 @@ class AsyncStore:
                                                 live_commands(self.keys, queue)),
                          self.config.lease_ms)
 
+    async def set_paused(self, queue: str, paused: bool) -> bool:
+        """The twin of `Store.set_paused`."""
+        key = self.keys.paused(queue)
+        command = ("SET", key, "1", "NX") if paused else ("DEL", key)
+        (reply,) = await self.router.send(key, [command])
+        if isinstance(reply, Exception):
+            raise reply
+        return bool(reply)
+
     async def subscribe_replies(self, queue: str, cid: str) -> Any:
         """The twin of `Store.subscribe_replies`."""
         return await self.router.subscribe(self.keys.reply_channel(queue, cid))

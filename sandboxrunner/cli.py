@@ -1,6 +1,7 @@
-"""The `sandboxrunner` command: start, run, jobs, logs, result, cron, top, redis. No logic
-lives here: each command builds the config, calls the library and maps errors to exit
-codes. `logs` and `result` live in cli_results.py; the shared options, the error reporting
+"""The `sandboxrunner` command: start, run, jobs, logs, result, pause, resume, cron, top,
+redis. No logic lives here: each command builds the config, calls the library and maps
+errors to exit codes. `logs` and `result` live in cli_results.py, `pause` and `resume` in
+cli_queues.py; the shared options, the error reporting
 and finding Redis without starting it in cli_support.py."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import typer
 
 from . import errors
+from .cli_queues import pause, resume
 from .cli_results import logs, result
 from .cli_support import (
     EXIT_CODES_HELP,
@@ -184,6 +186,8 @@ def jobs(jobs_dir: str = typer.Option(None, "--jobs-dir", metavar="DIR",
 
 app.command()(logs)
 app.command()(result)
+app.command()(pause)
+app.command()(resume)
 
 
 redis_app = typer.Typer(help="The embedded Redis server of this project.")

@@ -223,6 +223,10 @@ class Client:
             self._async_listeners[id(loop)] = listener
         return listener
 
+    def async_store(self) -> AsyncStore:
+        """The running event loop's store (for calls outside this module: queue_control)."""
+        return self._async_listener().store
+
     @api_boundary("run job {!r}")
     async def arun_job(self, name: str, data: Any = None, timeout: int | None = None,
                        wait_timeout: int | None = None, retries: int | None = None, *,

@@ -13,6 +13,11 @@ to a job thread: a single waiting caller gets its result sooner), leaving the ro
 stand-by fetch thread; it takes a slot like any job and stands by once done. In process
 mode a single fetch thread hands every job to a child.
 
+While the queue is paused (queue_control.py) every claim replies `Store.PAUSED` and hands
+out nothing: the holder then claims again every PAUSED_POLL_S instead of blocking (a BLMOVE
+would return at once on a non-empty queue, and its job only go back), so a resume is seen
+within that.
+
 Claimed ids sit in the supervisor's active list (its lease) until settled. After a Redis
 error the fetcher compares that list with the jobs it holds: an id there that never
 reached it (the claim's reply was lost with the connection) is claimed again, so a lost
@@ -41,6 +46,7 @@ RETRY_BACKOFF_MAX_S = 2.0
 CLAIM_BATCH_MAX = 200
 MIN_BLOCK_S = 0.01
 UNBLOCK_RETRY_S = 0.05  # a stop unblocks a fetch again if it had not blocked yet
+PAUSED_POLL_S = 0.25  # a paused queue is looked at this often: how soon a resume is seen
 
 
 class HeldJobs:
@@ -85,6 +91,7 @@ class QueueFetcher:
         self._backoff_s = FETCH_BACKOFF_MIN_S
         self._reconcile_due = False
         self._full = False  # a full Redis refused the last BLMOVE
+        self._paused = False  # the last claim found the queue paused
 
     def loop(self) -> None:
         """One fetch thread: wait for the fetch role, fetch until a job is to run on this
@@ -162,13 +169,16 @@ class QueueFetcher:
             return None
         count = min(free, CLAIM_BATCH_MAX)
         due_at = self._retry_due_at
-        if not self._drained or (due_at is not None and due_at <= time.monotonic()):
+        if self._paused:
+            self._stopping.wait(PAUSED_POLL_S)
+        if (self._paused or not self._drained
+                or (due_at is not None and due_at <= time.monotonic())):
             jobs, next_retry_ms = self.store.claim(self.queue, self.sid, count)
             self._note_claim(len(jobs), count, next_retry_ms)
             if jobs:
                 return self._submit(jobs)
-            if next_retry_ms == 0:
-                return None  # a retry is due right now: the next claim moves it
+            if next_retry_ms == 0 or self._paused:
+                return None  # a retry is due right now (the next claim moves it), or paused
         # the queue was empty at the last claim: block instead of claiming again first
         block_s = BLOCK_TIMEOUT_S
         if self._retry_due_at is not None:
@@ -197,7 +207,15 @@ class QueueFetcher:
                         "Redis has room again: queue %s blocks for jobs again", self.queue)
 
     def _note_claim(self, got: int, count: int, next_retry_ms: int) -> None:
-        """Remember whether a claim emptied the queue, and when the next retry is due."""
+        """Remember whether a claim emptied the queue, and when the next retry is due (or
+        that the queue is paused)."""
+        paused = next_retry_ms == Store.PAUSED
+        if paused != self._paused:
+            self._paused = paused
+            log.info("queue %s is paused: claiming none of its jobs until it is resumed"
+                     if paused else "queue %s is resumed: claiming its jobs again", self.queue)
+        if paused:
+            next_retry_ms = -1
         self._drained = got < count
         self._retry_due_at = (None if next_retry_ms < 0
                               else time.monotonic() + next_retry_ms / 1000)

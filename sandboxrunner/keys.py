@@ -16,6 +16,9 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     backoff (status ``delayed``, field ``due``); the claim
                                     script moves due ones to the wait list, ``queued`` again
   PREFIX:{Q}:sups            ZSET   SID -> server time (ms) of its last heartbeat for Q
+  PREFIX:{Q}:paused          STRING exists while Q is paused (queue_control.py): the claim
+                                    script hands out no job of Q, and puts one a BLMOVE just
+                                    moved back at the head of the wait list; no TTL
   PREFIX:{Q}:resumed         STRING server ms when heartbeats of Q resumed after a silence
                                     (Redis down or stalled); TTL lease_ms. While it exists
                                     no supervisor is declared dead (see heartbeat.lua)
@@ -103,6 +106,9 @@ class Keys:
 
     def sups(self, queue: str) -> str:
         return f"{self._q(queue)}:sups"
+
+    def paused(self, queue: str) -> str:
+        return f"{self._q(queue)}:paused"
 
     def resumed(self, queue: str) -> str:
         return f"{self._q(queue)}:resumed"

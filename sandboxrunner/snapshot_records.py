@@ -58,6 +58,7 @@ class QueueStats:
     rate_per_s: tuple[int, ...]  # completions per second over the last minute, oldest first
     oldest_waiting_ms: int | None
     supervisors: int  # supervisors serving it, live or late (not gone)
+    paused: bool = False  # no supervisor claims its jobs until it is resumed
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,8 @@ def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
 class Store(StoreReads):
     """Synchronous access to one Redis for one key prefix."""
 
+    PAUSED = -2  # a claim's "ms until the next delayed job" when its queue is paused
+
     def __init__(self, config: Config, url: str, *, retry: Retry | None = None,
                  socket_timeout: float | None = None,
                  connect_timeout: float | None = None) -> None:
@@ -205,7 +207,13 @@ class Store(StoreReads):
 
     def _claim_keys(self, queue: str, sid: str) -> list[str]:
         k = self.keys
-        return [k.wait(queue), k.active(queue, sid), k.delayed(queue)]
+        return [k.wait(queue), k.active(queue, sid), k.delayed(queue), k.paused(queue)]
+
+    def set_paused(self, queue: str, paused: bool) -> bool:
+        """Pause QUEUE (or resume it); whether that changed anything."""
+        key = self.keys.paused(queue)
+        command = ("SET", key, "1", "NX") if paused else ("DEL", key)
+        return bool(checked(self.router.send(key, [command]))[0])
 
     def finish(self, queue: str, sid: str, settlements: list[Settlement],
                logged: Container[str] | None = None) -> int:

@@ -202,7 +202,8 @@ def queues_table(snap: Snapshot, width: int) -> Table:
     table = _table("queues", *cols, *([("orphaned", "right")] if orphans else []))
     for q in snap.queues:
         row: list[RenderableType] = [
-            Text(q.name, style="bold"), f"{q.waiting:,}", f"{q.prefetched:,}",
+            Text.assemble((q.name, "bold"), (" paused", "bold yellow") if q.paused else ""),
+            f"{q.waiting:,}", f"{q.prefetched:,}",
             Text(f"{q.running:,}", style="cyan"), f"{q.completed:,}",
             Text(f"{q.failed:,}", style="red" if q.failed else "")]
         row += [] if narrow else [f"{q.jobs_per_s:.2f}"]

@@ -12,10 +12,14 @@
 -- set to the front of the wait list first, 'queued' again.
 -- Wake markers (see add_delayed) met in the wait list or at the head of the lease are
 -- dropped: they are not jobs, and their work is done once this script replies.
--- KEYS[1] wait list   KEYS[2] active list of SID   KEYS[3] delayed set
+-- While the queue is paused (KEYS[4] exists) it hands out no new job: a queued head of the
+-- lease (moved by a BLMOVE that ran before the pause) goes back to the head of the wait
+-- list (its right end: it keeps its turn), unstarted; ids to hand over again still are.
+-- KEYS[1] wait list   KEYS[2] active list of SID   KEYS[3] delayed set   KEYS[4] paused flag
 -- ARGV[1] queue key prefix   ARGV[2] SID   ARGV[3] COUNT   ARGV[4] HEAD ('1' or '0')
 -- ARGV[5..] ids in the lease to hand over again
--- Returns a flat list: first the ms until the next delayed job is due (-1: none), then 7
+-- Returns a flat list: first the ms until the next delayed job is due (-1: none; -2: the
+-- queue is paused, store.Store.PAUSED), then 7
 -- entries per job: id, name, data, timeout, attempt, enq ms, start ms
 -- (name is '' when the id has no job record: a malformed entry the caller must drop).
 -- allow-oom: a full Redis still hands out the jobs it holds (a claim moves ids between
@@ -57,6 +61,11 @@ if #due > 0 then
   first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 end
 if first[2] then next_due = math.max(0, tonumber(first[2]) - now) end
+local count = tonumber(ARGV[3])
+local paused = redis.call('EXISTS', KEYS[4]) == 1
+if paused then
+  next_due, count = -2, 0
+end
 local ids = {}
 -- the head of the lease counts only if it is still queued (see above): checked below
 local head = nil
@@ -64,6 +73,11 @@ if ARGV[4] == '1' then
   head = redis.call('LINDEX', KEYS[2], 0)
   if head == WAKE_MARKER then
     redis.call('LPOP', KEYS[2])
+    head = nil
+  elseif head and paused
+      and redis.call('HGET', qprefix .. 'job:' .. head, 'status') == 'queued' then
+    redis.call('LPOP', KEYS[2])
+    redis.call('RPUSH', KEYS[1], head)
     head = nil
   end
   if head then ids[1] = head end
@@ -77,7 +91,6 @@ for i = 5, #ARGV do
     ids[#ids + 1] = ARGV[i]
   end
 end
-local count = tonumber(ARGV[3])
 if count > 0 then
   local popped = redis.call('RPOP', KEYS[1], count)
   if popped then
