@@ -5,8 +5,10 @@ turns holding its fetch role, and whoever holds the role owns the fetch state be
 While the executor has free slots, the holder claims up to that many jobs in one script
 call; when the queue is empty it blocks on BLMOVE (its own connection) instead of polling,
 with the claim of the job it moves pipelined behind it (one round trip). That block is
-bounded by the next retry's due time (every claim replies with it, and a retry due sooner
-than any other wakes a blocked fetch: see add_delayed in scripts/_lib.lua).
+bounded by the next delayed or throttled job's due time (every claim replies with it, and
+a delayed job due sooner than any other wakes a blocked fetch: see add_delayed in
+scripts/_lib.lua). Every claim sends the rate limits of the queue's jobs (from this
+supervisor's job files: the claim script keeps no per-job state to look up).
 
 In thread mode the holder may keep the last job of a claim and run it itself (no hand-over
 to a job thread: a single waiting caller gets its result sooner), leaving the role to a
@@ -74,8 +76,11 @@ class QueueFetcher:
 
     def __init__(self, queue: str, sid: str, store: Store, executor: Executor,
                  stopping: threading.Event, fail: Callable[[Settlement], None],
-                 outage: OutageLog) -> None:
+                 outage: OutageLog, limits: str = "") -> None:
+        """LIMITS: the rate limits of the queue's jobs, as every claim sends them
+        (`store.rate_limits_arg`)."""
         self.queue, self.sid = queue, sid
+        self.limits = limits
         self.store, self.executor = store, executor
         self.held = HeldJobs()
         self._stopping = stopping
@@ -159,7 +164,7 @@ class QueueFetcher:
         log.warning("%d job(s) of %s sat in this supervisor's lease without reaching it (a "
                     "reply lost with its connection); claiming them again", len(lost),
                     self.queue)
-        jobs, _ = self.store.claim(self.queue, self.sid, 0, lost)
+        jobs, _ = self.store.claim(self.queue, self.sid, 0, lost, self.limits)
         self._submit(jobs, inline=False)
 
     def _fetch_once(self) -> Callable[[], None] | None:
@@ -173,7 +178,8 @@ class QueueFetcher:
             self._stopping.wait(PAUSED_POLL_S)
         if (self._paused or not self._drained
                 or (due_at is not None and due_at <= time.monotonic())):
-            jobs, next_retry_ms = self.store.claim(self.queue, self.sid, count)
+            jobs, next_retry_ms = self.store.claim(self.queue, self.sid, count,
+                                                   limits=self.limits)
             self._note_claim(len(jobs), count, next_retry_ms)
             if jobs:
                 return self._submit(jobs)
@@ -185,7 +191,7 @@ class QueueFetcher:
             block_s = min(block_s, max(self._retry_due_at - time.monotonic(), MIN_BLOCK_S))
         try:
             jobs, next_retry_ms = self.store.wait_and_claim(self.queue, self.sid, count,
-                                                            block_s)
+                                                            block_s, self.limits)
         except redis.OutOfMemoryError:
             # a full Redis refuses BLMOVE (it may add memory) but runs the claim script
             # (allow-oom): claim again after a block's time instead, until it has room

@@ -34,7 +34,8 @@ A job is a Redis hash (key ``keys.Keys.job``) with these fields, all strings:
   error    JSON text of an `ErrorInfo`   retries  attempts allowed after the first
   backoff  JSON text of the retry backoff
   fails    failed attempts so far        errors   JSON list of every failed attempt's error
-  due      ms it is due, while ``delayed`` (a delay, a run_at or a retry's backoff)
+  due      ms it is due, while ``delayed`` (a delay, a run_at or a retry's backoff) or
+           ``throttled`` (its rate limit frees a slot)
 
 When a job settles, the finish script publishes ``ID \\n STATUS \\n BODY`` on the caller's
 reply channel, where BODY is the result JSON or the error JSON, so a waiting caller needs
@@ -58,6 +59,7 @@ from .errors import InvalidJobData, JobError, JobFailed, JobTimeout
 class Status(enum.StrEnum):
     QUEUED = "queued"
     DELAYED = "delayed"  # in the delayed set: a delay, a run_at or a retry's backoff
+    THROTTLED = "throttled"  # held back by its rate limit, in the throttled set
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"

@@ -15,6 +15,13 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     run_at, or of a failed job waiting out its retry's
                                     backoff (status ``delayed``, field ``due``); the claim
                                     script moves due ones to the wait list, ``queued`` again
+  PREFIX:{Q}:throttled       ZSET   id -> ms its rate limit frees a slot, of a job held back
+                                    by its job's ``rate_limit`` (status ``throttled``, field
+                                    ``due``); the claim script moves due ones to the wait
+                                    list like delayed ones
+  PREFIX:{Q}:limit:NAME      ZSET   claim times (member id@ms, score ms) of job NAME in its
+                                    rate limit's sliding window (the claim script trims it);
+                                    TTL one window
   PREFIX:{Q}:sups            ZSET   SID -> server time (ms) of its last heartbeat for Q
   PREFIX:{Q}:paused          STRING exists while Q is paused (queue_control.py): the claim
                                     script hands out no job of Q, and puts one a BLMOVE just
@@ -49,10 +56,11 @@ Keys outside any queue (never touched by a script together with queue keys):
   PREFIX:supervisors         ZSET   SID -> last heartbeat ms (index for the dashboard)
   PREFIX:logs                STREAM recent log lines across all jobs, capped
 
-Scripts that touch per-job keys (``job:ID``, ``singleton:...``) get the queue's key prefix
-(``PREFIX:{PREFIX:Q}:``) in ARGV and append the rest, as BullMQ does: the ids are only known
-inside the script (popped from a list), and the prefix carries the queue's hash tag, so every
-key a script touches stays in the slot its declared KEYS name. Fixed keys come in KEYS.
+Scripts that touch per-job keys (``job:ID``, ``singleton:...``, ``limit:NAME``) get the
+queue's key prefix (``PREFIX:{PREFIX:Q}:``) in ARGV and append the rest, as BullMQ does:
+the ids are only known inside the script (popped from a list), and the prefix carries the
+queue's hash tag, so every key a script touches stays in the slot its declared KEYS name.
+Fixed keys come in KEYS.
 
 Job ids are ``Q-<32 hex>``, or ``Q-KEY`` for an idempotency key KEY (``job_id=``): the
 queue is part of the id, so a result can be fetched from the id alone.
@@ -109,6 +117,12 @@ class Keys:
 
     def paused(self, queue: str) -> str:
         return f"{self._q(queue)}:paused"
+
+    def throttled(self, queue: str) -> str:
+        return f"{self._q(queue)}:throttled"
+
+    def limit(self, queue: str, name: str) -> str:
+        return f"{self._q(queue)}:limit:{name}"
 
     def resumed(self, queue: str) -> str:
         return f"{self._q(queue)}:resumed"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -89,6 +89,11 @@ def enqueue_keys(keys: Keys, job: PreparedJob) -> list[str]:
     if job.singleton_key:
         declared.append(keys.singleton(job.queue, job.singleton_key))
     return declared
+
+
+def rate_limits_arg(limits: Iterable[tuple[str, int, int]]) -> str:
+    """The claim script's rate limits: 'NAME COUNT PERIOD_MS ...' ('' = none)."""
+    return " ".join(f"{name} {count} {period_ms}" for name, count, period_ms in limits)
 
 
 def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
@@ -174,22 +179,24 @@ class Store(StoreReads):
             checked(self.router.send(channel, [("SPUBLISH", channel, "")]))
 
     # -- supervisors -----------------------------------------------------------------
-    def claim(self, queue: str, sid: str, count: int,
-              again: Sequence[str] = ()) -> tuple[list[ClaimedJob], int]:
+    def claim(self, queue: str, sid: str, count: int, again: Sequence[str] = (),
+              limits: str = "") -> tuple[list[ClaimedJob], int]:
         """Up to COUNT waiting jobs (plus AGAIN: ids in SID's lease to hand over again),
-        and the ms until the next retry is due (-1: none delayed)."""
+        and the ms until the next delayed or throttled job is due (-1: none; PAUSED).
+        LIMITS: the rate limits of the queue's jobs (`rate_limits_arg`)."""
         return claimed_batch(self._run("claim", self._claim_keys(queue, sid),
                                         [self.keys.queue_prefix(queue), sid, count, "0",
-                                         *again]))
+                                         limits, *again]))
 
     def wait_and_claim(self, queue: str, sid: str, count: int,
-                       timeout_s: float = BLOCK_TIMEOUT_S) -> tuple[list[ClaimedJob], int]:
+                       timeout_s: float = BLOCK_TIMEOUT_S,
+                       limits: str = "") -> tuple[list[ClaimedJob], int]:
         """Block until a job is waiting (at most TIMEOUT_S), then claim it and up to
         COUNT - 1 more: one round trip, as the claim is pipelined behind the BLMOVE on
         a blocking connection and Redis runs it the moment the BLMOVE returns."""
         k = self.keys
         keys = self._claim_keys(queue, sid)
-        args: list[str | int] = [k.queue_prefix(queue), sid, max(count - 1, 0), "1"]
+        args: list[str | int] = [k.queue_prefix(queue), sid, max(count - 1, 0), "1", limits]
         moved, claimed = self.router.send(keys[0], [
             ("BLMOVE", k.wait(queue), k.active(queue, sid), "RIGHT", "LEFT", timeout_s),
             ("EVALSHA", SCRIPT_SHAS["claim"], len(keys), *keys, *args)], blocking=True)
@@ -207,7 +214,8 @@ class Store(StoreReads):
 
     def _claim_keys(self, queue: str, sid: str) -> list[str]:
         k = self.keys
-        return [k.wait(queue), k.active(queue, sid), k.delayed(queue), k.paused(queue)]
+        return [k.wait(queue), k.active(queue, sid), k.delayed(queue), k.paused(queue),
+                k.throttled(queue)]
 
     def set_paused(self, queue: str, paused: bool) -> bool:
         """Pause QUEUE (or resume it); whether that changed anything."""

@@ -198,7 +198,7 @@ def queues_table(snap: Snapshot, width: int) -> Table:
             ("running", "right"), ("completed", "right"), ("failed", "right")]
     cols += [] if narrow else [("jobs/s", "right")]
     cols += [("last 60s", "left"), ("oldest", "right")]
-    cols += [] if narrow else [("retry", "right"), ("sups", "right")]
+    cols += [] if narrow else [("delayed", "right"), ("throttled", "right"), ("sups", "right")]
     table = _table("queues", *cols, *([("orphaned", "right")] if orphans else []))
     for q in snap.queues:
         row: list[RenderableType] = [
@@ -212,6 +212,7 @@ def queues_table(snap: Snapshot, width: int) -> Table:
         if not narrow:
             style = "red" if q.supervisors == 0 and q.waiting else ""
             row += [Text(f"{q.delayed:,}", style="yellow" if q.delayed else ""),
+                    Text(f"{q.throttled:,}", style="yellow" if q.throttled else ""),
                     Text(str(q.supervisors), style=style)]
         if orphans:
             row.append(Text(f"{q.orphaned:,}", style="red" if q.orphaned else ""))
