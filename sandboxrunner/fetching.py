@@ -48,6 +48,8 @@ RETRY_BACKOFF_MAX_S = 2.0
 CLAIM_BATCH_MAX = 200
 MIN_BLOCK_S = 0.01
 UNBLOCK_RETRY_S = 0.05  # a stop unblocks a fetch again if it had not blocked yet
+SLEEP_UNDER_S = 0.005  # a due time this close is slept for, not blocked for
+WAKE_TRIES, WAKE_RETRY_S = 20, 0.002  # a DueWaker's tries to find the fetch blocked
 PAUSED_POLL_S = 0.25  # a paused queue is looked at this often: how soon a resume is seen
 
 
@@ -69,6 +71,37 @@ class HeldJobs:
     def copy(self) -> set[str]:
         with self._lock:
             return set(self._ids)
+
+
+class DueWaker:
+    """Cuts a blocked fetch short when the next delayed (or throttled) job is due: Redis
+    times a BLMOVE out on its timer tick (``hz`` 10: up to 100 ms late), while a CLIENT
+    UNBLOCK sent from here at the due time ends it within a round trip. Its claim then
+    runs as on any timeout. Only fetches bounded by a due time start one."""
+
+    def __init__(self, store: Store, after_s: float) -> None:
+        self._store = store
+        self._done = threading.Event()
+        self._timer = threading.Timer(after_s, self._wake)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _wake(self) -> None:
+        # the BLMOVE may not have reached Redis yet: try again for a little while
+        for _ in range(WAKE_TRIES):
+            if self._done.is_set():
+                return
+            try:
+                if self._store.interrupt_waits() > 0:
+                    return
+            except redis.RedisError as exc:  # no CLIENT UNBLOCK (an ACL): the tick ends it
+                log.debug("could not wake a fetch for a due job: %s", exc)
+                return
+            self._done.wait(WAKE_RETRY_S)
+
+    def cancel(self) -> None:
+        self._done.set()
+        self._timer.cancel()
 
 
 class QueueFetcher:
@@ -187,11 +220,18 @@ class QueueFetcher:
                 return None  # a retry is due right now (the next claim moves it), or paused
         # the queue was empty at the last claim: block instead of claiming again first
         block_s = BLOCK_TIMEOUT_S
+        waker = None
         if self._retry_due_at is not None:
-            block_s = min(block_s, max(self._retry_due_at - time.monotonic(), MIN_BLOCK_S))
+            block_s = min(block_s, self._retry_due_at - time.monotonic())
+            if block_s < SLEEP_UNDER_S:  # too soon to block for: claim once it is due
+                self._stopping.wait(max(block_s, 0))
+                self._drained = False
+                return None
+            waker = DueWaker(self.store, block_s)
         try:
             jobs, next_retry_ms = self.store.wait_and_claim(self.queue, self.sid, count,
-                                                            block_s, self.limits)
+                                                            max(block_s, MIN_BLOCK_S),
+                                                            self.limits)
         except redis.OutOfMemoryError:
             # a full Redis refuses BLMOVE (it may add memory) but runs the claim script
             # (allow-oom): claim again after a block's time instead, until it has room
@@ -199,6 +239,9 @@ class QueueFetcher:
             self._stopping.wait(block_s)
             self._drained = False
             return None
+        finally:
+            if waker is not None:
+                waker.cancel()
         self._note_full(False)
         self._note_claim(len(jobs), count, next_retry_ms)
         return self._submit(jobs)

@@ -93,7 +93,7 @@ def test_a_pause_between_a_blocking_move_and_its_claim_puts_the_job_back_first(
         # the claim pipelined behind that BLMOVE (HEAD = 1: take the lease's head)
         jobs, next_ms = claimed_batch(store._run(
             "claim", store._claim_keys("default", "sup-a"),
-            [KEYS.queue_prefix("default"), "sup-a", 4, "1"]))
+            [KEYS.queue_prefix("default"), "sup-a", 4, "1", ""]))
         assert jobs == [] and next_ms == Store.PAUSED
         assert redis_client.llen(KEYS.active("default", "sup-a")) == 0
         assert [i.decode() for i in redis_client.lrange(KEYS.wait("default"), 0, -1)] == [

@@ -36,7 +36,7 @@ local qprefix, sid = ARGV[1], ARGV[2]
 local now = now_ms()
 local limits = {}
 local limit_keys = {}
-for name, n, period in string.gmatch(ARGV[5], '(%S+) (%d+) (%d+)') do
+for name, n, period in string.gmatch(ARGV[5] or '', '(%S+) (%d+) (%d+)') do
   limits[name] = {tonumber(n), tonumber(period)}
   limit_keys[#limit_keys + 1] = qprefix .. 'limit:' .. name
 end
