@@ -27,6 +27,7 @@ import redis
 from rich.console import Console
 
 from benchmarks import marks, peers
+from benchmarks.delayed_bench import measure_delayed
 from benchmarks.harness import (
     RESULTS_DIR,
     ROOT,
@@ -56,7 +57,7 @@ from benchmarks.variant import (
 )
 from sandboxrunner.testserver import TestServer
 
-SECTIONS = ("throughput", "latency", "timeout", "scale")
+SECTIONS = ("throughput", "latency", "timeout", "scale", "delayed")
 SYSTEMS = ("sandboxrunner", *peers.PEERS)
 # wide enough for the tables when the output goes to a file or a pipe
 console = Console(width=max(160, shutil.get_terminal_size((160, 40)).columns))
@@ -444,6 +445,10 @@ def run(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
             run_timeouts(server.url, logdir, args, results)
         if "scale" in args.only:
             run_scale(server.url, logdir, args, results)
+        if "delayed" in args.only and "sandboxrunner" in args.systems:
+            flushall(server.url)
+            results["delayed"] = measure_delayed(server.url, logdir)
+            console.log(f"delayed: {results['delayed']}")
     except KeyboardInterrupt:
         console.log("[red]interrupted[/]: reporting what was measured")
         results["meta"]["interrupted"] = True

@@ -47,7 +47,7 @@ def measure_delayed(url: str, logdir: Path, count: int = COUNT, lead_s: float = 
     finally:
         supervisor.stop()
         client.close()
-    return {"delayed": count, "enqueue_s": round(enqueue_s, 2),
+    return {"delayed": count, "spread_s": spread_s, "enqueue_s": round(enqueue_s, 2),
             "in_delayed_set_before_first_due": delayed_at_first_due,
             "ran": len(late), "early": sum(1 for ms in late if ms < 0),
             "late_p50_ms": _percentile(late, 0.5), "late_p99_ms": _percentile(late, 0.99),
