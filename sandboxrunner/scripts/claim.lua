@@ -41,16 +41,21 @@ for name, n, period in string.gmatch(ARGV[5] or '', '(%S+) (%d+) (%d+)') do
   limit_keys[#limit_keys + 1] = qprefix .. 'limit:' .. name
 end
 
--- Ids of SET due by now (at most 100 a call); the earliest first: the set is mostly empty,
--- or not due, and then one call does.
-local function due_in(set)
+-- The earliest due time in SET (nil: empty)
+local function first_due(set)
   local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
-  if first[2] and tonumber(first[2]) <= now then
+  return first[2] and tonumber(first[2])
+end
+-- Ids of SET due by now (at most 100 a call), given its earliest due time FIRST: the set
+-- is mostly empty, or not due, and then the one call that read FIRST does.
+local function due_in(set, first)
+  if first and first <= now then
     return redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, 100)
   end
   return {}
 end
-local due, freed = due_in(KEYS[3]), due_in(KEYS[5])
+local delayed_first, throttled_first = first_due(KEYS[3]), first_due(KEYS[5])
+local due, freed = due_in(KEYS[3], delayed_first), due_in(KEYS[5], throttled_first)
 
 -- every key this call may read, before its first write (see touch in _lib.lua): the due
 -- jobs, the head of the lease, the ids to hand over again, the jobs to pop, the limits
@@ -84,6 +89,8 @@ local function requeue(set, ids, status)
 end
 requeue(KEYS[3], due, 'delayed')
 requeue(KEYS[5], freed, 'throttled')  -- last: at the very front, they waited longest
+if #due > 0 then delayed_first = first_due(KEYS[3]) end
+if #freed > 0 then throttled_first = first_due(KEYS[5]) end
 
 -- Whether queued job ID is over its name's rate limit: then it is throttled (the caller
 -- leaves it out of the lease); if not, its claim is logged in the limit's window.
@@ -103,6 +110,7 @@ local function throttled(id)
   local free_at = tonumber(oldest[2]) + limit[2]
   redis.call('ZADD', KEYS[5], free_at, id)
   redis.call('HSET', jkey, 'status', 'throttled', 'due', free_at)
+  if not throttled_first or free_at < throttled_first then throttled_first = free_at end
   return true
 end
 
@@ -151,10 +159,9 @@ end
 
 -- the ms until the next delayed or throttled job is due
 local next_due = -1
-for _, set in ipairs({KEYS[3], KEYS[5]}) do
-  local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
-  if first[2] then
-    local wait = math.max(0, tonumber(first[2]) - now)
+for _, first in ipairs({delayed_first or false, throttled_first or false}) do
+  if first then
+    local wait = math.max(0, first - now)
     if next_due < 0 or wait < next_due then next_due = wait end
   end
 end
