@@ -218,7 +218,11 @@ class QueueFetcher:
                 return self._submit(jobs)
             if next_retry_ms == 0 or self._paused:
                 return None  # a retry is due right now (the next claim moves it), or paused
-        # the queue was empty at the last claim: block instead of claiming again first
+        return self._block_for_jobs(count)
+
+    def _block_for_jobs(self, count: int) -> Callable[[], None] | None:
+        """The queue was empty at the last claim: block on it (up to the next due time)
+        and claim what arrives, instead of claiming again first."""
         block_s = BLOCK_TIMEOUT_S
         waker = None
         if self._retry_due_at is not None:

@@ -95,6 +95,7 @@ if #freed > 0 then throttled_first = first_due(KEYS[5]) end
 -- Whether queued job ID is over its name's rate limit: then it is throttled (the caller
 -- leaves it out of the lease); if not, its claim is logged in the limit's window.
 local function throttled(id)
+  if #limit_keys == 0 then return false end  -- the plain path: no limits, no reads
   local jkey = qprefix .. 'job:' .. id
   local f = redis.call('HMGET', jkey, 'name', 'status')
   local limit = f[1] and limits[f[1]]
