@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="runs of each tree, alternating")
     p.add_argument("--n", type=int, default=2000, help="jobs per throughput run")
     p.add_argument("--calls", type=int, default=500, help="timed round trips per variant")
+    p.add_argument("--only", default="throughput,latency",
+                   help="sections, comma-separated: throughput, latency")
     p.add_argument("--out", type=Path, default=None, help="where the JSON goes")
     return p.parse_args(argv)
 
@@ -48,7 +50,7 @@ def run_tree(tree: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     in folder OUT)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(tree)
-    command = [sys.executable, "-m", "benchmarks", "--only", "throughput,latency",
+    command = [sys.executable, "-m", "benchmarks", "--only", args.only,
                "--systems", "sandboxrunner", "--repeat", "1", "--n", str(args.n),
                "--calls", str(args.calls), "--out", str(out)]
     subprocess.run(command, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL,

@@ -67,6 +67,8 @@ def check_job_key(queue: str, key: Any) -> str:
 
 def scheduled(job: PreparedJob, schedule: Schedule) -> PreparedJob:
     """JOB with SCHEDULE's due time and id applied, checked."""
+    if schedule.delay is None and schedule.run_at is None and schedule.job_id is None:
+        return job  # the plain call: nothing to apply
     if schedule.delay is not None and schedule.run_at is not None:
         raise InvalidJobData("give delay or run_at, not both")
     delay_ms = check_delay(schedule.delay) if schedule.delay is not None else None
