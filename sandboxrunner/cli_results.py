@@ -75,8 +75,6 @@ def resolve_job_id(store: Store, given: str) -> str:
                      if i.partition("-")[2].startswith(digits))
     if len(matches) == 1:
         return matches[0]
-    if not matches and keyed:
-        return given  # a key of hex digits only (default-42): not found, said by the caller
     if not matches:
         raise errors.JobNotFound(
             f"no job id starts with {given!r} among the running, waiting, retrying, recent "
