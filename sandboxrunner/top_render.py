@@ -145,6 +145,9 @@ def header(snap: Snapshot, width: int, hint: str = "") -> Text:
     counts.append(Text.assemble((f"{totals['jobs_per_s']:.2f}", "bold"), " jobs/s"))
     if totals["orphaned"]:
         counts.append(Text.assemble("orphaned ", (f"{totals['orphaned']:,}", "bold red")))
+    throttled = sum(q.throttled for q in snap.queues)  # on a narrow screen too
+    if throttled:
+        counts.append(Text.assemble("throttled ", (f"{throttled:,}", "bold yellow")))
     line = Text()
     for part in counts:  # whole words per line: a count is never split from its label
         if line.cell_len and line.cell_len + 2 + part.cell_len > width:
