@@ -19,9 +19,10 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     by its job's ``rate_limit`` (status ``throttled``, field
                                     ``due``); the claim script moves due ones to the wait
                                     list like delayed ones
-  PREFIX:{Q}:limit:NAME      ZSET   claim times (member id@ms, score ms) of job NAME in its
-                                    rate limit's sliding window (the claim script trims it);
-                                    TTL one window
+  PREFIX:{Q}:limit:NAME      ZSET   job NAME's claims in its rate limit's sliding window
+                                    (member id@ms, score ms) and the slots its throttled jobs
+                                    reserved (member r:id, score ms); the claim script trims
+                                    it; TTL a period past its latest entry
   PREFIX:{Q}:sups            ZSET   SID -> server time (ms) of its last heartbeat for Q
   PREFIX:{Q}:paused          STRING exists while Q is paused (queue_control.py): the claim
                                     script hands out no job of Q, and puts one a BLMOVE just

@@ -92,6 +92,24 @@ def test_jobs_over_the_limit_wait_throttled_and_all_run(
     assert redis_client.zcard(KEYS.throttled("default")) == 0
 
 
+def test_throttled_jobs_each_get_their_own_slot_instead_of_all_waking_at_once(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    # 30 jobs at 5/s: 5 run now, the other 25 wait for slots 1, 2, 3, 4 and 5 s later,
+    # five a slot, so a freed slot wakes the jobs that can take it, not all 25
+    with client_for(redis_url) as client:
+        handles = [client.enqueue("limited", n) for n in range(30)]
+        with running_supervisor(redis_url):
+            wait_for(lambda: redis_client.zcard(KEYS.throttled("default")) == 25,
+                     what="25 throttled jobs")
+            dues = sorted(int(d) for _, d in redis_client.zrange(
+                KEYS.throttled("default"), 0, -1, withscores=True))
+            assert dues[-1] - dues[0] >= 3500, dues
+            assert max(dues.count(d) for d in set(dues)) <= 5
+            assert [h.result(wait_timeout=15_000) for h in handles] == [h.id for h in handles]
+    starts = _starts(redis_client, [h.id for h in handles])
+    assert _most_in_any_window(starts, 1000) <= 5, starts
+
+
 def test_twenty_a_second_with_two_supervisors_over_ten_seconds_stays_within_one_job(
         redis_url: str, redis_client: redis.Redis) -> None:
     sups = [SupervisorProcess(redis_url, args, SANDBOXRUNNER_WORKERS="default")

@@ -16,9 +16,15 @@
 -- lease (moved by a BLMOVE that ran before the pause) goes back to the head of the wait
 -- list (its right end: it keeps its turn), unstarted; ids to hand over again still are.
 -- Rate limits (ARGV[5], from the claiming supervisor's job files): a job whose name has
--- had COUNT claims in the last PERIOD ms (a sliding-window log, PREFIX:{Q}:limit:NAME,
--- claim times) is not claimed but 'throttled' (field due) in the throttled set, due when
--- the oldest of those claims leaves the window.
+-- had COUNT claims in the last PERIOD ms is not claimed but 'throttled' (field due) in the
+-- throttled set. PREFIX:{Q}:limit:NAME logs the name's claims (member ID@ms, score the
+-- claim ms: a sliding window, exact over any PERIOD) and the slots reserved by throttled
+-- jobs (member r:ID, score the slot's ms): a throttled job reserves the slot a period
+-- after the COUNT-th latest entry, so the throttled jobs of a name come back one slot's
+-- worth at a time, in order. A job back for its slot is claimed if the claims and slots
+-- due by now, less its own, leave room (one claimed late can push the next slot back:
+-- that job reserves again); a job not throttled before must find room counting every
+-- reserved slot, so it never overtakes those waiting.
 -- A head of the lease that is 'cancelled' (a cancel ran between the BLMOVE and this
 -- script) is settled: it leaves the lease and never runs.
 -- KEYS[1] wait list   KEYS[2] active list of SID   KEYS[3] delayed set   KEYS[4] paused flag
@@ -92,23 +98,41 @@ requeue(KEYS[5], freed, 'throttled')  -- last: at the very front, they waited lo
 if #due > 0 then delayed_first = first_due(KEYS[3]) end
 if #freed > 0 then throttled_first = first_due(KEYS[5]) end
 
--- Whether queued job ID is over its name's rate limit: then it is throttled (the caller
--- leaves it out of the lease); if not, its claim is logged in the limit's window.
+-- Keep rate-limit log WINDOW (see the header) one period past its latest entry.
+local function expire_window(window, period)
+  local last = redis.call('ZRANGE', window, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', window, math.max(tonumber(last[2]) - now, 0) + period)
+end
+
+-- Whether queued job ID is over its name's rate limit: then it is throttled until the
+-- slot it reserves (the caller leaves it out of the lease); if not, its claim is logged.
 local function throttled(id)
   if #limit_keys == 0 then return false end  -- the plain path: no limits, no reads
   local jkey = qprefix .. 'job:' .. id
   local f = redis.call('HMGET', jkey, 'name', 'status')
   local limit = f[1] and limits[f[1]]
   if not limit or f[2] ~= 'queued' then return false end
-  local window = qprefix .. 'limit:' .. f[1]
-  redis.call('ZREMRANGEBYSCORE', window, '-inf', now - limit[2])
-  if redis.call('ZCARD', window) < limit[1] then
+  local count, period = limit[1], limit[2]
+  local window, reservation = qprefix .. 'limit:' .. f[1], 'r:' .. id
+  redis.call('ZREMRANGEBYSCORE', window, '-inf', now - period)
+  local taken
+  if redis.call('ZREM', window, reservation) == 1 then
+    taken = redis.call('ZCOUNT', window, '-inf', now)  -- its slot came: what is due
+  else
+    taken = redis.call('ZCARD', window)  -- reserved slots count too: they are ahead of it
+  end
+  if taken < count then
     redis.call('ZADD', window, now, id .. '@' .. now)
-    redis.call('PEXPIRE', window, limit[2])
+    expire_window(window, period)
     return false
   end
-  local oldest = redis.call('ZRANGE', window, 0, 0, 'WITHSCORES')
-  local free_at = tonumber(oldest[2]) + limit[2]
+  -- the slot a period after the COUNT-th latest entry: reserved, so the next job of
+  -- the name reserves the one after it
+  local n = redis.call('ZCARD', window)
+  local nth = redis.call('ZRANGE', window, n - count, n - count, 'WITHSCORES')
+  local free_at = math.max(tonumber(nth[2]) + period, now + 1)
+  redis.call('ZADD', window, free_at, reservation)
+  expire_window(window, period)
   redis.call('ZADD', KEYS[5], free_at, id)
   redis.call('HSET', jkey, 'status', 'throttled', 'due', free_at)
   if not throttled_first or free_at < throttled_first then throttled_first = free_at end
