@@ -225,13 +225,13 @@ class QueueFetcher:
         and claim what arrives, instead of claiming again first."""
         block_s = BLOCK_TIMEOUT_S
         waker = None
-        if self._retry_due_at is not None:
-            block_s = min(block_s, self._retry_due_at - time.monotonic())
+        if self._retry_due_at is not None and self._retry_due_at - time.monotonic() < block_s:
+            block_s = self._retry_due_at - time.monotonic()
             if block_s < SLEEP_UNDER_S:  # too soon to block for: claim once it is due
                 self._stopping.wait(max(block_s, 0))
                 self._drained = False
                 return None
-            waker = DueWaker(self.store, block_s)
+            waker = DueWaker(self.store, block_s)  # due before the block would time out
         try:
             jobs, next_retry_ms = self.store.wait_and_claim(self.queue, self.sid, count,
                                                             max(block_s, MIN_BLOCK_S),
