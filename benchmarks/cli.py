@@ -27,6 +27,7 @@ import redis
 from rich.console import Console
 
 from benchmarks import marks, peers
+from benchmarks.delayed_bench import measure_delayed
 from benchmarks.deployments_bench import run_deployments
 from benchmarks.harness import (
     RESULTS_DIR,
@@ -57,7 +58,7 @@ from benchmarks.variant import (
 )
 from sandboxrunner.testserver import TestServer
 
-SECTIONS = ("throughput", "latency", "timeout", "scale", "cluster")
+SECTIONS = ("throughput", "latency", "timeout", "scale", "delayed", "cluster")
 SYSTEMS = ("sandboxrunner", *peers.PEERS)
 # wide enough for the tables when the output goes to a file or a pipe
 console = Console(width=max(160, shutil.get_terminal_size((160, 40)).columns))
@@ -462,6 +463,10 @@ def _run_on_one_server(server: TestServer, logdir: Path, args: argparse.Namespac
         run_timeouts(server.url, logdir, args, results)
     if "scale" in args.only:
         run_scale(server.url, logdir, args, results)
+    if "delayed" in args.only and "sandboxrunner" in args.systems:
+        flushall(server.url)
+        results["delayed"] = measure_delayed(server.url, logdir)
+        console.log(f"delayed: {results['delayed']}")
 
 
 def main(argv: list[str] | None = None) -> int:

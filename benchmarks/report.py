@@ -301,6 +301,11 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
         console.print(scale_table(results["scale"]))
     if results.get("cluster"):
         console.print(deployments_table(results["cluster"]))
+    if results.get("delayed"):
+        d = results["delayed"]
+        console.print(f"delayed jobs ({d['delayed']:,} waiting, run_at spread over "
+                      f"{d['spread_s']:g} s): start - due p50 {d['late_p50_ms']} ms, p99 "
+                      f"{d['late_p99_ms']} ms, max {d['late_max_ms']} ms; {d['early']} early")
     console.print(summary_table(results["summary"]))
 
 

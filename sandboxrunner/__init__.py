@@ -1,7 +1,8 @@
 """sandboxrunner: background jobs for Python on Redis.
 
-Public API: run_job, arun_job, enqueue, get_result, get_job (a JobInfo), register_job,
-init_worker, and the errors.
+Public API: run_job, arun_job, enqueue, get_result, get_job (a JobInfo), cancel,
+retry, list_jobs, pause, resume (and their asyncio twins), register_job, init_worker,
+and the errors.
 """
 
 from .client import JobHandle, arun_job, enqueue, get_result, run_job
@@ -29,6 +30,7 @@ from .errors import (
     RedisWrongServer,
     SandboxRunnerError,
     UnknownJob,
+    UnknownQueue,
     WaitTimeout,
 )
 from .job_control import (
@@ -43,6 +45,7 @@ from .job_control import (
     retry,
 )
 from .job_listing import JobPage, alist_jobs, list_jobs
+from .queue_control import apause, aresume, pause, resume
 from .registry import register_job
 from .worker import Worker, init_worker
 
@@ -75,11 +78,14 @@ __all__ = [
     "RedisUnavailable",
     "SandboxRunnerError",
     "UnknownJob",
+    "UnknownQueue",
     "WaitTimeout",
     "Worker",
     "acancel",
     "aget_job",
     "alist_jobs",
+    "apause",
+    "aresume",
     "aretry",
     "arun_job",
     "cancel",
@@ -88,7 +94,9 @@ __all__ = [
     "get_result",
     "init_worker",
     "list_jobs",
+    "pause",
     "register_job",
+    "resume",
     "retry",
     "run_job",
 ]

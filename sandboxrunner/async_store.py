@@ -98,7 +98,7 @@ class AsyncStore:
         return EnqueueResult.from_reply(await self._enqueues.call(
             enqueue_keys(self.keys, job),
             [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
-             *job.script_args()]))
+             *job.script_args(), *job.schedule_args()]))
 
     async def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The twin of `Store.attach`."""
@@ -115,6 +115,15 @@ class AsyncStore:
         return live_from(await self.router.send(self.keys.sups(queue),
                                                 live_commands(self.keys, queue)),
                          self.config.lease_ms)
+
+    async def set_paused(self, queue: str, paused: bool) -> bool:
+        """The twin of `Store.set_paused`."""
+        key = self.keys.paused(queue)
+        command = ("SET", key, "1", "NX") if paused else ("DEL", key)
+        (reply,) = await self.router.send(key, [command])
+        if isinstance(reply, Exception):
+            raise reply
+        return bool(reply)
 
     async def subscribe_replies(self, queue: str, cid: str) -> Any:
         """The twin of `Store.subscribe_replies`."""

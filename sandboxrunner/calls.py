@@ -1,13 +1,23 @@
 """A call checked before anything reaches Redis: the job is known, its data is JSON under
-``max_data_size``, its timeout and retries are whole numbers, its singleton key is JSON.
-The `PreparedJob` it makes is what `run_job` and `enqueue` send to Redis, and what each
-cron schedule enqueues on every tick.
+``max_data_size``, its timeout and retries are whole numbers, its singleton key is JSON,
+its ``delay`` (ms) or ``run_at`` (an aware datetime) and its idempotency key (``job_id``)
+are well formed. The `PreparedJob` it makes is what `run_job` and `enqueue` send to Redis,
+and what each cron schedule enqueues on every tick.
+
+A ``run_at`` is sent as epoch ms and compared with the Redis server's clock by the enqueue
+script (so every host agrees when a job is due): one more than job.RUN_AT_TOLERANCE_MS in
+the past is refused there, as a mistake; one less is due at once (clocks differ a little).
+An idempotency key KEY becomes the job id ``Q-KEY``: a second enqueue of the same id
+attaches to the first job while its record exists (see enqueue.lua).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import Config
@@ -17,6 +27,55 @@ from .keys import new_job_id
 from .registry import JobSpec
 
 MAX_SINGLETON_KEY_CHARS = 200
+JOB_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When and as which id a call is enqueued: the per-call options of enqueue, run_job
+    and arun_job (all None: now, with a fresh id)."""
+
+    delay: int | None = None
+    run_at: dt.datetime | None = None
+    job_id: str | None = None
+
+
+def check_delay(delay: Any) -> int:
+    if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
+        raise InvalidJobData(f"delay must be a whole number of milliseconds >= 0, got "
+                             f"{delay!r}")
+    return delay
+
+
+def check_run_at(run_at: Any) -> int:
+    """RUN_AT as epoch ms; InvalidJobData unless an aware datetime."""
+    if not isinstance(run_at, dt.datetime):
+        raise InvalidJobData(f"run_at must be a datetime with a timezone, got {run_at!r}")
+    if run_at.tzinfo is None or run_at.utcoffset() is None:
+        raise InvalidJobData(f"run_at {run_at.isoformat()} is naive: give it a timezone "
+                             "(datetime.now(timezone.utc) + timedelta(...))")
+    return round(run_at.timestamp() * 1000)
+
+
+def check_job_key(queue: str, key: Any) -> str:
+    """The job id an idempotency key names (``Q-KEY``); InvalidJobData for a bad key."""
+    if not isinstance(key, str) or not JOB_KEY_PATTERN.fullmatch(key):
+        raise InvalidJobData(f"job_id {key!r} is not a valid idempotency key: use 1 to 100 "
+                             "letters, digits and _ . : -")
+    return f"{queue}-{key}"
+
+
+def scheduled(job: PreparedJob, schedule: Schedule) -> PreparedJob:
+    """JOB with SCHEDULE's due time and id applied, checked."""
+    if schedule.delay is None and schedule.run_at is None and schedule.job_id is None:
+        return job  # the plain call: nothing to apply
+    if schedule.delay is not None and schedule.run_at is not None:
+        raise InvalidJobData("give delay or run_at, not both")
+    delay_ms = check_delay(schedule.delay) if schedule.delay is not None else None
+    run_at_ms = check_run_at(schedule.run_at) if schedule.run_at is not None else None
+    job_id = (check_job_key(job.queue, schedule.job_id) if schedule.job_id is not None
+              else job.job_id)
+    return replace(job, job_id=job_id, delay_ms=delay_ms, run_at_ms=run_at_ms)
 
 
 def singleton_key(spec: JobSpec, data: Any) -> str:
@@ -54,13 +113,15 @@ def check_timeout(timeout: Any) -> int:
 
 
 def prepare_call(spec: JobSpec, data: Any, timeout: int | None, retries: int | None,
-                 config: Config, *, what: str = "data") -> PreparedJob:
-    """The call of job SPEC with DATA, checked, with a fresh job id; InvalidJobData if not
-    (WHAT names the data in its message)."""
+                 config: Config, *, what: str = "data",
+                 schedule: Schedule | None = None) -> PreparedJob:
+    """The call of job SPEC with DATA, checked, with a fresh job id (or SCHEDULE's);
+    InvalidJobData if not (WHAT names the data in its message)."""
     data_json = encode_data(data, int(config.max_data_size * 1024 * 1024), what=what)
     timeout_ms = check_timeout(timeout if timeout is not None
                                else spec.timeout_ms or config.job_timeout)
     retries = check_retries(retries if retries is not None else spec.retries)
     backoff_json = json.dumps(spec.backoff) if spec.backoff else ""
-    return PreparedJob(spec.queue, new_job_id(spec.queue), spec.name, data_json, timeout_ms,
-                       singleton_key(spec, data), retries, backoff_json)
+    job = PreparedJob(spec.queue, new_job_id(spec.queue), spec.name, data_json, timeout_ms,
+                      singleton_key(spec, data), retries, backoff_json)
+    return scheduled(job, schedule) if schedule is not None else job

@@ -1,7 +1,8 @@
-"""The `sandboxrunner` command: start, run, jobs, logs, result, cron, top, redis, and job
-control (cli_ctl.py: job, cancel, retry, list). No logic
-lives here: each command builds the config, calls the library and maps errors to exit
-codes. `logs` and `result` live in cli_results.py; the shared options, the error reporting
+"""The `sandboxrunner` command: start, run, jobs, logs, result, pause, resume, cron, top,
+redis, and job control (cli_ctl.py: job, cancel, retry, list). No logic lives here: each
+command builds the config, calls the library and maps errors to exit codes. `logs` and
+`result` live in cli_results.py, `pause` and `resume` in cli_queues.py; the shared
+options, the error reporting
 and finding Redis without starting it in cli_support.py."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import typer
 
 from . import errors
 from .cli_ctl import cancel, job, list_, retry
+from .cli_queues import parse_run_at, pause, resume
 from .cli_results import logs, result
 from .cli_support import (
     EXIT_CODES_HELP,
@@ -149,6 +151,14 @@ def run(
     wait_timeout: int = typer.Option(None, "--wait-timeout", metavar="MS",
                                      help="Stop waiting after MS ms (exit 5); the job goes "
                                           "on, and `sandboxrunner result ID` fetches it."),
+    delay: int = typer.Option(None, "--delay", metavar="MS",
+                              help="Run it no sooner than MS ms from now."),
+    run_at: str = typer.Option(None, "--run-at", metavar="TIME",
+                               help="Run it at TIME, ISO 8601 with a timezone, e.g. "
+                                    "2030-01-01T09:00:00+01:00."),
+    job_id: str = typer.Option(None, "--job-id", metavar="KEY",
+                               help="An idempotency key: the job's id is QUEUE-KEY, and the "
+                                    "same key again gives that job's result."),
     redis_url: str = REDIS_URL_OPTION,
     project: str = PROJECT_OPTION,
 ) -> None:
@@ -165,7 +175,8 @@ def run(
     client = Client(config, _registry(config), _redis_url(config))
     set_default_client(client)
     try:
-        value = client.run_job(name, payload, timeout=timeout, wait_timeout=wait_timeout)
+        value = client.run_job(name, payload, timeout=timeout, wait_timeout=wait_timeout,
+                               delay=delay, run_at=parse_run_at(run_at), job_id=job_id)
     finally:
         client.close()
     typer.echo(json.dumps(value))
@@ -190,6 +201,8 @@ app.command()(job)
 app.command()(cancel)
 app.command()(retry)
 app.command("list")(list_)
+app.command()(pause)
+app.command()(resume)
 
 
 redis_app = typer.Typer(help="The embedded Redis server of this project.")

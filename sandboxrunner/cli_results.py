@@ -1,8 +1,9 @@
 """`sandboxrunner logs` and `sandboxrunner result`: one job's log lines and outcome, read
 from Redis. Both only read: they never start the embedded server.
 
-Either takes a job's full id or the start of one, such as the 8 hex digits `top` shows
-(with or without the ``default-``/``priority-`` queue part). A start is looked up among
+Either takes a job's full id (``Q-KEY`` too, for an idempotency key) or the start of one,
+such as the 8 hex digits `top` shows (with or without the ``default-``/``priority-`` queue
+part). A start is looked up among
 the ids Redis lists anyway (`Store.listed_job_ids`: running, waiting, retrying, recent and
 failed jobs), never by scanning keys; it must match exactly one.
 
@@ -21,6 +22,7 @@ import time
 import typer
 
 from . import errors
+from .calls import JOB_KEY_PATTERN
 from .cli_support import (
     PROJECT_OPTION,
     REDIS_URL_OPTION,
@@ -41,6 +43,7 @@ LAST_LINES_WAIT_S = 0.2
 CANDIDATES_SHOWN = 5
 FULL_ID = re.compile(rf"^({'|'.join(QUEUES)})-[0-9a-f]{{32}}$")
 ID_START = re.compile(rf"^(?:({'|'.join(QUEUES)})-)?([0-9a-f]+)$")
+KEYED_ID = re.compile(rf"^({'|'.join(QUEUES)})-{JOB_KEY_PATTERN.pattern}$")
 RECORD_FIELDS = ("status", "name", "start", "end", "error", "attempt")
 
 JOB_ID_ARGUMENT = typer.Argument(
@@ -58,6 +61,9 @@ def resolve_job_id(store: Store, given: str) -> str:
     if FULL_ID.match(given):
         return given
     shape = ID_START.match(given)
+    keyed = KEYED_ID.match(given)  # an idempotency key's id: enqueue(..., job_id=KEY)
+    if keyed and (not shape or store.job_fields(given, "status")[0]):
+        return given
     if not shape:
         raise errors.JobNotFound(
             f"{given!r} is not a job id or the start of one (`queue-` and 32 hex digits, "

@@ -50,6 +50,7 @@ Exit codes:
 _EXIT_CODES: tuple[tuple[type[errors.SandboxRunnerError], int], ...] = (
     (errors.JobError, errors.EXIT_JOB_FAILED),
     (errors.UnknownJob, errors.EXIT_USAGE),
+    (errors.UnknownQueue, errors.EXIT_USAGE),
     (errors.InvalidJobData, errors.EXIT_USAGE),
     (errors.JobNotFound, errors.EXIT_USAGE),
     (errors.InvalidJobState, errors.EXIT_USAGE),

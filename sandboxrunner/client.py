@@ -25,6 +25,7 @@ imports this module); elsewhere the process's own, installed with `set_default_c
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import threading
@@ -35,7 +36,7 @@ import redis
 from . import job_control, job_listing
 from .async_listener import AsyncListener
 from .async_store import AsyncStore
-from .calls import prepare_call
+from .calls import Schedule, prepare_call
 from .config import Config, load_config, redact_url
 from .connection import RedisRetry, aretrying, caller_retry, resolve_redis_url, retrying
 from .context import current_job
@@ -89,8 +90,9 @@ class Client:
 
     # -- preparing -------------------------------------------------------------------
     def prepare(self, name: str, data: Any, timeout: int | None,
-                retries: int | None = None) -> PreparedJob:
-        return prepare_call(self.registry.get(name), data, timeout, retries, self.config)
+                retries: int | None = None, schedule: Schedule | None = None) -> PreparedJob:
+        return prepare_call(self.registry.get(name), data, timeout, retries, self.config,
+                            schedule=schedule)
 
     def _retry(self, doing: str, wait_timeout: int | None) -> RedisRetry:
         """The rule for this call while Redis does not answer: retry up to
@@ -109,9 +111,10 @@ class Client:
     # -- sync ------------------------------------------------------------------------
     @api_boundary("run job {!r}")
     def run_job(self, name: str, data: Any = None, timeout: int | None = None,
-                wait_timeout: int | None = None, retries: int | None = None,
-                on_progress: ProgressCallback | None = None) -> Any:
-        job = self.prepare(name, data, timeout, retries)
+                wait_timeout: int | None = None, retries: int | None = None, *,
+                on_progress: ProgressCallback | None = None, delay: int | None = None,
+                run_at: dt.datetime | None = None, job_id: str | None = None) -> Any:
+        job = self.prepare(name, data, timeout, retries, Schedule(delay, run_at, job_id))
         retry = self._retry(f"enqueue job {job.name!r}", wait_timeout)
         with NestedCall(job.queue) as nested:
             if nested.would_wait_for_itself():
@@ -141,8 +144,9 @@ class Client:
 
     @api_boundary("enqueue job {!r}")
     def enqueue(self, name: str, data: Any = None, timeout: int | None = None,
-                retries: int | None = None) -> JobHandle:
-        job = self.prepare(name, data, timeout, retries)
+                retries: int | None = None, *, delay: int | None = None,
+                run_at: dt.datetime | None = None, job_id: str | None = None) -> JobHandle:
+        job = self.prepare(name, data, timeout, retries, Schedule(delay, run_at, job_id))
         retry = self._retry(f"enqueue job {job.name!r}", None)
         result = retrying(lambda: self.store.enqueue(job), retry)
         return JobHandle(result.job_id, self)
@@ -262,11 +266,16 @@ class Client:
             self._async_listeners[id(loop)] = listener
         return listener
 
+    def async_store(self) -> AsyncStore:
+        """The running event loop's store (for calls outside this module: queue_control)."""
+        return self._async_listener().store
+
     @api_boundary("run job {!r}")
     async def arun_job(self, name: str, data: Any = None, timeout: int | None = None,
-                       wait_timeout: int | None = None, retries: int | None = None,
-                       on_progress: ProgressCallback | None = None) -> Any:
-        job = self.prepare(name, data, timeout, retries)
+                       wait_timeout: int | None = None, retries: int | None = None, *,
+                       on_progress: ProgressCallback | None = None, delay: int | None = None,
+                       run_at: dt.datetime | None = None, job_id: str | None = None) -> Any:
+        job = self.prepare(name, data, timeout, retries, Schedule(delay, run_at, job_id))
         retry = self._retry(f"enqueue job {job.name!r}", wait_timeout)
         listener = self._async_listener()
         with NestedCall(job.queue, "arun_job") as nested:
@@ -457,25 +466,35 @@ def drop_default_client(client: Client) -> None:
 
 
 def run_job(name: str, data: Any = None, timeout: int | None = None,
-            wait_timeout: int | None = None, retries: int | None = None,
-            on_progress: ProgressCallback | None = None) -> Any:
+            wait_timeout: int | None = None, retries: int | None = None, *,
+            on_progress: ProgressCallback | None = None, delay: int | None = None,
+            run_at: dt.datetime | None = None, job_id: str | None = None) -> Any:
     """Run job NAME with DATA, wait, and return its result (or raise its error);
-    ON_PROGRESS(JobProgress) hears the job's ctx.progress reports meanwhile."""
-    return default_client().run_job(name, data, timeout, wait_timeout, retries, on_progress)
+    ON_PROGRESS(JobProgress) hears the job's ctx.progress reports meanwhile. DELAY (ms)
+    or RUN_AT (an aware datetime) runs it later; JOB_ID is an idempotency key."""
+    return default_client().run_job(name, data, timeout, wait_timeout, retries,
+                                    on_progress=on_progress, delay=delay, run_at=run_at,
+                                    job_id=job_id)
 
 
 async def arun_job(name: str, data: Any = None, timeout: int | None = None,
-                   wait_timeout: int | None = None, retries: int | None = None,
-                   on_progress: ProgressCallback | None = None) -> Any:
+                   wait_timeout: int | None = None, retries: int | None = None, *,
+                   on_progress: ProgressCallback | None = None, delay: int | None = None,
+                   run_at: dt.datetime | None = None, job_id: str | None = None) -> Any:
     """The asyncio twin of run_job."""
     return await default_client().arun_job(name, data, timeout, wait_timeout, retries,
-                                           on_progress)
+                                           on_progress=on_progress, delay=delay,
+                                           run_at=run_at, job_id=job_id)
 
 
 def enqueue(name: str, data: Any = None, timeout: int | None = None,
-            retries: int | None = None) -> JobHandle:
-    """Enqueue job NAME without waiting; the handle fetches the result later."""
-    return default_client().enqueue(name, data, timeout, retries)
+            retries: int | None = None, *, delay: int | None = None,
+            run_at: dt.datetime | None = None, job_id: str | None = None) -> JobHandle:
+    """Enqueue job NAME without waiting; the handle fetches the result later. DELAY (ms)
+    or RUN_AT (an aware datetime) runs it later; JOB_ID is an idempotency key: the
+    handle's id is then ``QUEUE-JOB_ID``, and the same key again returns the same job."""
+    return default_client().enqueue(name, data, timeout, retries, delay=delay,
+                                    run_at=run_at, job_id=job_id)
 
 
 def get_result(job_id: str, wait_timeout: int | None = None) -> Any:

@@ -49,6 +49,10 @@ class UnknownJob(SandboxRunnerError):
         super().__init__(message)
 
 
+class UnknownQueue(SandboxRunnerError):
+    """A queue name given to pause or resume is not one of the queues."""
+
+
 class InvalidJobData(SandboxRunnerError):
     """Job data, a timeout or a singleton key is not acceptable; nothing was enqueued."""
 

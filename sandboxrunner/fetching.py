@@ -5,13 +5,20 @@ turns holding its fetch role, and whoever holds the role owns the fetch state be
 While the executor has free slots, the holder claims up to that many jobs in one script
 call; when the queue is empty it blocks on BLMOVE (its own connection) instead of polling,
 with the claim of the job it moves pipelined behind it (one round trip). That block is
-bounded by the next retry's due time (every claim replies with it, and a retry due sooner
-than any other wakes a blocked fetch: see add_delayed in scripts/_lib.lua).
+bounded by the next delayed or throttled job's due time (every claim replies with it, and
+a delayed job due sooner than any other wakes a blocked fetch: see add_delayed in
+scripts/_lib.lua). Every claim sends the rate limits of the queue's jobs (from this
+supervisor's job files: the claim script keeps no per-job state to look up).
 
 In thread mode the holder may keep the last job of a claim and run it itself (no hand-over
 to a job thread: a single waiting caller gets its result sooner), leaving the role to a
 stand-by fetch thread; it takes a slot like any job and stands by once done. In process
 mode a single fetch thread hands every job to a child.
+
+While the queue is paused (queue_control.py) every claim replies `Store.PAUSED` and hands
+out nothing: the holder then claims again every PAUSED_POLL_S instead of blocking (a BLMOVE
+would return at once on a non-empty queue, and its job only go back), so a resume is seen
+within that.
 
 Claimed ids sit in the supervisor's active list (its lease) until settled. After a Redis
 error, and once every lease_ms anyway, the fetcher compares that list with the jobs it
@@ -45,6 +52,9 @@ RETRY_BACKOFF_MAX_S = 2.0
 CLAIM_BATCH_MAX = 200
 MIN_BLOCK_S = 0.01
 UNBLOCK_RETRY_S = 0.05  # a stop unblocks a fetch again if it had not blocked yet
+SLEEP_UNDER_S = 0.005  # a due time this close is slept for, not blocked for
+WAKE_TRIES, WAKE_RETRY_S = 20, 0.002  # a DueWaker's tries to find the fetch blocked
+PAUSED_POLL_S = 0.25  # a paused queue is looked at this often: how soon a resume is seen
 
 
 class HeldJobs:
@@ -67,13 +77,47 @@ class HeldJobs:
             return set(self._ids)
 
 
+class DueWaker:
+    """Cuts a blocked fetch short when the next delayed (or throttled) job is due: Redis
+    times a BLMOVE out on its timer tick (``hz`` 10: up to 100 ms late), while a CLIENT
+    UNBLOCK sent from here at the due time ends it within a round trip. Its claim then
+    runs as on any timeout. Only fetches bounded by a due time start one."""
+
+    def __init__(self, store: Store, after_s: float) -> None:
+        self._store = store
+        self._done = threading.Event()
+        self._timer = threading.Timer(after_s, self._wake)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _wake(self) -> None:
+        # the BLMOVE may not have reached Redis yet: try again for a little while
+        for _ in range(WAKE_TRIES):
+            if self._done.is_set():
+                return
+            try:
+                if self._store.interrupt_waits() > 0:
+                    return
+            except redis.RedisError as exc:  # no CLIENT UNBLOCK (an ACL): the tick ends it
+                log.debug("could not wake a fetch for a due job: %s", exc)
+                return
+            self._done.wait(WAKE_RETRY_S)
+
+    def cancel(self) -> None:
+        self._done.set()
+        self._timer.cancel()
+
+
 class QueueFetcher:
     """The fetch side of one queue (see the module doc)."""
 
     def __init__(self, queue: str, sid: str, store: Store, executor: Executor,
                  stopping: threading.Event, fail: Callable[[Settlement], None],
-                 outage: OutageLog) -> None:
+                 outage: OutageLog, limits: str = "") -> None:
+        """LIMITS: the rate limits of the queue's jobs, as every claim sends them
+        (`store.rate_limits_arg`)."""
         self.queue, self.sid = queue, sid
+        self.limits = limits
         self.store, self.executor = store, executor
         self.held = HeldJobs()
         self._stopping = stopping
@@ -92,6 +136,7 @@ class QueueFetcher:
         self._reconcile_every_s = store.config.lease_ms / 1000
         self._reconciled_at = time.monotonic()
         self._full = False  # a full Redis refused the last BLMOVE
+        self._paused = False  # the last claim found the queue paused
 
     def loop(self) -> None:
         """One fetch thread: wait for the fetch role, fetch until a job is to run on this
@@ -162,7 +207,7 @@ class QueueFetcher:
         log.warning("%d job(s) of %s sat in this supervisor's lease without reaching it (a "
                     "reply lost with its connection, or an outcome with a failed-over "
                     "master); claiming them again", len(lost), self.queue)
-        jobs, _ = self.store.claim(self.queue, self.sid, 0, lost)
+        jobs, _ = self.store.claim(self.queue, self.sid, 0, lost, self.limits)
         self._submit(jobs, inline=False)
 
     def _fetch_once(self) -> Callable[[], None] | None:
@@ -172,20 +217,35 @@ class QueueFetcher:
             return None
         count = min(free, CLAIM_BATCH_MAX)
         due_at = self._retry_due_at
-        if not self._drained or (due_at is not None and due_at <= time.monotonic()):
-            jobs, next_retry_ms = self.store.claim(self.queue, self.sid, count)
+        if self._paused:
+            self._stopping.wait(PAUSED_POLL_S)
+        if (self._paused or not self._drained
+                or (due_at is not None and due_at <= time.monotonic())):
+            jobs, next_retry_ms = self.store.claim(self.queue, self.sid, count,
+                                                   limits=self.limits)
             self._note_claim(len(jobs), count, next_retry_ms)
             if jobs:
                 return self._submit(jobs)
-            if next_retry_ms == 0:
-                return None  # a retry is due right now: the next claim moves it
-        # the queue was empty at the last claim: block instead of claiming again first
+            if next_retry_ms == 0 or self._paused:
+                return None  # a retry is due right now (the next claim moves it), or paused
+        return self._block_for_jobs(count)
+
+    def _block_for_jobs(self, count: int) -> Callable[[], None] | None:
+        """The queue was empty at the last claim: block on it (up to the next due time)
+        and claim what arrives, instead of claiming again first."""
         block_s = BLOCK_TIMEOUT_S
-        if self._retry_due_at is not None:
-            block_s = min(block_s, max(self._retry_due_at - time.monotonic(), MIN_BLOCK_S))
+        waker = None
+        if self._retry_due_at is not None and self._retry_due_at - time.monotonic() < block_s:
+            block_s = self._retry_due_at - time.monotonic()
+            if block_s < SLEEP_UNDER_S:  # too soon to block for: claim once it is due
+                self._stopping.wait(max(block_s, 0))
+                self._drained = False
+                return None
+            waker = DueWaker(self.store, block_s)  # due before the block would time out
         try:
             jobs, next_retry_ms = self.store.wait_and_claim(self.queue, self.sid, count,
-                                                            block_s)
+                                                            max(block_s, MIN_BLOCK_S),
+                                                            self.limits)
         except redis.OutOfMemoryError:
             # a full Redis refuses BLMOVE (it may add memory) but runs the claim script
             # (allow-oom): claim again after a block's time instead, until it has room
@@ -193,6 +253,9 @@ class QueueFetcher:
             self._stopping.wait(block_s)
             self._drained = False
             return None
+        finally:
+            if waker is not None:
+                waker.cancel()
         self._note_full(False)
         self._note_claim(len(jobs), count, next_retry_ms)
         return self._submit(jobs)
@@ -207,7 +270,15 @@ class QueueFetcher:
                         "Redis has room again: queue %s blocks for jobs again", self.queue)
 
     def _note_claim(self, got: int, count: int, next_retry_ms: int) -> None:
-        """Remember whether a claim emptied the queue, and when the next retry is due."""
+        """Remember whether a claim emptied the queue, and when the next retry is due (or
+        that the queue is paused)."""
+        paused = next_retry_ms == Store.PAUSED
+        if paused != self._paused:
+            self._paused = paused
+            log.info("queue %s is paused: claiming none of its jobs until it is resumed"
+                     if paused else "queue %s is resumed: claiming its jobs again", self.queue)
+        if paused:
+            next_retry_ms = -1
         self._drained = got < count
         self._retry_due_at = (None if next_retry_ms < 0
                               else time.monotonic() + next_retry_ms / 1000)

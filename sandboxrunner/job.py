@@ -39,6 +39,8 @@ A job is a Redis hash (key ``keys.Keys.job``) with these fields, all strings:
   cancel   1 once a cancel was asked while it ran (cancel.lua): it settles as cancelled
   reruns   times `retry` ran it again after it failed or was cancelled (retry.lua: the
            same id; attempt and errors go on, fails starts afresh)
+  due      ms it is due, while ``delayed`` (a delay, a run_at or a retry's backoff) or
+           ``throttled`` (its rate limit frees a slot)
 
 When a job settles, the finish script publishes ``ID \\n STATUS \\n BODY`` on the caller's
 reply channel, where BODY is the result JSON or the error JSON, so a waiting caller needs
@@ -62,6 +64,8 @@ from .errors import InvalidJobData, JobCancelled, JobError, JobFailed, JobTimeou
 
 class Status(enum.StrEnum):
     QUEUED = "queued"
+    DELAYED = "delayed"  # in the delayed set: a delay, a run_at or a retry's backoff
+    THROTTLED = "throttled"  # held back by its rate limit, in the throttled set
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -217,6 +221,10 @@ def _whole(value: Any) -> int | None:
 
 
 # -- caller -> Redis ----------------------------------------------------------------------
+RUN_AT_TOLERANCE_MS = 10_000  # how far in the past a run_at may be (README: Delayed jobs)
+RUN_AT_PAST = 2  # enqueue.lua's "attached" flag when it refused a run_at in the past
+
+
 @dataclass(frozen=True)
 class PreparedJob:
     """A call checked and ready to enqueue (calls.py prepares it for run_job, enqueue and
@@ -230,11 +238,19 @@ class PreparedJob:
     singleton_key: str = ""  # '' = not a singleton
     retries: int = 0
     backoff_json: str = ""
+    delay_ms: int | None = None  # due this long after the server's now (None: at once)
+    run_at_ms: int | None = None  # due at this epoch ms by the server's clock
 
     def script_args(self) -> tuple[str, str, str, int, str, int, str]:
         """The job's block of ARGV, in the order enqueue.lua and cron_fire.lua take it."""
         return (self.job_id, self.name, self.data_json, self.timeout_ms, self.singleton_key,
                 self.retries, self.backoff_json)
+
+    def schedule_args(self) -> tuple[str, str, int]:
+        """The due-time block of enqueue.lua's ARGV: delay ms, run_at ms ('' = not given),
+        and how far in the past a run_at may be."""
+        return ("" if self.delay_ms is None else str(self.delay_ms),
+                "" if self.run_at_ms is None else str(self.run_at_ms), RUN_AT_TOLERANCE_MS)
 
 
 @dataclass(frozen=True)
@@ -249,6 +265,12 @@ class EnqueueResult:
 
     @classmethod
     def from_reply(cls, reply: list[Any]) -> EnqueueResult:
+        """The reply, or InvalidJobData when the script refused a run_at in the past."""
+        if int(reply[1]) == RUN_AT_PAST:
+            raise InvalidJobData(
+                f"run_at is {int(reply[3]) / 1000:.1f} s in the past by the Redis server's "
+                f"clock (tolerated: {RUN_AT_TOLERANCE_MS / 1000:g} s): nothing was enqueued; "
+                "give a future time, or delay=0 to run it now")
         return cls(text(reply[0]), bool(int(reply[1])), int(reply[2]))
 
 

@@ -2,11 +2,11 @@
 
 This module owns the answer to "how is this job called and how must the runner treat it".
 `make_spec` checks a handler and its options (``cron``, ``worker``, ``singleton``,
-``timeout``, ``retries``, ``backoff``) and returns a frozen `JobSpec`; `spec_from_module`
-reads those options from a module's attributes (job files and plugin modules). Every
-problem is a `JobLoadError` naming the job, its source and what is wrong. A six-field cron
-pattern that looks written seconds first is accepted (croniter reads it) but logged as a
-warning at load (see cron_text.py).
+``timeout``, ``retries``, ``backoff``, ``rate_limit``) and returns a frozen `JobSpec`;
+`spec_from_module` reads those options from a module's attributes (job files and plugin
+modules). Every problem is a `JobLoadError` naming the job, its source and what is wrong.
+A six-field cron pattern that looks written seconds first is accepted (croniter reads it)
+but logged as a warning at load (see cron_text.py).
 
 Finding and importing the definitions, and merging them into a `Registry`, is
 `sandboxrunner.registry`'s job; this module imports nothing from it.
@@ -40,6 +40,8 @@ JOB_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _CRON_KEYS = frozenset({"pattern", "data", "tz"})
 _BACKOFF_KEYS = frozenset({"type", "delay"})
 _BACKOFF_TYPES = ("fixed", "exponential")
+RATE_LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
+_RATE_PERIOD_MS = {"s": 1000, "m": 60_000, "h": 3_600_000}
 
 Singleton = bool | Callable[[Any], Any] | None
 
@@ -51,6 +53,14 @@ class CronSpec:
     pattern: str
     data: Any = None
     tz: str = "UTC"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most COUNT claims of a job in any PERIOD_MS, across every supervisor."""
+
+    count: int
+    period_ms: int
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class JobSpec:
     backoff: dict[str, Any] | None
     source: str
     module_name: str | None
+    rate_limit: RateLimit | None = None
 
     def call(self, data: Any, ctx: Any) -> Any:
         """Call the handler with as many arguments as it takes (a coroutine if async)."""
@@ -188,6 +199,17 @@ def _validate_backoff(name: str, source: str, backoff: Any) -> dict[str, Any] | 
     return {"type": backoff["type"], "delay": backoff["delay"]}  # a copy the caller can't mutate
 
 
+def _validate_rate_limit(name: str, source: str, rate_limit: Any) -> RateLimit | None:
+    """``"100/m"`` (also ``/s``, ``/h``) as a RateLimit; None means no limit."""
+    if rate_limit is None:
+        return None
+    shape = RATE_LIMIT_RE.match(rate_limit) if isinstance(rate_limit, str) else None
+    if not shape or int(shape[1]) <= 0:
+        raise _fail(name, source, f"rate_limit must be a count above 0 per second, minute "
+                    f"or hour, like '100/m', '5/s' or '1000/h'; got {rate_limit!r}")
+    return RateLimit(int(shape[1]), _RATE_PERIOD_MS[shape[2]])
+
+
 def _check_scalars(worker: Any, timeout: Any, retries: Any) -> str | None:
     if not isinstance(worker, str) or worker not in QUEUES:
         return f"unknown worker {worker!r}; expected one of: {', '.join(QUEUES)}"
@@ -241,6 +263,7 @@ def make_spec(
     timeout: Any = None,
     retries: Any = 0,
     backoff: Any = None,
+    rate_limit: Any = None,
     source: str,
     module_name: str | None = None,
 ) -> JobSpec:
@@ -266,6 +289,7 @@ def make_spec(
         backoff=_validate_backoff(name, source, backoff),
         source=source,
         module_name=module_name,
+        rate_limit=_validate_rate_limit(name, source, rate_limit),
     )
 
 
@@ -282,6 +306,7 @@ def spec_from_module(name: str, module: types.ModuleType, source: str) -> JobSpe
         timeout=getattr(module, "timeout", None),
         retries=getattr(module, "retries", 0),
         backoff=getattr(module, "backoff", None),
+        rate_limit=getattr(module, "rate_limit", None),
         source=source,
         module_name=module.__name__,
     )

@@ -11,15 +11,26 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     due sooner (see add_delayed in scripts/_lib.lua)
   PREFIX:{Q}:active:SID      LIST   ids claimed by supervisor SID and not yet settled: the
                                     lease. It is valid while SID heartbeats (see ``sups``)
-  PREFIX:{Q}:delayed         ZSET   id -> due time (ms) of a failed job waiting to be retried;
-                                    the claim script moves due ones to the wait list
-  PREFIX:{Q}:throttled       ZSET   id -> ms when a rate limit frees a slot for it (see the
-                                    claim script); cancel.lua removes a cancelled job from it
+  PREFIX:{Q}:delayed         ZSET   id -> due time (ms) of a job enqueued with a delay or
+                                    run_at, or of a failed job waiting out its retry's
+                                    backoff (status ``delayed``, field ``due``); the claim
+                                    script moves due ones to the wait list, ``queued`` again
+  PREFIX:{Q}:throttled       ZSET   id -> ms its rate limit frees a slot, of a job held back
+                                    by its job's ``rate_limit`` (status ``throttled``, field
+                                    ``due``); the claim script moves due ones to the wait
+                                    list like delayed ones, cancel.lua a cancelled one
+  PREFIX:{Q}:limit:NAME      ZSET   job NAME's claims in its rate limit's sliding window
+                                    (member id@ms, score ms) and the slots its throttled jobs
+                                    reserved (member r:id, score ms); the claim script trims
+                                    it; TTL a period past its latest entry
   PREFIX:{Q}:cancel:SID      SET    ids of running jobs of supervisor SID asked to cancel
                                     (cancel.lua); heartbeat.lua returns and clears it, so a
                                     running job learns of its cancel within a heartbeat. TTL
                                     result_ttl_ms (a dead SID never reads it)
   PREFIX:{Q}:sups            ZSET   SID -> server time (ms) of its last heartbeat for Q
+  PREFIX:{Q}:paused          STRING exists while Q is paused (queue_control.py): the claim
+                                    script hands out no job of Q, and puts one a BLMOVE just
+                                    moved back at the head of the wait list; no TTL
   PREFIX:{Q}:resumed         STRING server ms when heartbeats of Q resumed after a silence
                                     (Redis down or stalled); TTL lease_ms. While it exists
                                     no supervisor is declared dead (see heartbeat.lua)
@@ -58,13 +69,14 @@ Keys outside any queue (never touched by a script together with queue keys):
   PREFIX:supervisors         ZSET   SID -> last heartbeat ms (index for the dashboard)
   PREFIX:logs                STREAM recent log lines across all jobs, capped
 
-Scripts that touch per-job keys (``job:ID``, ``singleton:...``) get the queue's key prefix
-(``PREFIX:{PREFIX:Q}:``) in ARGV and append the rest, as BullMQ does: the ids are only known
-inside the script (popped from a list), and the prefix carries the queue's hash tag, so every
-key a script touches stays in the slot its declared KEYS name. Fixed keys come in KEYS.
+Scripts that touch per-job keys (``job:ID``, ``singleton:...``, ``limit:NAME``) get the
+queue's key prefix (``PREFIX:{PREFIX:Q}:``) in ARGV and append the rest, as BullMQ does:
+the ids are only known inside the script (popped from a list), and the prefix carries the
+queue's hash tag, so every key a script touches stays in the slot its declared KEYS name.
+Fixed keys come in KEYS.
 
-Job ids are ``Q-<32 hex>``: the queue is part of the id, so a result can be fetched from
-the id alone.
+Job ids are ``Q-<32 hex>``, or ``Q-KEY`` for an idempotency key KEY (``job_id=``): the
+queue is part of the id, so a result can be fetched from the id alone.
 """
 
 from __future__ import annotations
@@ -121,6 +133,12 @@ class Keys:
 
     def sups(self, queue: str) -> str:
         return f"{self._q(queue)}:sups"
+
+    def paused(self, queue: str) -> str:
+        return f"{self._q(queue)}:paused"
+
+    def limit(self, queue: str, name: str) -> str:
+        return f"{self._q(queue)}:limit:{name}"
 
     def resumed(self, queue: str) -> str:
         return f"{self._q(queue)}:resumed"

@@ -6,7 +6,8 @@ each one called"). Jobs come from three places, merged by `load_registry`:
   job files      every ``*.py`` directly in the jobs directory (``worker_jobs/`` by
                  default) whose name starts with neither ``_`` nor ``.``; the job is named
                  after the file stem. Module attributes: ``run`` (required), ``cron``,
-                 ``worker``, ``singleton``, ``timeout``, ``retries``, ``backoff``.
+                 ``worker``, ``singleton``, ``timeout``, ``retries``, ``backoff``,
+                 ``rate_limit``.
   register_job   programmatic registration, kept in a module-level dict.
   plugins        entry points in the group ``sandboxrunner.jobs``; each loads to a mapping
                  ``{job_name: module | dict}`` (dict keys: ``handler`` plus the attributes
@@ -59,6 +60,7 @@ from sandboxrunner.jobspec import JOB_NAME_RE
 # Re-exported (the `as` form marks it for mypy): callers and tests import them from here.
 from sandboxrunner.jobspec import CronSpec as CronSpec
 from sandboxrunner.jobspec import JobSpec as JobSpec
+from sandboxrunner.jobspec import RateLimit as RateLimit
 from sandboxrunner.jobspec import Singleton as Singleton
 from sandboxrunner.jobspec import describe as describe
 from sandboxrunner.jobspec import make_spec as make_spec
@@ -72,7 +74,7 @@ PLUGIN_GROUP = "sandboxrunner.jobs"
 REGISTER_JOB_SOURCE = "register_job"
 
 _PLUGIN_DICT_KEYS = frozenset(
-    {"handler", "cron", "worker", "singleton", "timeout", "retries", "backoff"}
+    {"handler", "cron", "worker", "singleton", "timeout", "retries", "backoff", "rate_limit"}
 )
 
 
@@ -98,6 +100,11 @@ class Registry:
             raise ValueError(f"unknown queue {queue!r}; expected one of: {', '.join(QUEUES)}")
         return [self.jobs[n] for n in self.names() if self.jobs[n].queue == queue]
 
+    def rate_limits(self, queue: str) -> list[tuple[str, int, int]]:
+        """(name, count, period ms) of each rate-limited job served by QUEUE."""
+        return [(s.name, s.rate_limit.count, s.rate_limit.period_ms)
+                for s in self.for_queue(queue) if s.rate_limit]
+
 
 _REGISTERED: dict[str, JobSpec] = {}
 
@@ -112,11 +119,12 @@ def register_job(
     timeout: int | None = None,
     retries: int = 0,
     backoff: Any = None,
+    rate_limit: str | None = None,
 ) -> JobSpec:
     """Register a job from code; `load_registry` merges it in. Re-registering replaces."""
     spec = make_spec(
         name, handler, cron=cron, worker=worker, singleton=singleton, timeout=timeout,
-        retries=retries, backoff=backoff, source=REGISTER_JOB_SOURCE,
+        retries=retries, backoff=backoff, rate_limit=rate_limit, source=REGISTER_JOB_SOURCE,
     )
     _REGISTERED[name] = spec
     return spec

@@ -14,8 +14,8 @@ states, elapsed times, log lines), are in snapshot_records.py. `Snapshot` is re-
      its memory (maxmemory and its policy: anything but noeviction may evict jobs);
   1. one pipeline: the newest MAX_SUPERVISORS entries of the
      supervisors index, the last LOG_TAIL lines of PREFIX:logs, and per queue: LLEN and
-     LINDEX -1 of the wait list, ZCARD of the delayed (retry) set, the stats and rate
-     hashes, the first FAILURES_SHOWN
+     LINDEX -1 of the wait list, ZCARD of the delayed set, EXISTS of the paused flag, ZCARD
+     of the throttled set, the stats and rate hashes, the first FAILURES_SHOWN
      failure ids and the queue's ``sups`` zset (newest MAX_SUPERVISORS);
   2. one pipeline: GET + PTTL of each indexed supervisor's snapshot, LLEN and LRANGE
      (first MAX_ACTIVE_IDS) of the active list of each supervisor in a queue's ``sups``,
@@ -53,7 +53,8 @@ ms, durations ms; lists are bounded as noted:
                           "orphaned", "enqueued", "completed",
                           "failed", "retried", "stalled", "handed_back", "jobs_per_s",
                           "rate_per_s": [60 ints, oldest first],
-                          "oldest_waiting_ms": int | null, "supervisors": int},
+                          "oldest_waiting_ms": int | null, "supervisors": int,
+                          "paused": bool, "throttled": int},
               "priority": {...}},
    "supervisors": [{"sid", "state", "host", "pid", "mode", "queues": [..], "uptime_ms",
                     "cpu_percent", "rss_bytes", "heartbeat_age_ms", "capacity",
@@ -243,6 +244,8 @@ class SnapshotReader:
             "waiting": batch.add("llen", k.wait(q)),
             "oldest_id": batch.add("lindex", k.wait(q), -1),
             "delayed": batch.add("zcard", k.delayed(q)),
+            "paused": batch.add("exists", k.paused(q)),
+            "throttled": batch.add("zcard", k.throttled(q)),
             "stats": batch.add("hgetall", k.stats(q)),
             "rate": batch.add("hgetall", k.rate(q)),
             "failure_ids": batch.add("lrange", k.failures(q), 0, FAILURES_SHOWN - 1),
@@ -318,6 +321,8 @@ class SnapshotReader:
             rate_per_s=series,
             oldest_waiting_ms=max(0, now_ms - enq) if enq else None,
             supervisors=sum(1 for s in supervisors if s.state != "gone" and q in s.queues),
+            paused=bool(as_int(raw["paused"])),
+            throttled=as_int(raw["throttled"]),
         )
 
     def _supervisors(self, first: dict[str, Any], second: dict[str, Any], now_ms: int,

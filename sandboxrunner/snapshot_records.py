@@ -43,7 +43,7 @@ MAX_TEXT_CHARS = 500  # a message or log line is cut here: the screen shows one 
 class QueueStats:
     name: str
     waiting: int
-    delayed: int  # failed attempts waiting for their retry's backoff
+    delayed: int  # jobs waiting for their delay, run_at or retry's backoff
     active: int  # leased: running + prefetched + orphaned
     running: int
     prefetched: int
@@ -58,6 +58,8 @@ class QueueStats:
     rate_per_s: tuple[int, ...]  # completions per second over the last minute, oldest first
     oldest_waiting_ms: int | None
     supervisors: int  # supervisors serving it, live or late (not gone)
+    paused: bool = False  # no supervisor claims its jobs until it is resumed
+    throttled: int = 0  # jobs held back by their rate limit
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -90,10 +90,15 @@ def replicas_of(config: Config) -> Replicas | None:
 def enqueue_keys(keys: Keys, job: PreparedJob) -> list[str]:
     """The KEYS of enqueue.lua for JOB (cron_fire.lua takes the last ones too)."""
     declared = [keys.wait(job.queue), keys.stats(job.queue), keys.sups(job.queue),
-                keys.job(job.job_id)]
+                keys.delayed(job.queue), keys.job(job.job_id)]
     if job.singleton_key:
         declared.append(keys.singleton(job.queue, job.singleton_key))
     return declared
+
+
+def rate_limits_arg(limits: Iterable[tuple[str, int, int]]) -> str:
+    """The claim script's rate limits: 'NAME COUNT PERIOD_MS ...' ('' = none)."""
+    return " ".join(f"{name} {count} {period_ms}" for name, count, period_ms in limits)
 
 
 def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
@@ -108,6 +113,8 @@ def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
 
 class Store(StoreReads):
     """Synchronous access to one Redis for one key prefix."""
+
+    PAUSED = -2  # a claim's "ms until the next delayed job" when its queue is paused
 
     def __init__(self, config: Config, url: str, *, retry: Retry | None = None,
                  socket_timeout: float | None = None,
@@ -147,7 +154,7 @@ class Store(StoreReads):
         return EnqueueResult.from_reply(self._run(
             "enqueue", enqueue_keys(self.keys, job),
             [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
-             *job.script_args()], replicated=True))
+             *job.script_args(), *job.schedule_args()], replicated=True))
 
     def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The outcome if settled; the status text if still in flight ('' = no such job)."""
@@ -177,22 +184,24 @@ class Store(StoreReads):
             checked(self.router.send(channel, [("SPUBLISH", channel, "")]))
 
     # -- supervisors -----------------------------------------------------------------
-    def claim(self, queue: str, sid: str, count: int,
-              again: Sequence[str] = ()) -> tuple[list[ClaimedJob], int]:
+    def claim(self, queue: str, sid: str, count: int, again: Sequence[str] = (),
+              limits: str = "") -> tuple[list[ClaimedJob], int]:
         """Up to COUNT waiting jobs (plus AGAIN: ids in SID's lease to hand over again),
-        and the ms until the next retry is due (-1: none delayed)."""
+        and the ms until the next delayed or throttled job is due (-1: none; PAUSED).
+        LIMITS: the rate limits of the queue's jobs (`rate_limits_arg`)."""
         return claimed_batch(self._run("claim", self._claim_keys(queue, sid),
                                         [self.keys.queue_prefix(queue), sid, count, "0",
-                                         *again]))
+                                         limits, *again]))
 
     def wait_and_claim(self, queue: str, sid: str, count: int,
-                       timeout_s: float = BLOCK_TIMEOUT_S) -> tuple[list[ClaimedJob], int]:
+                       timeout_s: float = BLOCK_TIMEOUT_S,
+                       limits: str = "") -> tuple[list[ClaimedJob], int]:
         """Block until a job is waiting (at most TIMEOUT_S), then claim it and up to
         COUNT - 1 more: one round trip, as the claim is pipelined behind the BLMOVE on
         a blocking connection and Redis runs it the moment the BLMOVE returns."""
         k = self.keys
         keys = self._claim_keys(queue, sid)
-        args: list[str | int] = [k.queue_prefix(queue), sid, max(count - 1, 0), "1"]
+        args: list[str | int] = [k.queue_prefix(queue), sid, max(count - 1, 0), "1", limits]
         moved, claimed = self.router.send(keys[0], [
             ("BLMOVE", k.wait(queue), k.active(queue, sid), "RIGHT", "LEFT", timeout_s),
             ("EVALSHA", SCRIPT_SHAS["claim"], len(keys), *keys, *args)], blocking=True)
@@ -210,7 +219,14 @@ class Store(StoreReads):
 
     def _claim_keys(self, queue: str, sid: str) -> list[str]:
         k = self.keys
-        return [k.wait(queue), k.active(queue, sid), k.delayed(queue)]
+        return [k.wait(queue), k.active(queue, sid), k.delayed(queue), k.paused(queue),
+                k.throttled(queue)]
+
+    def set_paused(self, queue: str, paused: bool) -> bool:
+        """Pause QUEUE (or resume it); whether that changed anything."""
+        key = self.keys.paused(queue)
+        command = ("SET", key, "1", "NX") if paused else ("DEL", key)
+        return bool(checked(self.router.send(key, [command]))[0])
 
     def finish(self, queue: str, sid: str, settlements: list[Settlement],
                logged: Container[str] | None = None) -> int:
@@ -330,7 +346,7 @@ class Store(StoreReads):
         k, queue = self.keys, run.call.queue
         got = self._run(
             "cron_fire", [k.cron(queue), k.wait(queue), k.stats(queue),
-                          *enqueue_keys(k, run.call)[3:]],
+                          *enqueue_keys(k, run.call)[4:]],
             [k.queue_prefix(queue), run.pattern, run.tz, run.tick_ms, run.next_ms,
              *run.call.script_args()])
         return CronFired(text(got[0]), text(got[1]), int(got[2]))

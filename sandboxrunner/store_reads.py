@@ -209,8 +209,8 @@ class StoreReads:
     # -- finding a job from the start of its id (the short ids `top` shows) -----------
     def listed_job_ids(self, queues: Sequence[str] = QUEUES) -> set[str]:
         """The ids Redis lists anyway, in two round trips and no key scan: the jobs each
-        supervisor holds (its lease), both ends of the wait list, those waiting for a
-        retry, and each queue's history of settled and failed jobs."""
+        supervisor holds (its lease), both ends of the wait list, those delayed (or waiting
+        for a retry) or throttled, and each queue's history of settled and failed jobs."""
         k, end = self.keys, LISTED_PER_END - 1
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
@@ -218,6 +218,7 @@ class StoreReads:
             pipe.lrange(k.wait(queue), 0, end)
             pipe.lrange(k.wait(queue), -LISTED_PER_END, -1)
             pipe.zrange(k.delayed(queue), 0, end)
+            pipe.zrange(k.throttled(queue), 0, end)
             pipe.lrange(k.recent(queue), 0, self.config.history_size - 1)
             pipe.lrange(k.failures(queue), 0, self.config.history_size - 1)
         per_queue = len(pipe) // max(len(queues), 1)

@@ -60,7 +60,7 @@ from .preflight import check_at_start
 from .progress import RedisProgressSink
 from .registry import Registry
 from .settling import Settler
-from .store import Store
+from .store import Store, rate_limits_arg
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,8 @@ class Supervisor:
         # how it fetches (fetching.py)
         self.fetchers = {q: QueueFetcher(q, self.sid, self._store,
                                          self._make_executor(q, self.log_sink),
-                                         self._stop, self._failer(q), fetch_outage)
+                                         self._stop, self._failer(q), fetch_outage,
+                                         rate_limits_arg(registry.rate_limits(q)))
                          for q in self.queues}
         # cron: ticks of the served queues' cron jobs, once across all supervisors
         self.cron = CronScheduler(config, registry, url, self.sid, self.queues)

@@ -154,6 +154,9 @@ def header(snap: Snapshot, width: int, hint: str = "") -> Text:
     counts.append(Text.assemble((f"{totals['jobs_per_s']:.2f}", "bold"), " jobs/s"))
     if totals["orphaned"]:
         counts.append(Text.assemble("orphaned ", (f"{totals['orphaned']:,}", "bold red")))
+    throttled = sum(q.throttled for q in snap.queues)  # on a narrow screen too
+    if throttled:
+        counts.append(Text.assemble("throttled ", (f"{throttled:,}", "bold yellow")))
     line = Text()
     for part in counts:  # whole words per line: a count is never split from its label
         if line.cell_len and line.cell_len + 2 + part.cell_len > width:
@@ -207,11 +210,12 @@ def queues_table(snap: Snapshot, width: int) -> Table:
             ("running", "right"), ("completed", "right"), ("failed", "right")]
     cols += [] if narrow else [("jobs/s", "right")]
     cols += [("last 60s", "left"), ("oldest", "right")]
-    cols += [] if narrow else [("retry", "right"), ("sups", "right")]
+    cols += [] if narrow else [("delayed", "right"), ("throttled", "right"), ("sups", "right")]
     table = _table("queues", *cols, *([("orphaned", "right")] if orphans else []))
     for q in snap.queues:
         row: list[RenderableType] = [
-            Text(q.name, style="bold"), f"{q.waiting:,}", f"{q.prefetched:,}",
+            Text.assemble((q.name, "bold"), (" paused", "bold yellow") if q.paused else ""),
+            f"{q.waiting:,}", f"{q.prefetched:,}",
             Text(f"{q.running:,}", style="cyan"), f"{q.completed:,}",
             Text(f"{q.failed:,}", style="red" if q.failed else "")]
         row += [] if narrow else [f"{q.jobs_per_s:.2f}"]
@@ -220,6 +224,7 @@ def queues_table(snap: Snapshot, width: int) -> Table:
         if not narrow:
             style = "red" if q.supervisors == 0 and q.waiting else ""
             row += [Text(f"{q.delayed:,}", style="yellow" if q.delayed else ""),
+                    Text(f"{q.throttled:,}", style="yellow" if q.throttled else ""),
                     Text(str(q.supervisors), style=style)]
         if orphans:
             row.append(Text(f"{q.orphaned:,}", style="red" if q.orphaned else ""))

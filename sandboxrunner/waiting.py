@@ -26,7 +26,7 @@ from .supervision import JobWatch, no_supervisor
 
 log = logging.getLogger(__name__)
 
-IN_FLIGHT = (Status.QUEUED, Status.ACTIVE)
+IN_FLIGHT = (Status.QUEUED, Status.DELAYED, Status.THROTTLED, Status.ACTIVE)
 
 
 class Wait:

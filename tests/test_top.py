@@ -312,7 +312,8 @@ def test_once_at_80_columns_keeps_queues_and_running_jobs_legible(
 def test_once_at_160_columns_shows_where_jobs_run_children_and_logs(
         scenario: Scenario, tmp_path: Path) -> None:
     lines = _screen(scenario, tmp_path, 160)
-    assert _queue_row(lines, "default")[-2:] == ["1", "1"]  # a retry delayed, 1 supervisor
+    # a retry delayed, none throttled, 1 supervisor
+    assert _queue_row(lines, "default")[-3:] == ["1", "0", "1"]
     host, threads_pid = socket.gethostname(), scenario.threads.proc.pid
     processes_pid = scenario.processes.proc.pid
     assert f"{host}:{threads_pid} thread" in _running_row(lines, scenario.long_crunch[0])

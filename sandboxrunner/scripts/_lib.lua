@@ -111,21 +111,10 @@ local function singleton_holder(qprefix, skey)
   local existing = redis.call('GET', qprefix .. 'singleton:' .. skey)
   if not existing then return nil end
   local st = redis.call('HGET', qprefix .. 'job:' .. existing, 'status')
-  if st == 'queued' or st == 'active' then return existing end
+  if st == 'queued' or st == 'active' or st == 'delayed' or st == 'throttled' then
+    return existing
+  end
   return nil
-end
-
--- Create job record ID and queue it; with a singleton key SKEY ('' = none) it takes the
--- claim (the caller checked singleton_holder first). wait, stats: keys of the queue.
-local function create_job(qprefix, wait, stats, id, name, data, timeout, cid, skey, retries,
-                          backoff, now)
-  if skey ~= '' then redis.call('SET', qprefix .. 'singleton:' .. skey, id) end
-  redis.call('HSET', qprefix .. 'job:' .. id,
-    'name', name, 'data', data, 'timeout', timeout, 'status', 'queued',
-    'enq', now, 'attempt', 0, 'stalled', 0, 'reply', cid, 'skey', skey,
-    'retries', retries, 'backoff', backoff)
-  redis.call('LPUSH', wait, id)
-  redis.call('HINCRBY', stats, 'enqueued', 1)
 end
 
 -- A cron schedule (JSON in the queue's cron hash) as a table, or nil if absent or corrupt.
@@ -156,6 +145,26 @@ local function add_delayed(delayed, wait, id, due)
   end
 end
 
+-- Create job record ID and queue it; with a singleton key SKEY ('' = none) it takes the
+-- claim (the caller checked singleton_holder first). wait, stats: keys of the queue. With
+-- DUE (ms, optional) later than NOW it is 'delayed' in the DELAYED set until then.
+local function create_job(qprefix, wait, stats, id, name, data, timeout, cid, skey, retries,
+                          backoff, now, delayed, due)
+  local jkey = qprefix .. 'job:' .. id
+  if skey ~= '' then redis.call('SET', qprefix .. 'singleton:' .. skey, id) end
+  redis.call('HSET', jkey,
+    'name', name, 'data', data, 'timeout', timeout, 'status', 'queued',
+    'enq', now, 'attempt', 0, 'stalled', 0, 'reply', cid, 'skey', skey,
+    'retries', retries, 'backoff', backoff)
+  if due and due > now then
+    redis.call('HSET', jkey, 'status', 'delayed', 'due', due)
+    add_delayed(delayed, wait, id, due)
+  else
+    redis.call('LPUSH', wait, id)
+  end
+  redis.call('HINCRBY', stats, 'enqueued', 1)
+end
+
 -- A failed attempt of job ID: record its error in the job's attempt history, and when it
 -- has retries left put it in the delayed set (due after its backoff) instead of settling.
 -- Returns true when the job will run again. delayed, wait, stats: keys of the queue.
@@ -176,7 +185,8 @@ local function retry_later(qprefix, delayed, wait, stats, id, body, now)
     delay = tonumber(backoff['delay']) or 0
     if backoff['type'] == 'exponential' then delay = delay * 2 ^ (fails - 1) end
   end
-  redis.call('HSET', jkey, 'status', 'queued', 'sid', '', 'error', body)
+  redis.call('HSET', jkey, 'status', 'delayed', 'sid', '', 'error', body,
+             'due', now + math.floor(delay))
   add_delayed(delayed, wait, id, now + math.floor(delay))
   redis.call('HINCRBY', stats, 'retried', 1)
   return true
