@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sandboxrunner import InvalidJobData, JobFailed
+from sandboxrunner.executors.processes import PREFETCH_MAX
 from tests.deployments import every_deployment
 from tests.supervisors import client_for, running_supervisor, wait_for
 
@@ -35,8 +36,9 @@ def test_each_status_lists_its_jobs(redis_url: str, mode: str) -> None:
         wait_for(lambda: client.get_job(delayed.id).status == "delayed", what="its retry")
         active = client.enqueue("slow", {"seconds": 30})
         wait_for(lambda: client.get_job(active.id).status == "active", what="it runs")
-        # process mode claims one ahead for the busy child: it is active (in the lease)
-        queued = [client.enqueue("echo", {"n": n}) for n in range(3)]
+        # process mode claims up to PREFETCH_MAX ahead for the busy child (as many as its
+        # recent jobs' run time says): those are active (in the lease); the last stays queued
+        queued = [client.enqueue("echo", {"n": n}) for n in range(PREFETCH_MAX + 2)]
         cancelled = client.enqueue("echo", {"n": 9})
         client.cancel(cancelled.id)
         handles = [completed, failed, delayed, active, *queued, cancelled]
