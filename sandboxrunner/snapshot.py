@@ -14,7 +14,8 @@ states, elapsed times, log lines), are in snapshot_records.py. `Snapshot` is re-
      its memory (maxmemory and its policy: anything but noeviction may evict jobs);
   1. one pipeline: the newest MAX_SUPERVISORS entries of the
      supervisors index, the last LOG_TAIL lines of PREFIX:logs, and per queue: LLEN and
-     LINDEX -1 of the wait list, ZCARD of the delayed set, EXISTS of the paused flag, ZCARD
+     the two oldest entries of the wait list (a wake marker, put only onto an empty list,
+     can be the oldest), ZCARD of the delayed set, EXISTS of the paused flag, ZCARD
      of the throttled set, the stats and rate hashes, the first FAILURES_SHOWN
      failure ids and the queue's ``sups`` zset (newest MAX_SUPERVISORS);
   2. one pipeline: GET + PTTL of each indexed supervisor's snapshot, LLEN and LRANGE
@@ -242,7 +243,7 @@ class SnapshotReader:
         at_logs = batch.add("xrevrange", k.logs(), count=LOG_TAIL)
         at_queues = {q: {
             "waiting": batch.add("llen", k.wait(q)),
-            "oldest_id": batch.add("lindex", k.wait(q), -1),
+            "oldest_ids": batch.add("lrange", k.wait(q), -2, -1),
             "delayed": batch.add("zcard", k.delayed(q)),
             "paused": batch.add("exists", k.paused(q)),
             "throttled": batch.add("zcard", k.throttled(q)),
@@ -274,7 +275,7 @@ class SnapshotReader:
             active[q] = [(as_text(sid), batch.add("llen", k.active(q, as_text(sid))),
                           batch.add("lrange", k.active(q, as_text(sid)), 0, MAX_ACTIVE_IDS - 1))
                          for sid, _ in raw["sups"] or ()]
-            oldest_key = _job_key(k, as_text(raw["oldest_id"]))
+            oldest_key = _job_key(k, _oldest_job(raw["oldest_ids"]))
             if oldest_key:
                 oldest[q] = batch.add("hget", oldest_key, "enq")
             for job_id in map(as_text, raw["failure_ids"] or ()):
@@ -305,7 +306,7 @@ class SnapshotReader:
         enq = second["oldest"].get(q)
         return QueueStats(
             name=q,
-            waiting=as_int(raw["waiting"]) - (as_text(raw["oldest_id"]) == WAKE_MARKER),
+            waiting=as_int(raw["waiting"]) - _has_marker(raw["oldest_ids"]),
             delayed=as_int(raw["delayed"]),
             active=split.active,
             running=split.running,
@@ -399,3 +400,15 @@ class SnapshotReader:
                      runs=r["runs"], skips=r["skips"], error=cut_text(r["error"]))
             for r in list_schedules(self._store, self.queues)
         )
+
+
+def _has_marker(oldest: Any) -> bool:
+    """Whether the two oldest entries of a wait list hold its wake marker (at most one; put
+    only onto an empty list, it is the oldest entry while it is there)."""
+    return any(as_text(entry) == WAKE_MARKER for entry in oldest or ())
+
+
+def _oldest_job(oldest: Any) -> str:
+    """The oldest job id among a wait list's two oldest entries ('' when none)."""
+    jobs = [as_text(entry) for entry in oldest or () if as_text(entry) != WAKE_MARKER]
+    return jobs[-1] if jobs else ""

@@ -15,8 +15,15 @@ import redis
 
 from sandboxrunner import InvalidJobData
 from sandboxrunner.keys import Keys
+from sandboxrunner.snapshot import SnapshotReader
 from tests.deployments import every_deployment
-from tests.supervisors import SupervisorProcess, client_for, running_supervisor, wait_for
+from tests.supervisors import (
+    SupervisorProcess,
+    client_for,
+    make_config,
+    running_supervisor,
+    wait_for,
+)
 
 MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
 KEYS = Keys()
@@ -138,3 +145,21 @@ def test_a_supervisor_waiting_for_a_distant_delayed_job_stays_idle(
         assert busy_s < 0.15, f"{busy_s / 3:.1%} CPU while idle"
     finally:
         sup.stop()
+
+
+def test_a_job_queued_behind_a_wake_marker_shows_as_the_oldest_waiting(
+        redis_url: str, redis_client: redis.Redis) -> None:
+    # a delayed job enqueued onto an empty wait list leaves a wake marker at its oldest end
+    # until a claim drops it: jobs queued meanwhile are waiting, the oldest of them too
+    with client_for(redis_url) as client:
+        client.enqueue("echo", {}, delay=60_000)
+        assert redis_client.lrange(Keys().wait("default"), 0, -1) == [b"!wake"]
+        queued = client.enqueue("echo", {})
+        reader = SnapshotReader(make_config(redis_url), redis_url)
+        try:
+            default = reader.read().queues[0]
+        finally:
+            reader.close()
+    assert redis_client.lindex(Keys().wait("default"), 0) == queued.id.encode()
+    assert (default.name, default.waiting, default.delayed) == ("default", 1, 1)
+    assert default.oldest_waiting_ms is not None
