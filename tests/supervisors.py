@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from sandboxrunner.client import Client, ClientFactory, set_default_client
 from sandboxrunner.config import load_config
 from sandboxrunner.keys import Keys
@@ -122,3 +124,15 @@ class SupervisorProcess:
             self.proc.wait(timeout=10)
         if self.proc.stdout:
             self.proc.stdout.close()
+
+
+def assert_idle(pid: int, seconds: float = 3.0) -> None:
+    """Assert process PID spins no CPU over SECONDS: a spin shows as tens of %; idle is
+    well under 1 % (heartbeats, snapshots), a few % on a machine loaded by other work, so
+    the bound tells a spin, not a figure."""
+    proc = psutil.Process(pid)
+    before = proc.cpu_times()
+    time.sleep(seconds)
+    after = proc.cpu_times()
+    busy_s = (after.user + after.system) - (before.user + before.system)
+    assert busy_s < 0.05 * seconds, f"{busy_s / seconds:.1%} CPU while idle"
