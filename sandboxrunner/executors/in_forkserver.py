@@ -177,7 +177,7 @@ def run_spawned() -> NoReturn:
     sock = socket.socket(fileno=int(sys.argv[1]))
 
     def start() -> tuple[ForkServerState, dict[str, str]]:
-        setup, blobs = pickle.load(sys.stdin.buffer)  # trusted: the supervisor, our parent
+        setup, blobs = pickle.load(sys.stdin.buffer)  # trusted: supervisor pipe
         _become_server(setup, new_session=False)  # Popen(start_new_session=True) did it
         sys.path[:] = setup.sys_path
         specs, missing = _load_specs(setup, blobs)
@@ -202,7 +202,7 @@ def _load_specs(setup: ServerSetup, blobs: dict[str, bytes]) -> tuple[dict[str, 
     missing: dict[str, str] = {}
     for name, blob in blobs.items():
         try:
-            specs[name] = cloudpickle.loads(blob)
+            specs[name] = cloudpickle.loads(blob)  # trusted: supervisor pipe
         except Exception as exc:  # noqa: BLE001 - any import error of the user's code
             missing[name] = f"{type(exc).__name__}: {exc}"
     return specs, missing
