@@ -166,14 +166,16 @@ def test_cancelling_a_queued_singleton_releases_its_claim(redis_url: str,
     assert [line.split()[1] for line in runs.read_text().splitlines()] == [second.id] * 2
 
 
+@pytest.mark.parametrize(("call", "malformed"), [("cancel", "nope"), ("retry", "default")])
 def test_unknown_and_malformed_ids_are_clear_errors_and_change_nothing(
-        redis_url: str, redis_client: redis.Redis) -> None:
+        redis_url: str, redis_client: redis.Redis, call: str, malformed: str) -> None:
     with client_for(redis_url) as client:
+        act = getattr(client, call)  # cancel and retry take ids the same way
         before = redis_client.dbsize()
         with pytest.raises(JobNotFound, match="no job default-0+"):
-            client.cancel("default-" + "0" * 32)
+            act("default-" + "0" * 32)
         with pytest.raises(JobNotFound, match="not a sandboxrunner job id"):
-            client.cancel("nope")
+            act(malformed)
         assert redis_client.dbsize() == before
 
 

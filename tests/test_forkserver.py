@@ -130,8 +130,11 @@ def test_a_supervisor_started_by_the_command_forks_no_child_from_its_threads(
 # -- jobs the fork server did not import -----------------------------------------------
 
 
-def test_a_closure_registered_before_start_reaches_a_spawned_fork_servers_children(
-        redis_url: str, spawned: None) -> None:
+@pytest.mark.parametrize("how", ["auto", "spawned"])
+def test_a_closure_registered_before_start_reaches_the_fork_servers_children(
+        redis_url: str, how: str, request: pytest.FixtureRequest) -> None:
+    if how == "spawned":
+        request.getfixturevalue("spawned")
     secret = {"word": "captured"}
     registry.register_job("proc_closure", lambda data: {"pid": os.getpid(), **secret})
     try:

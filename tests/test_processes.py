@@ -310,17 +310,6 @@ def test_log_lines_and_prints_reach_redis_in_order(redis_url: str, redis_client)
 # -- jobs the child does not have by name ----------------------------------------------
 
 
-def test_a_closure_registered_before_the_supervisor_runs_in_a_child(redis_url: str) -> None:
-    secret = {"word": "captured"}
-    registry.register_job("proc_closure", lambda data: {"pid": os.getpid(), **secret})
-    try:
-        with running_supervisor(redis_url, **PROC), client_for(redis_url) as client:
-            got = client.run_job("proc_closure", 1)
-    finally:
-        registry._REGISTERED.pop("proc_closure", None)
-    assert got["word"] == "captured" and got["pid"] != os.getpid()
-
-
 def test_a_closure_registered_after_the_fork_travels_by_cloudpickle(redis_url: str) -> None:
     with running_supervisor(redis_url, **PROC) as sup:
         wait_for(lambda: pool_full(sup), what="a full pool")
