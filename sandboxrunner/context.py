@@ -125,6 +125,9 @@ class SlotCounters:
         os.close(self.fd)  # the mapping stays while a view of it lives
 
 
+_CANCELLED_MADE = threading.Lock()
+
+
 @dataclass
 class JobContext:
     job: JobRecord
@@ -139,9 +142,19 @@ class JobContext:
     make_client: Any = field(default=None, repr=False)
     # where ctx.progress reports go (None: nowhere, e.g. a context built by hand)
     progress_sink: ProgressSink | None = field(default=None, repr=False)
-    # set when the job is cancelled while it runs in a thread (a thread cannot be
-    # stopped: the handler may check it or wait on it); a child is killed instead
-    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    # ctx.cancelled's event, made on first use: a job that never looks at it (and every
+    # job in a child, which is killed instead) does not pay for an Event and its lock
+    _cancelled: threading.Event | None = field(default=None, repr=False, init=False)
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the job is cancelled while it runs in a thread (a thread cannot be
+        stopped: the handler may check it or wait on it); a child is killed instead."""
+        if self._cancelled is None:
+            with _CANCELLED_MADE:  # the handler and a cancel may ask for it at once
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+        return self._cancelled
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report how far the job got: FRACTION from 0 to 1, and a short MESSAGE. Cheap in

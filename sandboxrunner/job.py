@@ -246,9 +246,12 @@ class PreparedJob:
         return (self.job_id, self.name, self.data_json, self.timeout_ms, self.singleton_key,
                 self.retries, self.backoff_json)
 
-    def schedule_args(self) -> tuple[str, str, int]:
+    def schedule_args(self) -> tuple[str, str, int] | tuple[()]:
         """The due-time block of enqueue.lua's ARGV: delay ms, run_at ms ('' = not given),
-        and how far in the past a run_at may be."""
+        and how far in the past a run_at may be; none at all for a job due now (the
+        plain call sends no more than it did before delays existed)."""
+        if self.delay_ms is None and self.run_at_ms is None:
+            return ()
         return ("" if self.delay_ms is None else str(self.delay_ms),
                 "" if self.run_at_ms is None else str(self.run_at_ms), RUN_AT_TOLERANCE_MS)
 

@@ -110,12 +110,16 @@ class ProgressBuffer:
     def take(self, job_id: str) -> ProgressReport | None:
         """JOB_ID's report waiting to be written, no longer waiting (None: none waits);
         once a flush writing one of its reports is done (up to TAKE_WAIT_S)."""
+        if self._thread is None:  # no job ever reported: the plain path takes no lock
+            return None
         with self._cond:
             self._cond.wait_for(lambda: job_id not in self._writing, TAKE_WAIT_S)
             return self._latest.pop(job_id, None)
 
     def flush(self) -> None:
         """Write what waits now, on the calling thread."""
+        if self._thread is None:  # no job ever reported: the plain path takes no lock
+            return
         with self._cond:
             batch, self._latest = list(self._latest.values()), {}
             self._writing = {report.job_id for report in batch}

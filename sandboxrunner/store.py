@@ -90,7 +90,7 @@ def replicas_of(config: Config) -> Replicas | None:
 def enqueue_keys(keys: Keys, job: PreparedJob) -> list[str]:
     """The KEYS of enqueue.lua for JOB (cron_fire.lua takes the last ones too)."""
     declared = [keys.wait(job.queue), keys.stats(job.queue), keys.sups(job.queue),
-                keys.delayed(job.queue), keys.job(job.job_id)]
+                keys.job(job.job_id)]
     if job.singleton_key:
         declared.append(keys.singleton(job.queue, job.singleton_key))
     return declared
@@ -346,7 +346,7 @@ class Store(StoreReads):
         k, queue = self.keys, run.call.queue
         got = self._run(
             "cron_fire", [k.cron(queue), k.wait(queue), k.stats(queue),
-                          *enqueue_keys(k, run.call)[4:]],
+                          *enqueue_keys(k, run.call)[3:]],
             [k.queue_prefix(queue), run.pattern, run.tz, run.tick_ms, run.next_ms,
              *run.call.script_args()])
         return CronFired(text(got[0]), text(got[1]), int(got[2]))

@@ -1,9 +1,10 @@
 #!lua
 -- Enqueue a job, or attach the caller to the in-flight job holding the same singleton key.
 -- KEYS[1] wait list   KEYS[2] stats   KEYS[3] sups (live supervisors of the queue)
--- KEYS[4] delayed set   KEYS[5] the job's record   KEYS[6] its singleton holder, for a
---   singleton (declared: the record of an in-flight singleton it attaches to is read
---   before any write, _lib.lua)
+-- KEYS[4] the job's record   KEYS[5] its singleton holder, for a singleton (declared: the
+--   record of an in-flight singleton it attaches to is read before any write, _lib.lua)
+-- The delayed set (qprefix .. 'delayed') is named only in a call with a due time, and
+-- touched before the first write: a plain call's arguments stay as short as they can.
 -- ARGV[1] queue key prefix   ARGV[2] reply client id ('' = nobody waits)   ARGV[3] lease ms
 -- ARGV[4..10] the job (job.PreparedJob.script_args): id, name, data JSON, timeout ms,
 --   singleton key ('' = not a singleton), retries, backoff JSON
@@ -40,6 +41,8 @@ if skey ~= '' then
     return {existing, 1, live}
   end
 end
+local delayed = qprefix .. 'delayed'
+if due then touch({delayed}) end
 create_job(qprefix, KEYS[1], KEYS[2], id, ARGV[5], ARGV[6], ARGV[7], cid, skey, ARGV[9],
-           ARGV[10], now, KEYS[4], due)
+           ARGV[10], now, delayed, due)
 return {id, 0, live}
