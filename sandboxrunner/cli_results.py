@@ -44,7 +44,7 @@ CANDIDATES_SHOWN = 5
 FULL_ID = re.compile(rf"^({'|'.join(QUEUES)})-[0-9a-f]{{32}}$")
 ID_START = re.compile(rf"^(?:({'|'.join(QUEUES)})-)?([0-9a-f]+)$")
 KEYED_ID = re.compile(rf"^({'|'.join(QUEUES)})-{JOB_KEY_PATTERN.pattern}$")
-RECORD_FIELDS = ("status", "name", "start", "end", "error", "attempt")
+RECORD_FIELDS = ("status", "name", "start", "end", "error", "attempt", "due")
 
 JOB_ID_ARGUMENT = typer.Argument(
     ..., metavar="ID",
@@ -125,15 +125,21 @@ def _outcome(record: dict[str, str]) -> str:
 
 
 def _state(store: Store, job_id: str, record: dict[str, str]) -> str:
-    """What the job is doing, for its `job` line; says so when nobody serves its queue."""
+    """What the job is doing, for its `job` line: when a delayed or throttled one is due,
+    and that nobody serves its queue when nobody does."""
     status, queue = record["status"], job_id.partition("-")[0]
+    now_ms = store.server_time_ms()
     if status == Status.ACTIVE:
-        ran_ms = store.server_time_ms() - _ms(record["start"])
+        ran_ms = now_ms - _ms(record["start"])
         return f"running for {_seconds(max(ran_ms, 0))} (attempt {record['attempt'] or 1})"
+    state = f"{status} on {queue!r}"
+    if status in (Status.DELAYED, Status.THROTTLED) and _ms(record["due"]):
+        due_ms = _ms(record["due"])
+        state += f", due at {_clock(due_ms)} (in {_seconds(max(due_ms - now_ms, 0))})"
     if store.live_supervisors(queue) == 0:
-        return (f"{status} on {queue!r}; no live supervisor serves queue {queue!r}: it runs "
-                f"when one starts (`sandboxrunner start`)")
-    return f"{status} on {queue!r}"
+        state += (f"; no live supervisor serves queue {queue!r}: it runs when one starts "
+                  "(`sandboxrunner start`)")
+    return state
 
 
 def _job_line(job_id: str, record: dict[str, str], text: str) -> str:
@@ -165,7 +171,8 @@ def _follow(store: Store, job_id: str, after: str, record: dict[str, str]) -> No
         if record["status"] == "":
             typer.echo(_job_line(job_id, record, "record expired while followed"))
             return
-        if not said_waiting and record["status"] == Status.QUEUED:
+        if not said_waiting and record["status"] in (Status.QUEUED, Status.DELAYED,
+                                                     Status.THROTTLED):
             state = _state(store, job_id, record)
             said_waiting = "no live supervisor" in state
             if said_waiting:

@@ -29,6 +29,7 @@ import datetime as dt
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -120,11 +121,13 @@ class Client:
             if nested.would_wait_for_itself():
                 nested.refuse_if_alone(
                     retrying(lambda: self.store.live_supervisors(job.queue), retry))
-            with PROGRESS_WATCHERS.watching(job.job_id, on_progress):
-                return self._enqueue_and_wait(job, retry, wait_timeout).value()
+            with PROGRESS_WATCHERS.watching(job.job_id, on_progress) as hear:
+                return self._enqueue_and_wait(job, retry, wait_timeout, hear).value()
 
     def _enqueue_and_wait(self, job: PreparedJob, retry: RedisRetry,
-                          wait_timeout: int | None) -> Outcome:
+                          wait_timeout: int | None,
+                          hear: Callable[[str], None]) -> Outcome:
+        """HEAR(id): the caller's progress callback also hears the job an attach found."""
         listener = self.listener
         retrying(lambda: listener.subscribe(job.queue), retry)  # before the job exists
         waiter = Waiter()
@@ -137,6 +140,7 @@ class Client:
         if result.attached:
             listener.unregister(job.job_id, waiter)
             listener.register(result.job_id, waiter)
+            hear(result.job_id)
             self._collect_if_settled(result.job_id, retry)
         self._note_enqueued(job, result)
         outcome = self._wait(result.job_id, waiter, wait_timeout, result.live_supervisors)
@@ -282,12 +286,13 @@ class Client:
             if nested.would_wait_for_itself():
                 nested.refuse_if_alone(
                     await aretrying(lambda: listener.store.live_supervisors(job.queue), retry))
-            with PROGRESS_WATCHERS.watching(job.job_id, on_progress):
+            with PROGRESS_WATCHERS.watching(job.job_id, on_progress) as hear:
                 return (await self._aenqueue_and_wait(listener, job, retry,
-                                                      wait_timeout)).value()
+                                                      wait_timeout, hear)).value()
 
     async def _aenqueue_and_wait(self, listener: AsyncListener, job: PreparedJob,
-                                 retry: RedisRetry, wait_timeout: int | None) -> Outcome:
+                                 retry: RedisRetry, wait_timeout: int | None,
+                                 hear: Callable[[str], None]) -> Outcome:
         store = listener.store
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         listener.register(job.job_id, future)
@@ -300,6 +305,7 @@ class Client:
                 listener.unregister(job.job_id, future)
                 job_id = result.job_id
                 listener.register(job_id, future)
+                hear(job_id)
                 got = await aretrying(lambda: store.attach(job_id, listener.cid), retry)
                 if isinstance(got, Outcome):
                     listener.deliver(got)

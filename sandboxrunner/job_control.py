@@ -227,22 +227,32 @@ class ProgressWatchers:
         self._callbacks: dict[str, list[ProgressCallback]] = {}
 
     @contextmanager
-    def watching(self, job_id: str, callback: ProgressCallback | None) -> Iterator[None]:
-        """CALLBACK hears JOB_ID's progress reports while the block runs."""
+    def watching(self, job_id: str,
+                 callback: ProgressCallback | None) -> Iterator[Callable[[str], None]]:
+        """CALLBACK hears JOB_ID's progress reports while the block runs; the block gets a
+        function that makes it hear another job's too (the run a singleton call attached
+        to, whose id is known only once enqueued)."""
         if callback is None:
-            yield
+            yield _hear_nothing
             return
-        with self._lock:
-            self._callbacks.setdefault(job_id, []).append(callback)
+        ids: list[str] = []
+
+        def also(other_id: str) -> None:
+            with self._lock:
+                self._callbacks.setdefault(other_id, []).append(callback)
+            ids.append(other_id)
+
+        also(job_id)
         try:
-            yield
+            yield also
         finally:
             with self._lock:
-                callbacks = self._callbacks.get(job_id, [])
-                if callback in callbacks:
-                    callbacks.remove(callback)
-                if not callbacks:
-                    self._callbacks.pop(job_id, None)
+                for watched in ids:
+                    callbacks = self._callbacks.get(watched, [])
+                    if callback in callbacks:
+                        callbacks.remove(callback)
+                    if not callbacks:
+                        self._callbacks.pop(watched, None)
 
     def notify(self, job_id: str, body: str) -> None:
         """A progress message of JOB_ID came: call its watchers (a malformed one: none)."""
@@ -253,6 +263,10 @@ class ProgressWatchers:
             return
         for callback in callbacks:
             callback(JobProgress(job_id, report.fraction, report.message))
+
+
+def _hear_nothing(_job_id: str) -> None:
+    """`ProgressWatchers.watching`'s function when no callback listens."""
 
 
 PROGRESS_WATCHERS = ProgressWatchers()

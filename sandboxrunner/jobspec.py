@@ -62,6 +62,11 @@ class RateLimit:
     count: int
     period_ms: int
 
+    def __str__(self) -> str:
+        """As a job file writes it: ``100/m``."""
+        unit = {ms: unit for unit, ms in _RATE_PERIOD_MS.items()}[self.period_ms]
+        return f"{self.count}/{unit}"
+
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -326,5 +331,7 @@ def describe(spec: JobSpec) -> dict[str, Any]:
         "cron": spec.cron.pattern if spec.cron else None,
         "singleton": singleton,
         "timeout_ms": spec.timeout_ms,
+        "retries": spec.retries,
+        "rate_limit": str(spec.rate_limit) if spec.rate_limit else None,
         "source": spec.source,
     }

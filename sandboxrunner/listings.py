@@ -43,11 +43,13 @@ def jobs_lines(registry: Registry, config: Config, now_ms: int | None = None) ->
     if not registry.names():
         return [f"No jobs found in {config.jobs_dir} (no *.py job files there, and none from "
                 "register_job or plugins)"]
-    rows = [("name", "queue", "cron", "singleton", "timeout_ms", "source")]
+    rows = [("name", "queue", "cron", "singleton", "timeout_ms", "retries", "rate_limit",
+             "source")]
     for name in registry.names():
         d = describe(registry.get(name))
         rows.append((d["name"], d["queue"], d["cron"] or "-", d["singleton"] or "-",
-                     str(d["timeout_ms"] or config.job_timeout), short_path(d["source"])))
+                     str(d["timeout_ms"] or config.job_timeout), str(d["retries"]),
+                     d["rate_limit"] or "-", short_path(d["source"])))
     lines = columns(rows)
     specs = [registry.get(name) for name in registry.names()]
     crons = [(spec.name, spec.cron) for spec in specs if spec.cron is not None]

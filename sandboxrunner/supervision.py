@@ -88,6 +88,7 @@ class JobWatch:
     status: str  # '' when the record is gone
     holder: str  # the sid of the supervisor it is active on ('' when not active)
     supervisors: tuple[SupervisorSeen, ...]
+    paused: bool = False  # its queue is paused (queue_control.py)
 
     def live_count(self, lease_ms: int) -> int:
         return sum(1 for s in self.supervisors if s.live(lease_ms))
@@ -96,7 +97,8 @@ class JobWatch:
 def watch_commands(keys: Keys, job_id: str) -> list[tuple[Any, ...]]:
     """The commands a `JobWatch` is read from, in one round trip."""
     return [("TIME",), ("ZRANGE", keys.sups(queue_of_job(job_id)), 0, -1, "WITHSCORES"),
-            ("HMGET", keys.job(job_id), "status", "sid")]
+            ("HMGET", keys.job(job_id), "status", "sid"),
+            ("EXISTS", keys.paused(queue_of_job(job_id)))]
 
 
 def watch_from(job_id: str, replies: list[Any]) -> JobWatch:
@@ -104,11 +106,11 @@ def watch_from(job_id: str, replies: list[Any]) -> JobWatch:
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    time_reply, sups, (status, holder) = replies
+    time_reply, sups, (status, holder), paused = replies
     status_text = text(status)
     return JobWatch(job_id, queue_of_job(job_id), status_text,
                     text(holder) if status_text == "active" else "",
-                    tuple(seen_in(sups, server_ms(time_reply))))
+                    tuple(seen_in(sups, server_ms(time_reply))), bool(paused))
 
 
 def live_commands(keys: Keys, queue: str) -> list[tuple[Any, ...]]:

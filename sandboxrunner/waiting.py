@@ -9,7 +9,8 @@ published while the listener was reconnecting), else what Redis shows of its sup
 queue at two checks in a row raises `NoSupervisor`, saying what Redis shows
 (`supervision.no_supervisor`); the job stays queued and runs once a supervisor starts. A
 check that cannot reach Redis counts as unknown: the caller keeps waiting, and its
-listener reconnects.
+listener reconnects. A job still queued on a paused queue is said once (a warning): it
+waits until the queue is resumed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Wait:
         self.job_id, self.wait_timeout, self.lease_ms = job_id, wait_timeout, lease_ms
         self.live = live  # at the last check; -1: unknown (Redis did not answer)
         self._started = time.monotonic()
+        self._said_paused = False
 
     def slice_s(self) -> float:
         """How long to wait before the next check; WaitTimeout once wait_timeout is over."""
@@ -56,6 +58,10 @@ class Wait:
         if live == 0 and self.live == 0 and watch.status in IN_FLIGHT:
             raise no_supervisor(watch, self.lease_ms)
         self.live = live
+        if watch.paused and watch.status == Status.QUEUED and not self._said_paused:
+            self._said_paused = True
+            log.warning("queue %r is paused: job %s waits until it is resumed "
+                        "(`sandboxrunner resume %s`)", watch.queue, self.job_id, watch.queue)
 
     def unreachable(self, exc: redis.RedisError) -> None:
         """A check could not reach Redis: keep waiting, the live count unknown."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -95,6 +96,19 @@ def test_logs_follow_of_a_queued_job_says_no_supervisor_serves_it(redis_url: str
             follow.communicate()
     assert follow.returncode == 0, err
     assert "echo" in out and "completed in " in out.splitlines()[-1]
+
+
+def test_logs_of_a_delayed_job_says_when_it_is_due(redis_url: str, tmp_path: Path) -> None:
+    with client_for(redis_url) as client:
+        handle = client.enqueue("echo", {"x": 1}, delay=90_000)
+    done = _logs(handle.id, tmp_path, redis_url)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.splitlines()[-1]
+    assert line.split()[1:4] == ["job", handle.id, "echo"]
+    assert "delayed on 'default', due at " in line, line
+    assert re.search(r"due at \d\d:\d\d:\d\d \(in (8\d|90)\.\d\d s\)", line), line
+    # nobody serves the queue: said as for a queued job, without calling it queued
+    assert "no live supervisor serves queue 'default'" in line, line
 
 
 # --------------------------------------------------------------------------- short ids

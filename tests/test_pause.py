@@ -144,3 +144,19 @@ def test_the_cli_pauses_and_resumes_a_queue(redis_url: str, redis_client: redis.
     assert bad.returncode == 2 and "no queue 'nope'" in one_error_line(bad)
     helped = run_cli(["--help"], project)
     assert "pause" in helped.stdout and "resume" in helped.stdout
+
+
+def test_a_caller_waiting_on_a_paused_queue_is_told_so_once(
+        redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    with running_supervisor(redis_url, lease_ms=600), \
+            client_for(redis_url, lease_ms=600) as client:
+        pause("default")
+        try:
+            with caplog.at_level("WARNING", logger="sandboxrunner"), \
+                    pytest.raises(Exception, match="gave up waiting"):
+                client.run_job("echo", 1, wait_timeout=2000)  # three checks of its queue
+        finally:
+            resume("default")
+    said = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "queue 'default' is paused" in said[0] and "sandboxrunner resume default" in said[0]

@@ -195,3 +195,14 @@ def test_the_last_report_of_a_job_that_ends_at_once_is_on_its_record(redis_url: 
             assert handle.result(wait_timeout=10_000) == {"steps": 3}
             assert client.get_job(handle.id).progress == JobProgress(handle.id, 1.0,
                                                                      "step 3 of 3")
+
+
+def test_a_caller_attached_to_a_running_singleton_hears_its_progress(redis_url: str) -> None:
+    heard: list[JobProgress] = []
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        first = client.enqueue("progress_single", {"steps": 6})
+        wait_for(lambda: client.get_job(first.id).status == "active", what="the first run")
+        got = client.run_job("progress_single", {"steps": 6}, on_progress=heard.append,
+                             wait_timeout=10_000)
+    assert got == {"steps": 6}
+    assert heard and heard[-1].fraction == 1.0 and heard[-1].job_id == first.id, heard

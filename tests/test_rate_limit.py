@@ -75,6 +75,19 @@ def test_the_cli_says_which_file_has_a_bad_rate_limit(tmp_path: Path) -> None:
     assert "bad.py" in line and "rate_limit" in line and "'10 per second'" in line
 
 
+def test_jobs_shows_each_jobs_rate_limit_and_retries(tmp_path: Path) -> None:
+    project = project_with(tmp_path, {
+        "mail": "rate_limit = '100/m'\nretries = 3\ndef run(data):\n    return 1\n",
+        "plain": "def run(data):\n    return 1\n"})
+    done = run_cli(["jobs"], project)
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()[:3]
+    assert header.split()[:7] == ["name", "queue", "cron", "singleton", "timeout_ms",
+                                  "retries", "rate_limit"], header
+    cells = {row.split()[0]: row.split() for row in rows}
+    assert cells["mail"][5:7] == ["3", "100/m"] and cells["plain"][5:7] == ["0", "-"], cells
+
+
 @every_deployment
 @pytest.mark.parametrize("mode", MODES)
 def test_jobs_over_the_limit_wait_throttled_and_all_run(

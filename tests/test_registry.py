@@ -417,7 +417,8 @@ def test_options_are_read_from_module_attributes(tmp_path: Path) -> None:
     assert spec.backoff == {"type": "fixed", "delay": 100}
     row = describe(spec)
     assert row == {"name": "job", "queue": "default", "cron": None, "singleton": "global",
-                   "timeout_ms": 250, "source": spec.source}
+                   "timeout_ms": 250, "retries": 3, "rate_limit": None,
+                   "source": spec.source}
 
 
 def test_an_exponential_backoff_dict_is_kept(tmp_path: Path) -> None:
