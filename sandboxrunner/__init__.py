@@ -1,11 +1,19 @@
 """sandboxrunner: background jobs for Python on Redis.
 
-Public API: run_job, arun_job, enqueue, get_result, get_job (a JobInfo), cancel,
+Public API: run_job, arun_job, enqueue, enqueue_many, get_result, get_job (a JobInfo), cancel,
 retry, list_jobs, pause, resume (and their asyncio twins), register_job, init_worker,
 and the errors.
 """
 
-from .client import JobHandle, arun_job, enqueue, get_result, run_job
+from .client import (
+    JobHandle,
+    aenqueue_many,
+    arun_job,
+    enqueue,
+    enqueue_many,
+    get_result,
+    run_job,
+)
 from .errors import (
     ConfigError,
     CronScheduleNotFound,
@@ -82,6 +90,7 @@ __all__ = [
     "WaitTimeout",
     "Worker",
     "acancel",
+    "aenqueue_many",
     "aget_job",
     "alist_jobs",
     "apause",
@@ -90,6 +99,7 @@ __all__ = [
     "arun_job",
     "cancel",
     "enqueue",
+    "enqueue_many",
     "get_job",
     "get_result",
     "init_worker",

@@ -12,11 +12,12 @@ import asyncio
 from typing import Any
 
 from .async_routing import AsyncRouter
+from .bulk import BatchResult, PreparedBatch
 from .config import Config
 from .job import EnqueueResult, Outcome, PreparedJob
 from .keys import Keys
 from .redirects import Replicas
-from .store import SCRIPT_SHAS, SOURCES_BY_SHA, enqueue_keys, replicas_of
+from .store import SCRIPT_SHAS, SOURCES_BY_SHA, batch_keys, enqueue_keys, replicas_of
 from .supervision import JobWatch, live_commands, live_from, watch_commands, watch_from
 
 
@@ -99,6 +100,17 @@ class AsyncStore:
             enqueue_keys(self.keys, job),
             [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
              *job.script_args(), *job.schedule_args()]))
+
+    async def enqueue_many(self, batch: PreparedBatch) -> BatchResult:
+        """The twin of `Store.enqueue_many`."""
+        k = self.keys
+        (reply,) = await self.router.send(k.wait(batch.queue), [
+            ("EVALSHA", SCRIPT_SHAS["enqueue_many"], 3, *batch_keys(k, batch.queue),
+             k.queue_prefix(batch.queue), self.config.lease_ms, *batch.script_args())],
+            replicas_of(self.config))
+        if isinstance(reply, Exception):
+            raise reply
+        return BatchResult.from_reply(batch, reply)
 
     async def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The twin of `Store.attach`."""

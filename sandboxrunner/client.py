@@ -29,7 +29,7 @@ import datetime as dt
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis
@@ -37,6 +37,7 @@ import redis
 from . import job_control, job_listing
 from .async_listener import AsyncListener
 from .async_store import AsyncStore
+from .bulk import BatchResult, PreparedBatch, prepare_batch
 from .calls import Schedule, prepare_call
 from .config import Config, load_config, redact_url
 from .connection import RedisRetry, aretrying, caller_retry, resolve_redis_url, retrying
@@ -154,6 +155,21 @@ class Client:
         retry = self._retry(f"enqueue job {job.name!r}", None)
         result = retrying(lambda: self.store.enqueue(job), retry)
         return JobHandle(result.job_id, self)
+
+    @api_boundary("enqueue a batch of job {!r}")
+    def enqueue_many(self, name: str, items: Sequence[Any], timeout: int | None = None,
+                     retries: int | None = None) -> list[JobHandle]:
+        batch = prepare_batch(self.registry.get(name), items, timeout, retries, self.config)
+        if not batch.ids:
+            return []
+        retry = self._retry(f"enqueue a batch of job {name!r}", None)
+        return self._note_batch(batch, retrying(lambda: self.store.enqueue_many(batch), retry))
+
+    def _note_batch(self, batch: PreparedBatch, result: BatchResult) -> list[JobHandle]:
+        if result.live_supervisors == 0:
+            log.warning("no supervisor serves queue %r yet; the %d jobs of this batch wait "
+                        "for one (`sandboxrunner start`)", batch.queue, len(batch.ids))
+        return [JobHandle(job_id, self) for job_id in result.job_ids]
 
     @api_boundary("fetch the result of job {}")
     def get_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
@@ -315,6 +331,16 @@ class Client:
         finally:
             listener.unregister(job_id, future)  # a no-op once delivered
         return outcome.named(job.name)
+
+    @api_boundary("enqueue a batch of job {!r}")
+    async def aenqueue_many(self, name: str, items: Sequence[Any], timeout: int | None = None,
+                            retries: int | None = None) -> list[JobHandle]:
+        batch = prepare_batch(self.registry.get(name), items, timeout, retries, self.config)
+        if not batch.ids:
+            return []
+        store = self._async_listener().store
+        retry = self._retry(f"enqueue a batch of job {name!r}", None)
+        return self._note_batch(batch, await aretrying(lambda: store.enqueue_many(batch), retry))
 
     @api_boundary("fetch the result of job {}")
     async def aget_result(self, job_id: str, wait_timeout: int | None = None) -> Any:
@@ -501,6 +527,19 @@ def enqueue(name: str, data: Any = None, timeout: int | None = None,
     handle's id is then ``QUEUE-JOB_ID``, and the same key again returns the same job."""
     return default_client().enqueue(name, data, timeout, retries, delay=delay,
                                     run_at=run_at, job_id=job_id)
+
+
+def enqueue_many(name: str, items: Sequence[Any], timeout: int | None = None,
+                 retries: int | None = None) -> list[JobHandle]:
+    """Enqueue one job NAME per item of ITEMS (its data) in one round trip, all or none
+    (bulk.py); a handle per item, in order."""
+    return default_client().enqueue_many(name, items, timeout, retries)
+
+
+async def aenqueue_many(name: str, items: Sequence[Any], timeout: int | None = None,
+                        retries: int | None = None) -> list[JobHandle]:
+    """The asyncio twin of enqueue_many."""
+    return await default_client().aenqueue_many(name, items, timeout, retries)
 
 
 def get_result(job_id: str, wait_timeout: int | None = None) -> Any:

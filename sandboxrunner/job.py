@@ -178,10 +178,15 @@ class JobRecord:
     timeout_ms: int
 
 
+# made once: json.dumps with options builds an encoder on every call
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), allow_nan=False, sort_keys=True)
+
+
 def encode_data(data: Any, max_bytes: int, *, what: str = "data") -> str:
     """JSON text of job data; refuses what JSON can't carry or what is too large."""
     try:
-        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        text = _COMPACT.encode(data)
     except (TypeError, ValueError) as exc:
         raise InvalidJobData(f"job {what} is not JSON-serialisable: {exc}") from exc
     if len(text) > max_bytes:
@@ -194,12 +199,12 @@ def encode_data(data: Any, max_bytes: int, *, what: str = "data") -> str:
 
 def encode_result(value: Any) -> str:
     """JSON text of a return value; raises TypeError/ValueError for non-JSON values."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _COMPACT.encode(value)
 
 
 def canonical_json(value: Any) -> str:
     """Key-order independent JSON, used to compare singleton keys."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _CANONICAL.encode(value)
 
 
 def text(value: Any) -> str:

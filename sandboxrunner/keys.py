@@ -81,6 +81,7 @@ queue is part of the id, so a result can be fetched from the id alone.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -93,6 +94,13 @@ WAKE_MARKER = "!wake"
 def new_job_id(queue: str) -> str:
     """A fresh job id of QUEUE (`queue_of_job` reads the queue back)."""
     return f"{queue}-{uuid.uuid4().hex}"
+
+
+def new_job_ids(queue: str, count: int) -> list[str]:
+    """COUNT fresh job ids of QUEUE, as random as `new_job_id`'s, in one draw of
+    randomness (a batch's ids: see bulk.py)."""
+    digits = os.urandom(16 * count).hex()
+    return [f"{queue}-{digits[i:i + 32]}" for i in range(0, 32 * count, 32)]
 
 
 def queue_of_job(job_id: str) -> str:

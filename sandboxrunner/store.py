@@ -26,6 +26,7 @@ from typing import Any
 
 from redis.retry import Retry
 
+from .bulk import BatchResult, PreparedBatch
 from .config import Config
 from .connection import caller_retry
 from .job import ClaimedJob as ClaimedJob
@@ -56,7 +57,8 @@ from .supervision import (
 )
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
-                "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry")
+                "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry",
+                "enqueue_many")
 # the error of a running job asked to cancel that ended another way: its handler returned
 # (finish.lua), or its supervisor stopped (hand_back.lua) or died (requeue_stalled.lua)
 CANCELLED_WHILE_RUNNING = ErrorInfo.cancelled("cancelled while it ran").to_json()
@@ -94,6 +96,11 @@ def enqueue_keys(keys: Keys, job: PreparedJob) -> list[str]:
     if job.singleton_key:
         declared.append(keys.singleton(job.queue, job.singleton_key))
     return declared
+
+
+def batch_keys(keys: Keys, queue: str) -> list[str]:
+    """The KEYS of enqueue_many.lua for a batch of QUEUE."""
+    return [keys.wait(queue), keys.stats(queue), keys.sups(queue)]
 
 
 def rate_limits_arg(limits: Iterable[tuple[str, int, int]]) -> str:
@@ -155,6 +162,14 @@ class Store(StoreReads):
             "enqueue", enqueue_keys(self.keys, job),
             [self.keys.queue_prefix(job.queue), reply_cid, self.config.lease_ms,
              *job.script_args(), *job.schedule_args()], replicated=True))
+
+    def enqueue_many(self, batch: PreparedBatch) -> BatchResult:
+        """Enqueue every call of BATCH, or none (bulk.py); per call, the job it is."""
+        k = self.keys
+        return BatchResult.from_reply(batch, self._run(
+            "enqueue_many", batch_keys(k, batch.queue),
+            [k.queue_prefix(batch.queue), self.config.lease_ms, *batch.script_args()],
+            replicated=True))
 
     def attach(self, job_id: str, cid: str) -> Outcome | str:
         """The outcome if settled; the status text if still in flight ('' = no such job)."""

@@ -145,19 +145,25 @@ local function add_delayed(delayed, wait, id, due)
   end
 end
 
--- Create job record ID and queue it; with a singleton key SKEY ('' = none) it takes the
--- claim (the caller checked singleton_holder first). wait, stats: keys of the queue. With
--- DUE (ms, optional) later than NOW it is 'delayed' in the DELAYED set until then.
-local function create_job(qprefix, wait, stats, id, name, data, timeout, cid, skey, retries,
-                          backoff, now, delayed, due)
-  local jkey = qprefix .. 'job:' .. id
+-- Write the record of new job ID, 'queued' (create_job and enqueue_many.lua queue it);
+-- with a singleton key SKEY ('' = none) it takes the claim (the caller checked
+-- singleton_holder first).
+local function write_record(qprefix, id, name, data, timeout, cid, skey, retries, backoff,
+                            now)
   if skey ~= '' then redis.call('SET', qprefix .. 'singleton:' .. skey, id) end
-  redis.call('HSET', jkey,
+  redis.call('HSET', qprefix .. 'job:' .. id,
     'name', name, 'data', data, 'timeout', timeout, 'status', 'queued',
     'enq', now, 'attempt', 0, 'stalled', 0, 'reply', cid, 'skey', skey,
     'retries', retries, 'backoff', backoff)
+end
+
+-- Create job record ID and queue it (see write_record). wait, stats: keys of the queue.
+-- With DUE (ms, optional) later than NOW it is 'delayed' in the DELAYED set until then.
+local function create_job(qprefix, wait, stats, id, name, data, timeout, cid, skey, retries,
+                          backoff, now, delayed, due)
+  write_record(qprefix, id, name, data, timeout, cid, skey, retries, backoff, now)
   if due and due > now then
-    redis.call('HSET', jkey, 'status', 'delayed', 'due', due)
+    redis.call('HSET', qprefix .. 'job:' .. id, 'status', 'delayed', 'due', due)
     add_delayed(delayed, wait, id, due)
   else
     redis.call('LPUSH', wait, id)
