@@ -5,15 +5,7 @@ retry, list_jobs, pause, resume (and their asyncio twins), register_job, init_wo
 and the errors.
 """
 
-from .client import (
-    JobHandle,
-    aenqueue_many,
-    arun_job,
-    enqueue,
-    enqueue_many,
-    get_result,
-    run_job,
-)
+from .client import JobHandle
 from .errors import (
     ConfigError,
     CronScheduleNotFound,
@@ -53,6 +45,14 @@ from .job_control import (
     retry,
 )
 from .job_listing import JobPage, alist_jobs, list_jobs
+from .process_client import (
+    aenqueue_many,
+    arun_job,
+    enqueue,
+    enqueue_many,
+    get_result,
+    run_job,
+)
 from .queue_control import apause, aresume, pause, resume
 from .registry import register_job
 from .worker import Worker, init_worker

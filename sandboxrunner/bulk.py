@@ -14,23 +14,19 @@ flight holds (enqueued before, or earlier in the same batch) gets that job's han
 asked (``handle.result()``, ``await handle``). ``delay``, ``run_at`` and ``job_id`` are
 options of one call (`enqueue`), not of a batch.
 
-A batch holds at most MAX_BATCH calls: Redis runs the script in one go and serves nobody
-else meanwhile (about 10 us a call, so 100 ms for a full batch); split bigger ones.
+This module holds a batch's records (what travels to Redis and back); calls.py checks
+and prepares a batch (`prepare_batch`) as it does every call. A batch holds at most
+MAX_BATCH calls: Redis runs the script in one go and serves nobody else meanwhile (about
+10 us a call, so 100 ms for a full batch); split bigger ones.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .calls import check_retries, check_timeout, singleton_key
-from .config import Config
-from .errors import InvalidJobData
-from .job import encode_data, text
-from .keys import new_job_ids
-from .registry import JobSpec
+from .job import text
 
 MAX_BATCH = 10_000
 
@@ -77,34 +73,3 @@ class BatchResult:
         for i in range(2, len(reply), 2):
             job_ids[int(reply[i])] = text(reply[i + 1])
         return cls(job_ids, int(reply[0]))
-
-
-def prepare_batch(spec: JobSpec, items: Any, timeout: int | None, retries: int | None,
-                  config: Config) -> PreparedBatch:
-    """ITEMS (one job's data each) as calls of job SPEC, every one checked; InvalidJobData
-    naming the first bad one (nothing is enqueued)."""
-    if not isinstance(items, (list, tuple)):
-        raise InvalidJobData(f"enqueue_many of job {spec.name!r} takes a list of job data, "
-                             f"one item per job, got {type(items).__name__}; nothing was "
-                             "enqueued")
-    if len(items) > MAX_BATCH:
-        raise InvalidJobData(f"enqueue_many of job {spec.name!r} takes at most {MAX_BATCH} "
-                             f"jobs a call, got {len(items)}: split the batch; nothing was "
-                             "enqueued")
-    timeout_ms = check_timeout(timeout if timeout is not None
-                               else spec.timeout_ms or config.job_timeout)
-    retries = check_retries(retries if retries is not None else spec.retries)
-    max_bytes = int(config.max_data_size * 1024 * 1024)
-    single = spec.singleton is not None and spec.singleton is not False
-    data, keys = [], []
-    for index, item in enumerate(items):
-        try:
-            data.append(encode_data(item, max_bytes))
-            if single:
-                keys.append(singleton_key(spec, item))
-        except InvalidJobData as exc:
-            raise InvalidJobData(f"enqueue_many of job {spec.name!r}: item {index} of the "
-                                 f"batch: {exc}; nothing was enqueued") from None
-    return PreparedBatch(spec.queue, spec.name, timeout_ms, retries,
-                         json.dumps(spec.backoff) if spec.backoff else "", single,
-                         tuple(new_job_ids(spec.queue, len(data))), tuple(data), tuple(keys))

@@ -20,10 +20,11 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .bulk import MAX_BATCH, PreparedBatch
 from .config import Config
 from .errors import InvalidJobData
 from .job import PreparedJob, canonical_json, encode_data
-from .keys import new_job_id
+from .keys import new_job_id, new_job_ids
 from .registry import JobSpec
 
 MAX_SINGLETON_KEY_CHARS = 200
@@ -125,3 +126,34 @@ def prepare_call(spec: JobSpec, data: Any, timeout: int | None, retries: int | N
     job = PreparedJob(spec.queue, new_job_id(spec.queue), spec.name, data_json, timeout_ms,
                       singleton_key(spec, data), retries, backoff_json)
     return scheduled(job, schedule) if schedule is not None else job
+
+
+def prepare_batch(spec: JobSpec, items: Any, timeout: int | None, retries: int | None,
+                  config: Config) -> PreparedBatch:
+    """ITEMS (one job's data each) as calls of job SPEC, every one checked; InvalidJobData
+    naming the first bad one (nothing is enqueued)."""
+    if not isinstance(items, (list, tuple)):
+        raise InvalidJobData(f"enqueue_many of job {spec.name!r} takes a list of job data, "
+                             f"one item per job, got {type(items).__name__}; nothing was "
+                             "enqueued")
+    if len(items) > MAX_BATCH:
+        raise InvalidJobData(f"enqueue_many of job {spec.name!r} takes at most {MAX_BATCH} "
+                             f"jobs a call, got {len(items)}: split the batch; nothing was "
+                             "enqueued")
+    timeout_ms = check_timeout(timeout if timeout is not None
+                               else spec.timeout_ms or config.job_timeout)
+    retries = check_retries(retries if retries is not None else spec.retries)
+    max_bytes = int(config.max_data_size * 1024 * 1024)
+    single = spec.singleton is not None and spec.singleton is not False
+    data, keys = [], []
+    for index, item in enumerate(items):
+        try:
+            data.append(encode_data(item, max_bytes))
+            if single:
+                keys.append(singleton_key(spec, item))
+        except InvalidJobData as exc:
+            raise InvalidJobData(f"enqueue_many of job {spec.name!r}: item {index} of the "
+                                 f"batch: {exc}; nothing was enqueued") from None
+    return PreparedBatch(spec.queue, spec.name, timeout_ms, retries,
+                         json.dumps(spec.backoff) if spec.backoff else "", single,
+                         tuple(new_job_ids(spec.queue, len(data))), tuple(data), tuple(keys))

@@ -124,7 +124,7 @@ def start(
     set_title(supervisor_title(config))  # before any thread starts (proctitle.py)
     registry = _registry(config)
     url = _redis_url(config, wait=wait_for_redis)
-    from .client import ClientFactory
+    from .process_client import ClientFactory
     from .signals import serve_until_signal
     from .supervisor import Supervisor
 
@@ -170,7 +170,8 @@ def run(
         payload = json.loads(data) if data is not None else None
     except ValueError as exc:
         raise errors.InvalidJobData(f"data is not valid JSON: {exc}: {data!r}") from exc
-    from .client import Client, set_default_client
+    from .client import Client
+    from .process_client import set_default_client
 
     client = Client(config, _registry(config), _redis_url(config))
     set_default_client(client)

@@ -276,41 +276,41 @@ PROGRESS_WATCHERS = ProgressWatchers()
 # -- the public functions: the process's default client (client.default_client) ------------
 def get_job(job_id: str) -> JobInfo:
     """The job JOB_ID as it stands: status, progress, attempts, errors, times, where."""
-    from .client import default_client
+    from .process_client import default_client
 
     return default_client().get_job(job_id)
 
 
 async def aget_job(job_id: str) -> JobInfo:
     """The asyncio twin of get_job."""
-    from .client import default_client
+    from .process_client import default_client
 
     return await default_client().aget_job(job_id)
 
 
 def cancel(job_id: str) -> CancelResult:
     """Cancel the job with this id (`CancelResult` says what it did)."""
-    from .client import default_client
+    from .process_client import default_client
 
     return default_client().cancel(job_id)
 
 
 async def acancel(job_id: str) -> CancelResult:
     """The asyncio twin of cancel."""
-    from .client import default_client
+    from .process_client import default_client
 
     return await default_client().acancel(job_id)
 
 
 def retry(job_id: str) -> JobHandle:
     """Run a failed or cancelled job again, under the same id; its handle."""
-    from .client import default_client
+    from .process_client import default_client
 
     return default_client().retry(job_id)
 
 
 async def aretry(job_id: str) -> JobHandle:
     """The asyncio twin of retry."""
-    from .client import default_client
+    from .process_client import default_client
 
     return await default_client().aretry(job_id)

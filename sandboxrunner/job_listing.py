@@ -127,7 +127,7 @@ def list_jobs(queue: str | None = None, status: str | None = None, name: str | N
               limit: int = 50, cursor: str | None = None) -> JobPage:
     """A page of jobs with the process's default client: ``page.items``, and
     ``page.cursor`` for the next page (None: the end)."""
-    from .client import default_client
+    from .process_client import default_client
 
     return default_client().list_jobs(queue, status, name, limit, cursor)
 
@@ -136,6 +136,6 @@ async def alist_jobs(queue: str | None = None, status: str | None = None,
                      name: str | None = None, limit: int = 50,
                      cursor: str | None = None) -> JobPage:
     """The asyncio twin of list_jobs."""
-    from .client import default_client
+    from .process_client import default_client
 
     return await default_client().alist_jobs(queue, status, name, limit, cursor)

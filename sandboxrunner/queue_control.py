@@ -11,9 +11,9 @@ enqueues are still accepted and wait; the other queue is not affected.
 
 from __future__ import annotations
 
-from .client import default_client
 from .errors import UnknownQueue
 from .keys import QUEUES
+from .process_client import default_client
 from .redis_errors import api_boundary
 
 

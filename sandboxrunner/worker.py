@@ -36,9 +36,9 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from .client import ClientFactory, drop_default_client, set_default_client
 from .config import Config, load_config
 from .connection import check_reachable, resolve_redis_url
+from .process_client import ClientFactory, drop_default_client, set_default_client
 from .redis_errors import REDIS_ERRORS, translate
 from .registry import Registry, load_project_registry
 from .supervisor import Supervisor

@@ -15,9 +15,10 @@ from typing import Any
 
 import psutil
 
-from sandboxrunner.client import Client, ClientFactory, set_default_client
+from sandboxrunner.client import Client
 from sandboxrunner.config import load_config
 from sandboxrunner.keys import Keys
+from sandboxrunner.process_client import ClientFactory, set_default_client
 from sandboxrunner.registry import load_registry
 from sandboxrunner.supervisor import Supervisor
 from tests.deployments import raw_client

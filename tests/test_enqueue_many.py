@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from sandboxrunner import InvalidJobData, RedisFull, UnknownJob, aenqueue_many, enqueue_many
-from sandboxrunner.bulk import MAX_BATCH, prepare_batch
+from sandboxrunner.bulk import MAX_BATCH
+from sandboxrunner.calls import prepare_batch
 from sandboxrunner.keys import Keys
 from sandboxrunner.testserver import TestServer
 from tests.deployments import every_deployment
