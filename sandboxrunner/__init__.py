@@ -1,8 +1,8 @@
 """sandboxrunner: background jobs for Python on Redis.
 
-Public API: run_job, arun_job, enqueue, enqueue_many, get_result, get_job (a JobInfo), cancel,
-retry, list_jobs, pause, resume (and their asyncio twins), register_job, init_worker,
-and the errors.
+Public API: run_job, enqueue, enqueue_many, get_result, get_job (a JobInfo), cancel,
+retry, list_jobs, pause, resume (and their asyncio twins: arun_job, aenqueue, ...),
+register_job, init_worker, and the errors.
 """
 
 from .client import JobHandle
@@ -46,6 +46,7 @@ from .job_control import (
 )
 from .job_listing import JobPage, alist_jobs, list_jobs
 from .process_client import (
+    aenqueue,
     aenqueue_many,
     arun_job,
     enqueue,
@@ -90,6 +91,7 @@ __all__ = [
     "WaitTimeout",
     "Worker",
     "acancel",
+    "aenqueue",
     "aenqueue_many",
     "aget_job",
     "alist_jobs",

@@ -328,6 +328,17 @@ class Client:
             listener.unregister(job_id, future)  # a no-op once delivered
         return outcome.named(job.name)
 
+    @api_boundary("enqueue job {!r}")
+    async def aenqueue(self, name: str, data: Any = None, timeout: int | None = None,
+                       retries: int | None = None, *, delay: int | None = None,
+                       run_at: dt.datetime | None = None,
+                       job_id: str | None = None) -> JobHandle:
+        job = self.prepare(name, data, timeout, retries, Schedule(delay, run_at, job_id))
+        store = self._async_listener().store
+        retry = self._retry(f"enqueue job {job.name!r}", None)
+        result = await aretrying(lambda: store.enqueue(job, ""), retry)
+        return JobHandle(result.job_id, self)
+
     @api_boundary("enqueue a batch of job {!r}")
     async def aenqueue_many(self, name: str, items: Sequence[Any], timeout: int | None = None,
                             retries: int | None = None) -> list[JobHandle]:

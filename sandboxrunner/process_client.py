@@ -1,5 +1,5 @@
 """The client a process's calls use, and the module-level functions that use it (run_job,
-arun_job, enqueue, enqueue_many, get_result and twins; job_control.py, job_listing.py and
+enqueue, enqueue_many, get_result and their asyncio twins; job_control.py, job_listing.py and
 queue_control.py have the others).
 
 Which client the module-level functions use: inside a job, the one its supervisor's
@@ -143,6 +143,15 @@ def enqueue(name: str, data: Any = None, timeout: int | None = None,
     handle's id is then ``QUEUE-JOB_ID``, and the same key again returns the same job."""
     return default_client().enqueue(name, data, timeout, retries, delay=delay,
                                     run_at=run_at, job_id=job_id)
+
+
+async def aenqueue(name: str, data: Any = None, timeout: int | None = None,
+                   retries: int | None = None, *, delay: int | None = None,
+                   run_at: dt.datetime | None = None, job_id: str | None = None) -> JobHandle:
+    """The asyncio twin of enqueue: the event loop is not blocked while Redis answers, and
+    calls made in the same loop iteration go to Redis in one write."""
+    return await default_client().aenqueue(name, data, timeout, retries, delay=delay,
+                                           run_at=run_at, job_id=job_id)
 
 
 def enqueue_many(name: str, items: Sequence[Any], timeout: int | None = None,

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from sandboxrunner import InvalidJobData, RedisFull, UnknownJob, aenqueue_many, enqueue_many
+from sandboxrunner import (
+    InvalidJobData,
+    RedisFull,
+    UnknownJob,
+    aenqueue,
+    aenqueue_many,
+    enqueue_many,
+)
 from sandboxrunner.bulk import MAX_BATCH
 from sandboxrunner.calls import prepare_batch
 from sandboxrunner.keys import Keys
@@ -120,3 +128,19 @@ def test_a_batch_sent_again_after_a_lost_reply_is_not_enqueued_twice(
     queued = 1 if name == "single_keyed" else 2  # the second keyed call attached
     assert redis_client.llen(KEYS.wait("default")) == queued
     assert int(redis_client.hget(KEYS.stats("default"), "enqueued")) == queued
+
+
+def test_aenqueue_enqueues_from_an_event_loop_without_blocking_it(redis_url: str) -> None:
+    async def main() -> list[Any]:
+        try:
+            handles = await asyncio.gather(*(aenqueue("echo", n, delay=0 if n else None)
+                                             for n in range(20)))
+            assert len({h.id for h in handles}) == 20
+            keyed = await aenqueue("echo", "k", job_id="same-key")
+            assert (await aenqueue("echo", "k", job_id="same-key")).id == keyed.id
+            return [(await h)["echo"] for h in [*handles, keyed]]
+        finally:
+            await client.aclose()
+
+    with running_supervisor(redis_url), client_for(redis_url) as client:
+        assert asyncio.run(main()) == [*range(20), "k"]
