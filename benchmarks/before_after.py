@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import ROOT
+from benchmarks.report import PIPELINED
 
 FIGURES = (("throughput", "jobs_per_s", max), ("latency", "p50_ms", statistics.median),
            ("latency", "p99_ms", statistics.median))
@@ -36,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--before", type=Path, required=True,
                    help="the other tree's root (it has sandboxrunner/ and benchmarks/)")
+    p.add_argument("--after", type=Path, default=ROOT,
+                   help="the tree measured after (default: this one)")
     p.add_argument("--rounds", type=int, default=3, help="runs of each tree, alternating")
     p.add_argument("--n", type=int, default=2000, help="jobs per throughput run")
     p.add_argument("--calls", type=int, default=500, help="timed round trips per variant")
@@ -63,7 +66,9 @@ def figures_of(run: dict[str, Any]) -> dict[str, dict[str, float]]:
     table: dict[str, dict[str, float]] = {}
     for section, figure, _ in FIGURES:
         for row in run.get(section, []):
-            if row.get("system") == "sandboxrunner" and row.get("status") == "ok":
+            if (row.get("system") == "sandboxrunner" and row.get("status") == "ok"
+                    and row.get("pattern", PIPELINED) == PIPELINED):
+                # the pipelined client: what a tree from before the client patterns ran
                 table.setdefault(row["variant"], {})[figure] = float(row[figure])
     return table
 
@@ -86,7 +91,7 @@ def summarize(rounds: dict[str, list[dict[str, dict[str, float]]]]) -> list[dict
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    trees = {"before": args.before.resolve(), "after": ROOT}
+    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     rounds: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sandboxrunner-before-after-") as tmp:

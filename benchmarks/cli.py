@@ -18,13 +18,11 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import redis
-from rich.console import Console
 
 from benchmarks import marks, peers
 from benchmarks.delayed_bench import measure_delayed
@@ -33,13 +31,11 @@ from benchmarks.harness import (
     RESULTS_DIR,
     ROOT,
     TRACKER,
-    Throughput,
     Unavailable,
-    Usage,
-    UsageMeter,
     flushall,
     server_version,
 )
+from benchmarks.measure import Run, console, measure_variant, na_row
 from benchmarks.report import print_report, summarize, write_results
 from benchmarks.sandboxrunner_bench import (
     SandboxrunnerTimeouts,
@@ -61,7 +57,7 @@ from sandboxrunner.testserver import TestServer
 SECTIONS = ("throughput", "latency", "timeout", "scale", "delayed", "cluster")
 SYSTEMS = ("sandboxrunner", *peers.PEERS)
 # wide enough for the tables when the output goes to a file or a pipe
-console = Console(width=max(160, shutil.get_terminal_size((160, 40)).columns))
+console.width = max(160, shutil.get_terminal_size((160, 40)).columns)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -118,97 +114,6 @@ def variants_of(system: str, args: argparse.Namespace) -> list[Variant]:
     module = peers.load(system)
     found: list[Variant] = module.variants()
     return found
-
-
-def _row(variant: Variant, **extra: Any) -> dict[str, Any]:
-    return {**variant.describe(), **extra}
-
-
-def _na(system: str, reason: str) -> dict[str, Any]:
-    return {"system": system, "variant": system, "mode": "-", "workers": "", "wait_method": "",
-            "status": "n/a", "reason": reason}
-
-
-@dataclass(frozen=True)
-class Run:
-    """What every section needs: the server and where the worker logs go."""
-
-    url: str
-    server_pid: int | None
-    logdir: Path
-
-
-def measure_variant(variant: Variant, run: Run, args: argparse.Namespace,
-                    results: dict[str, Any]) -> None:
-    url, logdir = run.url, run.logdir
-    flushall(url)
-    want_tp, want_lat = "throughput" in args.only, "latency" in args.only
-    try:
-        variant.start(url, logdir)
-    except Exception as exc:  # noqa: BLE001 - any failure to start is that variant's n/a
-        reason = str(exc) if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}"
-        console.log(f"[yellow]{variant.label}: n/a[/] ({reason.splitlines()[0][:200]})")
-        for section, wanted in (("throughput", want_tp), ("latency", want_lat)):
-            if wanted:
-                results[section].append(_row(variant, status="n/a", reason=reason[:2000]))
-        return
-    try:
-        if want_tp:
-            row = _measure_throughput(variant, run, args)
-            results["throughput"].append(row)
-            if want_lat and not row.get("complete"):
-                # jobs left over from a partial run would queue ahead of the round trips
-                variant.stop()
-                flushall(url)
-                try:
-                    variant.start(url, logdir)
-                except Exception as exc:  # noqa: BLE001 - its round trip is n/a
-                    results["latency"].append(_row(variant, status="n/a",
-                                                   reason=f"restart failed: {exc}"[:2000]))
-                    return
-        if want_lat:
-            results["latency"].append(_measure_latency(variant, args))
-    finally:
-        variant.stop()
-
-
-def _measure_throughput(variant: Variant, run: Run, args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        variant.throughput(min(200, args.n), time.monotonic() + args.max_seconds)  # warm-up
-        runs: list[tuple[Throughput, Usage]] = []
-        for _ in range(max(1, args.repeat)):
-            meter = UsageMeter(run.url, run.server_pid, variant.worker_pids())
-            result = variant.throughput(args.n, time.monotonic() + args.max_seconds)
-            runs.append((result, meter.per_job(result.seen)))
-            if not result.complete or sum(r.elapsed_s for r, _ in runs) >= args.max_seconds / 2:
-                break  # slow enough that another run would only cost as much again
-    except Exception as exc:  # noqa: BLE001 - reported as this variant's n/a
-        console.log(f"[red]{variant.label} throughput failed[/]: {exc!r}")
-        return _row(variant, status="n/a", reason=f"{type(exc).__name__}: {exc}"[:500])
-    best, usage = max(runs, key=lambda r: (r[0].complete, r[0].jobs_per_s))
-    if best.seen == 0:
-        console.log(f"[red]{variant.label}: no result within {args.max_seconds:g} s[/]")
-        return _row(variant, status="n/a", reason=f"no result within {args.max_seconds:g} s")
-    console.log(f"{variant.label}: {best.jobs_per_s:,.0f} jobs/s "
-                f"(runs: {', '.join(f'{r.jobs_per_s:,.0f}' for r, _ in runs)}); per job: "
-                f"client {usage.client_cpu_ms:.3f} ms CPU, workers {usage.workers_cpu_ms:.3f}, "
-                f"redis {usage.redis_cpu_ms:.3f}; {usage.redis_calls:.1f} redis calls "
-                f"({usage.redis_scripts:.2f} scripts)")
-    return _row(variant, status="ok", **best.to_json(), usage=usage.to_json(),
-                runs=[{**r.to_json(), "usage": u.to_json()} for r, u in runs])
-
-
-def _measure_latency(variant: Variant, args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        latency = variant.roundtrip(args.calls, args.warmup,
-                                    time.monotonic() + args.latency_seconds)
-    except Exception as exc:  # noqa: BLE001 - reported as this variant's n/a
-        console.log(f"[red]{variant.label} round trip failed[/]: {exc!r}")
-        return _row(variant, status="n/a", reason=f"{type(exc).__name__}: {exc}"[:500])
-    console.log(f"{variant.label}: round trip p50 {latency.p50_ms:.3f} ms, "
-                f"p99 {latency.p99_ms:.3f} ms")
-    return _row(variant, status="ok", roundtrip_method=getattr(variant, "roundtrip_method", ""),
-                **latency.to_json())
 
 
 def measure_baseline(url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -276,7 +181,7 @@ def run_variants(run: Run, args: argparse.Namespace, results: dict[str, Any]) ->
             console.log(f"[yellow]{system}: skipped[/] ({exc})")
             for section in ("throughput", "latency"):
                 if section in args.only:
-                    results[section].append(_na(system, str(exc)))
+                    results[section].append(na_row(system, str(exc)))
             continue
         for variant in variants:
             measure_variant(variant, run, args, results)

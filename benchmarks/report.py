@@ -14,7 +14,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.patterns import ONE_CLIENT, PATTERNS
 from benchmarks.variant import PROCESSES, THREADS
+
+PIPELINED = "pipelined (ours)"  # measure.py's pattern name of sandboxrunner's own client
 
 NA = "n/a"
 
@@ -22,8 +25,10 @@ NA = "n/a"
 # --------------------------------------------------------------------------- summary
 
 
-def _ok(rows: list[dict[str, Any]], system: str | None, mode: str) -> list[dict[str, Any]]:
+def _ok(rows: list[dict[str, Any]], system: str | None, mode: str,
+        pattern: str | None = None) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("status") == "ok" and r["mode"] == mode
+            and (pattern is None or r.get("pattern") == pattern)
             and (r["system"] == system if system else r["system"] != "sandboxrunner")]
 
 
@@ -38,22 +43,50 @@ def _figure(name: str, ours: float | None, peer: dict[str, Any] | None, key: str
             "better": "higher" if higher_is_better else "lower", "target": target, "met": met}
 
 
+# issue targets: thread mode against the best peer's thread mode, process mode against the
+# best peer's process mode and against Celery prefork, per client pattern
+THROUGHPUT_TARGETS = ((THREADS, 3.0, None), (PROCESSES, 1.5, 8.0))
+ENQUEUE_COST_TARGET = 0.6  # a synchronous enqueue's time, at most this much of Huey's
+
+
 def _throughput_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    for mode, factor in ((THREADS, 2.0), (PROCESSES, 1.0)):
-        ours_rows = _ok(rows, "sandboxrunner", mode)
-        ours = ours_rows[0]["jobs_per_s"] if ours_rows else None
-        peers = _ok(rows, None, mode)
-        best = max(peers, key=lambda r: r["jobs_per_s"], default=None)
-        met = (ours >= factor * best["jobs_per_s"]) if ours is not None and best else None
-        out.append(_figure(f"throughput, {mode} (jobs/s)", ours, best, "jobs_per_s", True,
-                           f">= {factor:g}x best peer", met))
-        if mode == PROCESSES:
+    for pattern in PATTERNS:
+        for mode, factor, over_celery in THROUGHPUT_TARGETS:
+            ours_rows = _ok(rows, "sandboxrunner", mode, pattern)
+            ours = ours_rows[0]["jobs_per_s"] if ours_rows else None
+            peers = _ok(rows, None, mode, pattern)
+            if ours is None and not peers:
+                continue
+            best = max(peers, key=lambda r: r["jobs_per_s"], default=None)
+            met = (ours >= factor * best["jobs_per_s"]) if ours is not None and best else None
+            out.append(_figure(f"throughput, {pattern}, {mode} (jobs/s)", ours, best,
+                               "jobs_per_s", True, f">= {factor:g}x best peer", met))
             celery = [r for r in peers if r["variant"] == "celery prefork"]
-            c = celery[0] if celery else None
-            out.append(_figure("throughput, processes vs celery prefork", ours, c,
-                               "jobs_per_s", True, ">= 5x celery prefork",
-                               (ours >= 5 * c["jobs_per_s"]) if ours is not None and c else None))
+            if over_celery and celery:
+                c = celery[0]
+                out.append(_figure(f"throughput, {pattern}, processes vs celery prefork", ours,
+                                   c, "jobs_per_s", True, f">= {over_celery:g}x celery prefork",
+                                   (ours >= over_celery * c["jobs_per_s"])
+                                   if ours is not None else None))
+    out += _enqueue_figures(rows)
+    return out
+
+
+def _enqueue_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The one-client pattern's enqueue calls/s against Huey's (same run, same mode)."""
+    out = []
+    for mode in (THREADS, PROCESSES):
+        ours = _ok(rows, "sandboxrunner", mode, ONE_CLIENT)
+        huey = [r for r in _ok(rows, None, mode, ONE_CLIENT) if r["system"] == "huey"]
+        if not ours or not huey:
+            continue
+        mine, theirs = ours[0]["enqueues_per_s"], huey[0]["enqueues_per_s"]
+        out.append(_figure(f"enqueue calls/s, one client, {mode}", mine, huey[0],
+                           "enqueues_per_s", True,
+                           f">= {1 / ENQUEUE_COST_TARGET:.2f}x huey (<= {ENQUEUE_COST_TARGET:g}x "
+                           "its time per call)",
+                           mine * ENQUEUE_COST_TARGET >= theirs if mine and theirs else None))
     return out
 
 
@@ -170,19 +203,26 @@ def config_table(results: dict[str, Any]) -> Table:
 
 
 def throughput_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("variant", "mode", "jobs/s", "results seen", "CPU ms per job:\nclient",
-                  "workers", "redis", "redis calls/job", "of which scripts",
-                  title="1. Throughput: N no-op jobs, first enqueue to last result seen "
-                        "(best run)")
-    for r in rows:
+    table = Table("variant", "pattern", "jobs/s\n(median)", "spread", "enqueue\ncalls/s",
+                  "results seen", "CPU ms per job:\nclient", "workers", "redis",
+                  "redis calls/job", "of which scripts",
+                  title="1. Throughput: N no-op jobs per run, first enqueue to last result "
+                        "seen; every system driven the same way in each client pattern "
+                        "(median of runs, min-max)")
+    order = {p: i for i, p in enumerate((*PATTERNS, PIPELINED))}
+    for r in sorted(rows, key=lambda r: order.get(r.get("pattern", ""), len(order))):
         if r.get("status") != "ok":
-            table.add_row(r["variant"], r["mode"], NA, r.get("reason", "").split("\n")[0][:90])
+            table.add_row(r["variant"], r.get("pattern", ""), NA, "", "",
+                          r.get("reason", "").split("\n")[0][:90])
             continue
-        seen = f"{r['seen']:,}/{r['n']:,}" + ("" if r["complete"] else " (partial)")
-        if r.get("wrong"):
-            seen += f", {r['wrong']} wrong"
+        runs = r.get("runs") or []
+        seen = ", ".join(f"{x['seen']:,}/{x['n']:,}" for x in runs[:1])
+        if not r.get("complete", True):
+            seen += " (partial)"
         u = r.get("usage") or {}
-        table.add_row(r["variant"], r["mode"], _num(r["jobs_per_s"], 0), seen,
+        table.add_row(r["variant"], r.get("pattern", ""), _num(r["jobs_per_s"], 0),
+                      f"{_num(r.get('jobs_per_s_min'), 0)}-{_num(r.get('jobs_per_s_max'), 0)}",
+                      _num(r.get("enqueues_per_s"), 0), seen,
                       _num(u.get("client_cpu_ms"), 3), _num(u.get("workers_cpu_ms"), 3),
                       _num(u.get("redis_cpu_ms"), 3), _num(u.get("redis_calls")),
                       _num(u.get("redis_scripts"), 2))

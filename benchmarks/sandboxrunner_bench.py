@@ -39,6 +39,7 @@ from benchmarks.harness import (
     used_memory,
     wait_until,
 )
+from benchmarks.patterns import collect_in_order
 from benchmarks.variant import PROCESSES, THREADS, TimeoutTarget, Variant, payload, run_roundtrips
 from sandboxrunner.client import Client
 from sandboxrunner.config import THREAD_CONCURRENCY, load_config
@@ -144,7 +145,8 @@ class SandboxrunnerVariant(Variant):
         shown = (f"--separate-process --concurrency {PROCESS_CHILDREN}" if processes
                  else f"(thread mode, default concurrency {THREAD_CONCURRENCY})")
         self.workers = f"sandboxrunner start --workers default {shown}"
-        self.wait_method = WAIT_METHODS[wait].format(window=window)
+        self.wait_method = "handle.result() on each (pub/sub reply)"
+        self.pipelined_method = WAIT_METHODS["gather"].format(window=window)
         self.roundtrip_method = "run_job() (pub/sub reply to this client)"
         self.supervisor: Supervisor | None = None
         self.client: Client | None = None
@@ -171,27 +173,44 @@ class SandboxrunnerVariant(Variant):
         assert self.client is not None, "start() first"
         return self.client
 
-    def throughput(self, n: int, deadline: float) -> Throughput:
-        if self.wait == "gather":
-            return asyncio.run(gather_jobs(self._client(), "noop", n, self.window, deadline))
-        client = self._client()
-        start = time.perf_counter()
-        handles = []
-        for i in range(n):
-            if time.monotonic() >= deadline:
-                break
-            handles.append(client.enqueue("noop", payload(i)))
-        seen = wrong = 0
-        for i, handle in enumerate(handles):
+    async_client = True
+
+    def submit(self, i: int) -> Any:
+        return self._client().enqueue("noop", payload(i))
+
+    def collect(self, handles: list[tuple[int, Any]], deadline: float) -> tuple[int, int]:
+        return collect_in_order(
+            handles, deadline, lambda handle, left: handle.result(wait_timeout=int(left * 1000)))
+
+    async def asubmit(self, i: int) -> Any:
+        return await self._client().aenqueue("noop", payload(i))
+
+    async def acollect(self, handles: list[tuple[int, Any]], deadline: float) -> tuple[int, int]:
+        client, seen, wrong = self._client(), 0, 0
+        for i, handle in handles:
             try:
-                got = handle.result(wait_timeout=int(left_s(deadline) * 1000))
-            except JobError:
-                got = None
+                got = await client.aget_result(handle.id, int(left_s(deadline) * 1000))
             except Exception:  # noqa: BLE001 - WaitTimeout past the deadline: stop counting
                 break
             seen += 1
             wrong += got != payload(i)
-        return Throughput(n, seen, time.perf_counter() - start, wrong)
+        return seen, wrong
+
+    def run_async(self, coro: Any) -> Any:
+        async def closing() -> Any:
+            try:
+                return await coro
+            finally:
+                await self._client().aclose()  # this loop's connections
+
+        return asyncio.run(closing())
+
+    def throughput(self, n: int, deadline: float) -> Throughput:
+        """The pipelined client (``gather``: ours, no peer is driven so), or with
+        ``--sr-wait enqueue`` the one-client pattern every system runs (patterns.py)."""
+        if self.wait == "gather":
+            return asyncio.run(gather_jobs(self._client(), "noop", n, self.window, deadline))
+        return super().throughput(n, deadline)
 
     def roundtrip(self, calls: int, warmup: int, deadline: float) -> Latency:
         return run_job_roundtrips(self._client(), "noop", calls, warmup, deadline)

@@ -13,6 +13,7 @@ process is gone and the pool is back to its size.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ class Variant:
     mode = THREADS
     workers = ""  # how its workers are started, as shown in the output
     wait_method = ""  # how the client waits for results, as shown in the output
+    pipelined_method = ""  # sandboxrunner only: its own pipelined client (measure.py)
 
     def start(self, url: str, logdir: Path) -> None:
         raise NotImplementedError
@@ -46,8 +48,37 @@ class Variant:
     def stop(self) -> None:
         raise NotImplementedError
 
-    def throughput(self, n: int, deadline: float) -> Throughput:
+    sync_client = True  # has a synchronous enqueue: the "one client" and "8 threads" patterns
+    async_client = False  # has an asyncio client: the "asyncio" pattern (patterns.py)
+
+    def submit(self, i: int) -> Any:
+        """One synchronous enqueue of the no-op with payload(i), as a user calls it; a handle."""
         raise NotImplementedError
+
+    def collect(self, handles: list[tuple[int, Any]], deadline: float) -> tuple[int, int]:
+        """Wait for the results of HANDLES ((i, handle) pairs) within DEADLINE, the system's
+        own best way: how many were seen, and how many of those differ from payload(i)."""
+        raise NotImplementedError
+
+    async def asubmit(self, i: int) -> Any:
+        """The asyncio twin of `submit`."""
+        raise NotImplementedError
+
+    async def acollect(self, handles: list[tuple[int, Any]], deadline: float) -> tuple[int, int]:
+        """The asyncio twin of `collect`."""
+        raise NotImplementedError
+
+    def run_async(self, coro: Any) -> Any:
+        """Run COROUTINE where this variant's asyncio client lives (by default a new loop)."""
+        return asyncio.run(coro)
+
+    def throughput(self, n: int, deadline: float) -> Throughput:
+        """N no-ops from one client (patterns.py; asyncio for a system with no synchronous
+        client), for the sections that need one figure (scale, before/after)."""
+        from benchmarks.patterns import ASYNCIO, ONE_CLIENT, run_pattern
+
+        run = run_pattern(self, ONE_CLIENT if self.sync_client else ASYNCIO, n, deadline)
+        return Throughput(run.n, run.seen, run.elapsed_s, run.wrong)
 
     def roundtrip(self, calls: int, warmup: int, deadline: float) -> Latency:
         raise NotImplementedError

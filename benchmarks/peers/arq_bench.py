@@ -9,11 +9,10 @@ its round trip and its throughput.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Latency, Throughput, left_s
+from benchmarks.harness import Latency, left_s
 from benchmarks.peers.base import PeerVariant, wait_ready
 from benchmarks.variant import PROCESSES, THREADS, Variant, payload, run_roundtrips
 
@@ -23,7 +22,7 @@ CLIENT_POLL_S = 0.005
 
 class ArqVariant(PeerVariant):
     system = "arq"
-    wait_method = f"enqueue_job() x N, then job.result(poll_delay={CLIENT_POLL_S}) on each"
+    wait_method = f"job.result(poll_delay={CLIENT_POLL_S}) on each"
     roundtrip_method = f"enqueue_job() + job.result(poll_delay={CLIENT_POLL_S})"
 
     def __init__(self, processes: int) -> None:
@@ -64,25 +63,24 @@ class ArqVariant(PeerVariant):
         job = await self._enqueue(data)
         return await job.result(timeout=timeout_s, poll_delay=CLIENT_POLL_S)
 
-    async def _throughput(self, n: int, deadline: float) -> Throughput:
-        start = time.perf_counter()
-        jobs = []
-        for i in range(n):
-            if time.monotonic() >= deadline:
-                break
-            jobs.append(await self._enqueue(payload(i)))
+    sync_client, async_client = False, True  # arq's client is asyncio only
+
+    async def asubmit(self, i: int) -> Any:
+        return await self._enqueue(payload(i))
+
+    async def acollect(self, handles: list[tuple[int, Any]], deadline: float) -> tuple[int, int]:
         seen = wrong = 0
-        for i, job in enumerate(jobs):
+        for i, job in handles:
             try:
                 value = await job.result(timeout=left_s(deadline), poll_delay=CLIENT_POLL_S)
             except Exception:  # noqa: BLE001 - TimeoutError: the budget is spent
                 break
             seen += 1
             wrong += value != payload(i)
-        return Throughput(n, seen, time.perf_counter() - start, wrong)
+        return seen, wrong
 
-    def throughput(self, n: int, deadline: float) -> Throughput:
-        return self._run(self._throughput(n, deadline))
+    def run_async(self, coro: Any) -> Any:
+        return self._run(coro)
 
     def roundtrip(self, calls: int, warmup: int, deadline: float) -> Latency:
         return run_roundtrips(lambda i: self._run(self._call(payload(i), 10)),

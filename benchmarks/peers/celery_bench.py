@@ -7,11 +7,10 @@ documented fast path for many results); a round trip is ``delay().get()``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Latency, Throughput, left_s, python_argv
+from benchmarks.harness import Latency, left_s, python_argv
 from benchmarks.peers.base import PeerTimeouts, PeerVariant, wait_ready
 from benchmarks.variant import PROCESSES, THREADS, Variant, payload, run_roundtrips
 
@@ -26,7 +25,7 @@ def _worker_argv(pool: str, concurrency: int) -> list[str]:
 
 class CeleryVariant(PeerVariant):
     system = "celery"
-    wait_method = "apply_async() x N, then ResultSet.join_native() (Redis pub/sub)"
+    wait_method = "ResultSet.join_native() (Redis pub/sub)"
     roundtrip_method = "delay().get()"
 
     def __init__(self, pool: str, concurrency: int) -> None:
@@ -45,24 +44,20 @@ class CeleryVariant(PeerVariant):
                         f"celery-{self.pool_name}")
         wait_ready(self.pool, lambda t: celery_app.noop.delay(payload(0)).get(timeout=t))
 
-    def throughput(self, n: int, deadline: float) -> Throughput:
+    def submit(self, i: int) -> Any:
+        return self.app.noop.apply_async((payload(i),))
+
+    def collect(self, handles: list[tuple[int, Any]], deadline: float) -> tuple[int, int]:
         from celery.exceptions import TimeoutError as CeleryTimeout
         from celery.result import ResultSet
 
-        start = time.perf_counter()
-        sent = []
-        for i in range(n):
-            if time.monotonic() >= deadline:
-                break
-            sent.append(self.app.noop.apply_async((payload(i),)))
+        results = ResultSet([handle for _, handle in handles])
         try:
-            values = ResultSet(sent).join_native(timeout=left_s(deadline), propagate=False)
+            values = results.join_native(timeout=left_s(deadline), propagate=False)
         except CeleryTimeout:
-            seen = sum(1 for r in sent if r.ready())
-            return Throughput(n, seen, time.perf_counter() - start)
-        elapsed = time.perf_counter() - start
-        wrong = sum(1 for i, v in enumerate(values) if v != payload(i))
-        return Throughput(n, len(values), elapsed, wrong)
+            return sum(1 for r in results.results if r.ready()), 0
+        return len(values), sum(1 for (i, _), v in zip(handles, values, strict=True)
+                                if v != payload(i))
 
     def roundtrip(self, calls: int, warmup: int, deadline: float) -> Latency:
         return run_roundtrips(lambda i: self.app.noop.delay(payload(i)).get(timeout=10),

@@ -7,11 +7,11 @@ which blocks on BRPOPLPUSH of the message's result key.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Latency, Throughput, left_s
+from benchmarks.harness import Latency
+from benchmarks.patterns import collect_in_order
 from benchmarks.peers.base import (
     PeerTimeouts,
     PeerVariant,
@@ -38,7 +38,7 @@ def _get(message: Any, timeout_s: float) -> Any:
 
 class DramatiqVariant(PeerVariant):
     system = "dramatiq"
-    wait_method = "send() x N, then message.get_result(block=True) on each (BRPOPLPUSH)"
+    wait_method = "message.get_result(block=True) on each (BRPOPLPUSH)"
     roundtrip_method = "send().get_result(block=True)"
 
     def __init__(self, processes: int) -> None:
@@ -56,22 +56,11 @@ class DramatiqVariant(PeerVariant):
                         f"dramatiq-{self.mode}")
         wait_ready(self.pool, lambda t: _get(dramatiq_app.noop.send(payload(0)), t))
 
-    def throughput(self, n: int, deadline: float) -> Throughput:
-        start = time.perf_counter()
-        messages = []
-        for i in range(n):
-            if time.monotonic() >= deadline:
-                break
-            messages.append(self.app.noop.send(payload(i)))
-        seen = wrong = 0
-        for i, message in enumerate(messages):
-            try:
-                value = _get(message, left_s(deadline))
-            except Exception:  # noqa: BLE001 - ResultTimeout: the budget is spent
-                break
-            seen += 1
-            wrong += value != payload(i)
-        return Throughput(n, seen, time.perf_counter() - start, wrong)
+    def submit(self, i: int) -> Any:
+        return self.app.noop.send(payload(i))
+
+    def collect(self, handles: list[tuple[int, Any]], deadline: float) -> tuple[int, int]:
+        return collect_in_order(handles, deadline, _get)
 
     def roundtrip(self, calls: int, warmup: int, deadline: float) -> Latency:
         return run_roundtrips(lambda i: _get(self.app.noop.send(payload(i)), 10),

@@ -7,11 +7,11 @@ a per-task notification key (Huey >= 3.0's low-latency result fetching).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Latency, Throughput, left_s
+from benchmarks.harness import Latency
+from benchmarks.patterns import collect_in_order
 from benchmarks.peers.base import (
     PeerTimeouts,
     PeerVariant,
@@ -37,7 +37,7 @@ def _consumer_argv(kind: str, workers: int) -> list[str]:
 
 class HueyVariant(PeerVariant):
     system = "huey"
-    wait_method = "task() x N, then result.get(blocking=True) on each (notify_result BLPOP)"
+    wait_method = "result.get(blocking=True) on each (notify_result BLPOP)"
     roundtrip_method = "task()(...).get(blocking=True)"
 
     def __init__(self, kind: str, workers: int) -> None:
@@ -55,22 +55,11 @@ class HueyVariant(PeerVariant):
         self.pool.start(_consumer_argv(self.kind, self.count), url, logdir, f"huey-{self.kind}")
         wait_ready(self.pool, lambda t: _get(huey_app.noop(payload(0)), t))
 
-    def throughput(self, n: int, deadline: float) -> Throughput:
-        start = time.perf_counter()
-        results = []
-        for i in range(n):
-            if time.monotonic() >= deadline:
-                break
-            results.append(self.app.noop(payload(i)))
-        seen = wrong = 0
-        for i, result in enumerate(results):
-            try:
-                value = _get(result, left_s(deadline))
-            except Exception:  # noqa: BLE001 - ResultTimeout: the budget is spent
-                break
-            seen += 1
-            wrong += value != payload(i)
-        return Throughput(n, seen, time.perf_counter() - start, wrong)
+    def submit(self, i: int) -> Any:
+        return self.app.noop(payload(i))
+
+    def collect(self, handles: list[tuple[int, Any]], deadline: float) -> tuple[int, int]:
+        return collect_in_order(handles, deadline, _get)
 
     def roundtrip(self, calls: int, warmup: int, deadline: float) -> Latency:
         return run_roundtrips(

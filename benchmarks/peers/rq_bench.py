@@ -8,14 +8,14 @@ which blocks on XREAD of the job's result stream (RQ >= 1.12; no polling).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import redis
 from rq import Queue
 
-from benchmarks.harness import Latency, Throughput, left_s
+from benchmarks.harness import Latency
+from benchmarks.patterns import collect_in_order
 from benchmarks.peers import rq_app
 from benchmarks.peers.base import PeerTimeouts, PeerVariant, in_slices, wait_ready
 from benchmarks.variant import PROCESSES, Variant, payload, run_roundtrips
@@ -57,10 +57,17 @@ def _result(job: Any, timeout_s: float) -> tuple[bool, Any]:
     return True, result.return_value if result.type == result.Type.SUCCESSFUL else None
 
 
+def _value(job: Any, timeout_s: float) -> Any:
+    seen, value = _result(job, timeout_s)
+    if not seen:
+        raise TimeoutError("no result in time")
+    return value
+
+
 class RQVariant(PeerVariant):
     system = "rq"
     mode = PROCESSES
-    wait_method = "enqueue() x N, then job.latest_result(timeout=) on each (XREAD block)"
+    wait_method = "job.latest_result(timeout=) on each (XREAD block)"
     roundtrip_method = "enqueue() + latest_result(timeout=)"
 
     def __init__(self, worker_class: str | None) -> None:
@@ -89,23 +96,11 @@ class RQVariant(PeerVariant):
         if getattr(self, "conn", None) is not None:
             self.conn.close()
 
-    def throughput(self, n: int, deadline: float) -> Throughput:
-        start = time.perf_counter()
-        jobs = []
-        for i in range(n):
-            if time.monotonic() >= deadline:
-                break
-            jobs.append(self.queue.enqueue(rq_app.noop, payload(i)))
-        count = wrong = 0
-        for i, job in enumerate(jobs):
-            if time.monotonic() >= deadline:
-                break
-            seen, value = _result(job, left_s(deadline))
-            if not seen:
-                break
-            count += 1
-            wrong += value != payload(i)
-        return Throughput(n, count, time.perf_counter() - start, wrong)
+    def submit(self, i: int) -> Any:
+        return self.queue.enqueue(rq_app.noop, payload(i))
+
+    def collect(self, handles: list[tuple[int, Any]], deadline: float) -> tuple[int, int]:
+        return collect_in_order(handles, deadline, _value)
 
     def roundtrip(self, calls: int, warmup: int, deadline: float) -> Latency:
         return run_roundtrips(lambda i: self._call(payload(i), 10), calls, warmup, deadline)
