@@ -116,14 +116,22 @@ def variants_of(system: str, args: argparse.Namespace) -> list[Variant]:
     return found
 
 
-def measure_baseline(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One redis-py PING round trip: the floor under every round trip below."""
+def measure_baseline(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """redis-py's own round trips: a PING, and an EVALSHA of a trivial script (what one
+    enqueue can cost at least: one script call), the floors under every row below."""
+    rows = []
     with redis.Redis.from_url(url) as client:
-        latency = run_roundtrips(lambda i: client.ping(), args.calls, args.warmup,
-                                 time.monotonic() + args.latency_seconds)
-    console.log(f"baseline PING: p50 {latency.p50_ms:.3f} ms, p99 {latency.p99_ms:.3f} ms")
-    return {"system": "redis", "variant": "baseline: redis-py PING", "mode": "-",
-            "status": "ok", "roundtrip_method": "Redis.ping()", **latency.to_json()}
+        sha = client.script_load("return 1")
+        for what, call in (("PING", lambda i: client.ping()),
+                           ("EVALSHA 'return 1'", lambda i: client.evalsha(sha, 0))):
+            latency = run_roundtrips(call, args.calls, args.warmup,
+                                     time.monotonic() + args.latency_seconds)
+            console.log(f"baseline redis-py {what}: p50 {latency.p50_ms:.3f} ms, "
+                        f"p99 {latency.p99_ms:.3f} ms")
+            rows.append({"system": "redis", "variant": f"baseline: redis-py {what}",
+                         "mode": "-", "status": "ok", "roundtrip_method": what,
+                         **latency.to_json()})
+    return rows
 
 
 REDIS_BENCHMARK_CALLS = 20_000
@@ -173,7 +181,7 @@ def measure_redis_benchmark(url: str) -> list[dict[str, Any]]:
 def run_variants(run: Run, args: argparse.Namespace, results: dict[str, Any]) -> None:
     if "latency" in args.only:
         results["latency"] += measure_redis_benchmark(run.url)
-        results["latency"].append(measure_baseline(run.url, args))
+        results["latency"] += measure_baseline(run.url, args)
     for system in args.systems:
         try:
             variants = variants_of(system, args)
