@@ -52,6 +52,9 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     entries older than result_ttl_ms by each script that
                                     adds (once per call), so it never outgrows the records;
                                     TTL result_ttl_ms from its newest entry
+  PREFIX:{Q}:durations       HASH   per job name, a histogram of its attempts' durations
+                                    (ms buckets, sum), kept by finish.lua: its layout,
+                                    buckets and bound on names are in durations.py; no TTL
   PREFIX:{Q}:recent          LIST   ids of recently settled jobs, capped (dashboard)
   PREFIX:{Q}:failures        LIST   ids of recently failed jobs, capped (dashboard)
   PREFIX:{Q}:log:ID          STREAM log lines of one job, capped, TTL as the record
@@ -157,6 +160,9 @@ class Keys:
 
     def done(self, queue: str, status: str) -> str:
         return f"{self._q(queue)}:done:{status}"
+
+    def durations(self, queue: str) -> str:
+        return f"{self._q(queue)}:durations"
 
     def recent(self, queue: str) -> str:
         return f"{self._q(queue)}:recent"

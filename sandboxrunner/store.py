@@ -242,7 +242,7 @@ class Store(StoreReads):
         return int(self._run(
             "finish",
             [k.active(queue, sid), k.stats(queue), k.recent(queue), k.failures(queue),
-             k.rate(queue), k.delayed(queue), k.wait(queue),
+             k.rate(queue), k.delayed(queue), k.wait(queue), k.durations(queue),
              *(k.job(s.job_id) for s in settlements)],
             args, replicated=True,
         ))
