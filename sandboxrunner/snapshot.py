@@ -88,6 +88,7 @@ from typing import Any
 
 from .config import Config, redact_url
 from .cron_state import list_schedules
+from .durations import Durations
 from .job import ErrorInfo
 from .keys import QUEUES, WAKE_MARKER, Keys
 from .redis_errors import REDIS_OR_SOCKET_ERRORS, translate
@@ -212,6 +213,14 @@ class SnapshotReader:
             return self._read()
         except REDIS_OR_SOCKET_ERRORS as exc:
             raise translate(exc, self.url, "read the dashboard", self.keys.prefix) from exc
+
+    def read_durations(self) -> Durations:
+        """The job duration histograms of the queues read (durations.py, for /metrics):
+        one HGETALL per queue; our error if Redis fails, as `read`."""
+        try:
+            return self._store.read_durations(self.queues)
+        except REDIS_OR_SOCKET_ERRORS as exc:
+            raise translate(exc, self.url, "read the job durations", self.keys.prefix) from exc
 
     def _read(self) -> Snapshot:
         first = self._first_round()
