@@ -1,7 +1,7 @@
 """sandboxrunner: background jobs for Python on Redis.
 
 Public API: run_job, arun_job, enqueue, get_result, get_job (a JobInfo), cancel,
-retry, list_jobs, pause, resume (and their asyncio twins), register_job, init_worker,
+retry, delete_job, list_jobs, pause, resume (and their asyncio twins), register_job, init_worker,
 and the errors.
 """
 
@@ -14,6 +14,7 @@ from .errors import (
     InvalidJobState,
     InvalidProgress,
     JobCancelled,
+    JobDeleted,
     JobError,
     JobFailed,
     JobLoadError,
@@ -35,12 +36,15 @@ from .errors import (
 )
 from .job_control import (
     CancelResult,
+    DeleteResult,
     JobInfo,
     JobProgress,
     acancel,
+    adelete_job,
     aget_job,
     aretry,
     cancel,
+    delete_job,
     get_job,
     retry,
 )
@@ -54,10 +58,12 @@ __all__ = [
     "ConfigError",
     "CronScheduleNotFound",
     "DeadlockError",
+    "DeleteResult",
     "InvalidJobData",
     "InvalidJobState",
     "InvalidProgress",
     "JobCancelled",
+    "JobDeleted",
     "JobError",
     "JobFailed",
     "JobHandle",
@@ -82,6 +88,7 @@ __all__ = [
     "WaitTimeout",
     "Worker",
     "acancel",
+    "adelete_job",
     "aget_job",
     "alist_jobs",
     "apause",
@@ -89,6 +96,7 @@ __all__ = [
     "aretry",
     "arun_job",
     "cancel",
+    "delete_job",
     "enqueue",
     "get_job",
     "get_result",

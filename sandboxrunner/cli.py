@@ -1,5 +1,5 @@
 """The `sandboxrunner` command: start, run, jobs, logs, result, pause, resume, cron, top,
-redis, and job control (cli_ctl.py: job, cancel, retry, list). No logic lives here: each
+redis, and job control (cli_ctl.py: job, cancel, retry, delete, list). No logic lives here: each
 command builds the config, calls the library and maps errors to exit codes. `logs` and
 `result` live in cli_results.py, `pause` and `resume` in cli_queues.py; the shared
 options, the error reporting
@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from . import errors
-from .cli_ctl import cancel, job, list_, retry
+from .cli_ctl import cancel, delete, job, list_, retry
 from .cli_queues import parse_run_at, pause, resume
 from .cli_results import logs, result
 from .cli_support import (
@@ -200,6 +200,7 @@ app.command()(result)
 app.command()(job)
 app.command()(cancel)
 app.command()(retry)
+app.command()(delete)
 app.command("list")(list_)
 app.command()(pause)
 app.command()(resume)

@@ -42,7 +42,13 @@ from .connection import RedisRetry, aretrying, caller_retry, resolve_redis_url, 
 from .context import current_job
 from .errors import JobNotFound, WaitTimeout
 from .job import EnqueueResult, Outcome, PreparedJob
-from .job_control import PROGRESS_WATCHERS, CancelResult, JobInfo, ProgressCallback
+from .job_control import (
+    PROGRESS_WATCHERS,
+    CancelResult,
+    DeleteResult,
+    JobInfo,
+    ProgressCallback,
+)
 from .job_listing import JobPage
 from .keys import queue_of_job
 from .listener import Listener, Waiter
@@ -211,6 +217,14 @@ class Client:
     @api_boundary("cancel job {}")
     async def acancel(self, job_id: str) -> CancelResult:
         return await asyncio.to_thread(job_control.cancel_job, self, job_id)
+
+    @api_boundary("delete job {}")
+    def delete_job(self, job_id: str) -> DeleteResult:
+        return job_control.remove_job(self, job_id)
+
+    @api_boundary("delete job {}")
+    async def adelete_job(self, job_id: str) -> DeleteResult:
+        return await asyncio.to_thread(job_control.remove_job, self, job_id)
 
     def _not_found(self, job_id: str) -> JobNotFound:
         return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "

@@ -56,11 +56,12 @@ from .supervision import (
 )
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
-                "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry")
+                "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry", "delete")
 # the error of a running job asked to cancel that ended another way: its handler returned
 # (finish.lua), or its supervisor stopped (hand_back.lua) or died (requeue_stalled.lua)
 CANCELLED_WHILE_RUNNING = ErrorInfo.cancelled("cancelled while it ran").to_json()
 CANCELLED_WAITING = ErrorInfo.cancelled("cancelled before it ran").to_json()
+DELETED_WAITING = ErrorInfo.deleted().to_json()
 BLOCK_TIMEOUT_S = 1.0
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
 
@@ -288,6 +289,19 @@ class Store(StoreReads):
             [k.queue_prefix(queue), job_id, self.config.result_ttl, self.config.history_size,
              k.reply_channel(queue, ""), CANCELLED_WAITING], replicated=True)
         return text(outcome), text(status)
+
+    def delete(self, job_id: str) -> tuple[str, str, str]:
+        """Delete JOB_ID (delete.lua): its outcome ('deleted', 'dequeued', 'running' or
+        'missing'), its status before and its job name."""
+        k, queue = self.keys, queue_of_job(job_id)
+        outcome, status, name = self._run(
+            "delete", [k.job(job_id), k.wait(queue), k.delayed(queue), k.throttled(queue),
+                       k.stats(queue), k.recent(queue), k.failures(queue),
+                       *(k.done(queue, s) for s in ("completed", "failed", "cancelled")),
+                       k.job_log(job_id)],
+            [k.queue_prefix(queue), job_id, k.reply_channel(queue, ""), DELETED_WAITING],
+            replicated=True)
+        return text(outcome), text(status), text(name)
 
     def requeue_stalled(self, queue: str, dead_sid: str) -> tuple[int, int]:
         k = self.keys
