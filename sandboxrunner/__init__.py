@@ -1,8 +1,8 @@
 """sandboxrunner: background jobs for Python on Redis.
 
 Public API: run_job, arun_job, enqueue, get_result, get_job (a JobInfo), cancel,
-retry, delete_job, list_jobs, pause, resume (and their asyncio twins), register_job, init_worker,
-and the errors.
+retry, delete_job, run_cron_now, list_jobs, pause, resume (and their asyncio twins),
+register_job, init_worker, and the errors.
 """
 
 from .client import JobHandle, arun_job, enqueue, get_result, run_job
@@ -43,10 +43,12 @@ from .job_control import (
     adelete_job,
     aget_job,
     aretry,
+    arun_cron_now,
     cancel,
     delete_job,
     get_job,
     retry,
+    run_cron_now,
 )
 from .job_listing import JobPage, alist_jobs, list_jobs
 from .queue_control import apause, aresume, pause, resume
@@ -94,6 +96,7 @@ __all__ = [
     "apause",
     "aresume",
     "aretry",
+    "arun_cron_now",
     "arun_job",
     "cancel",
     "delete_job",
@@ -106,5 +109,6 @@ __all__ = [
     "register_job",
     "resume",
     "retry",
+    "run_cron_now",
     "run_job",
 ]

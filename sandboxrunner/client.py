@@ -226,6 +226,23 @@ class Client:
     async def adelete_job(self, job_id: str) -> DeleteResult:
         return await asyncio.to_thread(job_control.remove_job, self, job_id)
 
+    @api_boundary("run cron job {!r} now")
+    def run_cron_now(self, name: str) -> str:
+        return self._run_cron_now(name)
+
+    @api_boundary("run cron job {!r} now")
+    async def arun_cron_now(self, name: str) -> str:
+        return await asyncio.to_thread(self._run_cron_now, name)
+
+    def _run_cron_now(self, name: str) -> str:
+        from .cron import run_now  # croniter is loaded only by those who need it
+
+        run = run_now(self.store, self.registry, self.config, name)
+        if run.live_supervisors == 0:
+            log.warning("no supervisor serves queue %r yet; cron job %s run by hand as job %s "
+                        "waits for one (`sandboxrunner start`)", run.queue, name, run.job_id)
+        return run.job_id
+
     def _not_found(self, job_id: str) -> JobNotFound:
         return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "
                            f"(result_ttl {self.config.result_ttl} ms)")

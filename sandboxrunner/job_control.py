@@ -1,7 +1,8 @@
-"""Job control from the caller's side: get_job (a typed `JobInfo`), cancel, retry, delete, and the
-progress a waiting caller is told about (``on_progress``). `client.Client`'s methods
-delegate to the functions taking a client; the public functions at the end (get_job,
-cancel, retry and their asyncio twins) use the process's default client.
+"""Job control from the caller's side: get_job (a typed `JobInfo`), cancel, retry, delete,
+run a cron job now (cron.run_now), and the progress a waiting caller is told about
+(``on_progress``). `client.Client`'s methods delegate to the functions taking a client;
+the public functions at the end (get_job, cancel, retry, delete_job, run_cron_now and
+their asyncio twins) use the process's default client.
 
 `cancel_job` (cancel) is one script (cancel.lua): a job not yet running is settled as
 cancelled at once (callers waiting get `JobCancelled`); a running one is marked, and its
@@ -342,6 +343,22 @@ async def adelete_job(job_id: str) -> DeleteResult:
     from .client import default_client
 
     return await default_client().adelete_job(job_id)
+
+
+def run_cron_now(job_name: str) -> str:
+    """Run cron job JOB_NAME now, outside its schedule, as its next tick would (its queue,
+    cron data and singleton rule), counted in its schedule as a manual run; its job id.
+    Nobody waits for it: `get_result(id)` does."""
+    from .client import default_client
+
+    return default_client().run_cron_now(job_name)
+
+
+async def arun_cron_now(job_name: str) -> str:
+    """The asyncio twin of run_cron_now."""
+    from .client import default_client
+
+    return await default_client().arun_cron_now(job_name)
 
 
 def retry(job_id: str) -> JobHandle:

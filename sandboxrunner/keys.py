@@ -152,6 +152,14 @@ class Keys:
     def singleton(self, queue: str, skey: str) -> str:
         return f"{self._q(queue)}:singleton:{skey}"
 
+    def new_job(self, queue: str, job_id: str, singleton_key: str) -> list[str]:
+        """The keys a new job writes outside its queue's lists: its record, and its
+        singleton holder when it has a singleton key ('' = none)."""
+        keys = [self.job(job_id)]
+        if singleton_key:
+            keys.append(self.singleton(queue, singleton_key))
+        return keys
+
     def stats(self, queue: str) -> str:
         return f"{self._q(queue)}:stats"
 

@@ -1,5 +1,6 @@
-"""The Redis layer: the Lua scripts and typed calls; with its read side (``store_reads.py``,
-which `Store` inherits) the only module that talks to Redis (``async_store.py`` holds the
+"""The Redis layer: the Lua scripts and typed calls; with its read side (``store_reads.py``)
+and its cron calls (``store_cron.py``), which `Store` inherits, the only module that talks
+to Redis (``async_store.py`` holds the
 asyncio twins of the callers' calls; the job's records these calls take and return, and
 their wire forms, are in ``job.py``). Every command goes
 through a `routing.Router`, which sends it to the server holding its key, whatever the
@@ -30,8 +31,6 @@ from .config import Config
 from .connection import caller_retry
 from .job import ClaimedJob as ClaimedJob
 from .job import (
-    CronFired,
-    CronRun,
     EnqueueResult,
     ErrorInfo,
     Outcome,
@@ -45,7 +44,8 @@ from .progress import ProgressReport
 from .redirects import Replicas
 from .routing import Router
 from .routing import check_reachable as check_reachable  # re-exported
-from .store_reads import StoreReads, checked
+from .store_cron import StoreCron
+from .store_reads import checked
 from .supervision import (
     JobWatch,
     SupervisorSeen,
@@ -56,7 +56,8 @@ from .supervision import (
 )
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
-                "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry", "delete")
+                "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry", "delete",
+                "cron_run_now")
 # the error of a running job asked to cancel that ended another way: its handler returned
 # (finish.lua), or its supervisor stopped (hand_back.lua) or died (requeue_stalled.lua)
 CANCELLED_WHILE_RUNNING = ErrorInfo.cancelled("cancelled while it ran").to_json()
@@ -89,12 +90,9 @@ def replicas_of(config: Config) -> Replicas | None:
 
 
 def enqueue_keys(keys: Keys, job: PreparedJob) -> list[str]:
-    """The KEYS of enqueue.lua for JOB (cron_fire.lua takes the last ones too)."""
-    declared = [keys.wait(job.queue), keys.stats(job.queue), keys.sups(job.queue),
-                keys.delayed(job.queue), keys.job(job.job_id)]
-    if job.singleton_key:
-        declared.append(keys.singleton(job.queue, job.singleton_key))
-    return declared
+    """The KEYS of enqueue.lua for JOB."""
+    return [keys.wait(job.queue), keys.stats(job.queue), keys.sups(job.queue),
+            keys.delayed(job.queue), *keys.new_job(job.queue, job.job_id, job.singleton_key)]
 
 
 def rate_limits_arg(limits: Iterable[tuple[str, int, int]]) -> str:
@@ -112,7 +110,7 @@ def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
         store.close()
 
 
-class Store(StoreReads):
+class Store(StoreCron):
     """Synchronous access to one Redis for one key prefix."""
 
     PAUSED = -2  # a claim's "ms until the next delayed job" when its queue is paused
@@ -342,32 +340,6 @@ class Store(StoreReads):
         for queue in QUEUES:
             pipe.zrem(self.keys.sups(queue), sid)
         pipe.execute()
-
-    # -- cron (see cron.py) ----------------------------------------------------------
-    def cron_sync(self, queue: str, sid: str, entries: list[tuple[str, str, str, int, str]],
-                  without_cron: Sequence[str] = ()) -> tuple[list[str], ...]:
-        """Sync QUEUE's schedules with ENTRIES (name, pattern, tz, next ms, error), deleting
-        those of WITHOUT_CRON (jobs the caller has with no cron on QUEUE; see cron_sync.lua);
-        returns the names added or changed, removed, and kept without the caller."""
-        args: list[Any] = [sid, json.dumps(list(without_cron))]
-        for entry in entries:
-            args += list(entry)
-        replies = self._run("cron_sync", [self.keys.cron(queue)], args)
-        return tuple([text(n) for n in names] for names in replies)
-
-    def cron_fire(self, run: CronRun) -> CronFired:
-        """Enqueue (or skip, for a busy singleton) one tick of a schedule, at most once."""
-        k, queue = self.keys, run.call.queue
-        got = self._run(
-            "cron_fire", [k.cron(queue), k.wait(queue), k.stats(queue),
-                          *enqueue_keys(k, run.call)[4:]],
-            [k.queue_prefix(queue), run.pattern, run.tz, run.tick_ms, run.next_ms,
-             *run.call.script_args()])
-        return CronFired(text(got[0]), text(got[1]), int(got[2]))
-
-    def cron_remove(self, queue: str, name: str) -> bool:
-        """Delete NAME's schedule from QUEUE's cron hash (one command: no script needed)."""
-        return bool(self.redis.hdel(self.keys.cron(queue), name))
 
     def subscribe_replies(self, queue: str, cid: str) -> Any:
         """A redis-py PubSub subscribed (confirmed) to client CID's reply channel of QUEUE,
