@@ -67,13 +67,15 @@ local function record_durations(key)
     if admitted ~= false then redis.call('HINCRBY', key, name .. ':sum', o.sum) end
   end
 end
+
 local now = now_ms()
 -- the singleton holders and log streams settle() touches, before the first write (see
 -- touch in _lib.lua; the records are in KEYS)
 local touched, cancelled = done_keys(qprefix, {'completed', 'failed', 'cancelled'}), {}
 local ran = {}  -- name and start of each job, for its duration
 for i = 6, #ARGV, 4 do
-  local f = redis.call('HMGET', qprefix .. 'job:' .. ARGV[i], 'skey', 'cancel', 'name', 'start')
+  local f = redis.call('HMGET', qprefix .. 'job:' .. ARGV[i], 'skey', 'cancel', 'name',
+                       'start')
   if f[1] and f[1] ~= '' then touched[#touched + 1] = qprefix .. 'singleton:' .. f[1] end
   if ARGV[i + 3] ~= '0' then touched[#touched + 1] = qprefix .. 'log:' .. ARGV[i] end
   cancelled[i] = f[2] == '1'
