@@ -1,8 +1,8 @@
 """sandboxrunner: background jobs for Python on Redis.
 
 Public API: run_job, enqueue, enqueue_many, get_result, get_job (a JobInfo), cancel,
-retry, list_jobs, pause, resume (and their asyncio twins: arun_job, aenqueue, ...),
-register_job, init_worker, and the errors.
+retry, delete_job, run_cron_now, list_jobs, pause, resume (and their asyncio twins:
+arun_job, aenqueue, ...), register_job, init_worker, and the errors.
 """
 
 from .client import JobHandle
@@ -14,6 +14,7 @@ from .errors import (
     InvalidJobState,
     InvalidProgress,
     JobCancelled,
+    JobDeleted,
     JobError,
     JobFailed,
     JobLoadError,
@@ -35,14 +36,19 @@ from .errors import (
 )
 from .job_control import (
     CancelResult,
+    DeleteResult,
     JobInfo,
     JobProgress,
     acancel,
+    adelete_job,
     aget_job,
     aretry,
+    arun_cron_now,
     cancel,
+    delete_job,
     get_job,
     retry,
+    run_cron_now,
 )
 from .job_listing import JobPage, alist_jobs, list_jobs
 from .process_client import (
@@ -63,10 +69,12 @@ __all__ = [
     "ConfigError",
     "CronScheduleNotFound",
     "DeadlockError",
+    "DeleteResult",
     "InvalidJobData",
     "InvalidJobState",
     "InvalidProgress",
     "JobCancelled",
+    "JobDeleted",
     "JobError",
     "JobFailed",
     "JobHandle",
@@ -91,6 +99,7 @@ __all__ = [
     "WaitTimeout",
     "Worker",
     "acancel",
+    "adelete_job",
     "aenqueue",
     "aenqueue_many",
     "aget_job",
@@ -98,8 +107,10 @@ __all__ = [
     "apause",
     "aresume",
     "aretry",
+    "arun_cron_now",
     "arun_job",
     "cancel",
+    "delete_job",
     "enqueue",
     "enqueue_many",
     "get_job",
@@ -110,5 +121,6 @@ __all__ = [
     "register_job",
     "resume",
     "retry",
+    "run_cron_now",
     "run_job",
 ]

@@ -1,5 +1,5 @@
 """The `sandboxrunner` command: start, run, jobs, logs, result, pause, resume, cron, top,
-redis, and job control (cli_ctl.py: job, cancel, retry, list). No logic lives here: each
+redis, and job control (cli_ctl.py: job, cancel, retry, delete, list). No logic lives here: each
 command builds the config, calls the library and maps errors to exit codes. `logs` and
 `result` live in cli_results.py, `pause` and `resume` in cli_queues.py; the shared
 options, the error reporting
@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from . import errors
-from .cli_ctl import cancel, job, list_, retry
+from .cli_ctl import cancel, delete, job, list_, retry
 from .cli_queues import parse_run_at, pause, resume
 from .cli_results import logs, result
 from .cli_support import (
@@ -201,6 +201,7 @@ app.command()(result)
 app.command()(job)
 app.command()(cancel)
 app.command()(retry)
+app.command()(delete)
 app.command("list")(list_)
 app.command()(pause)
 app.command()(resume)
@@ -244,18 +245,30 @@ def redis_stop(force: bool = typer.Option(False, "--force",
 @reports_errors
 def cron(remove: str = typer.Option(None, "--remove", metavar="JOB",
                                     help="Delete JOB's schedule (a job gone for good)."),
+         run_name: str = typer.Option(None, "--run", metavar="JOB",
+                                     help="Run cron job JOB now, as its next tick would; "
+                                          "its schedule goes on as before."),
          redis_url: str = REDIS_URL_OPTION, project: str = PROJECT_OPTION) -> None:
-    """List the cron schedules in Redis: in words, next fire times, last run and outcome."""
+    """List the cron schedules in Redis: in words, next fire times, last run and outcome.
+
+    --run JOB queues a cron job now (its data, queue and singleton rule as a tick's; shown
+    as run by hand), --remove JOB deletes a schedule."""
+    if remove and run_name:
+        raise errors.InvalidJobData("cron takes --run JOB or --remove JOB, not both")
     config = _config(project, redis_url=redis_url)
-    from .cron import remove_schedule
+    from .cron import remove_schedule, run_now
     from .cron_state import list_schedules
-    from .listings import cron_lines, removed_lines
+    from .listings import cron_lines, ran_now_lines, removed_lines
     from .store import Store
 
     store = Store(config, existing_redis_url(config, "cron"))
     try:
-        lines = (removed_lines(remove, remove_schedule(store, remove)) if remove
-                 else cron_lines(list_schedules(store)))
+        if run_name:
+            lines = ran_now_lines(run_name,
+                                  run_now(store, _registry(config), config, run_name))
+        else:
+            lines = (removed_lines(remove, remove_schedule(store, remove)) if remove
+                     else cron_lines(list_schedules(store)))
     except errors.CronScheduleNotFound as exc:
         raise _fail(exc, errors.EXIT_USAGE) from exc
     finally:

@@ -1,4 +1,4 @@
-"""The job-control commands: `job`, `cancel`, `retry`, `list`. Each reads
+"""The job-control commands: `job`, `cancel`, `retry`, `delete`, `list`. Each reads
 or changes jobs through the client's job control (job_control.py), never starts the
 embedded server, takes a full job id or the start of one (cli_results.resolve_job_id), and
 maps our errors to exit codes (cli_support.reports_errors): an unknown or malformed id is
@@ -72,6 +72,18 @@ def cancel(job_id: str = JOB_ID_ARGUMENT,
         done = client.cancel(job_id)
         where = client.get_job(job_id).supervisor if done.outcome == "cancelling" else None
     typer.echo(cancel_line(done, where))
+
+
+@reports_errors
+def delete(job_id: str = JOB_ID_ARGUMENT,
+           redis_url: str = REDIS_URL_OPTION, project: str = PROJECT_OPTION) -> None:
+    """Delete a job: its record, log lines and index entries.
+
+    A queued, delayed or throttled job leaves its queue and never runs (its waiting callers
+    get JobDeleted); a running one is refused (exit 2): cancel it first."""
+    with _client(project, redis_url, "delete") as client:
+        done = client.delete_job(resolve_job_id(client.store, job_id))
+    typer.echo(done.message)
 
 
 @reports_errors

@@ -40,7 +40,13 @@ from .config import Config, redact_url
 from .connection import RedisRetry, aretrying, caller_retry, retrying
 from .errors import JobNotFound, WaitTimeout
 from .job import EnqueueResult, Outcome, PreparedJob
-from .job_control import PROGRESS_WATCHERS, CancelResult, JobInfo, ProgressCallback
+from .job_control import (
+    PROGRESS_WATCHERS,
+    CancelResult,
+    DeleteResult,
+    JobInfo,
+    ProgressCallback,
+)
 from .job_listing import JobPage
 from .keys import queue_of_job
 from .listener import Listener, Waiter
@@ -227,6 +233,31 @@ class Client:
     @api_boundary("cancel job {}")
     async def acancel(self, job_id: str) -> CancelResult:
         return await asyncio.to_thread(job_control.cancel_job, self, job_id)
+
+    @api_boundary("delete job {}")
+    def delete_job(self, job_id: str) -> DeleteResult:
+        return job_control.remove_job(self, job_id)
+
+    @api_boundary("delete job {}")
+    async def adelete_job(self, job_id: str) -> DeleteResult:
+        return await asyncio.to_thread(job_control.remove_job, self, job_id)
+
+    @api_boundary("run cron job {!r} now")
+    def run_cron_now(self, name: str) -> str:
+        return self._run_cron_now(name)
+
+    @api_boundary("run cron job {!r} now")
+    async def arun_cron_now(self, name: str) -> str:
+        return await asyncio.to_thread(self._run_cron_now, name)
+
+    def _run_cron_now(self, name: str) -> str:
+        from .cron import run_now  # croniter is loaded only by those who need it
+
+        run = run_now(self.store, self.registry, self.config, name)
+        if run.live_supervisors == 0:
+            log.warning("no supervisor serves queue %r yet; cron job %s run by hand as job %s "
+                        "waits for one (`sandboxrunner start`)", run.queue, name, run.job_id)
+        return run.job_id
 
     def _not_found(self, job_id: str) -> JobNotFound:
         return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "

@@ -14,6 +14,8 @@ status of each schedule's last run). Its keys:
   last_outcome               'skipped', or the last run's job status ('expired': gone)
   last_job_status            the last run's job status
   runs, skips, error         fired and skipped ticks; why it never fires ('' = it does)
+  manual_runs, last_manual_ms, last_manual_job_id
+                             runs by hand (cron.run_now: not ticks), the latest's time and id
   synced_by, synced_at_ms    the supervisor that last synced it
   newest_sid                 the supervisor whose start synced the queue last
   loaded_by_newest           that supervisor has this job: false for a schedule it kept
@@ -85,6 +87,9 @@ def _row(queue: str, name: str, raw: dict[str, Any]) -> dict[str, Any]:
         "runs": int(raw.get("runs") or 0),
         "skips": int(raw.get("skips") or 0),
         "error": raw.get("error") or "",
+        "manual_runs": int(raw.get("manual_runs") or 0),
+        "last_manual_ms": int(raw.get("manual_at") or 0) or None,
+        "last_manual_job_id": str(raw.get("manual_job") or ""),
         "synced_by": raw.get("synced_by", ""),
         "synced_at_ms": int(raw.get("synced_at") or 0) or None,
     }

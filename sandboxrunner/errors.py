@@ -165,5 +165,9 @@ class JobCancelled(JobError):
     """The job was cancelled (cancel(), handle.cancel() or `sandboxrunner cancel`)."""
 
 
+class JobDeleted(JobCancelled):
+    """The job was deleted before it ran (delete_job or `sandboxrunner delete`)."""
+
+
 class CronScheduleNotFound(SandboxRunnerError):
     """No cron schedule of that job name is in Redis."""

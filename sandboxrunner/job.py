@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from .errors import InvalidJobData, JobCancelled, JobError, JobFailed, JobTimeout
+from .errors import InvalidJobData, JobCancelled, JobDeleted, JobError, JobFailed, JobTimeout
 
 
 class Status(enum.StrEnum):
@@ -85,6 +85,7 @@ class ErrorKind(enum.StrEnum):
     INVALID = "invalid"  # bad message, unknown job, non-JSON result
     MEMORY = "memory"  # its child went over the memory limit
     CANCELLED = "cancelled"  # cancelled on request (job_control.py)
+    DELETED = "deleted"  # deleted before it ran (job_control.py: delete_job)
 
 
 # frames of these run a handler: a job's traceback starts below them (see _from_handler)
@@ -142,6 +143,8 @@ class ErrorInfo:
             cls, message = JobTimeout, f"job {label} ({job_id}) timed out: {self.message}"
         elif self.kind == ErrorKind.CANCELLED:
             cls, message = JobCancelled, f"job {label} ({job_id}) was cancelled: {self.message}"
+        elif self.kind == ErrorKind.DELETED:
+            cls, message = JobDeleted, f"job {label} ({job_id}) was {self.message}"
         return cls(
             message,
             job_id=job_id,
@@ -155,6 +158,12 @@ class ErrorInfo:
     def cancelled(cls, how: str) -> ErrorInfo:
         """The error of a job cancelled on request; HOW it was stopped."""
         return cls(kind=ErrorKind.CANCELLED, type="JobCancelled", message=how)
+
+    @classmethod
+    def deleted(cls) -> ErrorInfo:
+        """The error the waiting callers of a job deleted before it ran get."""
+        return cls(kind=ErrorKind.DELETED, type="JobDeleted", message=(
+            "deleted before it ran (delete_job or `sandboxrunner delete`): its record is gone"))
 
     @classmethod
     def stalled(cls, max_stalled: int) -> ErrorInfo:

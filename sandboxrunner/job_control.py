@@ -1,12 +1,18 @@
-"""Job control from the caller's side: get_job (a typed `JobInfo`), cancel, retry, and the
-progress a waiting caller is told about (``on_progress``). `client.Client`'s methods
-delegate to the functions taking a client; the public functions at the end (get_job,
-cancel, retry and their asyncio twins) use the process's default client.
+"""Job control from the caller's side: get_job (a typed `JobInfo`), cancel, retry, delete,
+run a cron job now (cron.run_now), and the progress a waiting caller is told about
+(``on_progress``). `client.Client`'s methods delegate to the functions taking a client;
+the public functions at the end (get_job, cancel, retry, delete_job, run_cron_now and
+their asyncio twins) use the process's default client.
 
 `cancel_job` (cancel) is one script (cancel.lua): a job not yet running is settled as
 cancelled at once (callers waiting get `JobCancelled`); a running one is marked, and its
 supervisor stops it within one heartbeat (heartbeat_ms, 1 s by default); a settled one is
 left as it is. It returns a `CancelResult` that says which (truthy unless it had settled).
+
+`remove_job` (delete_job) is one script (delete.lua): a settled job's record, log stream
+and index entries go; a job not yet running leaves its queue at once and its waiting
+callers get `JobDeleted`; a running one is refused (cancel it first). It returns a
+`DeleteResult`.
 
 `read_job` (get_job) reads one job in one round trip to the server holding its queue (its
 record, and its score in the delayed set), plus one read of its supervisor's snapshot while it is
@@ -198,6 +204,41 @@ def cancel_job(client: Client, job_id: str) -> CancelResult:
     return CancelResult(job_id, outcome, status)
 
 
+@dataclass(frozen=True)
+class DeleteResult:
+    """What `delete_job` did: OUTCOME is ``deleted`` (it had settled: its record, log lines
+    and index entries are gone) or ``dequeued`` (it had not run: it left its queue, and its
+    waiting callers got JobDeleted); STATUS is the job's status before, NAME its job name."""
+
+    job_id: str
+    outcome: str
+    status: str
+    name: str = ""
+
+    @property
+    def message(self) -> str:
+        """One line saying what was done (the CLI prints it; a page may show it)."""
+        what = f"{self.job_id} ({self.name or '?'}, {self.status})"
+        if self.outcome == "dequeued":
+            return (f"deleted {what} before it ran: it left its queue, and callers waiting "
+                    f"for it get JobDeleted")
+        return f"deleted {what}: its record, log lines and index entries are gone"
+
+
+def remove_job(client: Client, job_id: str) -> DeleteResult:
+    """Delete JOB_ID (delete.lua); JobNotFound for no such job, InvalidJobState for a
+    running one (nothing changed either way)."""
+    outcome, status, name = client.store.delete(checked_job_id(job_id))
+    if outcome == "missing":
+        raise JobNotFound(f"no job {job_id}: never enqueued, or its record expired "
+                          f"(result_ttl {client.config.result_ttl} ms); nothing deleted")
+    if outcome == "running":
+        raise InvalidJobState(f"job {job_id} ({name}) is running: cancel it first "
+                              f"(`sandboxrunner cancel {job_id}`), then delete it once it "
+                              f"settled; nothing changed")
+    return DeleteResult(job_id, outcome, status, name)
+
+
 def retry_job(client: Client, job_id: str) -> str:
     """Run failed or cancelled JOB_ID again under its id (retry.lua); returns the id.
     JobNotFound for no such job, InvalidJobState for any other job (nothing changed)."""
@@ -300,6 +341,38 @@ async def acancel(job_id: str) -> CancelResult:
     from .process_client import default_client
 
     return await default_client().acancel(job_id)
+
+
+def delete_job(job_id: str) -> DeleteResult:
+    """Delete the job with this id: a settled one's record, log lines and index entries,
+    or a queued, delayed or throttled one before it runs; a running one is refused
+    (InvalidJobState: cancel it first). `DeleteResult` says what it did."""
+    from .process_client import default_client
+
+    return default_client().delete_job(job_id)
+
+
+async def adelete_job(job_id: str) -> DeleteResult:
+    """The asyncio twin of delete_job."""
+    from .process_client import default_client
+
+    return await default_client().adelete_job(job_id)
+
+
+def run_cron_now(job_name: str) -> str:
+    """Run cron job JOB_NAME now, outside its schedule, as its next tick would (its queue,
+    cron data and singleton rule), counted in its schedule as a manual run; its job id.
+    Nobody waits for it: `get_result(id)` does."""
+    from .process_client import default_client
+
+    return default_client().run_cron_now(job_name)
+
+
+async def arun_cron_now(job_name: str) -> str:
+    """The asyncio twin of run_cron_now."""
+    from .process_client import default_client
+
+    return await default_client().arun_cron_now(job_name)
 
 
 def retry(job_id: str) -> JobHandle:

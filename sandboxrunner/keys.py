@@ -52,6 +52,9 @@ Cluster slot and every Lua script touches keys of one slot only.
                                     entries older than result_ttl_ms by each script that
                                     adds (once per call), so it never outgrows the records;
                                     TTL result_ttl_ms from its newest entry
+  PREFIX:{Q}:durations       HASH   per job name, a histogram of its attempts' durations
+                                    (ms buckets, sum), kept by finish.lua: its layout,
+                                    buckets and bound on names are in durations.py; no TTL
   PREFIX:{Q}:recent          LIST   ids of recently settled jobs, capped (dashboard)
   PREFIX:{Q}:failures        LIST   ids of recently failed jobs, capped (dashboard)
   PREFIX:{Q}:log:ID          STREAM log lines of one job, capped, TTL as the record
@@ -157,6 +160,14 @@ class Keys:
     def singleton(self, queue: str, skey: str) -> str:
         return f"{self._q(queue)}:singleton:{skey}"
 
+    def new_job(self, queue: str, job_id: str, singleton_key: str) -> list[str]:
+        """The keys a new job writes outside its queue's lists: its record, and its
+        singleton holder when it has a singleton key ('' = none)."""
+        keys = [self.job(job_id)]
+        if singleton_key:
+            keys.append(self.singleton(queue, singleton_key))
+        return keys
+
     def stats(self, queue: str) -> str:
         return f"{self._q(queue)}:stats"
 
@@ -165,6 +176,9 @@ class Keys:
 
     def done(self, queue: str, status: str) -> str:
         return f"{self._q(queue)}:done:{status}"
+
+    def durations(self, queue: str) -> str:
+        return f"{self._q(queue)}:durations"
 
     def recent(self, queue: str) -> str:
         return f"{self._q(queue)}:recent"

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfoNotFoundError
 
 from croniter import CroniterError
@@ -16,6 +16,9 @@ from croniter import CroniterError
 from .config import Config
 from .cron_text import describe_pattern, fire_time_text, next_fire_times, seconds_first_warning
 from .registry import Registry, describe
+
+if TYPE_CHECKING:
+    from .cron import ManualRun
 
 NEXT_SHOWN = 3  # next fire times shown per schedule
 # a due tick is fired, and its record's next moved on, within milliseconds
@@ -129,6 +132,10 @@ def _schedule_block(row: dict[str, Any]) -> list[str]:
     why = "never: " + row["error"] if row["error"] else _not_firing(row)
     lines = [f"{heading}: {words}", f"  next: {'none: ' + why if why else upcoming}"]
     lines += _warning(row["pattern"])
+    if row["manual_runs"]:
+        times = "time" if row["manual_runs"] == 1 else "times"
+        lines.append(f"  run by hand: {row['manual_runs']} {times}, last at "
+                     f"{_iso(row['last_manual_ms'])} as job {row['last_manual_job_id']}")
     if row["newest_sid"] and not row["loaded_by_newest"]:
         lines.append(f"  not loaded by the newest supervisor of {row['queue']} "
                      f"({row['newest_sid']}), which has no job {row['job']}; it is fired only "
@@ -147,6 +154,15 @@ def cron_lines(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         lines += _schedule_block(row)
     return lines
+
+
+def ran_now_lines(name: str, run: ManualRun) -> list[str]:
+    """`sandboxrunner cron --run NAME`: the job it queued, and whether anyone serves it."""
+    line = (f"queued {name} ({run.queue}) now as job {run.job_id}: a run by hand, its "
+            f"schedule goes on as before")
+    if run.live_supervisors == 0:
+        line += f"; no supervisor serves {run.queue} yet: it waits for one"
+    return [line]
 
 
 def removed_lines(name: str, queues: list[str]) -> list[str]:

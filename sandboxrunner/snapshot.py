@@ -68,7 +68,8 @@ ms, durations ms; lists are bounded as noted:
    "failures": [{"id", "queue", "name", "error_type", "error_kind", "message",
                  "ended_ms"}],                           # newest first, FAILURES_SHOWN
    "cron": [{"queue", "job", "pattern", "tz", "next_ms", "last_tick_ms", "last_outcome",
-             "last_job_id", "runs", "skips", "error"}],
+             "last_job_id", "runs", "skips", "error", "manual_runs", "last_manual_ms",
+             "last_manual_job_id"}],
    "logs": [{"id", "ts_ms", "level", "job_id", "source", "msg"}]}   # LOG_TAIL, oldest first
 
 A queue's ``waiting`` leaves out a wake marker (keys.WAKE_MARKER); ``stalled`` counts jobs
@@ -88,6 +89,7 @@ from typing import Any
 
 from .config import Config, redact_url
 from .cron_state import list_schedules
+from .durations import Durations
 from .job import ErrorInfo
 from .keys import QUEUES, WAKE_MARKER, Keys
 from .redis_errors import REDIS_OR_SOCKET_ERRORS, translate
@@ -212,6 +214,14 @@ class SnapshotReader:
             return self._read()
         except REDIS_OR_SOCKET_ERRORS as exc:
             raise translate(exc, self.url, "read the dashboard", self.keys.prefix) from exc
+
+    def read_durations(self) -> Durations:
+        """The job duration histograms of the queues read (durations.py, for /metrics):
+        one HGETALL per queue; our error if Redis fails, as `read`."""
+        try:
+            return self._store.read_durations(self.queues)
+        except REDIS_OR_SOCKET_ERRORS as exc:
+            raise translate(exc, self.url, "read the job durations", self.keys.prefix) from exc
 
     def _read(self) -> Snapshot:
         first = self._first_round()
@@ -397,7 +407,9 @@ class SnapshotReader:
             CronInfo(queue=r["queue"], job=r["job"], pattern=r["pattern"], tz=r["tz"],
                      next_ms=r["next_ms"], last_tick_ms=r["last_tick_ms"],
                      last_outcome=r["last_outcome"], last_job_id=r["last_job_id"],
-                     runs=r["runs"], skips=r["skips"], error=cut_text(r["error"]))
+                     runs=r["runs"], skips=r["skips"], error=cut_text(r["error"]),
+                     manual_runs=r["manual_runs"], last_manual_ms=r["last_manual_ms"],
+                     last_manual_job_id=r["last_manual_job_id"])
             for r in list_schedules(self._store, self.queues)
         )
 

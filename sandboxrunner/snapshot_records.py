@@ -132,6 +132,9 @@ class CronInfo:
     runs: int
     skips: int
     error: str
+    manual_runs: int = 0  # runs by hand (run_cron_now), not ticks
+    last_manual_ms: int | None = None
+    last_manual_job_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The Redis layer: the Lua scripts and typed calls; with its read side (``store_reads.py``,
-which `Store` inherits) the only module that talks to Redis (``async_store.py`` holds the
+"""The Redis layer: the Lua scripts and typed calls; with its read side (``store_reads.py``)
+and its cron calls (``store_cron.py``), which `Store` inherits, the only module that talks
+to Redis (``async_store.py`` holds the
 asyncio twins of the callers' calls; the job's records these calls take and return, and
 their wire forms, are in ``job.py``). Every command goes
 through a `routing.Router`, which sends it to the server holding its key, whatever the
@@ -31,8 +32,6 @@ from .config import Config
 from .connection import caller_retry
 from .job import ClaimedJob as ClaimedJob
 from .job import (
-    CronFired,
-    CronRun,
     EnqueueResult,
     ErrorInfo,
     Outcome,
@@ -46,7 +45,8 @@ from .progress import ProgressReport
 from .redirects import Replicas
 from .routing import Router
 from .routing import check_reachable as check_reachable  # re-exported
-from .store_reads import StoreReads, checked
+from .store_cron import StoreCron
+from .store_reads import checked
 from .supervision import (
     JobWatch,
     SupervisorSeen,
@@ -57,12 +57,13 @@ from .supervision import (
 )
 
 SCRIPT_NAMES = ("enqueue", "claim", "finish", "heartbeat", "requeue_stalled", "hand_back",
-                "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry",
-                "enqueue_many")
+                "attach", "cron_sync", "cron_fire", "progress", "cancel", "retry", "delete",
+                "cron_run_now", "enqueue_many")
 # the error of a running job asked to cancel that ended another way: its handler returned
 # (finish.lua), or its supervisor stopped (hand_back.lua) or died (requeue_stalled.lua)
 CANCELLED_WHILE_RUNNING = ErrorInfo.cancelled("cancelled while it ran").to_json()
 CANCELLED_WAITING = ErrorInfo.cancelled("cancelled before it ran").to_json()
+DELETED_WAITING = ErrorInfo.deleted().to_json()
 BLOCK_TIMEOUT_S = 1.0
 SUPERVISOR_INDEX_KEEP_MS = 3_600_000
 
@@ -90,12 +91,9 @@ def replicas_of(config: Config) -> Replicas | None:
 
 
 def enqueue_keys(keys: Keys, job: PreparedJob) -> list[str]:
-    """The KEYS of enqueue.lua for JOB (cron_fire.lua takes the last ones too)."""
-    declared = [keys.wait(job.queue), keys.stats(job.queue), keys.sups(job.queue),
-                keys.job(job.job_id)]
-    if job.singleton_key:
-        declared.append(keys.singleton(job.queue, job.singleton_key))
-    return declared
+    """The KEYS of enqueue.lua for JOB."""
+    return [keys.wait(job.queue), keys.stats(job.queue), keys.sups(job.queue),
+            *keys.new_job(job.queue, job.job_id, job.singleton_key)]
 
 
 def batch_keys(keys: Keys, queue: str) -> list[str]:
@@ -118,7 +116,7 @@ def live_supervisors_at(config: Config, url: str) -> list[SupervisorSeen]:
         store.close()
 
 
-class Store(StoreReads):
+class Store(StoreCron):
     """Synchronous access to one Redis for one key prefix."""
 
     PAUSED = -2  # a claim's "ms until the next delayed job" when its queue is paused
@@ -257,7 +255,7 @@ class Store(StoreReads):
         return int(self._run(
             "finish",
             [k.active(queue, sid), k.stats(queue), k.recent(queue), k.failures(queue),
-             k.rate(queue), k.delayed(queue), k.wait(queue),
+             k.rate(queue), k.delayed(queue), k.wait(queue), k.durations(queue),
              *(k.job(s.job_id) for s in settlements)],
             args, replicated=True,
         ))
@@ -304,6 +302,19 @@ class Store(StoreReads):
              k.reply_channel(queue, ""), CANCELLED_WAITING], replicated=True)
         return text(outcome), text(status)
 
+    def delete(self, job_id: str) -> tuple[str, str, str]:
+        """Delete JOB_ID (delete.lua): its outcome ('deleted', 'dequeued', 'running' or
+        'missing'), its status before and its job name."""
+        k, queue = self.keys, queue_of_job(job_id)
+        outcome, status, name = self._run(
+            "delete", [k.job(job_id), k.wait(queue), k.delayed(queue), k.throttled(queue),
+                       k.stats(queue), k.recent(queue), k.failures(queue),
+                       *(k.done(queue, s) for s in ("completed", "failed", "cancelled")),
+                       k.job_log(job_id)],
+            [k.queue_prefix(queue), job_id, k.reply_channel(queue, ""), DELETED_WAITING],
+            replicated=True)
+        return text(outcome), text(status), text(name)
+
     def requeue_stalled(self, queue: str, dead_sid: str) -> tuple[int, int]:
         k = self.keys
         got = self._run(
@@ -343,32 +354,6 @@ class Store(StoreReads):
         for queue in QUEUES:
             pipe.zrem(self.keys.sups(queue), sid)
         pipe.execute()
-
-    # -- cron (see cron.py) ----------------------------------------------------------
-    def cron_sync(self, queue: str, sid: str, entries: list[tuple[str, str, str, int, str]],
-                  without_cron: Sequence[str] = ()) -> tuple[list[str], ...]:
-        """Sync QUEUE's schedules with ENTRIES (name, pattern, tz, next ms, error), deleting
-        those of WITHOUT_CRON (jobs the caller has with no cron on QUEUE; see cron_sync.lua);
-        returns the names added or changed, removed, and kept without the caller."""
-        args: list[Any] = [sid, json.dumps(list(without_cron))]
-        for entry in entries:
-            args += list(entry)
-        replies = self._run("cron_sync", [self.keys.cron(queue)], args)
-        return tuple([text(n) for n in names] for names in replies)
-
-    def cron_fire(self, run: CronRun) -> CronFired:
-        """Enqueue (or skip, for a busy singleton) one tick of a schedule, at most once."""
-        k, queue = self.keys, run.call.queue
-        got = self._run(
-            "cron_fire", [k.cron(queue), k.wait(queue), k.stats(queue),
-                          *enqueue_keys(k, run.call)[3:]],
-            [k.queue_prefix(queue), run.pattern, run.tz, run.tick_ms, run.next_ms,
-             *run.call.script_args()])
-        return CronFired(text(got[0]), text(got[1]), int(got[2]))
-
-    def cron_remove(self, queue: str, name: str) -> bool:
-        """Delete NAME's schedule from QUEUE's cron hash (one command: no script needed)."""
-        return bool(self.redis.hdel(self.keys.cron(queue), name))
 
     def subscribe_replies(self, queue: str, cid: str) -> Any:
         """A redis-py PubSub subscribed (confirmed) to client CID's reply channel of QUEUE,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
+from .durations import Durations, histograms_of
 from .job import text
 from .keys import QUEUES, WAKE_MARKER, Keys, queue_of_job
 from .routing import Router
@@ -240,6 +241,16 @@ class StoreReads:
                                       count=count) or [])
 
     # -- the dashboard (snapshot.py) ---------------------------------------------------
+    def read_durations(self, queues: Sequence[str] = QUEUES) -> Durations:
+        """The job duration histograms of QUEUES (durations.py): one HGETALL per queue,
+        in one round trip per server, each bounded by durations.NAMES_MAX names."""
+        replies = self.read_many([("hgetall", (self.keys.durations(q),), {}) for q in queues])
+        histograms = []
+        for queue, reply in zip(queues, replies, strict=True):
+            if isinstance(reply, dict):  # an error in its place: a key of the wrong type
+                histograms += histograms_of(queue, {text(f): v for f, v in reply.items()})
+        return Durations(tuple(histograms))
+
     def read_many(self, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
         """Run read-only redis-py calls (method name, args, kwargs), each on the server
         holding its key: one round trip per server, an error in place of its reply."""

@@ -63,7 +63,7 @@ def test_the_dashboard_reads_without_importing_the_scheduler_or_the_supervisor()
 # other module talks to Redis through a store. server_process.py and testdeployments.py
 # manage servers they started (by port), not a deployment.
 LAYER = {"connection", "routing", "async_routing"}
-STORES = {"store", "store_reads", "async_store"}
+STORES = {"store", "store_reads", "store_cron", "async_store"}
 SERVER_MANAGERS = {"server_process", "testdeployments"}
 CLIENT_MAKERS = {"Redis", "StrictRedis", "RedisCluster", "Sentinel", "from_url", "from_pool",
                  "ConnectionPool", "BlockingConnectionPool", "master_for"}

@@ -1,0 +1,1 @@
+"""The web dashboard (optional extra ``sandboxrunner[dashboard]``)."""
