@@ -31,11 +31,11 @@ from typing import Any
 
 import redis
 
-from . import job_control, job_listing
 from .async_listener import AsyncListener
 from .async_store import AsyncStore
 from .bulk import BatchResult, PreparedBatch
 from .calls import Schedule, prepare_batch, prepare_call
+from .client_control import JobControlCalls
 from .config import Config, redact_url
 from .connection import RedisRetry, aretrying, caller_retry, retrying
 from .errors import JobNotFound, WaitTimeout
@@ -43,11 +43,8 @@ from .job import EnqueueResult, Outcome, PreparedJob
 from .job_control import (
     PROGRESS_WATCHERS,
     CancelResult,
-    DeleteResult,
-    JobInfo,
     ProgressCallback,
 )
-from .job_listing import JobPage
 from .keys import queue_of_job
 from .listener import Listener, Waiter
 from .nested import NestedCall
@@ -61,8 +58,9 @@ log = logging.getLogger(__name__)
 ENQUEUE_RETRY_S = 10.0  # how long a call waits for an unreachable (or loading) Redis
 
 
-class Client:
-    """Enqueues and waits; one per process is created on demand by the module functions."""
+class Client(JobControlCalls):
+    """Enqueues and waits, and controls jobs (client_control.py); one per process is
+    created on demand by the module functions."""
 
     def __init__(self, config: Config, registry: Registry, url: str) -> None:
         self.config = config
@@ -195,69 +193,8 @@ class Client:
         outcome = self._wait(job_id, waiter, wait_timeout, 1)
         return outcome.value()
 
-    @api_boundary("read job {}")
-    def get_job(self, job_id: str) -> JobInfo:
-        return job_control.read_job(self, job_id)
-
-    @api_boundary("read job {}")
-    async def aget_job(self, job_id: str) -> JobInfo:
-        return await asyncio.to_thread(job_control.read_job, self, job_id)
-
-    def list_jobs(self, queue: str | None = None, status: str | None = None,
-                  name: str | None = None, limit: int = 50,
-                  cursor: str | None = None) -> JobPage:
-        return self._list_jobs("list jobs", queue, status, name, limit, cursor)
-
-    async def alist_jobs(self, queue: str | None = None, status: str | None = None,
-                         name: str | None = None, limit: int = 50,
-                         cursor: str | None = None) -> JobPage:
-        return await asyncio.to_thread(self._list_jobs, "list jobs", queue, status, name,
-                                       limit, cursor)
-
-    @api_boundary("{}")
-    def _list_jobs(self, _doing: str, *args: Any) -> JobPage:
-        return job_listing.list_page(self, *args)
-
-    @api_boundary("retry job {}")
-    def retry(self, job_id: str) -> JobHandle:
-        return JobHandle(job_control.retry_job(self, job_id), self)
-
-    @api_boundary("retry job {}")
-    async def aretry(self, job_id: str) -> JobHandle:
-        return JobHandle(await asyncio.to_thread(job_control.retry_job, self, job_id), self)
-
-    @api_boundary("cancel job {}")
-    def cancel(self, job_id: str) -> CancelResult:
-        return job_control.cancel_job(self, job_id)
-
-    @api_boundary("cancel job {}")
-    async def acancel(self, job_id: str) -> CancelResult:
-        return await asyncio.to_thread(job_control.cancel_job, self, job_id)
-
-    @api_boundary("delete job {}")
-    def delete_job(self, job_id: str) -> DeleteResult:
-        return job_control.remove_job(self, job_id)
-
-    @api_boundary("delete job {}")
-    async def adelete_job(self, job_id: str) -> DeleteResult:
-        return await asyncio.to_thread(job_control.remove_job, self, job_id)
-
-    @api_boundary("run cron job {!r} now")
-    def run_cron_now(self, name: str) -> str:
-        return self._run_cron_now(name)
-
-    @api_boundary("run cron job {!r} now")
-    async def arun_cron_now(self, name: str) -> str:
-        return await asyncio.to_thread(self._run_cron_now, name)
-
-    def _run_cron_now(self, name: str) -> str:
-        from .cron import run_now  # croniter is loaded only by those who need it
-
-        run = run_now(self.store, self.registry, self.config, name)
-        if run.live_supervisors == 0:
-            log.warning("no supervisor serves queue %r yet; cron job %s run by hand as job %s "
-                        "waits for one (`sandboxrunner start`)", run.queue, name, run.job_id)
-        return run.job_id
+    def handle(self, job_id: str) -> JobHandle:
+        return JobHandle(job_id, self)
 
     def _not_found(self, job_id: str) -> JobNotFound:
         return JobNotFound(f"no job {job_id}: never enqueued, or its result expired "

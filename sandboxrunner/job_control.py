@@ -40,7 +40,8 @@ from .keys import queue_of_job
 from .progress import report_from_json
 
 if TYPE_CHECKING:
-    from .client import Client, JobHandle
+    from .client import JobHandle
+    from .client_control import Controls
 
 DELAYED = "delayed"  # a job in the delayed set (a retry's backoff): JobInfo.status
 PROGRESS = "progress"  # the status word of a progress message on a reply channel
@@ -105,7 +106,7 @@ def checked_job_id(job_id: Any) -> str:
     return job_id
 
 
-def read_job(client: Client, job_id: str) -> JobInfo:
+def read_job(client: Controls, job_id: str) -> JobInfo:
     """The job JOB_ID as it stands; JobNotFound if Redis has no such job."""
     store = client.store
     fields, due_ms = store.job_view(checked_job_id(job_id), JOB_FIELDS)
@@ -195,7 +196,7 @@ class CancelResult:
         return self.outcome != "settled"
 
 
-def cancel_job(client: Client, job_id: str) -> CancelResult:
+def cancel_job(client: Controls, job_id: str) -> CancelResult:
     """Cancel JOB_ID; JobNotFound if Redis has no such job (nothing changed)."""
     outcome, status = client.store.cancel(checked_job_id(job_id))
     if outcome == "missing":
@@ -225,7 +226,7 @@ class DeleteResult:
         return f"deleted {what}: its record, log lines and index entries are gone"
 
 
-def remove_job(client: Client, job_id: str) -> DeleteResult:
+def remove_job(client: Controls, job_id: str) -> DeleteResult:
     """Delete JOB_ID (delete.lua); JobNotFound for no such job, InvalidJobState for a
     running one (nothing changed either way)."""
     outcome, status, name = client.store.delete(checked_job_id(job_id))
@@ -239,7 +240,7 @@ def remove_job(client: Client, job_id: str) -> DeleteResult:
     return DeleteResult(job_id, outcome, status, name)
 
 
-def retry_job(client: Client, job_id: str) -> str:
+def retry_job(client: Controls, job_id: str) -> str:
     """Run failed or cancelled JOB_ID again under its id (retry.lua); returns the id.
     JobNotFound for no such job, InvalidJobState for any other job (nothing changed)."""
     outcome, status, holder = client.store.retry(checked_job_id(job_id))

@@ -23,7 +23,7 @@ from .job_control import JOB_FIELDS, JobInfo, job_info
 from .keys import QUEUES
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .client_control import Controls
 
 LISTED_STATUSES = ("queued", "delayed", "active", "completed", "failed", "cancelled")
 MAX_LIMIT = 1000
@@ -51,7 +51,7 @@ class _Walk:
         self.at, self.offset = self.at + 1, 0
 
 
-def list_page(client: Client, queue: str | None = None, status: str | None = None,
+def list_page(client: Controls, queue: str | None = None, status: str | None = None,
               name: str | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
     """A page of the jobs of QUEUE (default: all) in STATUS (default: all), named NAME
     (default: any); CURSOR: the previous page's. InvalidJobData for a bad argument."""
@@ -109,7 +109,7 @@ def _check(name: Any, limit: Any) -> None:
         raise InvalidJobData(f"list_jobs: name {name!r} must be a job name; nothing listed")
 
 
-def failed_job_ids(client: Client, queue: str | None, name: str | None) -> list[str]:
+def failed_job_ids(client: Controls, queue: str | None, name: str | None) -> list[str]:
     """The ids of every failed job of QUEUE named NAME, read a page at a time. Read in full
     before any is retried: a retry takes a job out of the index being paged, and a job
     that fails again meanwhile is not retried twice."""

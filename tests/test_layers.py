@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).parent.parent / "sandboxrunner"
 WORKER_SIDE = ["supervisor", "fetching", "executors.threads", "executors.base",
                "executors.processes", "executors.in_child", "executors.in_forkserver", "cron",
                "snapshot", "top"]
-CALLER_SIDE = {"client", "process_client", "listener", "async_store", "worker", "integrations"}
+CALLER_SIDE = {"client", "client_control", "process_client", "listener", "async_store",
+               "worker", "integrations"}
 NOT_FOLLOWED: set[str] = set()
 
 
