@@ -99,4 +99,5 @@ async def _act(request: Request, pages: Pages, action: Action, name: str, subjec
                             post_to=f"{back}/{name}")
     assert callable(run)
     message = await run_in_threadpool(run)
+    pages.source.shared.invalidate()  # the next page shows what the action did
     return pages.render(request, "done.html", message=f"{subject}: {message}", back=back)

@@ -56,6 +56,11 @@ class SharedSnapshot:
             assert self._snapshot is not None
             return self._snapshot
 
+    def invalidate(self) -> None:
+        """The next `get` reads afresh: an action changed what the last one shows."""
+        with self._lock:
+            self._taken_at = -float("inf")
+
     def _renew(self) -> None:
         self.reads += 1
         try:
