@@ -9,7 +9,12 @@
   function refresh(el) {
     return fetch(el.dataset.refresh, { credentials: "same-origin" }).then(function (r) {
       if (!r.ok) { el.classList.add("stale"); return; }
-      return r.text().then(function (html) { el.innerHTML = html; el.classList.remove("stale"); });
+      return r.text().then(function (html) {
+        // unchanged: leave it, so open <details>, a selection or a button under the
+        // pointer stay as they are
+        if (html !== el.dataset.last) { el.innerHTML = html; el.dataset.last = html; }
+        el.classList.remove("stale");
+      });
     }).catch(function () { el.classList.add("stale"); });
   }
 
