@@ -180,3 +180,37 @@ def test_a_mounted_dashboard_links_under_its_route(redis_url: str) -> None:
         reply = http.get(f"/admin/queues/jobs/{job_id[8:16]}")
         assert reply.status == 303 and reply.headers["location"] == f"/admin/queues/jobs/{job_id}"
         wait_for(lambda: http.get(f"/admin/queues/jobs/{job_id}").status == 200)
+
+
+def test_a_wsgi_dashboard_under_a_prefix_links_under_it(redis_url: str) -> None:
+    dashboard = wsgi_app(config=make_config(redis_url))
+
+    def site(environ: dict[str, Any], start_response: Any) -> Any:
+        # as werkzeug's DispatcherMiddleware hands a prefix to a mounted WSGI app
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/admin/queues"):
+            environ["SCRIPT_NAME"] = "/admin/queues"
+            environ["PATH_INFO"] = path[len("/admin/queues"):]
+            return dashboard(environ, start_response)
+        start_response("404 Not Found", [("content-type", "text/plain")])
+        return [b"the app's own 404"]
+
+    with serve_wsgi(site) as base:
+        http = Http(base)
+        page = http.get("/admin/queues/")
+        assert page.status == 200 and 'href="/admin/queues/queues/default"' in page.text
+        assert http.get("/admin/queues/static/dashboard.css").status == 200
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"basic_auth": ("ops", "")}, "basic_auth: expected (user, password)"),
+    ({"refresh_s": 0}, "refresh_s: expected seconds from 0.05 to 60"),
+    ({"authorize": "staff"}, "authorize: expected a function"),
+    ({"read_only": "no"}, "read_only: expected true or false"),
+])
+def test_bad_dashboard_arguments_are_one_clear_error(redis_url: str, settings: dict[str, Any],
+                                                     expected: str) -> None:
+    from sandboxrunner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        asgi_app(config=make_config(redis_url), **settings)

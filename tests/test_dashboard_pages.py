@@ -156,3 +156,24 @@ def test_ten_viewers_at_once_cost_one_snapshot_read(redis_url: str) -> None:
     assert replies == [200] * 10 and after == before  # no new read within the interval
     assert app.state.source.shared.reads == 1
     app.state.source.close()
+
+
+def test_the_overview_charts_jobs_per_second_over_the_minutes_it_watched(
+        redis_url: str) -> None:
+    app = asgi_app(config=make_config(redis_url), refresh_s=0.1)
+    with serve_asgi(app) as base, running_supervisor(redis_url), \
+            client_for(redis_url) as client:
+        http = Http(base)
+        http.get("/")
+        for i in range(20):
+            client.run_job("echo", {"n": i})
+        wait_for(lambda: "<rect" in _chart(http.get("/fragment/overview").text),
+                 timeout_s=10, what="a bar in the jobs/s chart")
+        history = app.state.source.shared.jobs_per_s_history()
+        assert history and max(rate for _, rate in history) > 0
+    app.state.source.close()
+
+
+def _chart(page: str) -> str:
+    found = re.search(r'<svg class="chart" id="history".*?</svg>', page, re.S)
+    return found.group(0) if found else ""

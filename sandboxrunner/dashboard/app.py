@@ -66,10 +66,21 @@ class DashboardSettings:
         if authorize is not None and not callable(authorize):
             raise errors.ConfigError(f"dashboard authorize: expected a function taking the "
                                      f"request, got {authorize!r}")
+        _check_basic_auth(basic_auth)
         if config is not None and overrides:
             raise errors.ConfigError("dashboard: pass config or keyword settings, not both")
         return cls(read_only, authorize, basic_auth,
                    config if config is not None else load_config(overrides), float(refresh_s))
+
+
+def _check_basic_auth(basic_auth: Any) -> None:
+    if basic_auth is None:
+        return
+    if not (isinstance(basic_auth, tuple) and len(basic_auth) == 2
+            and all(isinstance(part, str) and part for part in basic_auth)):
+        shown = "(user, '***')" if isinstance(basic_auth, tuple) else type(basic_auth).__name__
+        raise errors.ConfigError(f"dashboard basic_auth: expected (user, password), both "
+                                 f"non-empty text, got {shown}")
 
 
 class Pages:
