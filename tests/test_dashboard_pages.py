@@ -16,7 +16,7 @@ import pytest
 from sandboxrunner import JobFailed
 from sandboxrunner.dashboard import asgi_app
 from sandboxrunner.top_render import short_id
-from tests.deployments import raw_client
+from tests.deployments import every_deployment, raw_client
 from tests.supervisors import client_for, make_config, running_supervisor, wait_for
 from tests.webservers import Http, serve_asgi
 
@@ -48,12 +48,14 @@ def test_the_overview_shows_queues_supervisors_and_a_running_jobs_progress(
         assert fragment.status == 200 and "<html" not in fragment.text
 
 
+@every_deployment
 def test_the_api_snapshot_is_the_json_top_prints(redis_url: str, dashboard: Http) -> None:
     reply = dashboard.get("/api/snapshot")
     body = json.loads(reply.text)
     assert reply.status == 200 and set(body) >= {"redis", "queues", "supervisors", "running"}
 
 
+@every_deployment
 def test_a_queue_page_lists_its_waiting_jobs_a_page_at_a_time(redis_url: str,
                                                               dashboard: Http) -> None:
     with client_for(redis_url) as client:  # no supervisor: they wait
@@ -83,6 +85,7 @@ def test_a_failed_jobs_page_shows_its_data_error_traceback_and_every_attempt(
     assert 'id="retry"' not in page  # read-only: no action
 
 
+@every_deployment
 def test_a_job_page_shows_its_result_timings_and_log_lines(redis_url: str,
                                                            dashboard: Http) -> None:
     with running_supervisor(redis_url), client_for(redis_url) as client:
