@@ -42,6 +42,14 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def _unauthenticated(host: str, port: int) -> errors.ConfigError:
+    return errors.ConfigError(
+        f"refusing to serve the dashboard on {host} without authentication: anyone "
+        f"reaching {host}:{port} would see every job's data; set {USER_ENV} and "
+        f"{PASSWORD_ENV} (or user and password in {TABLE}), or pass --allow-no-auth "
+        f"if a proxy in front authenticates")
+
+
 @reports_errors
 def dashboard(
     host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS",
@@ -66,11 +74,7 @@ def dashboard(
     settings = load_dashboard_config(config.project_dir)
     auth = settings.basic_auth()
     if auth is None and not allow_no_auth and not is_loopback(host):
-        raise errors.ConfigError(
-            f"refusing to serve the dashboard on {host} without authentication: anyone "
-            f"reaching {host}:{port} would see every job's data; set {USER_ENV} and "
-            f"{PASSWORD_ENV} (or user and password in {TABLE}), or pass --allow-no-auth "
-            f"if a proxy in front authenticates")
+        raise _unauthenticated(host, port)
     url = existing_redis_url(config, "dashboard")
     from .dashboard import asgi_app
 
