@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import socket
 import sys
 from dataclasses import replace
 
@@ -83,8 +84,25 @@ def dashboard(
     typer.echo(f"sandboxrunner dashboard on http://{host}:{port}/ "
                f"({'read-only' if read_only else 'with actions'}"
                f"{', basic auth' if auth else ''}), Redis {redact_url(url)}")
+    listening = _listen(host, port)
     import uvicorn
 
     # uvicorn stops gracefully on SIGTERM, then raises it again: exit 0, as `start` does
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(errors.EXIT_OK))
-    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server.run(sockets=[listening])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to HOST:PORT, before anything is served: a port in use is our
+    error line, not uvicorn's log and exit 1."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise errors.ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                                 f"pick another --port (or --host)") from exc
+    return sock

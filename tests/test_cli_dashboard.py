@@ -138,3 +138,17 @@ def test_the_lifespan_mounts_the_dashboard_at_the_configured_route(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_port_in_use_is_one_line_naming_the_flag(redis_url: str, tmp_path: Path) -> None:
+    import socket
+
+    project = project_with(tmp_path, {})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli(["dashboard", "--port", str(port)], project, REDIS_URL=redis_url)
+    line = one_error_line(done)
+    assert f"127.0.0.1:{port}" in line and "--port" in line
+    assert done.returncode == errors.EXIT_CONFIG
