@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from sandboxrunner import JobFailed
@@ -38,8 +38,28 @@ def actions_base(redis_url: str) -> Iterator[str]:
 
 
 def _progress(driver, job_id: str) -> float | None:
-    bars = driver.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"] progress')
-    return float(bars[0].get_attribute("value")) if bars else None
+    """The running job's progress bar on the overview (read in one script call: the live
+    fragment may be replaced between two WebDriver calls)."""
+    value = driver.execute_script(
+        "var bar = document.querySelector(arguments[0]); return bar && bar.value;",
+        f'tr[data-job="{job_id}"] progress')
+    return float(value) if value is not None else None
+
+
+def _click(driver, element_id: str) -> bool:
+    """Click ELEMENT_ID; False when the live fragment replaced it meanwhile (try again)."""
+    try:
+        driver.find_element(By.ID, element_id).click()
+    except StaleElementReferenceException:
+        return False
+    return True
+
+
+def _text(driver, element_id: str) -> str | None:
+    """The text of element ELEMENT_ID now, read in one script call."""
+    return driver.execute_script(
+        "var el = document.getElementById(arguments[0]); return el && el.textContent;",
+        element_id)
 
 
 def test_the_overview_shows_live_supervisors_and_a_progress_bar_moving(
@@ -68,11 +88,11 @@ def test_a_job_page_shows_log_lines_appearing_while_it_runs(
         assert shown < 12
         wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#log tr")) == 12,
                  timeout_s=20, what="all 12 log lines")
-        wait_for(lambda: browser.find_element(By.ID, "status").text == "completed",
+        wait_for(lambda: _text(browser, "status") == "completed",
                  timeout_s=10, what="the status to turn completed")
         lines = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#log td.msg")]
         assert lines == [f"step {i} of 12" for i in range(1, 13)]
-        assert '"steps": 12' in browser.find_element(By.ID, "result").text
+        assert '"steps": 12' in _text(browser, "result")
         screenshot(browser, "dashboard-job.png")
 
 
@@ -83,8 +103,8 @@ def test_retry_from_a_failed_jobs_page_runs_it_again(
         with pytest.raises(JobFailed):
             handle.result(wait_timeout=10_000)
         browser.get(f"{actions_base}/jobs/{handle.id}")
-        assert browser.find_element(By.ID, "status").text == "failed"
-        browser.find_element(By.ID, "retry").click()
+        assert _text(browser, "status") == "failed"
+        wait_for(lambda: _click(browser, "retry"), what="a click on Retry")
         assert "again" in browser.find_element(By.ID, "question").text
         browser.find_element(By.ID, "confirm").click()
         assert "retried" in browser.find_element(By.ID, "done").text
@@ -120,6 +140,6 @@ def test_html_in_job_data_shows_as_text_and_runs_no_script(
     assert XSS in browser.find_element(By.ID, "log").text
     assert not browser.find_elements(By.CSS_SELECTOR, "main img")
     browser.get(read_only_base + "/")  # the log tail shows it too, and refreshes live
-    wait_for(lambda: XSS in browser.find_element(By.ID, "logs").text, what="the log tail")
+    wait_for(lambda: XSS in (_text(browser, "logs") or ""), what="the log tail")
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text  # noqa: B018 - raises when no alert is open

@@ -20,6 +20,11 @@ Pages (app.py routes them; a route is relative to where the app is mounted):
   /jobs/ID               one job: data, result, error and traceback, every attempt's error,
                          timings, progress and its log lines, followed live while it runs;
                          ID may be the 8 hex digits `top` shows (see "Short ids")
+  /lookup?id=ID          the job page of ID, full or short (a 303 to /jobs/FULL_ID)
+  /fragment/overview, /fragment/jobs/ID
+                         the parts of those pages that change, polled by the pages
+  POST /jobs/ID/cancel, /jobs/ID/retry, /queues/Q/pause, /queues/Q/resume,
+       /queues/Q/retry-failed    the actions (below)
   /api/snapshot          the snapshot as JSON (the shape in snapshot.py's docstring)
   /api/jobs/ID, /api/jobs/ID/log?after=STREAM_ID, /api/queues/Q/jobs?status=&cursor=
                          a job, its log lines after a stream id, a page of a queue's jobs

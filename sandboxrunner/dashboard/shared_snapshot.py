@@ -8,9 +8,10 @@ interval and raised to each caller, so an outage does not turn every poll into a
 attempt. Requests reach it from Starlette's thread pool (the reads are blocking redis-py
 calls), under ASGI and WSGI alike, so a `threading.Lock` is what makes it task-safe too.
 
-Cost of a read, in round trips: TIME and INFO of each master, then the rounds of
-`SnapshotReader.read` (snapshot.py: three pipelines and the cron reads), about five per
-server however many jobs exist. A page load that finds a fresh snapshot costs none.
+Cost of a read (snapshot.py has the rounds): on one server, at most seven round trips
+and about 30 commands however many jobs exist (TIME, INFO, two pipelines, each queue's
+cron hash and the status of each schedule's last run), plus 2 commands per supervisor and
+2 per queue it serves. A page load that finds a fresh snapshot costs none.
 
 It also keeps, in this process's memory, the completions seen over the last
 HISTORY_S seconds (one point per read), so the overview can chart jobs/s over minutes
