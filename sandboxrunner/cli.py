@@ -16,6 +16,7 @@ import typer
 
 from . import errors
 from .cli_ctl import cancel, delete, job, list_, retry
+from .cli_dashboard import dashboard
 from .cli_queues import parse_run_at, pause, resume
 from .cli_results import logs, result
 from .cli_support import (
@@ -205,6 +206,7 @@ app.command()(delete)
 app.command("list")(list_)
 app.command()(pause)
 app.command()(resume)
+app.command()(dashboard)
 
 
 redis_app = typer.Typer(help="The embedded Redis server of this project.")

@@ -214,6 +214,8 @@ def _pyproject_layer(project_dir: Path) -> Layer:
     where = f"{path} [tool.sandboxrunner]"
     if not isinstance(section, dict):
         raise bad(where, "a table", section)
+    # [tool.sandboxrunner.dashboard] is the web dashboard's own (dashboard_config.py)
+    section = {k: v for k, v in section.items() if k != "dashboard"}
     _reject_unknown(section, where)
     return {k: (KEYS[k].check(v, f"{where} {k}"), f"{where} {k}") for k, v in section.items()}
 

@@ -19,6 +19,15 @@ serving process. Under ``gunicorn --preload`` the app is built before the fork a
 threads do not survive a fork, so call it from gunicorn's ``post_fork`` hook instead.
 The worker stops at process exit (or call ``.stop()`` on the handle).
 
+The web dashboard: with ``route`` set in ``[tool.sandboxrunner.dashboard]`` (and its
+``read_only``, true by default), ``lifespan`` mounts ``sandboxrunner.dashboard.asgi_app``
+there at startup, on any app with ``mount(path, app)`` (Starlette, FastAPI). The mount is
+added after the app's own routes, so a catch-all route of the app comes first; mount it
+yourself (``app.mount(route, asgi_app())``) to put it ahead. Where there is no lifespan or
+no mount, it cannot: Flask and Django (WSGI) mount ``wsgi_app()`` themselves (werkzeug's
+DispatcherMiddleware, a Django URL route to a WSGI app), as do frameworks such as
+Litestar whose routes are fixed once the app is built.
+
 Nothing here imports FastAPI or Starlette: ``lifespan`` is a plain async context manager
 factory taking the app, which is what their ``lifespan=`` argument expects.
 """
@@ -32,6 +41,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from .config import load_config
+from .dashboard_config import load_dashboard_config
 from .worker import Worker, init_worker, should_auto_start
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,7 @@ def make_lifespan(**overrides: Any) -> Lifespan:
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        mount_dashboard(app, overrides)
         worker = await asyncio.to_thread(lambda: auto_start_worker(**overrides))
         try:
             yield
@@ -64,6 +75,25 @@ def make_lifespan(**overrides: Any) -> Lifespan:
                 await worker.astop()
 
     return lifespan
+
+
+def mount_dashboard(app: Any, overrides: dict[str, Any]) -> None:
+    """Mount the web dashboard at [tool.sandboxrunner.dashboard] ``route``, if one is set,
+    on an app that can mount an ASGI app (``app.mount(path, app)``: Starlette, FastAPI)."""
+    config = load_config(overrides)
+    settings = load_dashboard_config(config.project_dir)
+    if settings.route is None:
+        return
+    if not callable(getattr(app, "mount", None)):
+        log.warning("[tool.sandboxrunner.dashboard] route %s not mounted: %s has no "
+                    "mount(path, app); mount sandboxrunner.dashboard.asgi_app() yourself",
+                    settings.route, type(app).__name__)
+        return
+    from .dashboard import asgi_app
+
+    app.mount(settings.route, asgi_app(settings.read_only, config=config))
+    log.info("sandboxrunner dashboard mounted at %s (%s)", settings.route,
+             "read-only" if settings.read_only else "with actions")
 
 
 lifespan: Lifespan = make_lifespan()

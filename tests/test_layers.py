@@ -101,3 +101,13 @@ def test_every_connection_comes_from_the_one_layer_and_only_stores_use_it() -> N
             offenders.append(f"{module} borrows a store's client: "
                              f"{sorted(reached & {'redis', 'router'})}")
     assert offenders == []
+
+
+def test_the_web_dashboard_acts_as_a_caller_and_never_imports_the_worker_side() -> None:
+    web = ["dashboard.app", "dashboard.source", "dashboard.actions", "dashboard.views",
+           "dashboard.security", "dashboard.shared_snapshot", "cli_dashboard"]
+    reached = _reached_from(web)
+    assert {"snapshot", "job_control", "client"} <= reached  # reads, and acts as a caller
+    worker_side = {"supervisor", "fetching", "cron", "executors.threads",
+                   "executors.processes"}
+    assert reached.isdisjoint(worker_side), sorted(reached & worker_side)
