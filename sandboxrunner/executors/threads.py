@@ -152,7 +152,8 @@ class ThreadExecutor:
         with self._lock:
             self._running[job.id] = RunningJob(job.id, job.name, self.queue, time.time(),
                                                job.timeout_ms, "thread")
-            self._stoppers[job.id] = ctx.cancelled.set
+            # the event is made only if a cancel comes (or the handler looks at it)
+            self._stoppers[job.id] = lambda: ctx.cancelled.set()
             deadline = deadline_after(job.timeout_ms)
             self._deadlines.setdefault(job.timeout_ms, deque()).append((deadline, job.id))
             if deadline < self._next_wake:  # wake the watchdog only if it sleeps too long
