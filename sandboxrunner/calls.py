@@ -157,3 +157,10 @@ def prepare_batch(spec: JobSpec, items: Any, timeout: int | None, retries: int |
     return PreparedBatch(spec.queue, spec.name, timeout_ms, retries,
                          json.dumps(spec.backoff) if spec.backoff else "", single,
                          tuple(new_job_ids(spec.queue, len(data))), tuple(data), tuple(keys))
+
+
+def cron_call(spec: JobSpec, config: Config) -> PreparedJob:
+    """The run of cron job SPEC, as run_job would prepare it (each tick, and each manual
+    run, enqueues it under a fresh id); InvalidJobData if its cron data will not do."""
+    assert spec.cron is not None
+    return prepare_call(spec, spec.cron.data, None, None, config, what="cron data")
