@@ -101,8 +101,10 @@ def free_port() -> int:
 
 
 def top_env(**extra: str) -> dict[str, str]:
+    # COLUMNS and LINES (a pytest-xdist worker has 80 and 24) would override a terminal's
+    # own size
     env = {k: v for k, v in os.environ.items()
-           if k != "REDIS_URL" and not k.startswith("SANDBOXRUNNER_")}
+           if k not in ("REDIS_URL", "COLUMNS", "LINES") and not k.startswith("SANDBOXRUNNER_")}
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
