@@ -106,13 +106,18 @@ def checked_job_id(job_id: Any) -> str:
     return job_id
 
 
+def _missing(client: Controls, job_id: str, so: str = "") -> JobNotFound:
+    """The error for JOB_ID that Redis has no record of; SO: what was not done."""
+    return JobNotFound(f"no job {job_id}: never enqueued, or its record expired "
+                       f"(result_ttl {client.config.result_ttl} ms)" + (f"; {so}" if so else ""))
+
+
 def read_job(client: Controls, job_id: str) -> JobInfo:
     """The job JOB_ID as it stands; JobNotFound if Redis has no such job."""
     store = client.store
     fields, due_ms = store.job_view(checked_job_id(job_id), JOB_FIELDS)
     if not fields.get("status"):
-        raise JobNotFound(f"no job {job_id}: never enqueued, or its record expired "
-                          f"(result_ttl {client.config.result_ttl} ms)")
+        raise _missing(client, job_id)
     child_pid = None
     if fields["status"] == Status.ACTIVE and fields.get("sid"):
         child_pid = _child_of(store.supervisor_snapshot(fields["sid"]), job_id)
@@ -200,8 +205,7 @@ def cancel_job(client: Controls, job_id: str) -> CancelResult:
     """Cancel JOB_ID; JobNotFound if Redis has no such job (nothing changed)."""
     outcome, status = client.store.cancel(checked_job_id(job_id))
     if outcome == "missing":
-        raise JobNotFound(f"no job {job_id}: never enqueued, or its record expired "
-                          f"(result_ttl {client.config.result_ttl} ms); nothing cancelled")
+        raise _missing(client, job_id, "nothing cancelled")
     return CancelResult(job_id, outcome, status)
 
 
@@ -231,8 +235,7 @@ def remove_job(client: Controls, job_id: str) -> DeleteResult:
     running one (nothing changed either way)."""
     outcome, status, name = client.store.delete(checked_job_id(job_id))
     if outcome == "missing":
-        raise JobNotFound(f"no job {job_id}: never enqueued, or its record expired "
-                          f"(result_ttl {client.config.result_ttl} ms); nothing deleted")
+        raise _missing(client, job_id, "nothing deleted")
     if outcome == "running":
         raise InvalidJobState(f"job {job_id} ({name}) is running: cancel it first "
                               f"(`sandboxrunner cancel {job_id}`), then delete it once it "
@@ -245,8 +248,7 @@ def retry_job(client: Controls, job_id: str) -> str:
     JobNotFound for no such job, InvalidJobState for any other job (nothing changed)."""
     outcome, status, holder = client.store.retry(checked_job_id(job_id))
     if outcome == "missing":
-        raise JobNotFound(f"no job {job_id}: never enqueued, or its record expired "
-                          f"(result_ttl {client.config.result_ttl} ms); nothing retried")
+        raise _missing(client, job_id, "nothing retried")
     if outcome == "refused":
         raise InvalidJobState(f"job {job_id} is {status}: only a failed or cancelled job "
                               f"can be retried; nothing changed")
