@@ -290,14 +290,16 @@ def test_killed_supervisor_job_completes_on_another_and_caller_gets_it(
         with client_for(redis_url) as client:
             out: dict[str, object] = {}
             caller = threading.Thread(target=lambda: out.update(
-                r=client.run_job("record", {"file": str(runs), "seconds": 1})))
+                r=client.run_job("record", {"file": str(runs), "seconds": 4})))
             caller.start()
             wait_for(lambda: runs.exists() and runs.read_text() != "")  # written, not just made
-            first.signal(signal.SIGKILL)
-            first.wait()
+            # the other supervisor is up before the kill: a caller seeing no live supervisor
+            # for a whole lease would be told NoSupervisor (a loaded machine starts slowly)
             second = SupervisorProcess(redis_url)
             second.wait_ready()
-            caller.join(timeout=20)
+            first.signal(signal.SIGKILL)
+            first.wait()
+            caller.join(timeout=30)
         assert "pid" in out["r"]
         assert len(runs.read_text().splitlines()) == 2  # once on each supervisor
     finally:
