@@ -26,6 +26,9 @@ from tests.deployments import raw_client
 TEST_JOBS = Path(__file__).parent / "jobs"
 ROOT = Path(__file__).parent.parent
 
+# the two ways a supervisor runs jobs, as make_config overrides: parametrise a test by them
+MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
+
 
 def wait_for(predicate: Any, timeout_s: float = 10.0, what: str = "condition") -> Any:
     """Poll PREDICATE until it returns something truthy (returned); fail after TIMEOUT_S."""

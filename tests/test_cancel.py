@@ -20,9 +20,7 @@ from sandboxrunner.job import claimed_batch
 from sandboxrunner.keys import Keys
 from sandboxrunner.store import Store
 from tests.deployments import every_deployment
-from tests.supervisors import client_for, make_config, running_supervisor, wait_for
-
-MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
+from tests.supervisors import MODES, client_for, make_config, running_supervisor, wait_for
 
 
 def _raises_cancelled(call: Any) -> JobCancelled:

@@ -17,6 +17,7 @@ from sandboxrunner.keys import Keys
 from sandboxrunner.snapshot import SnapshotReader
 from tests.deployments import every_deployment
 from tests.supervisors import (
+    MODES,
     SupervisorProcess,
     assert_idle,
     client_for,
@@ -25,7 +26,6 @@ from tests.supervisors import (
     wait_for,
 )
 
-MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
 KEYS = Keys()
 
 

@@ -27,9 +27,8 @@ from sandboxrunner import (
 from sandboxrunner.keys import Keys
 from tests.clirun import one_error_line, run_cli
 from tests.deployments import every_deployment
-from tests.supervisors import client_for, running_supervisor, wait_for
+from tests.supervisors import MODES, client_for, running_supervisor, wait_for
 
-MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
 K = Keys("sr")
 INDEXES = [K.recent("default"), K.failures("default")]
 DONE = [K.done("default", s) for s in ("completed", "failed", "cancelled")]

@@ -14,9 +14,8 @@ from sandboxrunner import JobFailed
 from sandboxrunner.durations import BUCKETS_MS, NAMES_MAX
 from sandboxrunner.keys import Keys
 from tests.deployments import every_deployment
-from tests.supervisors import client_for, running_supervisor
+from tests.supervisors import MODES, client_for, running_supervisor
 
-MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
 K = Keys("sr")
 
 

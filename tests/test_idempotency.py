@@ -16,9 +16,8 @@ from sandboxrunner import InvalidJobData
 from sandboxrunner.keys import Keys
 from tests.clirun import run_cli
 from tests.deployments import every_deployment
-from tests.supervisors import client_for, running_supervisor
+from tests.supervisors import MODES, client_for, running_supervisor
 
-MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
 KEYS = Keys()
 
 

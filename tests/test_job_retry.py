@@ -12,9 +12,7 @@ import redis
 from sandboxrunner import InvalidJobState, JobCancelled, JobFailed
 from sandboxrunner.keys import Keys
 from tests.deployments import every_deployment
-from tests.supervisors import client_for, running_supervisor, wait_for
-
-MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
+from tests.supervisors import MODES, client_for, running_supervisor, wait_for
 
 
 def _runs(path: Path) -> list[int]:

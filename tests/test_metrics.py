@@ -15,9 +15,8 @@ from sandboxrunner.durations import BUCKETS_MS
 from sandboxrunner.keys import Keys
 from sandboxrunner.queue_control import pause
 from sandboxrunner.snapshot import SnapshotReader
-from tests.supervisors import client_for, make_config, running_supervisor, wait_for
+from tests.supervisors import MODES, client_for, make_config, running_supervisor, wait_for
 
-MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
 K = Keys("sr")
 
 

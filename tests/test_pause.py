@@ -20,9 +20,8 @@ from sandboxrunner.snapshot import SnapshotReader
 from sandboxrunner.store import Store
 from tests.clirun import one_error_line, project_with, run_cli
 from tests.deployments import every_deployment
-from tests.supervisors import client_for, make_config, running_supervisor, wait_for
+from tests.supervisors import MODES, client_for, make_config, running_supervisor, wait_for
 
-MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
 KEYS = Keys()
 
 

@@ -19,6 +19,7 @@ from sandboxrunner.snapshot import SnapshotReader
 from tests.clirun import one_error_line, project_with, run_cli
 from tests.deployments import every_deployment
 from tests.supervisors import (
+    MODES,
     SupervisorProcess,
     client_for,
     make_config,
@@ -26,7 +27,6 @@ from tests.supervisors import (
     wait_for,
 )
 
-MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
 KEYS = Keys()
 
 

@@ -16,6 +16,7 @@ from sandboxrunner.keys import Keys
 from sandboxrunner.snapshot import SnapshotReader
 from sandboxrunner.store import Store
 from tests.supervisors import (
+    MODES,
     SupervisorProcess,
     assert_idle,
     client_for,
@@ -23,8 +24,6 @@ from tests.supervisors import (
     running_supervisor,
     wait_for,
 )
-
-MODES = {"threads": {}, "processes": {"use_separate_process": True, "concurrency": 2}}
 
 
 def _runs(path: Path) -> list[int]:
