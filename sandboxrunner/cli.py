@@ -258,7 +258,8 @@ def cron(remove: str = typer.Option(None, "--remove", metavar="JOB",
     if remove and run_name:
         raise errors.InvalidJobData("cron takes --run JOB or --remove JOB, not both")
     config = _config(project, redis_url=redis_url)
-    from .cron import remove_schedule, run_now
+    from .cron import remove_schedule
+    from .cron_now import run_now
     from .cron_state import list_schedules
     from .listings import cron_lines, ran_now_lines, removed_lines
     from .store import Store

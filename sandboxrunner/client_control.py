@@ -97,7 +97,7 @@ class JobControlCalls:
         return await asyncio.to_thread(self._run_cron_now, name)
 
     def _run_cron_now(self, name: str) -> str:
-        from .cron import run_now  # croniter is loaded only by those who need it
+        from .cron_now import run_now
 
         run = run_now(self.store, self.registry, self.config, name)
         if run.live_supervisors == 0:

@@ -45,10 +45,9 @@ Redis layout (``keys.Keys.cron``): one HASH per queue, field job name -> JSON
 synced_at, manual_runs, manual_at, manual_job}`` (times in ms; ``job`` is the last run's
 id, or the in-flight run that made the last tick skip; ``manual_*`` appear once a run by
 hand was made), plus the ``@sync`` field ``{sid, at}`` of the newest sync.
-`sandboxrunner.cron_state` reads it for the CLI and dashboards. `run_now` runs a cron job
-by hand, outside its schedule (cron_run_now.lua): its run is prepared as a tick's, the
-singleton rule is the same, and the schedule counts it in ``manual_runs``, ``manual_at``
-and ``manual_job`` (its ticks are left alone).
+`sandboxrunner.cron_state` reads it for the CLI and dashboards. `cron_now.run_now` runs a
+cron job by hand, outside its schedule, from the caller side (the CLI, a client, the web
+dashboard), which never imports this scheduler.
 """
 
 from __future__ import annotations
@@ -63,9 +62,9 @@ from zoneinfo import ZoneInfo
 import redis
 from croniter import croniter
 
-from .calls import prepare_call
 from .config import Config
-from .errors import CronScheduleNotFound, InvalidJobData, InvalidJobState
+from .cron_now import cron_call
+from .errors import CronScheduleNotFound, InvalidJobData
 from .job import CronFired, CronRun, PreparedJob
 from .keys import QUEUES, new_job_id
 from .registry import JobSpec, Registry
@@ -104,13 +103,6 @@ def _tick(pattern: str, tz: str, epoch_ms: int, *, forward: bool) -> int:
     it = croniter(pattern, start)
     found = it.get_next(datetime) if forward else it.get_prev(datetime)
     return int(found.timestamp() * 1000)
-
-
-def cron_call(spec: JobSpec, config: Config) -> PreparedJob:
-    """The run of cron job SPEC, as run_job would prepare it (each tick, and each manual
-    run, enqueues it under a fresh id); InvalidJobData if its cron data will not do."""
-    assert spec.cron is not None
-    return prepare_call(spec, spec.cron.data, None, None, config, what="cron data")
 
 
 def schedule_of(spec: JobSpec, config: Config) -> Schedule:
@@ -263,40 +255,6 @@ def _iso(epoch_ms: int | None) -> str:
     if not epoch_ms:
         return "-"
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-@dataclass(frozen=True)
-class ManualRun:
-    """A cron job run by hand (`run_now`): its job id, its queue, and how many supervisors
-    of that queue heartbeat within a lease (0: it waits for one)."""
-
-    job_id: str
-    queue: str
-    live_supervisors: int
-
-
-def run_now(store: Store, registry: Registry, config: Config, name: str) -> ManualRun:
-    """Enqueue cron job NAME now, outside its schedule, as its next tick would (its queue,
-    its cron data, its singleton rule), counted in its schedule as a manual run; its ticks
-    go on as scheduled. UnknownJob, CronScheduleNotFound (no cron, or not synced into Redis
-    yet) or InvalidJobState (a singleton's run is in flight): nothing was enqueued."""
-    spec = registry.get(name)
-    if spec.cron is None:
-        raise CronScheduleNotFound(
-            f"job {name} has no cron schedule (no `cron = ...` in {spec.source}); "
-            f"`sandboxrunner run {name}` runs it now")
-    call = replace(cron_call(spec, config), job_id=new_job_id(spec.queue))
-    outcome, job_id, live = store.cron_run_now(call)
-    if outcome == "missing":
-        raise CronScheduleNotFound(
-            f"no cron schedule {name} in Redis (queue {spec.queue}): a supervisor syncs it "
-            f"when it starts (`sandboxrunner start`); nothing queued")
-    if outcome == "busy":
-        raise InvalidJobState(
-            f"cron job {name} is a singleton whose run {job_id} is still in flight: nothing "
-            f"queued, as its next tick would skip; run it again once that one settles")
-    log.info("cron %s: run by hand as job %s", name, job_id)
-    return ManualRun(job_id, spec.queue, live)
 
 
 def remove_schedule(store: Store, name: str, queues: tuple[str, ...] = QUEUES) -> list[str]:

@@ -15,7 +15,7 @@ status of each schedule's last run). Its keys:
   last_job_status            the last run's job status
   runs, skips, error         fired and skipped ticks; why it never fires ('' = it does)
   manual_runs, last_manual_ms, last_manual_job_id
-                             runs by hand (cron.run_now: not ticks), the latest's time and id
+                             runs by hand (cron_now.run_now: not ticks), the latest's time and id
   synced_by, synced_at_ms    the supervisor that last synced it
   newest_sid                 the supervisor whose start synced the queue last
   loaded_by_newest           that supervisor has this job: false for a schedule it kept

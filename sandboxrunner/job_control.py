@@ -1,5 +1,5 @@
 """Job control from the caller's side: get_job (a typed `JobInfo`), cancel, retry, delete,
-run a cron job now (cron.run_now), and the progress a waiting caller is told about
+run a cron job now (cron_now.run_now), and the progress a waiting caller is told about
 (``on_progress``). `client.Client`'s methods delegate to the functions taking a client;
 the public functions at the end (get_job, cancel, retry, delete_job, run_cron_now and
 their asyncio twins) use the process's default client.

@@ -18,7 +18,7 @@ from .cron_text import describe_pattern, fire_time_text, next_fire_times, second
 from .registry import Registry, describe
 
 if TYPE_CHECKING:
-    from .cron import ManualRun
+    from .cron_now import ManualRun
 
 NEXT_SHOWN = 3  # next fire times shown per schedule
 # a due tick is fired, and its record's next moved on, within milliseconds

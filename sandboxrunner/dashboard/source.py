@@ -16,10 +16,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..cli_results import resolve_job_id
 from ..errors import InvalidJobState, RedisUnavailable
 from ..job_control import JobInfo, checked_job_id, read_job
 from ..job_listing import JobPage, failed_job_ids, list_page
+from ..job_lookup import resolve_job_id
 from ..joblog import display_level, read_job_log
 from ..queue_control import check_queue
 from ..redis_errors import api_boundary
