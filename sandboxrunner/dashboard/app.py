@@ -34,7 +34,8 @@ from .source import Source
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 50
 STATUS_CODES: tuple[tuple[type[errors.SandboxRunnerError], int], ...] = (
-    (errors.JobNotFound, 404), (errors.UnknownQueue, 404), (errors.InvalidJobData, 400),
+    (errors.JobNotFound, 404), (errors.UnknownQueue, 404), (errors.UnknownJob, 404),
+    (errors.CronScheduleNotFound, 404), (errors.InvalidJobData, 400),
     (errors.InvalidJobState, 409), (errors.RedisUnavailable, 503),
     (errors.RedisRefused, 503))
 
@@ -100,6 +101,11 @@ class Pages:
         response = HTMLResponse(html, http_status)
         set_csrf_cookie(response, request, token)
         return response
+
+    @staticmethod
+    def http_status(exc: Exception) -> int:
+        """The HTTP status of one of our errors (STATUS_CODES; 500 for the others)."""
+        return next((code for kind, code in STATUS_CODES if isinstance(exc, kind)), 500)
 
     async def overview(self, request: Request) -> Response:
         return await self._overview(request, "overview.html")
@@ -181,7 +187,7 @@ def _redirect(request: Request, path: str) -> RedirectResponse:
 
 def _error_handler(pages: Pages) -> Callable[[Request, Exception], Response]:
     def handle(request: Request, exc: Exception) -> Response:
-        status = next((code for kind, code in STATUS_CODES if isinstance(exc, kind)), 500)
+        status = pages.http_status(exc)
         if "/api/" in request.url.path:
             return JSONResponse({"error": str(exc)}, status)
         return pages.render(request, "error.html", status, message=str(exc))

@@ -23,7 +23,7 @@ from ..job_lookup import resolve_job_id
 from ..joblog import display_level, read_job_log
 from ..queue_control import check_queue
 from ..redis_errors import api_boundary
-from ..registry import Registry
+from ..registry import Registry, load_project_registry
 from ..snapshot import Snapshot, SnapshotReader
 from .shared_snapshot import SharedSnapshot
 
@@ -58,6 +58,7 @@ class Source:
         self._lock = threading.Lock()
         self._url: str | None = None
         self._client: Client | None = None
+        self._cron_client: Client | None = None
         self._reader: SnapshotReader | None = None
         self.shared = SharedSnapshot(self._read_snapshot, refresh_s)
 
@@ -78,11 +79,12 @@ class Source:
 
     def close(self) -> None:
         with self._lock:
-            if self._client is not None:
-                self._client.close()
+            for client in (self._client, self._cron_client):
+                if client is not None:
+                    client.close()
             if self._reader is not None:
                 self._reader.close()
-            self._client = self._reader = None
+            self._client = self._cron_client = self._reader = None
 
     def _read_snapshot(self) -> Snapshot:
         with self._lock:
@@ -129,6 +131,25 @@ class Source:
     def retry(self, job_id: str) -> str:
         self.client().retry(job_id)
         return "retried: it runs again, same id"
+
+    def delete(self, job_id: str) -> str:
+        return self.client().delete_job(job_id).message
+
+    def run_cron_now(self, job: str) -> str:
+        """Run cron job JOB now (client.run_cron_now); the new job's id."""
+        return self.cron_client().run_cron_now(job)
+
+    def cron_client(self) -> Client:
+        """A client with the project's job files: a cron job's run is prepared from its
+        file, as a tick's is. Loaded at the first run-now, so a dashboard that never runs
+        one never imports the project's jobs."""
+        from ..client import Client
+
+        with self._lock:
+            if self._cron_client is None:
+                self._cron_client = Client(self.config, load_project_registry(self.config),
+                                           self.url)
+            return self._cron_client
 
     @api_boundary("retry the failed jobs of queue {}")
     def retry_failed(self, queue: str) -> str:
