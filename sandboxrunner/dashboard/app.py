@@ -19,7 +19,13 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -28,6 +34,7 @@ from ..config import Config, load_config
 from ..job_listing import LISTED_STATUSES
 from ..top_render import fmt_clock
 from . import actions, views
+from .metrics import metrics_json, metrics_text
 from .security import Authorize, Guard, csrf_token, set_csrf_cookie
 from .source import Source
 
@@ -159,6 +166,14 @@ class Pages:
         snap = await run_in_threadpool(self.source.snapshot)
         return JSONResponse(snap.to_json())
 
+    async def metrics(self, request: Request) -> Response:
+        """The Prometheus text format (metrics.py), from the shared readings."""
+        body, content_type = metrics_text(*await run_in_threadpool(self.source.metrics))
+        return Response(body, headers={"content-type": content_type})
+
+    async def api_metrics(self, request: Request) -> Response:
+        return JSONResponse(metrics_json(*await run_in_threadpool(self.source.metrics)))
+
     async def api_job(self, request: Request) -> Response:
         view = await run_in_threadpool(self.source.job, request.path_params["job_id"])
         return JSONResponse({**view.info.as_dict(), "data": views.json_or_text(view.data)})
@@ -190,6 +205,8 @@ def _error_handler(pages: Pages) -> Callable[[Request, Exception], Response]:
         status = pages.http_status(exc)
         if "/api/" in request.url.path:
             return JSONResponse({"error": str(exc)}, status)
+        if request.url.path.endswith("/metrics"):  # a scraper, not a browser
+            return PlainTextResponse(str(exc), status)
         return pages.render(request, "error.html", status, message=str(exc))
 
     return handle
@@ -203,6 +220,7 @@ def build_app(settings: DashboardSettings) -> Starlette:
         Route("/", pages.overview), Route("/fragment/overview", pages.overview_fragment),
         Route("/queues/{queue}", pages.queue), Route("/lookup", pages.lookup),
         Route("/jobs/{job_id}", pages.job), Route("/fragment/jobs/{job_id}", pages.job_fragment),
+        Route("/metrics", pages.metrics), Route("/api/metrics", pages.api_metrics),
         Route("/api/snapshot", pages.api_snapshot), Route("/api/jobs/{job_id}", pages.api_job),
         Route("/api/jobs/{job_id}/log", pages.api_log),
         Route("/api/queues/{queue}/jobs", pages.api_queue_jobs),

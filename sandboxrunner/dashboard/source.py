@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..durations import Durations
 from ..errors import InvalidJobState, RedisUnavailable
 from ..job_control import JobInfo, checked_job_id, read_job
 from ..job_listing import JobPage, failed_job_ids, list_page
@@ -25,7 +26,7 @@ from ..queue_control import check_queue
 from ..redis_errors import api_boundary
 from ..registry import Registry, load_project_registry
 from ..snapshot import Snapshot, SnapshotReader
-from .shared_snapshot import SharedSnapshot
+from .shared_snapshot import SharedReading, SharedSnapshot
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -61,6 +62,7 @@ class Source:
         self._cron_client: Client | None = None
         self._reader: SnapshotReader | None = None
         self.shared = SharedSnapshot(self._read_snapshot, refresh_s)
+        self.shared_durations = SharedReading(self._read_durations, refresh_s)
 
     @property
     def url(self) -> str:
@@ -86,15 +88,25 @@ class Source:
                 self._reader.close()
             self._client = self._cron_client = self._reader = None
 
-    def _read_snapshot(self) -> Snapshot:
+    def _snapshot_reader(self) -> SnapshotReader:
         with self._lock:
             if self._reader is None:
                 self._reader = SnapshotReader(self.config, self.url)
-            reader = self._reader
-        return reader.read()
+            return self._reader
+
+    def _read_snapshot(self) -> Snapshot:
+        return self._snapshot_reader().read()
+
+    def _read_durations(self) -> Durations:
+        return self._snapshot_reader().read_durations()
 
     def snapshot(self) -> Snapshot:
         return self.shared.get()
+
+    def metrics(self) -> tuple[Snapshot, Durations]:
+        """What /metrics shows: the shared snapshot and the job durations, each read at
+        most once per refresh interval."""
+        return self.shared.get(), self.shared_durations.get()
 
     @api_boundary("find job {!r}")
     def resolve(self, given: str) -> str:
