@@ -71,7 +71,7 @@ def test_delete_of_a_failed_job_confirms_removes_it_and_links_to_its_queue(
         done = _confirmed(http, f"/jobs/{job_id}/delete", page)
         assert done.status == 200
         assert f"deleted {job_id} (fail, failed)" in _one_line(done)
-        assert 'id="back" href="/queues/default"' in done.text  # the job's page is gone
+        assert 'id="back" href="/queues/default">to queue default<' in done.text
         assert http.get(f"/jobs/{job_id}").status == 404
     assert _status(redis_url, job_id) == ""
 

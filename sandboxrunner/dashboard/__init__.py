@@ -50,9 +50,9 @@ every POST with 403. With ``read_only=False`` a job's page offers cancel (queued
 or running), retry (failed or cancelled) and delete (any job not running: a running one
 is cancelled first), a queue's page pause/resume and "retry all failed", and each cron row
 of the overview "run now" (actions.py; the job files are loaded at the first run-now, as
-a tick prepares its run from them). An action is a POST form; the first POST shows a confirmation page
-(it works without JavaScript, and nothing runs by a stray click), whose button posts again
-with ``confirmed=1``; only then does it run.
+a tick prepares its run from them). An action is a POST form; the first POST shows a
+confirmation page (it works without JavaScript, and nothing runs by a stray click), whose
+button posts again with ``confirmed=1``; only then does it run.
 
 Security model (security.py):
   * CSRF: double-submit token. A page sets a random ``sr_csrf`` cookie (HttpOnly,

@@ -52,6 +52,7 @@ class Done:
 
     message: str
     link: str | None = None
+    link_text: str = "back"
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,16 @@ def routes(pages: Pages, source: Source) -> list[Route]:
 
 def _job_action(source: Source, name: str, job_id: str) -> Done:
     if name == "delete":  # its page is gone: the done page links to its queue
-        return Done(source.delete(job_id), f"/queues/{queue_of_job(job_id)}")
+        queue = queue_of_job(job_id)
+        return Done(source.delete(job_id), f"/queues/{queue}", f"to queue {queue}")
     return Done(f"{job_id}: " + (source.cancel(job_id) if name == "cancel"
                                  else source.retry(job_id)))
 
 
 def _run_cron_now(source: Source, job: str) -> Done:
     job_id = source.run_cron_now(job)
-    return Done(f"queued cron job {job} now as job {job_id}", f"/jobs/{job_id}")
+    return Done(f"queued cron job {job} now as job {job_id}", f"/jobs/{job_id}",
+                "to the new job")
 
 
 async def _act(request: Request, pages: Pages, asked: Asked, run: Callable[[], Done]
@@ -148,7 +151,7 @@ async def _act(request: Request, pages: Pages, asked: Asked, run: Callable[[], D
         done = await run_in_threadpool(run)
     except SandboxRunnerError as exc:  # refused, or Redis trouble: one line, its status
         return pages.render(request, "done.html", pages.http_status(exc), message=str(exc),
-                            back=asked.back, failed=True)
+                            back=asked.back, link_text="back", failed=True)
     pages.source.shared.invalidate()  # the next page shows what the action did
     return pages.render(request, "done.html", message=done.message,
-                        back=done.link or asked.back, failed=False)
+                        back=done.link or asked.back, link_text=done.link_text, failed=False)
