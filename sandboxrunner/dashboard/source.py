@@ -1,8 +1,10 @@
 """What the dashboard reads from Redis and changes there: through the library only (the
-snapshot `top` reads, job_control, job_listing, joblog, the store's pause), never a
-command of its own. Every method is a blocking call; the routes run them on Starlette's
-thread pool. redis-py's errors become ours (redis_errors.api_boundary), naming the
-server without its password.
+snapshot `top` reads and the job durations, job_control, job_listing, joblog, the store's
+pause, the client's run_cron_now), never a command of its own. The snapshot and the
+durations are shared readings (shared_snapshot.py): one read per ``refresh_s`` each.
+Every method is a blocking call; the routes run them on Starlette's thread pool.
+redis-py's errors become ours (redis_errors.api_boundary), naming the server without its
+password.
 
 Which Redis: the configured URL, else the project's running embedded server, found at the
 first request (so an app may mount the dashboard before its worker starts the server);
