@@ -117,3 +117,17 @@ def test_metrics_are_behind_the_guard_like_every_route(redis_url: str, server: s
             refused = stranger.get(path)
             assert refused.status == 401 and "Basic" in refused.headers["www-authenticate"]
             assert http.get(path).status == 200
+
+
+def test_a_scrape_while_redis_is_unreachable_is_one_plain_line_and_503() -> None:
+    from tests.webservers import free_port
+
+    url = f"redis://:pw@127.0.0.1:{free_port()}/0"  # nothing listens there
+    with serve_asgi(asgi_app(config=make_config(url))) as base:
+        http = Http(base)
+        reply = http.get("/metrics")
+        as_json = http.get("/api/metrics")
+    assert reply.status == 503 and reply.headers["content-type"].startswith("text/plain")
+    assert len(reply.text.strip().splitlines()) == 1 and "127.0.0.1" in reply.text
+    assert "pw" not in reply.text and "Traceback" not in reply.text
+    assert as_json.status == 503 and "error" in json.loads(as_json.text)
