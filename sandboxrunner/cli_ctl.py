@@ -1,6 +1,6 @@
 """The job-control commands: `job`, `cancel`, `retry`, `delete`, `list`. Each reads
 or changes jobs through the client's job control (job_control.py), never starts the
-embedded server, takes a full job id or the start of one (cli_results.resolve_job_id), and
+embedded server, takes a full job id or the start of one (job_lookup.resolve_job_id), and
 maps our errors to exit codes (cli_support.reports_errors): an unknown or malformed id is
 one line and exit 2."""
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from . import errors
-from .cli_results import JOB_ID_ARGUMENT, resolve_job_id
+from .cli_results import JOB_ID_ARGUMENT
 from .cli_support import (
     PROJECT_OPTION,
     REDIS_URL_OPTION,
@@ -23,6 +23,7 @@ from .cli_support import (
     reports_errors,
 )
 from .ctl_text import cancel_line, job_lines, list_lines, retry_failed_lines
+from .job_lookup import resolve_job_id
 
 if TYPE_CHECKING:
     from .client import Client

@@ -60,7 +60,8 @@ def dashboard(
                              help="Port to listen on."),
     read_only: bool = typer.Option(None, "--read-only/--actions",
                                    help="Offer no actions (the default), or offer cancel, "
-                                        "retry, pause and resume. Default: [tool.sandboxrunner"
+                                        "retry, delete, pause, resume and run a cron job "
+                                        "now. Default: [tool.sandboxrunner"
                                         ".dashboard] read_only, else read-only."),
     allow_no_auth: bool = typer.Option(False, "--allow-no-auth",
                                        help="Serve a non-loopback address without basic auth "

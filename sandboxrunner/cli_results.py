@@ -1,11 +1,9 @@
 """`sandboxrunner logs` and `sandboxrunner result`: one job's log lines and outcome, read
 from Redis. Both only read: they never start the embedded server.
 
-Either takes a job's full id (``Q-KEY`` too, for an idempotency key) or the start of one,
-such as the 8 hex digits `top` shows (with or without the ``default-``/``priority-`` queue
-part). A start is looked up among
-the ids Redis lists anyway (`Store.listed_job_ids`: running, waiting, retrying, recent and
-failed jobs), never by scanning keys; it must match exactly one.
+Either takes a job's full id or the start of one, such as the 8 hex digits `top` shows,
+found as job_lookup.py finds it (among the ids Redis lists anyway, never by scanning
+keys; it must match exactly one).
 
 `logs` prints each line as ``HH:MM:SS LABEL message {data}`` (LABEL as `top` shows it,
 `joblog.display_level`) and ends with a ``job`` line: the job's state, or with --follow
@@ -16,13 +14,11 @@ queue says so once, and keeps following.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import typer
 
 from . import errors
-from .calls import JOB_KEY_PATTERN
 from .cli_support import (
     PROJECT_OPTION,
     REDIS_URL_OPTION,
@@ -32,18 +28,14 @@ from .cli_support import (
 )
 from .config import Config, redact_url
 from .job import TERMINAL_STATUSES, ErrorInfo, ErrorKind, Status
+from .job_lookup import resolve_job_id
 from .joblog import display_level, read_job_log
-from .keys import QUEUES
 from .store import Store
 
 FOLLOW_POLL_S = 0.25
 # Lines are written in batches (joblog.FLUSH_INTERVAL_S): the last may land just after the
 # job settles, so a follower reads once more this long after it sees the outcome.
 LAST_LINES_WAIT_S = 0.2
-CANDIDATES_SHOWN = 5
-FULL_ID = re.compile(rf"^({'|'.join(QUEUES)})-[0-9a-f]{{32}}$")
-ID_START = re.compile(rf"^(?:({'|'.join(QUEUES)})-)?([0-9a-f]+)$")
-KEYED_ID = re.compile(rf"^({'|'.join(QUEUES)})-{JOB_KEY_PATTERN.pattern}$")
 RECORD_FIELDS = ("status", "name", "start", "end", "error", "attempt", "due")
 
 JOB_ID_ARGUMENT = typer.Argument(
@@ -52,40 +44,7 @@ JOB_ID_ARGUMENT = typer.Argument(
          "8 hex digits `top` shows are enough when no other listed job shares them.")
 
 
-# -- finding the job ---------------------------------------------------------------------
-
-
-def resolve_job_id(store: Store, given: str) -> str:
-    """The full id GIVEN names; JobNotFound (one line) when it names none or several."""
-    given = given.strip()
-    if FULL_ID.match(given):
-        return given
-    shape = ID_START.match(given)
-    keyed = KEYED_ID.match(given)  # an idempotency key's id: enqueue(..., job_id=KEY)
-    if keyed and (not shape or store.job_fields(given, "status")[0]):
-        return given
-    if not shape:
-        raise errors.JobNotFound(
-            f"{given!r} is not a job id or the start of one (`queue-` and 32 hex digits, "
-            f"or their first hex digits as `top` shows them); pass the full id "
-            f"(`sandboxrunner top --json` lists it)")
-    queue, digits = shape.groups()
-    queues = (queue,) if queue else QUEUES
-    matches = sorted(i for i in store.listed_job_ids(queues)
-                     if i.partition("-")[2].startswith(digits))
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise errors.JobNotFound(
-            f"no job id starts with {given!r} among the running, waiting, retrying, recent "
-            f"and failed jobs of queue{'s' if len(queues) > 1 else ''} {', '.join(queues)} "
-            f"(the last "
-            f"{store.config.history_size} settled of each) in Redis at "
-            f"{redact_url(store.url)}; pass the full id")
-    more = len(matches) - CANDIDATES_SHOWN
-    shown = ", ".join(matches[:CANDIDATES_SHOWN]) + (f" and {more} more" if more > 0 else "")
-    raise errors.JobNotFound(f"{given!r} is the start of {len(matches)} job ids: {shown}; "
-                             f"give more of the id")
+# -- finding the job: job_lookup.resolve_job_id ----------------------------------------
 
 
 def _record(store: Store, job_id: str) -> dict[str, str]:

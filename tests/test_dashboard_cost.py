@@ -16,7 +16,7 @@ from tests.webservers import Http, serve_asgi
 
 BACKLOG = 100_000
 # commands per load, whatever the backlog (README "Web dashboard" states them)
-BOUNDS = {"overview": 40, "queue page": 100, "job page": 6, "short id": 20}
+BOUNDS = {"overview": 40, "queue page": 100, "job page": 6, "short id": 20, "metrics": 45}
 
 
 def _seed_waiting(redis_url: str, count: int) -> list[str]:
@@ -47,7 +47,8 @@ def _costs(redis_url: str, job_id: str) -> dict[str, int]:
     """Commands each page load sent (one fresh snapshot read each: refresh_s is short)."""
     app = asgi_app(config=make_config(redis_url), refresh_s=0.05)
     pages = {"overview": "/", "queue page": "/queues/default?status=queued",
-             "job page": f"/jobs/{job_id}", "short id": f"/lookup?id={job_id[8:16]}"}
+             "job page": f"/jobs/{job_id}", "short id": f"/lookup?id={job_id[8:16]}",
+             "metrics": "/metrics"}
     costs = {}
     with serve_asgi(app) as base, raw_client(redis_url) as r:
         http = Http(base)

@@ -111,3 +111,12 @@ def test_the_web_dashboard_acts_as_a_caller_and_never_imports_the_worker_side() 
     worker_side = {"supervisor", "fetching", "cron", "executors.threads",
                    "executors.processes"}
     assert reached.isdisjoint(worker_side), sorted(reached & worker_side)
+
+
+def test_the_web_dashboard_imports_no_cli_module() -> None:
+    web = ["dashboard.app", "dashboard.source", "dashboard.actions", "dashboard.views",
+           "dashboard.security", "dashboard.shared_snapshot", "dashboard.metrics"]
+    reached = _reached_from(web)
+    assert "job_lookup" in reached  # short ids are found as the CLI finds them
+    cli_modules = {m for m in reached if m == "cli" or m.startswith("cli_")}
+    assert cli_modules == set(), sorted(cli_modules)

@@ -50,13 +50,23 @@ def serve_asgi(app: Any) -> Iterator[str]:
 def serve_wsgi(app: Any) -> Iterator[str]:
     """APP under a real waitress server on a free port; yields its base URL."""
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    stop = threading.Event()
+
+    def run() -> None:
+        # server.run() cannot be stopped from another thread: closing its sockets under
+        # its running loop (or its task threads) fails there with EBADF
+        while not stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+
+    thread = threading.Thread(target=run, name="waitress", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        server.close()
+        stop.set()
         thread.join(timeout=10)
+        server.task_dispatcher.shutdown()  # its threads may still pull the loop's trigger
+        waitress.wasyncore.close_all(server._map)
 
 
 @dataclass

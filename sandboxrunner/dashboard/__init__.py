@@ -23,8 +23,11 @@ Pages (app.py routes them; a route is relative to where the app is mounted):
   /lookup?id=ID          the job page of ID, full or short (a 303 to /jobs/FULL_ID)
   /fragment/overview, /fragment/jobs/ID
                          the parts of those pages that change, polled by the pages
-  POST /jobs/ID/cancel, /jobs/ID/retry, /queues/Q/pause, /queues/Q/resume,
-       /queues/Q/retry-failed    the actions (below)
+  POST /jobs/ID/cancel, /jobs/ID/retry, /jobs/ID/delete, /queues/Q/pause,
+       /queues/Q/resume, /queues/Q/retry-failed, /cron/JOB/run-now    the actions (below)
+  /metrics               the Prometheus text format (metrics.py), from the shared snapshot
+                         and the job durations, each read at most once per ``refresh_s``
+  /api/metrics           the same numbers as JSON (the shape in metrics.py's docstring)
   /api/snapshot          the snapshot as JSON (the shape in snapshot.py's docstring)
   /api/jobs/ID, /api/jobs/ID/log?after=STREAM_ID, /api/queues/Q/jobs?status=&cursor=
                          a job, its log lines after a stream id, a page of a queue's jobs
@@ -44,10 +47,12 @@ settled and failed jobs), exactly as `sandboxrunner job` does; it must match one
 
 Read-only and actions: ``read_only=True`` (the default) renders no action and answers
 every POST with 403. With ``read_only=False`` a job's page offers cancel (queued, delayed
-or running) and retry (failed or cancelled), a queue's page pause/resume and "retry all
-failed" (actions.py). An action is a POST form; the first POST shows a confirmation page
-(it works without JavaScript, and nothing runs by a stray click), whose button posts again
-with ``confirmed=1``; only then does it run.
+or running), retry (failed or cancelled) and delete (any job not running: a running one
+is cancelled first), a queue's page pause/resume and "retry all failed", and each cron row
+of the overview "run now" (actions.py; the job files are loaded at the first run-now, as
+a tick prepares its run from them). An action is a POST form; the first POST shows a
+confirmation page (it works without JavaScript, and nothing runs by a stray click), whose
+button posts again with ``confirmed=1``; only then does it run.
 
 Security model (security.py):
   * CSRF: double-submit token. A page sets a random ``sr_csrf`` cookie (HttpOnly,

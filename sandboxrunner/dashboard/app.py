@@ -19,7 +19,13 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -28,13 +34,15 @@ from ..config import Config, load_config
 from ..job_listing import LISTED_STATUSES
 from ..top_render import fmt_clock
 from . import actions, views
+from .metrics import metrics_json, metrics_text
 from .security import Authorize, Guard, csrf_token, set_csrf_cookie
 from .source import Source
 
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 50
 STATUS_CODES: tuple[tuple[type[errors.SandboxRunnerError], int], ...] = (
-    (errors.JobNotFound, 404), (errors.UnknownQueue, 404), (errors.InvalidJobData, 400),
+    (errors.JobNotFound, 404), (errors.UnknownQueue, 404), (errors.UnknownJob, 404),
+    (errors.CronScheduleNotFound, 404), (errors.InvalidJobData, 400),
     (errors.InvalidJobState, 409), (errors.RedisUnavailable, 503),
     (errors.RedisRefused, 503))
 
@@ -101,6 +109,11 @@ class Pages:
         set_csrf_cookie(response, request, token)
         return response
 
+    @staticmethod
+    def http_status(exc: Exception) -> int:
+        """The HTTP status of one of our errors (STATUS_CODES; 500 for the others)."""
+        return next((code for kind, code in STATUS_CODES if isinstance(exc, kind)), 500)
+
     async def overview(self, request: Request) -> Response:
         return await self._overview(request, "overview.html")
 
@@ -153,6 +166,14 @@ class Pages:
         snap = await run_in_threadpool(self.source.snapshot)
         return JSONResponse(snap.to_json())
 
+    async def metrics(self, request: Request) -> Response:
+        """The Prometheus text format (metrics.py), from the shared readings."""
+        body, content_type = metrics_text(*await run_in_threadpool(self.source.metrics))
+        return Response(body, headers={"content-type": content_type})
+
+    async def api_metrics(self, request: Request) -> Response:
+        return JSONResponse(metrics_json(*await run_in_threadpool(self.source.metrics)))
+
     async def api_job(self, request: Request) -> Response:
         view = await run_in_threadpool(self.source.job, request.path_params["job_id"])
         return JSONResponse({**view.info.as_dict(), "data": views.json_or_text(view.data)})
@@ -181,9 +202,11 @@ def _redirect(request: Request, path: str) -> RedirectResponse:
 
 def _error_handler(pages: Pages) -> Callable[[Request, Exception], Response]:
     def handle(request: Request, exc: Exception) -> Response:
-        status = next((code for kind, code in STATUS_CODES if isinstance(exc, kind)), 500)
+        status = pages.http_status(exc)
         if "/api/" in request.url.path:
             return JSONResponse({"error": str(exc)}, status)
+        if request.url.path.endswith("/metrics"):  # a scraper, not a browser
+            return PlainTextResponse(str(exc), status)
         return pages.render(request, "error.html", status, message=str(exc))
 
     return handle
@@ -197,6 +220,7 @@ def build_app(settings: DashboardSettings) -> Starlette:
         Route("/", pages.overview), Route("/fragment/overview", pages.overview_fragment),
         Route("/queues/{queue}", pages.queue), Route("/lookup", pages.lookup),
         Route("/jobs/{job_id}", pages.job), Route("/fragment/jobs/{job_id}", pages.job_fragment),
+        Route("/metrics", pages.metrics), Route("/api/metrics", pages.api_metrics),
         Route("/api/snapshot", pages.api_snapshot), Route("/api/jobs/{job_id}", pages.api_job),
         Route("/api/jobs/{job_id}/log", pages.api_log),
         Route("/api/queues/{queue}/jobs", pages.api_queue_jobs),

@@ -17,11 +17,22 @@ Names and labels (``queue`` and ``job`` only, plus ``state`` of supervisors: eac
 
 Counters count since the queue's stats hash was created (they never reset while Redis
 keeps its data).
+
+``/api/metrics`` (`metrics_json`) is the same data as JSON, for scripts::
+
+  {"queues": {Q: {"waiting", "delayed", "active", "throttled", "paused" (true/false),
+                  "enqueued", "completed", "failed", "retried", "stalled",
+                  "children", "children_cpu_percent", "children_rss_bytes"}},
+   "supervisors": {"live", "late", "gone"},
+   "job_duration_seconds": {"buckets": [upper bounds, s],
+                            "histograms": {Q: {JOB: {"count", "sum" (s),
+                                                     "cumulative": [per bucket, then +Inf]}}}}}
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -103,12 +114,18 @@ class SnapshotCollector(Collector):
                                      "resident memory, summed.", labels=["queue"]),
         }
         for q in self._snapshot.queues:
-            children = [c for s in supervisors if s.state != "gone" for c in s.children
-                        if c.queue == q.name]
-            families["count"].add_metric([q.name], len(children))
-            families["cpu"].add_metric([q.name], sum(c.cpu_percent for c in children))
-            families["rss"].add_metric([q.name], sum(c.rss_bytes for c in children))
+            for key, total in zip(families, _children_totals(self._snapshot, q.name),
+                                  strict=True):
+                families[key].add_metric([q.name], total)
         yield from families.values()
+
+
+def _children_totals(snapshot: Snapshot, queue: str) -> tuple[int, float, int]:
+    """How many live children serve QUEUE, their CPU percent and RSS bytes summed."""
+    children = [c for s in snapshot.supervisors if s.state != "gone" for c in s.children
+                if c.queue == queue]
+    return (len(children), sum(c.cpu_percent for c in children),
+            sum(c.rss_bytes for c in children))
 
 
 def metrics_text(snapshot: Snapshot, durations: Durations) -> tuple[bytes, str]:
@@ -116,3 +133,25 @@ def metrics_text(snapshot: Snapshot, durations: Durations) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot, durations))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def metrics_json(snapshot: Snapshot, durations: Durations) -> dict[str, Any]:
+    """The same numbers as `metrics_text`, as ``/api/metrics`` serves them (shape in the
+    module docstring): durations in seconds, counters and gauges by queue."""
+    queues: dict[str, dict[str, Any]] = {}
+    for q in snapshot.queues:
+        row: dict[str, Any] = {field: getattr(q, field) for field, _ in QUEUE_GAUGES}
+        row["paused"] = bool(q.paused)
+        row |= {field: getattr(q, field) for field, _ in QUEUE_COUNTERS}
+        count, cpu, rss = _children_totals(snapshot, q.name)
+        row |= {"children": count, "children_cpu_percent": cpu, "children_rss_bytes": rss}
+        queues[q.name] = row
+    histograms: dict[str, dict[str, Any]] = {}
+    for h in durations.histograms:
+        histograms.setdefault(h.queue, {})[h.job] = {
+            "count": h.count, "sum": h.sum_ms / 1000, "cumulative": list(h.cumulative)}
+    states = [s.state for s in snapshot.supervisors]
+    return {"queues": queues,
+            "supervisors": {state: states.count(state) for state in SUPERVISOR_STATES},
+            "job_duration_seconds": {"buckets": [ms / 1000 for ms in durations.bounds_ms],
+                                     "histograms": histograms}}

@@ -16,6 +16,11 @@ cron hash and the status of each schedule's last run), plus 2 commands per super
 It also keeps, in this process's memory, the completions seen over the last
 HISTORY_S seconds (one point per read), so the overview can chart jobs/s over minutes
 while Redis keeps only the last one (the ``rate`` hash, 60 s).
+
+`SharedReading` shares any other reading the same way: ``/metrics`` reads the job duration
+histograms (one round trip per server) at most once per interval, so however often
+Prometheus and the JSON twin are scraped, Redis sees one snapshot and one durations read
+per interval.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from ..errors import SandboxRunnerError
 from ..snapshot import Snapshot
 
+T = TypeVar("T")
 HISTORY_S = 600  # the overview's chart: jobs/s over the last ten minutes
 CHART_BUCKET_S = 10
 
@@ -88,3 +95,31 @@ class SharedSnapshot:
             done, span = buckets.get(start, (0, 0))
             buckets[start] = (done + n1 - n0, span + t1 - t0)
         return [(start, done * 1000 / span) for start, (done, span) in sorted(buckets.items())]
+
+
+class SharedReading(Generic[T]):
+    """The last value READ returned, renewed at most once per INTERVAL_S whoever asks; a
+    failed read's error (ours) is kept for the interval too, as SharedSnapshot keeps it."""
+
+    def __init__(self, read: Callable[[], T], interval_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._read, self._interval_s, self._clock = read, interval_s, clock
+        self._lock = threading.Lock()
+        self._taken_at = -float("inf")
+        self._value: T | None = None
+        self._error: SandboxRunnerError | None = None
+        self.reads = 0
+
+    def get(self) -> T:
+        with self._lock:
+            if self._clock() - self._taken_at >= self._interval_s:
+                self.reads += 1
+                try:
+                    self._value, self._error = self._read(), None
+                except SandboxRunnerError as exc:
+                    self._error = exc
+                self._taken_at = self._clock()
+            if self._error is not None:
+                raise self._error
+            assert self._value is not None
+            return self._value

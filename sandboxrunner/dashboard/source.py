@@ -1,8 +1,10 @@
 """What the dashboard reads from Redis and changes there: through the library only (the
-snapshot `top` reads, job_control, job_listing, joblog, the store's pause), never a
-command of its own. Every method is a blocking call; the routes run them on Starlette's
-thread pool. redis-py's errors become ours (redis_errors.api_boundary), naming the
-server without its password.
+snapshot `top` reads and the job durations, job_control, job_listing, joblog, the store's
+pause, the client's run_cron_now), never a command of its own. The snapshot and the
+durations are shared readings (shared_snapshot.py): one read per ``refresh_s`` each.
+Every method is a blocking call; the routes run them on Starlette's thread pool.
+redis-py's errors become ours (redis_errors.api_boundary), naming the server without its
+password.
 
 Which Redis: the configured URL, else the project's running embedded server, found at the
 first request (so an app may mount the dashboard before its worker starts the server);
@@ -16,16 +18,17 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..cli_results import resolve_job_id
+from ..durations import Durations
 from ..errors import InvalidJobState, RedisUnavailable
 from ..job_control import JobInfo, checked_job_id, read_job
 from ..job_listing import JobPage, failed_job_ids, list_page
+from ..job_lookup import resolve_job_id
 from ..joblog import display_level, read_job_log
 from ..queue_control import check_queue
 from ..redis_errors import api_boundary
-from ..registry import Registry
+from ..registry import Registry, load_project_registry
 from ..snapshot import Snapshot, SnapshotReader
-from .shared_snapshot import SharedSnapshot
+from .shared_snapshot import SharedReading, SharedSnapshot
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -58,8 +61,10 @@ class Source:
         self._lock = threading.Lock()
         self._url: str | None = None
         self._client: Client | None = None
+        self._cron_client: Client | None = None
         self._reader: SnapshotReader | None = None
         self.shared = SharedSnapshot(self._read_snapshot, refresh_s)
+        self.shared_durations = SharedReading(self._read_durations, refresh_s)
 
     @property
     def url(self) -> str:
@@ -78,21 +83,32 @@ class Source:
 
     def close(self) -> None:
         with self._lock:
-            if self._client is not None:
-                self._client.close()
+            for client in (self._client, self._cron_client):
+                if client is not None:
+                    client.close()
             if self._reader is not None:
                 self._reader.close()
-            self._client = self._reader = None
+            self._client = self._cron_client = self._reader = None
 
-    def _read_snapshot(self) -> Snapshot:
+    def _snapshot_reader(self) -> SnapshotReader:
         with self._lock:
             if self._reader is None:
                 self._reader = SnapshotReader(self.config, self.url)
-            reader = self._reader
-        return reader.read()
+            return self._reader
+
+    def _read_snapshot(self) -> Snapshot:
+        return self._snapshot_reader().read()
+
+    def _read_durations(self) -> Durations:
+        return self._snapshot_reader().read_durations()
 
     def snapshot(self) -> Snapshot:
         return self.shared.get()
+
+    def metrics(self) -> tuple[Snapshot, Durations]:
+        """What /metrics shows: the shared snapshot and the job durations, each read at
+        most once per refresh interval."""
+        return self.shared.get(), self.shared_durations.get()
 
     @api_boundary("find job {!r}")
     def resolve(self, given: str) -> str:
@@ -129,6 +145,25 @@ class Source:
     def retry(self, job_id: str) -> str:
         self.client().retry(job_id)
         return "retried: it runs again, same id"
+
+    def delete(self, job_id: str) -> str:
+        return self.client().delete_job(job_id).message
+
+    def run_cron_now(self, job: str) -> str:
+        """Run cron job JOB now (client.run_cron_now); the new job's id."""
+        return self.cron_client().run_cron_now(job)
+
+    def cron_client(self) -> Client:
+        """A client with the project's job files: a cron job's run is prepared from its
+        file, as a tick's is. Loaded at the first run-now, so a dashboard that never runs
+        one never imports the project's jobs."""
+        from ..client import Client
+
+        with self._lock:
+            if self._cron_client is None:
+                self._cron_client = Client(self.config, load_project_registry(self.config),
+                                           self.url)
+            return self._cron_client
 
     @api_boundary("retry the failed jobs of queue {}")
     def retry_failed(self, queue: str) -> str:

@@ -26,8 +26,11 @@ from ..top_render import fmt_bytes, fmt_clock, fmt_duration, short_id
 TEMPLATES = Path(__file__).parent / "templates"
 CHART_HEIGHT = 40
 RUNNING_SHOWN = 50
-ACTIONS_BY_STATUS = {"queued": ("cancel",), "delayed": ("cancel",), "throttled": ("cancel",),
-                     "active": ("cancel",), "failed": ("retry",), "cancelled": ("retry",)}
+# delete: a settled job, or one not running yet; never a running one (cancel it first)
+ACTIONS_BY_STATUS = {"queued": ("cancel", "delete"), "delayed": ("cancel", "delete"),
+                     "throttled": ("cancel", "delete"), "active": ("cancel",),
+                     "completed": ("delete",), "failed": ("retry", "delete"),
+                     "cancelled": ("retry", "delete")}
 
 
 def environment() -> jinja2.Environment:
@@ -121,7 +124,7 @@ def job_timings(info: JobInfo) -> list[tuple[str, str]]:
 
 
 def job_actions(info: JobInfo) -> tuple[str, ...]:
-    """The actions a job in its status offers (delete comes with its back end)."""
+    """The actions a job in its status offers."""
     return ACTIONS_BY_STATUS.get(info.status, ())
 
 
