@@ -82,15 +82,17 @@ def run_pattern(variant: Variant, pattern: str, n: int, deadline: float) -> Patt
 
 
 def _shares(n: int, clients: int) -> list[range]:
-    """The job numbers of each client: N split as evenly as it goes."""
-    step = -(-n // clients)
+    """The job numbers of each client: N split as evenly as it goes (fewer clients than
+    CLIENTS when N is small)."""
+    step = max(1, -(-n // clients))
     return [range(i, min(i + step, n)) for i in range(0, n, step)]
 
 
 def _threads(variant: Variant, n: int, clients: int, deadline: float) -> PatternRun:
     outcomes: list[tuple[int, int, float]] = []
     lock = threading.Lock()
-    go = threading.Barrier(min(clients, n) + 1)
+    shares = _shares(n, clients)
+    go = threading.Barrier(len(shares) + 1)  # they start enqueueing together
 
     def client(share: range) -> None:
         go.wait()
@@ -101,8 +103,7 @@ def _threads(variant: Variant, n: int, clients: int, deadline: float) -> Pattern
         with lock:
             outcomes.append((seen, wrong, enqueued))
 
-    threads = [threading.Thread(target=client, args=(share,), daemon=True)
-               for share in _shares(n, clients)]
+    threads = [threading.Thread(target=client, args=(share,), daemon=True) for share in shares]
     for thread in threads:
         thread.start()
     go.wait()
