@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sandboxrunner import JobFailed
 from sandboxrunner.dashboard import asgi_app, wsgi_app
 from sandboxrunner.durations import BUCKETS_MS
 from tests.deployments import raw_client
 from tests.supervisors import client_for, make_config, running_supervisor
 from tests.test_dashboard_cost import _commands
+from tests.test_metrics import run_the_workload
 from tests.webservers import Http, serve_asgi, serve_wsgi
 
 SERVERS = {"asgi": (asgi_app, serve_asgi), "wsgi": (wsgi_app, serve_wsgi)}
@@ -43,13 +43,7 @@ def _samples(text: str) -> Samples:
 def _ran(redis_url: str) -> None:
     """Three echoes, one slow run of 120 ms, one job failed after a retry; two delayed."""
     with running_supervisor(redis_url), client_for(redis_url) as client:
-        for i in range(3):
-            client.run_job("echo", i)
-        client.run_job("slow", {"seconds": 0.12})
-        with pytest.raises(JobFailed):
-            client.run_job("fail", {"card": "x"}, retries=1)
-        client.enqueue("echo", 1, delay=60_000)
-        client.enqueue("echo", 2, delay=60_000)
+        run_the_workload(client)
 
 
 @pytest.mark.parametrize("server", sorted(SERVERS))

@@ -10,6 +10,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from sandboxrunner import JobFailed
+from sandboxrunner.client import Client
 from sandboxrunner.dashboard.metrics import metrics_text
 from sandboxrunner.durations import BUCKETS_MS
 from sandboxrunner.keys import Keys
@@ -43,16 +44,21 @@ def _children_shown(redis_url: str) -> int:
         reader.close()
 
 
+def run_the_workload(client: Client) -> None:
+    """Three echoes, one slow run of 120 ms, one job failed after a retry; two delayed."""
+    for i in range(3):
+        client.run_job("echo", i)
+    client.run_job("slow", {"seconds": 0.12})
+    with pytest.raises(JobFailed):
+        client.run_job("fail", {"card": "x"}, retries=1)
+    client.enqueue("echo", 1, delay=60_000)
+    client.enqueue("echo", 2, delay=60_000)
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_the_text_parses_and_its_numbers_are_what_ran(redis_url: str, mode: str) -> None:
     with running_supervisor(redis_url, **MODES[mode]), client_for(redis_url) as client:
-        for i in range(3):
-            client.run_job("echo", i)
-        client.run_job("slow", {"seconds": 0.12})
-        with pytest.raises(JobFailed):
-            client.run_job("fail", {"card": "x"}, retries=1)
-        client.enqueue("echo", 1, delay=60_000)
-        client.enqueue("echo", 2, delay=60_000)
+        run_the_workload(client)
         pause("priority")
         client.enqueue("urgent", 1)
         if mode == "processes":
