@@ -48,9 +48,10 @@ def test_a_delayed_job_waits_in_the_delayed_set_and_runs_once_due(
         assert handle.result(wait_timeout=10_000)["echo"] == {"n": 1}
     record = _record(redis_client, handle.id)
     late_ms = int(record["start"]) - int(record["due"])
-    # by the server's clock: never early; late by a claim's round trip, not by the
-    # second a blocked supervisor would otherwise sleep
-    assert 0 <= late_ms < 300, late_ms
+    # by the server's clock: never early; late by a claim's round trip (a few ms: the
+    # delayed benchmark measures it), or a few hundred ms when three test processes load
+    # two cores, not by the seconds a supervisor blocked on an empty queue would sleep
+    assert 0 <= late_ms < 700, late_ms
     assert redis_client.zcard(KEYS.delayed("default")) == 0
 
 
