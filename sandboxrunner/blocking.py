@@ -22,6 +22,8 @@ from typing import Any
 
 import redis
 
+from .idle_connections import pack
+
 Address = tuple[str, int] | str  # (host, port), or a unix socket's path
 
 
@@ -31,7 +33,7 @@ def exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     machinery for that costs ~15 us a call (a sixth of a round trip) and replays commands
     blindly. A connection that fails is dropped and the error raised."""
     try:
-        conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        conn.send_packed_command(pack(conn, commands), check_health=False)
         replies: list[Any] = []
         for _ in commands:
             try:

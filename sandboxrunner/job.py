@@ -42,6 +42,11 @@ A job is a Redis hash (key ``keys.Keys.job``) with these fields, all strings:
   due      ms it is due, while ``delayed`` (a delay, a run_at or a retry's backoff) or
            ``throttled`` (its rate limit frees a slot)
 
+An enqueue writes only name, data, timeout, status and enq, plus reply, skey, retries and
+backoff when they are not at their defaults: an absent field reads as its default (''
+for reply, skey and backoff, 0 for every count), so each waiting job costs fewer bytes and
+its enqueue less Redis time (write_record in scripts/_lib.lua).
+
 When a job settles, the finish script publishes ``ID \\n STATUS \\n BODY`` on the caller's
 reply channel, where BODY is the result JSON or the error JSON, so a waiting caller needs
 no second read. While it runs, progress.lua publishes ``ID \\n progress \\n JSON`` there

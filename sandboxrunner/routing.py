@@ -52,6 +52,7 @@ from .connection import (
 )
 from .deployment import parse_deployment
 from .errors import RedisUnavailable, SandboxRunnerError
+from .idle_connections import IdleConnections
 from .nodes import BLOCKING_SOCKET_SLACK_S, ClusterNodes, Nodes, OneServer, SentinelNodes
 from .redirects import Command, Replicas, Rerouting, not_run, replicated, resend
 from .redis_errors import REDIS_ERRORS, REDIS_OR_SOCKET_ERRORS, curable, translate
@@ -77,6 +78,7 @@ class Router:
         if connect_timeout is not None:
             extra["socket_connect_timeout"] = connect_timeout
         self._nodes = self._open(extra, block_timeout_s)
+        self._idle = IdleConnections()
 
     def _open(self, extra: dict[str, Any], block_timeout_s: float) -> Nodes:
         d = self.deployment
@@ -138,7 +140,9 @@ class Router:
     def _exchange(self, key: str, commands: Sequence[Command], blocking: bool,
                   replicas: Replicas | None = None) -> list[Any]:
         pool = self._nodes.pool(key, blocking)
-        conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
+        # redis-py's Connection methods are untyped; a blocking read takes a pool
+        # connection of its own, every other send an idle one (idle_connections.py)
+        conn: Any = pool.get_connection() if blocking else self._idle.take(pool)
         try:
             self._nodes.fresh(conn)
             if replicas is not None:
@@ -152,7 +156,10 @@ class Router:
             self._nodes.after_lost_connection()
             raise
         finally:
-            pool.release(conn)
+            if blocking:
+                pool.release(conn)
+            else:
+                self._idle.give_back(pool, conn)
 
     def interrupt_blocking(self) -> int:
         """CLIENT UNBLOCK every connection in a blocking read, on its own server; how many
@@ -176,6 +183,7 @@ class Router:
         return pubsub.connection is None or bool(self._nodes.serves(pubsub.connection))
 
     def close(self) -> None:
+        self._idle.close()
         self._nodes.close()
 
 

@@ -118,7 +118,9 @@ class StoreReads:
         return server_ms(reply)
 
     def job_fields(self, job_id: str, *fields: str) -> list[str]:
-        return [text(v) for v in self.redis.hmget(self.keys.job(job_id), list(fields))]
+        key = self.keys.job(job_id)
+        (values,) = checked(self.router.send(key, [("HMGET", key, *fields)]))
+        return [text(v) for v in values]
 
     def job_view(self, job_id: str, fields: Sequence[str]) -> tuple[dict[str, str], int | None]:
         """FIELDS of JOB_ID's record (absent ones left out) and its due time (ms) in the
@@ -234,11 +236,14 @@ class StoreReads:
         return listed
 
     def job_log_entries(self, job_id: str, after: str, count: int) -> list[Any]:
-        """Raw entries (id, fields) of JOB_ID's log stream after stream id AFTER ('-':
-        from the start), oldest first."""
+        """Entries (id, {field: value}) of JOB_ID's log stream after stream id AFTER
+        ('-': from the start), oldest first."""
         start = "-" if after == "-" else f"({after}"
-        return list(self.redis.xrange(self.keys.job_log(job_id), min=start, max="+",
-                                      count=count) or [])
+        key = self.keys.job_log(job_id)
+        (entries,) = checked(self.router.send(key, [("XRANGE", key, start, "+", "COUNT",
+                                                      count)]))
+        return [(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+                for entry_id, flat in entries or []]
 
     # -- the dashboard (snapshot.py) ---------------------------------------------------
     def read_durations(self, queues: Sequence[str] = QUEUES) -> Durations:

@@ -147,14 +147,24 @@ end
 
 -- Write the record of new job ID, 'queued' (create_job and enqueue_many.lua queue it);
 -- with a singleton key SKEY ('' = none) it takes the claim (the caller checked
--- singleton_holder first).
+-- singleton_holder first). A field at its default is left out, and every reader takes an
+-- absent one as it: reply and skey '' (nobody waits, no singleton), retries 0, backoff ''
+-- (none), attempt and stalled 0 (HINCRBY and `tonumber(x) or 0` start from nothing). Each
+-- field costs Redis time on every enqueue and bytes on every waiting job.
 local function write_record(qprefix, id, name, data, timeout, cid, skey, retries, backoff,
                             now)
-  if skey ~= '' then redis.call('SET', qprefix .. 'singleton:' .. skey, id) end
-  redis.call('HSET', qprefix .. 'job:' .. id,
-    'name', name, 'data', data, 'timeout', timeout, 'status', 'queued',
-    'enq', now, 'attempt', 0, 'stalled', 0, 'reply', cid, 'skey', skey,
-    'retries', retries, 'backoff', backoff)
+  local fields = {'name', name, 'data', data, 'timeout', timeout, 'status', 'queued',
+                  'enq', now}
+  if cid ~= '' then fields[#fields + 1] = 'reply'; fields[#fields + 1] = cid end
+  if skey ~= '' then
+    redis.call('SET', qprefix .. 'singleton:' .. skey, id)
+    fields[#fields + 1] = 'skey'; fields[#fields + 1] = skey
+  end
+  if tonumber(retries) ~= 0 then
+    fields[#fields + 1] = 'retries'; fields[#fields + 1] = retries
+  end
+  if backoff ~= '' then fields[#fields + 1] = 'backoff'; fields[#fields + 1] = backoff end
+  redis.call('HSET', qprefix .. 'job:' .. id, unpack(fields))
 end
 
 -- Create job record ID and queue it (see write_record). wait, stats: keys of the queue.
