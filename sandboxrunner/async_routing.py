@@ -27,6 +27,7 @@ from .connection import (
     reason,
 )
 from .deployment import parse_deployment
+from .idle_connections import pack
 from .nodes import MASTER_CHECK_S
 from .redirects import (
     REFRESH_EVERY_S,
@@ -46,7 +47,7 @@ async def exchange_async(conn: Any, commands: Sequence[Command]) -> list[Any]:
     """The asyncio twin of blocking.exchange: one write, the replies in order, errors in
     place; a connection that fails is dropped and the error raised."""
     try:
-        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        await conn.send_packed_command(pack(conn, commands), check_health=False)
         replies: list[Any] = []
         for _ in commands:
             try:
