@@ -12,7 +12,8 @@ One drain (`measure_drain`) of WAITING jobs, on an emptied server:
   3. the queue is resumed. A paused supervisor looks again every `fetching.PAUSED_POLL_S`
      (0.25 s), so a small backlog may be drained by whichever looks first (the shares
      show it). psutil samples each supervisor's RSS every RSS_INTERVAL_S (rss.py) until
-     the queue's stats hash counts WAITING completed;
+     the queue's stats hash counts WAITING completed, and `DrainUsage` takes the CPU of
+     the supervisors and of Redis, and Redis's command counts, per job over the drain;
   4. the figures come from Redis's own clock in a fixed number of reads however big the
      backlog (a million records are never read): the first claim is the earliest
      ``start`` of the first FIRST_CLAIMED ids enqueued (the wait list is FIFO), and every
@@ -41,6 +42,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from benchmarks.harness import flushall, tree_cpu_seconds, used_memory
 from benchmarks.measure import console
@@ -198,10 +201,11 @@ def measure_drain(url: str, logdir: Path, waiting: int, budget_s: float,
         memory = [used_memory(url)]
         backlog = enqueue_backlog(client, waiting, time.monotonic() + budget_s)
         memory.append(used_memory(url))
-        sampler = RssSampler([s.pid for s in supervisors], RSS_INTERVAL_S)
+        pids = [s.pid for s in supervisors]
+        sampler, usage = RssSampler(pids, RSS_INTERVAL_S), DrainUsage(url, pids)
         client.store.set_paused(QUEUE, False)
-        drained, drain_s = _wait_drained(client.store, backlog.enqueued, budget_s)
-        samples = sampler.stop()
+        drained, drain_s = _wait_drained(client.store, backlog.enqueued, budget_s, usage)
+        samples, cost = sampler.stop(), usage.per_job(drained)
         memory.append(used_memory(url))
         figures = drain_figures(client.store, backlog)
     finally:
@@ -211,9 +215,10 @@ def measure_drain(url: str, logdir: Path, waiting: int, budget_s: float,
     shares = figures.pop("shares")
     return {"mode": PROCESSES if processes else THREADS, "waiting": backlog.enqueued,
             "supervisors": SUPERVISORS, "drained": drained, "drain_s": round(drain_s, 3),
-            **_enqueue_figures(backlog, memory), **figures,
+            **_enqueue_figures(backlog, memory), **figures, "per_job": cost,
             "rss": [{"pid": pid, "share": shares.get(pid, 0.0), **rss_trend(own),
-                     **_tree_figures(tree)} for pid, (own, tree) in samples.items()]}
+                     **_tree_figures(tree), "series_s_mib": _series(own)}
+                    for pid, (own, tree) in samples.items()]}
 
 
 def _enqueue_figures(backlog: Backlog, memory: list[int]) -> dict[str, Any]:
@@ -234,17 +239,77 @@ def _tree_figures(tree: list[tuple[float, int]]) -> dict[str, Any]:
     return {"tree_last_mib": round(rss[-1] / MIB, 1), "tree_max_mib": round(max(rss) / MIB, 1)}
 
 
+def _series(samples: list[tuple[float, int]]) -> list[tuple[float, float]]:
+    """The samples as (seconds, MiB), rounded: kept in the JSON to plot or refit."""
+    return [(round(t, 1), round(b / MIB, 2)) for t, b in samples]
+
+
+class DrainUsage:
+    """What a drain cost per job: CPU of the supervisors (with their children) and of
+    Redis (``INFO cpu``, all its threads), and the commands Redis ran (``INFO
+    commandstats``, reset at the start; commands inside scripts count too) with the
+    microseconds the scripts took. `mark` notes the CPU at a count of jobs completed, so
+    the cost of each tenth of the drain shows whether a job costs more with a deep queue
+    (and on which side)."""
+
+    def __init__(self, url: str, pids: list[int]) -> None:
+        self.redis = redis.Redis.from_url(url)
+        self.pids = pids
+        self.redis.config_resetstat()
+        self.marks = [(0, *self._cpu())]
+
+    def _cpu(self) -> tuple[float, float]:
+        info = self.redis.info("cpu")
+        return (sum(tree_cpu_seconds(pid) for pid in self.pids),
+                float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
+
+    def mark(self, completed: int) -> None:
+        self.marks.append((completed, *self._cpu()))
+
+    def per_job(self, jobs: int) -> dict[str, Any]:
+        stats = {k.removeprefix("cmdstat_"): v for k, v in
+                 self.redis.info("commandstats").items() if k != "cmdstat_config|resetstat"}
+        self.redis.close()
+        jobs = max(1, jobs)
+        scripts = [v for k, v in stats.items() if k.split("|")[0] in SCRIPT_COMMANDS]
+        top = sorted(stats.items(), key=lambda kv: -int(kv[1]["calls"]))[:6]
+        return {**_cpu_per_job(self.marks[0], self.marks[-1]),
+                "redis_calls": round(sum(int(v["calls"]) for v in stats.values()) / jobs, 2),
+                "redis_scripts": round(sum(int(v["calls"]) for v in scripts) / jobs, 4),
+                "redis_script_us": round(sum(float(v["usec"]) for v in scripts) / jobs, 2),
+                "top_commands": {k: round(int(v["calls"]) / jobs, 3) for k, v in top},
+                "tenths": [_cpu_per_job(a, b) for a, b in zip(self.marks, self.marks[1:],
+                                                              strict=False)]}
+
+
+def _cpu_per_job(start: tuple[int, float, float], end: tuple[int, float, float]
+                 ) -> dict[str, float]:
+    """CPU per job (us) of the supervisors and of Redis between two marks."""
+    jobs = max(1, end[0] - start[0])
+    return {"supervisors_cpu_us": round((end[1] - start[1]) * 1e6 / jobs, 1),
+            "redis_cpu_us": round((end[2] - start[2]) * 1e6 / jobs, 1)}
+
+
+SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
+
+
 def _completed(store: Store) -> int:
     return int(store.redis.hget(store.keys.stats(QUEUE), "completed") or 0)
 
 
-def _wait_drained(store: Store, total: int, budget_s: float) -> tuple[int, float]:
-    """Wait until TOTAL jobs completed (or the budget ends): (completed, seconds waited)."""
+def _wait_drained(store: Store, total: int, budget_s: float,
+                  usage: DrainUsage) -> tuple[int, float]:
+    """Wait until TOTAL jobs completed (or the budget ends), marking USAGE at each tenth
+    of TOTAL and at the end: (completed, seconds waited)."""
     start = time.monotonic()
-    done = _completed(store)
+    done, tenth = _completed(store), 1
     while done < total and time.monotonic() - start < budget_s:
         time.sleep(0.01)
         done = _completed(store)
+        if done < total and done >= total * tenth // 10:
+            usage.mark(done)
+            tenth = done * 10 // total + 1
+    usage.mark(done)
     return done, time.monotonic() - start
 
 

@@ -65,12 +65,29 @@ def drain_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
             ("drain rate, middle 80% of settles (jobs/s)", _jobs(d["drain_mid_jobs_per_s"])),
             ("drain rate of each tenth of the settles (jobs/s)", tenths),
             ("share of the jobs each supervisor ran (sampled)", shares),
+            ("CPU per job, us: supervisors / Redis (its scripts' own time); Redis calls",
+             _cost(d.get("per_job"))),
+            ("CPU per job in each tenth of the drain, us: supervisors+Redis",
+             _tenths_cost(d.get("per_job"))),
             ("Redis bytes per waiting job", _jobs(d["redis_bytes_per_waiting_job"])),
             ("Redis bytes per completed job (kept for result_ttl)",
              _jobs(d["redis_bytes_per_completed_job"])),
             ("supervisor RSS, MiB: first -> last, max, slope after warm-up", rss)]
     return [(f"{d['waiting']:,} waiting ({d['mode']}): {figure}", value)
             for figure, value in rows]
+
+
+def _cost(cost: dict[str, Any] | None) -> str:
+    if not cost:
+        return "n/a"
+    return (f"{cost['supervisors_cpu_us']:,.1f} / {cost['redis_cpu_us']:,.1f} "
+            f"({cost['redis_script_us']:,.1f}); {cost['redis_calls']:g}")
+
+
+def _tenths_cost(cost: dict[str, Any] | None) -> str:
+    tenths = (cost or {}).get("tenths", [])
+    return " / ".join(f"{t['supervisors_cpu_us']:.0f}+{t['redis_cpu_us']:.0f}"
+                      for t in tenths) or "n/a"
 
 
 def _jobs(value: float | None) -> str:
