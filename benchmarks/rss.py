@@ -27,12 +27,14 @@ Samples = list[tuple[float, int]]  # (seconds since the first sample, RSS bytes)
 
 
 class RssSampler:
-    """Samples each of PIDS every INTERVAL_S, from now until `stop`: its own RSS, and its
-    RSS with its descendants (a process-mode supervisor's children)."""
+    """Samples each of PIDS every INTERVAL_S, from now until `stop`: its own RSS, its RSS
+    with its descendants (a process-mode supervisor's children), and its thread count
+    (``threads``: a thread pool that grows touches new stacks, and that is not a leak)."""
 
     def __init__(self, pids: Sequence[int], interval_s: float = RSS_INTERVAL_S) -> None:
         self.interval_s = interval_s
         self.samples: dict[int, tuple[Samples, Samples]] = {pid: ([], []) for pid in pids}
+        self.threads: dict[int, list[int]] = {pid: [] for pid in pids}
         self._stopping = threading.Event()
         self._start = time.monotonic()
         self._sample()
@@ -47,7 +49,9 @@ class RssSampler:
         at = time.monotonic() - self._start
         for pid, (own, tree) in self.samples.items():
             try:
-                own.append((at, psutil.Process(pid).memory_info().rss))
+                proc = psutil.Process(pid)
+                own.append((at, proc.memory_info().rss))
+                self.threads[pid].append(proc.num_threads())
             except psutil.Error:
                 continue  # gone: its samples end here
             tree.append((at, tree_rss_bytes(pid)))

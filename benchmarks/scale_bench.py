@@ -217,7 +217,8 @@ def measure_drain(url: str, logdir: Path, waiting: int, budget_s: float,
             "supervisors": SUPERVISORS, "drained": drained, "drain_s": round(drain_s, 3),
             **_enqueue_figures(backlog, memory), **figures, "per_job": cost,
             "rss": [{"pid": pid, "share": shares.get(pid, 0.0), **rss_trend(own),
-                     **_tree_figures(tree), "series_s_mib": _series(own)}
+                     **_tree_figures(tree), **_thread_figures(sampler.threads[pid]),
+                     "series_s_mib_threads": _series(own, sampler.threads[pid])}
                     for pid, (own, tree) in samples.items()]}
 
 
@@ -239,9 +240,18 @@ def _tree_figures(tree: list[tuple[float, int]]) -> dict[str, Any]:
     return {"tree_last_mib": round(rss[-1] / MIB, 1), "tree_max_mib": round(max(rss) / MIB, 1)}
 
 
-def _series(samples: list[tuple[float, int]]) -> list[tuple[float, float]]:
-    """The samples as (seconds, MiB), rounded: kept in the JSON to plot or refit."""
-    return [(round(t, 1), round(b / MIB, 2)) for t, b in samples]
+def _thread_figures(counts: list[int]) -> dict[str, Any]:
+    """A supervisor's thread count at the first and last sample, and its max."""
+    return {"threads_first": counts[0] if counts else None,
+            "threads_last": counts[-1] if counts else None,
+            "threads_max": max(counts, default=None)}
+
+
+def _series(samples: list[tuple[float, int]],
+            threads: list[int]) -> list[tuple[float, float, int]]:
+    """The samples as (seconds, MiB, threads), rounded: kept in the JSON to plot or refit."""
+    return [(round(t, 1), round(b / MIB, 2), n)
+            for (t, b), n in zip(samples, threads, strict=False)]
 
 
 class DrainUsage:

@@ -56,7 +56,8 @@ def drain_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
     tenths = " / ".join(_jobs(r) for r in d["drain_tenths_jobs_per_s"])
     shares = ", ".join(f"{r['share']:.0%}" for r in d["rss"])
     rss = "; ".join(f"{r['first_mib']} -> {r['last_mib']}, max {r['max_mib']}, "
-                    f"{_or_na(r['slope_mib_per_min'])} MiB/min"
+                    f"{_or_na(r['slope_mib_per_min'])} MiB/min, threads "
+                    f"{r.get('threads_first')} -> {r.get('threads_last')}"
                     + (f" (with children {r['tree_last_mib']})" if d["mode"] == PROCESSES
                        else "") for r in d["rss"])
     rows = [(f"enqueue rate ({d['enqueue_method']}; jobs/s)", _jobs(d["enqueue_jobs_per_s"])),
