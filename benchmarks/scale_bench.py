@@ -63,7 +63,7 @@ from sandboxrunner.store import Store
 SUPERVISORS = 2
 FIRST_CLAIMED = 50  # the first ids enqueued: the first claim is among them
 SHARE_SAMPLE = 1000  # ids read back for the supervisors' shares
-SMALL_RUNS = 5  # drains of a backlog up to SMALL_MAX, the median kept
+SMALL_RUNS = 7  # drains of a backlog up to SMALL_MAX, the median kept
 SMALL_MAX = 10_000
 MIB = 2**20
 

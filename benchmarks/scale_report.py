@@ -2,7 +2,9 @@
 and the summary figures of the drains (benchmarks/scale_bench.py measures them).
 
 Targets (issue 17): the biggest backlog drains within 10 % of the smallest one's rate
-(its whole drain rate at least DRAIN_RATIO_TARGET times the other's, per mode), and each
+(its whole drain rate at least DRAIN_RATIO_TARGET times the other's, per mode; beside it
+the CPU per job of the two, at most COST_RATIO_TARGET times, which the other load of a
+shared machine sways less), and each
 supervisor's RSS stays flat over the biggest drain: the growth fitted after its warm-up
 (benchmarks/rss.py) at most RSS_FLAT_FRACTION of its first sample.
 """
@@ -14,6 +16,7 @@ from typing import Any
 from benchmarks.variant import PROCESSES, THREADS
 
 DRAIN_RATIO_TARGET = 0.9
+COST_RATIO_TARGET = 1.1
 RSS_FLAT_FRACTION = 0.05
 
 
@@ -29,9 +32,21 @@ def scale_figures(drains: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(_plain(f"drain rate {mine[-1]['waiting']:,} vs {mine[0]['waiting']:,} "
                               f"waiting, {mode}", ratio, "higher", f">= {DRAIN_RATIO_TARGET:g}",
                               ratio >= DRAIN_RATIO_TARGET if ratio else None))
+            out.append(_cost_figure(mine[0], mine[-1], mode))
         if mine and mine[-1].get("rss"):
             out.append(_rss_figure(mine[-1], mode))
     return out
+
+
+def _cost_figure(small: dict[str, Any], big: dict[str, Any], mode: str) -> dict[str, Any]:
+    """CPU per job (supervisors + Redis) of the biggest backlog over the smallest's: what
+    the drain rate shows, less the other load of a shared machine."""
+    costs = [d.get("per_job") and d["per_job"]["supervisors_cpu_us"] + d["per_job"]["redis_cpu_us"]
+             for d in (small, big)]
+    ratio = round(costs[1] / costs[0], 3) if costs[0] and costs[1] else None
+    return _plain(f"CPU per job {big['waiting']:,} vs {small['waiting']:,} waiting, {mode}",
+                  ratio, "lower", f"<= {COST_RATIO_TARGET:g}",
+                  ratio <= COST_RATIO_TARGET if ratio else None)
 
 
 def _rss_figure(drain: dict[str, Any], mode: str) -> dict[str, Any]:
