@@ -17,8 +17,6 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +38,10 @@ from benchmarks.report import print_report, summarize, write_results
 from benchmarks.sandboxrunner_bench import (
     SandboxrunnerTimeouts,
     SandboxrunnerVariant,
-    measure_drain,
-    measure_idle_cpu,
     process_mode_missing,
 )
+from benchmarks.scale_bench import add_arguments as add_scale_arguments
+from benchmarks.scale_bench import parse_waiting, run_scale
 from benchmarks.variant import (
     PROCESSES,
     THREADS,
@@ -82,17 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout-runs", type=int, default=3, help="runs per timeout job kind")
     p.add_argument("--timeout-wait", type=float, default=10.0,
                    help="seconds past the deadline to wait for the recovery")
-    p.add_argument("--waiting", default="1000,10000", help="backlogs for the scale drain")
-    p.add_argument("--scale-100k", action="store_true", help="add a 100,000-job backlog (slow)")
-    p.add_argument("--idle-seconds", type=float, default=10.0, help="idle CPU sample length")
+    add_scale_arguments(p)
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = p.parse_args(argv)
     args.only = _pick(p, args.only, SECTIONS, "--only")
     args.systems = _pick(p, args.systems, SYSTEMS, "--systems")
-    args.waiting = [int(x) for x in args.waiting.split(",") if x.strip()]
-    if args.scale_100k and 100_000 not in args.waiting:
-        args.waiting.append(100_000)
+    parse_waiting(p, args)
     return args
 
 
@@ -254,52 +248,6 @@ def run_timeouts(url: str, logdir: Path, args: argparse.Namespace,
             results["timeout"].append(target)
             continue
         results["timeout"].append(measure_target(target, url, logdir, args))
-
-
-# --------------------------------------------------------------------------- scale
-
-
-def run_scale(url: str, logdir: Path, args: argparse.Namespace,
-              results: dict[str, Any]) -> None:
-    if "sandboxrunner" not in args.systems:
-        return
-    scale: dict[str, Any] = {"drain": [], "idle": [], "problems": []}
-    results["scale"] = scale
-    for waiting in sorted(args.waiting):
-        _guard(scale, f"drain {waiting}", scale["drain"],
-               partial(_median_drain, url, logdir, waiting, args))
-    console.log(f"scale: drain {scale['drain']}")
-    for mode in (THREADS, PROCESSES):
-        flushall(url)
-        missing = process_mode_missing() if mode == PROCESSES else None
-        if missing:
-            scale["idle"].append({"mode": mode, "status": "n/a", "reason": missing})
-            continue
-        _guard(scale, f"idle {mode}", scale["idle"],
-               partial(measure_idle_cpu, url, logdir, args.idle_seconds, mode == PROCESSES))
-    console.log(f"scale: idle {scale['idle']}")
-
-
-def _median_drain(url: str, logdir: Path, waiting: int,
-                  args: argparse.Namespace) -> dict[str, Any]:
-    """The median drain of 3 runs (1 run for backlogs over 10,000: they take long enough)."""
-    budget = max(args.max_seconds, waiting / 500)
-    runs = []
-    for _ in range(3 if waiting <= 10_000 else 1):
-        flushall(url)
-        runs.append({"mode": THREADS, **measure_drain(url, logdir, waiting, budget)})
-    runs.sort(key=lambda r: r["drain_jobs_per_s"])
-    return {**runs[len(runs) // 2], "runs_jobs_per_s": [r["drain_jobs_per_s"] for r in runs]}
-
-
-def _guard(scale: dict[str, Any], what: str, into: list[dict[str, Any]],
-           step: Callable[[], dict[str, Any]]) -> None:
-    """Append step() to INTO; a failure becomes a line in scale["problems"]."""
-    try:
-        into.append(step())
-    except Exception as exc:  # noqa: BLE001 - one scale figure is n/a, the rest go on
-        console.log(f"[red]scale {what} failed[/]: {exc!r}")
-        scale["problems"].append(f"{what}: {type(exc).__name__}: {str(exc)[:300]}")
 
 
 # --------------------------------------------------------------------------- run

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.patterns import ONE_CLIENT, PATTERNS
+from benchmarks.scale_report import drain_rows, scale_figures
 from benchmarks.variant import PROCESSES, THREADS
 
 PIPELINED = "pipelined (ours)"  # measure.py's pattern name of sandboxrunner's own client
@@ -151,16 +152,7 @@ def _worst(rows: list[dict[str, Any]], system: str, kind: str, key: str) -> floa
 
 
 def _scale_figures(scale: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    drains = scale.get("drain", [])
-    if len(drains) >= 2:
-        small, big = drains[0], drains[-1]
-        ratio = (big["drain_jobs_per_s"] / small["drain_jobs_per_s"]
-                 if small["drain_jobs_per_s"] else None)
-        out.append({"figure": f"drain rate {big['waiting']:,} vs {small['waiting']:,} waiting",
-                    "sandboxrunner": round(ratio, 3) if ratio else None, "best_peer": None,
-                    "best_peer_value": None, "ratio": None, "better": "higher",
-                    "target": ">= 0.9", "met": ratio >= 0.9 if ratio else None})
+    out = scale_figures(scale.get("drain", []))
     for idle in scale.get("idle", []):
         if idle.get("status", "ok") == "ok":
             pct = idle["cpu_percent"]
@@ -274,16 +266,8 @@ def timeout_table(rows: list[dict[str, Any]]) -> Table:
 def scale_table(scale: dict[str, Any]) -> Table:
     table = Table("figure", "value", title="4. Scale (sandboxrunner)")
     for d in scale.get("drain", []):
-        prefix = f"{d['waiting']:,} waiting ({d.get('mode', THREADS)})"
-        table.add_row(f"{prefix}: drain rate (jobs/s, first claim to last settle)",
-                      _num(d["drain_jobs_per_s"], 0))
-        table.add_row(f"{prefix}: drain rate, middle 80% of settles (jobs/s)",
-                      _num(d.get("drain_mid_jobs_per_s"), 0))
-        table.add_row(f"{prefix}: Redis bytes per waiting job",
-                      _num(d["redis_bytes_per_waiting_job"], 0))
-        rss = (f"{_num(d['supervisor_rss_mib'])} "
-               f"(with children {_num(d['supervisor_tree_rss_mib'])})")
-        table.add_row(f"{prefix}: supervisor RSS after the drain (MiB)", rss)
+        for figure, value in drain_rows(d):
+            table.add_row(figure, value)
     for idle in scale.get("idle", []):
         value = (_num(idle["cpu_percent"], 3) if idle.get("status", "ok") == "ok"
                  else f"{NA}: {idle.get('reason', '')}")

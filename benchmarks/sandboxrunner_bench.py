@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import math
 import os
 import time
 from pathlib import Path
@@ -34,13 +33,10 @@ from benchmarks.harness import (
     WorkerProcess,
     left_s,
     python_argv,
-    tree_cpu_seconds,
-    tree_rss_bytes,
-    used_memory,
     wait_until,
 )
 from benchmarks.patterns import collect_in_order
-from benchmarks.variant import PROCESSES, THREADS, TimeoutTarget, Variant, payload, run_roundtrips
+from benchmarks.variant import PROCESSES, TimeoutTarget, Variant, payload, run_roundtrips
 from sandboxrunner.client import Client
 from sandboxrunner.config import THREAD_CONCURRENCY, load_config
 from sandboxrunner.errors import JobError, WaitTimeout
@@ -70,6 +66,10 @@ def make_client(url: str, **settings: Any) -> Client:
     config = load_config({"redis_url": url, "jobs_dir": str(JOBS_DIR), **settings},
                          project_dir=ROOT, env={})
     return Client(config, load_registry(config.jobs_dir), url)
+
+
+def make_client_config(url: str) -> Any:
+    return load_config({"redis_url": url, "jobs_dir": str(JOBS_DIR)}, project_dir=ROOT, env={})
 
 
 class Supervisor:
@@ -302,112 +302,3 @@ class SandboxrunnerTimeouts(TimeoutTarget):
     def submit_stamp(self) -> None:
         assert self.client is not None
         self.client.enqueue("stamp")
-
-
-# --------------------------------------------------------------------------- scale
-
-
-def _completed(store: Store) -> int:
-    return int(store.redis.hget(store.keys.stats(QUEUE), "completed") or 0)
-
-
-def _enqueue_backlog(client: Client, count: int, deadline: float) -> list[str]:
-    """Enqueue COUNT no-op jobs that nobody waits for (client.enqueue, one at a time)."""
-    ids: list[str] = []
-    while len(ids) < count and time.monotonic() < deadline:
-        ids.append(client.enqueue("noop", payload(len(ids))).id)
-    return ids
-
-
-def measure_drain(url: str, logdir: Path, waiting: int, budget_s: float,
-                  processes: bool = False) -> dict[str, Any]:
-    """Drain rate with WAITING jobs queued before the supervisor starts; memory, RSS."""
-    client = make_client(url)
-    try:
-        mem_before = used_memory(url)
-        enqueue_start = time.monotonic()
-        ids = _enqueue_backlog(client, waiting, enqueue_start + budget_s)
-        enqueued = len(ids)
-        enqueue_s = time.monotonic() - enqueue_start
-        mem_after = used_memory(url)
-        supervisor = Supervisor(url, logdir, processes=processes,
-                                concurrency=PROCESS_CHILDREN if processes else None)
-        try:
-            drained, elapsed = _wait_drained(client.store, enqueued, budget_s)
-            rate, mid_rate = _drain_rate(client.store, ids)
-            rss = tree_rss_bytes(supervisor.pid)
-            sup_rss = _own_rss(supervisor.pid)
-        finally:
-            supervisor.stop()
-    finally:
-        client.close()
-    return {"waiting": enqueued, "drain_jobs_per_s": round(rate, 1),
-            "drain_mid_jobs_per_s": round(mid_rate, 1), "drained": drained,
-            "drain_s": round(elapsed, 3), "enqueue_jobs_per_s": round(enqueued / enqueue_s, 1),
-            "redis_bytes_per_waiting_job": round((mem_after - mem_before) / max(1, enqueued), 1),
-            "supervisor_rss_mib": round(sup_rss / 2**20, 1),
-            "supervisor_tree_rss_mib": round(rss / 2**20, 1)}
-
-
-def make_client_config(url: str) -> Any:
-    return load_config({"redis_url": url, "jobs_dir": str(JOBS_DIR)}, project_dir=ROOT, env={})
-
-
-def _own_rss(pid: int) -> int:
-    import psutil
-
-    try:
-        return int(psutil.Process(pid).memory_info().rss)
-    except psutil.Error:
-        return 0
-
-
-def _wait_drained(store: Store, total: int, budget_s: float) -> tuple[int, float]:
-    """Wait until TOTAL jobs completed (or the budget ends): (completed, seconds waited)."""
-    start = time.monotonic()
-    done = _completed(store)
-    while done < total and time.monotonic() - start < budget_s:
-        time.sleep(0.01)
-        done = _completed(store)
-    return done, time.monotonic() - start
-
-
-def _drain_rate(store: Store, ids: list[str]) -> tuple[float, float]:
-    """(whole, middle) drain rates in jobs/s from the jobs' own server timestamps (ms):
-    all jobs over first claim to last settle, and the 10th to 90th percentile of the
-    settle times (settles are written in batches, so the middle of a short drain is coarse)."""
-    starts: list[int] = []
-    ends: list[int] = []
-    for i in range(0, len(ids), 5000):
-        pipe = store.redis.pipeline(transaction=False)
-        for job_id in ids[i:i + 5000]:
-            pipe.hmget(store.keys.job(job_id), ["start", "end"])
-        for start, end in pipe.execute():
-            if start and end:
-                starts.append(int(start))
-                ends.append(int(end))
-    if len(ends) < 10:
-        return math.nan, math.nan
-    ends.sort()
-    whole_ms = ends[-1] - min(starts)
-    lo, hi = int(len(ends) * 0.1), int(len(ends) * 0.9)
-    mid_ms = ends[hi] - ends[lo]
-    return (len(ends) / (whole_ms / 1000) if whole_ms > 0 else math.nan,
-            (hi - lo) / (mid_ms / 1000) if mid_ms > 0 else math.nan)
-
-
-def measure_idle_cpu(url: str, logdir: Path, seconds: float, processes: bool) -> dict[str, Any]:
-    """CPU of an idle supervisor (and its children) over SECONDS, as % of one core."""
-    supervisor = Supervisor(url, logdir, processes=processes,
-                            concurrency=PROCESS_CHILDREN if processes else None)
-    try:
-        time.sleep(1.0)  # let start-up work settle
-        before = tree_cpu_seconds(supervisor.pid)
-        start = time.monotonic()
-        time.sleep(seconds)
-        used = tree_cpu_seconds(supervisor.pid) - before
-        elapsed = time.monotonic() - start
-    finally:
-        supervisor.stop()
-    return {"mode": PROCESSES if processes else THREADS, "seconds": round(elapsed, 2),
-            "cpu_percent": round(used / elapsed * 100, 3)}
