@@ -1,7 +1,9 @@
 """Thread-mode executor: jobs run on threads of the supervisor process.
 
 Sync handlers run on threads started on demand (up to ``concurrency``) and kept for
-reuse while work keeps coming; async handlers run on one event loop thread shared by the
+reuse while work keeps coming (a thread is counted free once its handler returned, while
+it still writes the outcome: the next job waits for that write rather than start a
+thread); async handlers run on one event loop thread shared by the
 executor and take no thread of their own. A watchdog thread enforces deadlines.
 
 A supervisor's fetch thread may also run a sync job itself (``admit_inline``): it then
@@ -241,9 +243,14 @@ class ThreadExecutor:
             if task is None:
                 return
             spec, data, ctx = task
-            self._finish(ctx.job.id, self._call_sync(spec, data, ctx))
+            outcome = self._call_sync(spec, data, ctx)
+            # free for the next job before writing this one's outcome (the slot frees
+            # there, and the fetcher hands a job over at once): that job waits for one
+            # write instead of starting a thread, so a flood of short jobs keeps the pool
+            # (and the supervisor's RSS) small; a job that blocks still gets a thread each
             with self._lock:
                 self._idle_threads += 1
+            self._finish(ctx.job.id, outcome)
 
     @staticmethod
     def _call_sync(spec: Any, data: Any, ctx: JobContext) -> Settlement:

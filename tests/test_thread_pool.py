@@ -1,0 +1,69 @@
+"""Thread mode's pool starts a thread only for a job that no thread is free to take: a
+thread whose handler returned takes the next job once it has written its outcome, so a
+flood of short jobs does not grow the pool toward ``concurrency`` (each thread costs the
+supervisor its stack: RSS stays flat), while jobs that block still get a thread each."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sandboxrunner.executors.threads import ThreadExecutor
+from sandboxrunner.job import ClaimedJob, Settlement
+from sandboxrunner.registry import load_registry
+from tests.supervisors import TEST_JOBS
+
+WRITE_S = 0.002  # what writing one outcome to Redis costs a thread, about
+
+
+class _Sink:
+    def emit(self, job_id: str, queue: str, line: dict[str, Any]) -> None:
+        pass
+
+
+def _job(i: int, name: str, data: Any) -> ClaimedJob:
+    now = int(time.time() * 1000)
+    return ClaimedJob(f"default-{i:032x}", name, json.dumps(data), 10_000, 1, now, now)
+
+
+def _executor(concurrency: int, settled: list[Settlement]) -> ThreadExecutor:
+    def report(outcome: Settlement) -> None:
+        time.sleep(WRITE_S)  # the reporting thread writes the outcome itself
+        settled.append(outcome)
+
+    return ThreadExecutor("default", load_registry(TEST_JOBS), concurrency, report, _Sink())
+
+
+def test_a_flood_of_short_jobs_keeps_the_pool_small() -> None:
+    settled: list[Settlement] = []
+    executor = _executor(50, settled)
+    try:
+        for i in range(1500):  # a job as soon as one is done, at most two in hand
+            while executor.jobs_in_hand() >= 2:
+                time.sleep(0.0001)
+            executor.submit(_job(i, "echo", {"n": i}))
+        deadline = time.monotonic() + 10
+        while len(settled) < 1500 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(settled) == 1500
+        threads = executor.snapshot()["threads"]
+        assert threads <= 4, f"{threads} threads for two jobs at a time"
+    finally:
+        executor.shutdown(1000)
+
+
+def test_jobs_that_block_still_run_side_by_side() -> None:
+    settled: list[Settlement] = []
+    executor = _executor(8, settled)
+    try:
+        started = time.monotonic()
+        for i in range(8):
+            executor.submit(_job(i, "slow", {"seconds": 0.3}))
+        deadline = time.monotonic() + 5
+        while len(settled) < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(settled) == 8 and time.monotonic() - started < 1.5  # not 8 x 0.3 s
+        assert executor.snapshot()["threads"] == 8
+    finally:
+        executor.shutdown(1000)
