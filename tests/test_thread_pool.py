@@ -53,23 +53,6 @@ def test_a_flood_of_short_jobs_keeps_the_pool_small() -> None:
         executor.shutdown(1000)
 
 
-def test_a_burst_of_short_jobs_handed_over_at_once_shares_a_few_threads() -> None:
-    settled: list[Settlement] = []
-    executor = _executor(300, settled)
-    try:
-        for burst in range(5):  # as a claim of a deep queue hands them over: 200 at once
-            for i in range(200):
-                executor.submit(_job(burst * 200 + i, "echo", {"n": i}))
-            deadline = time.monotonic() + 10
-            while len(settled) < (burst + 1) * 200 and time.monotonic() < deadline:
-                time.sleep(0.01)
-        assert len(settled) == 1000
-        threads = executor.snapshot()["threads"]
-        assert threads <= 8, f"{threads} threads for bursts of short jobs"
-    finally:
-        executor.shutdown(1000)
-
-
 def test_jobs_that_block_still_run_side_by_side() -> None:
     settled: list[Settlement] = []
     executor = _executor(8, settled)

@@ -1,9 +1,10 @@
 """Thread-mode executor: jobs run on threads of the supervisor process.
 
-Sync handlers run on job threads started on demand and kept for reuse while work keeps
-coming, no more of them than the jobs that actually wait (job_threads.py); async
-handlers run on one event loop thread shared by the executor and take no thread of their
-own. A watchdog thread enforces deadlines.
+Sync handlers run on threads started on demand (up to ``concurrency``) and kept for
+reuse while work keeps coming (a thread is counted free once its handler returned, while
+it still writes the outcome: the next job waits for that write rather than start a
+thread); async handlers run on one event loop thread shared by the
+executor and take no thread of their own. A watchdog thread enforces deadlines.
 
 A supervisor's fetch thread may also run a sync job itself (``admit_inline``): it then
 hands its fetching over to a stand-by fetch thread, which saves the job a thread
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue as queue_mod
 import threading
 import time
 from collections import deque
@@ -34,10 +36,10 @@ from ..job import ClaimedJob, Settlement
 from ..joboutput import JobOutput, capture_job_output, release_job_output
 from ..registry import Registry
 from .base import MakeClient, Report, RunningJob, deadline_after, resolve, timed_out
-from .job_threads import JobThreads
 
 log = logging.getLogger(__name__)
 
+IDLE_THREAD_EXIT_S = 60.0
 WATCH_IDLE_S = 1.0
 LOOP_CLOSE_S = 1.0  # closing the event loop's connections at a stop takes at most this
 
@@ -95,7 +97,9 @@ class ThreadExecutor:
         # so the watchdog looks at a few heads instead of a heap holding every job
         self._deadlines: dict[int, deque[tuple[float, str]]] = {}
         self._next_wake = float("inf")
-        self._job_threads = JobThreads(f"sr-{queue}", self._run_task)
+        self._tasks: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
+        self._idle_threads = 0
+        self._threads = 0
         self._stopping = threading.Event()
         self._watch_cond = threading.Condition(self._lock)
         capture_job_output()  # released by shutdown
@@ -128,7 +132,7 @@ class ThreadExecutor:
             coro = self._run_async(spec, data, ctx)
             asyncio.run_coroutine_threadsafe(coro, self._loop)
         else:
-            self._job_threads.put((spec, data, ctx))
+            self._start_thread_task((spec, data, ctx))
 
     def admit_inline(self, job: ClaimedJob) -> Callable[[], None] | None:
         """Admit a sync job to run on the calling thread: its slot is taken and its
@@ -178,9 +182,8 @@ class ThreadExecutor:
             return list(self._running.values())
 
     def snapshot(self) -> dict[str, Any]:
-        threads, free = self._job_threads.counts()
         with self._lock:
-            return {"threads": threads, "idle_threads": free,
+            return {"threads": self._threads, "idle_threads": self._idle_threads,
                     "running": len(self._running), "capacity": self.slots.capacity}
 
     def shutdown(self, grace_ms: int) -> list[str]:
@@ -192,7 +195,8 @@ class ThreadExecutor:
         with self._lock:
             self._watch_cond.notify()
             left = list(self._running)
-        self._job_threads.stop()
+        for _ in range(self._threads):
+            self._tasks.put(None)
         asyncio.run_coroutine_threadsafe(self._close_loop(), self._loop)
         self._loop_thread.join(timeout=5)
         if not self._loop.is_running():
@@ -213,12 +217,40 @@ class ThreadExecutor:
         finally:
             asyncio.get_running_loop().stop()
 
-    def _run_task(self, task: Any) -> Callable[[], None]:
-        """Run a sync job's handler; what is left (its outcome written) runs once its
-        thread counts as free (job_threads.py)."""
-        spec, data, ctx = task
-        outcome = self._call_sync(spec, data, ctx)
-        return lambda: self._finish(ctx.job.id, outcome)
+    def _start_thread_task(self, task: Any) -> None:
+        with self._lock:
+            spawn = self._idle_threads == 0
+            if spawn:
+                self._threads += 1
+            else:
+                self._idle_threads -= 1
+        self._tasks.put(task)
+        if spawn:
+            threading.Thread(target=self._thread_main, name=f"sr-{self.queue}-job",
+                             daemon=True).start()
+
+    def _thread_main(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get(timeout=IDLE_THREAD_EXIT_S)
+            except queue_mod.Empty:
+                with self._lock:
+                    if self._idle_threads > 0:
+                        self._idle_threads -= 1
+                        self._threads -= 1
+                        return
+                continue
+            if task is None:
+                return
+            spec, data, ctx = task
+            outcome = self._call_sync(spec, data, ctx)
+            # free for the next job before writing this one's outcome (the slot frees
+            # there, and the fetcher hands a job over at once): that job waits for one
+            # write instead of starting a thread, so a flood of short jobs keeps the pool
+            # (and the supervisor's RSS) small; a job that blocks still gets a thread each
+            with self._lock:
+                self._idle_threads += 1
+            self._finish(ctx.job.id, outcome)
 
     @staticmethod
     def _call_sync(spec: Any, data: Any, ctx: JobContext) -> Settlement:
