@@ -90,7 +90,7 @@ from typing import Any
 from .config import Config, redact_url
 from .cron_state import list_schedules
 from .durations import Durations
-from .job import ErrorInfo
+from .job_errors import ErrorInfo
 from .keys import QUEUES, WAKE_MARKER, Keys
 from .redis_errors import REDIS_OR_SOCKET_ERRORS, translate
 from .snapshot_records import (

@@ -53,7 +53,8 @@ import cloudpickle  # noqa: F401
 
 from ..context import JobContext, JobLogger, PoolSlots, current_job, log_line
 from ..errors import UnknownJob
-from ..job import ErrorInfo, ErrorKind, Status
+from ..job import Status
+from ..job_errors import ErrorInfo, ErrorKind
 from ..joboutput import LineBuffer
 from ..proctitle import child_title, set_title
 from ..progress import ProgressBuffer, ProgressReport
