@@ -59,6 +59,7 @@ class ChildMessages:
     wake: Callable[[], None]
     _watch: PoolWatch
 
+    # -- the pool's side, defined in pool.py -----------------------------------------
     def report(self, outcome: Settlement) -> None:
         raise NotImplementedError
 
@@ -68,6 +69,7 @@ class ChildMessages:
     def _on_exit(self, child: Child) -> None:
         raise NotImplementedError
 
+    # -- what a child sends ----------------------------------------------------------
     def _on_event(self, child: Child, kind: int) -> None:
         # a stopping child's pipes were let go with its job: this is an event from the
         # same select() as the kill
