@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from collections import deque
-from typing import Protocol
 
 import psutil
 
@@ -30,7 +29,7 @@ from .base import Report
 from .deaths import RespawnLimiter
 from .forkserver import ForkServer, ForkServerUnavailable
 from .pool_child import Assigned, Busy, Child, Exited, Silent, Stopping
-from .pool_messages import DRAIN_LIMIT, ChildMessages
+from .pool_messages import DRAIN_LIMIT, ChildMessages, PoolEvents
 from .pool_timers import PoolTimers
 from .pool_watch import PoolWatch
 from .process_tree import signal_tree, tree_rss
@@ -39,16 +38,6 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 SERVER_WAIT_S = 1.0  # the fork server is being replaced: ask again then, or once woken
-
-
-class PoolEvents(Protocol):
-    """What the pool tells its executor, lock held."""
-
-    def child_idle(self, child: Child) -> None:
-        """CHILD waits for a job: hand it one if any waits."""
-
-    def job_ran(self, job: Assigned) -> None:
-        """JOB ended (done or timed out): how long it ran sizes the prefetch."""
 
 
 class ChildPool(ChildMessages):

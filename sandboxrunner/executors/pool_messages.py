@@ -3,7 +3,8 @@ message pipe (DONE settles its job, PROGRESS and LOG go to their sinks, READY ma
 idle; anything else is a broken protocol and kills it) and the output on its output pipe
 (one log line of its job per line). `ChildPool` (pool.py) mixes this in: the manager
 thread calls `_on_event` with the pool's lock held, and the pool's side of the contract
-(reporting, killing, handling an exit) is declared below and defined there.
+(reporting, killing, handling an exit) is declared below and defined there. What the
+pool tells its executor (`PoolEvents`) is here, as these handlers tell most of it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..config import Config
 from ..context import LogSink, ProgressSink, log_line
@@ -34,9 +35,6 @@ from .pool_child import (
 )
 from .pool_watch import EXIT, OUT, PoolWatch
 
-if TYPE_CHECKING:
-    from .pool import PoolEvents
-
 # the pool's logger: its lines keep the name they had before this module was split off
 log = logging.getLogger("sandboxrunner.executors.pool")
 
@@ -44,6 +42,16 @@ log = logging.getLogger("sandboxrunner.executors.pool")
 # still alive this long after the EOF closed the pipe itself and can no longer report
 PIPE_EOF_GRACE_S = 0.5
 DRAIN_LIMIT = 4 * 1024 * 1024  # per drain: a grandchild printing forever can't pin us
+
+
+class PoolEvents(Protocol):
+    """What the pool tells its executor, lock held."""
+
+    def child_idle(self, child: Child) -> None:
+        """CHILD waits for a job: hand it one if any waits."""
+
+    def job_ran(self, job: Assigned) -> None:
+        """JOB ended (done or timed out): how long it ran sizes the prefetch."""
 
 
 class ChildMessages:
