@@ -27,7 +27,8 @@ from .cli_support import (
     reports_errors,
 )
 from .config import Config, redact_url
-from .job import TERMINAL_STATUSES, ErrorInfo, ErrorKind, Status
+from .job import TERMINAL_STATUSES, Status
+from .job_errors import ErrorInfo, ErrorKind
 from .job_lookup import resolve_job_id
 from .joblog import display_level, read_job_log
 from .store import Store

@@ -40,7 +40,8 @@ from collections.abc import Callable
 import redis
 
 from .executors.base import Executor
-from .job import ClaimedJob, ErrorKind, Settlement
+from .job import ClaimedJob, Settlement
+from .job_errors import ErrorKind
 from .outage import OutageLog
 from .store import BLOCK_TIMEOUT_S, Store
 

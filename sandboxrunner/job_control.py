@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidJobState, JobNotFound
-from .job import ErrorInfo, Status
+from .job import Status
+from .job_errors import ErrorInfo
 from .keys import queue_of_job
 from .progress import report_from_json
 

@@ -5,8 +5,10 @@ ran, writes nothing and scans nothing (no KEYS/SCAN): every read is a fixed key 
 bounded range. It reads through the store (store.py routes each pipelined read to the
 server holding its key, in a cluster too).
 This module owns the reading (the rounds below) and puts the snapshot together; the
-records, and the pure functions that turn raw replies into them (rates, ages, supervisor
-states, elapsed times, log lines), are in snapshot_records.py. `Snapshot` is re-exported.
+records and the JSON shape of `Snapshot.to_json` (what ``sandboxrunner top --json``
+prints) are in snapshot_records.py, and the pure functions that turn raw replies into
+them (rates, ages, supervisor states, elapsed times, log lines) in snapshot_decode.py.
+`Snapshot` is re-exported.
 
   0. TIME and INFO of each master, one server at a time (a pipeline routes by key): the
      first master's clock is the snapshot's (``server_time_ms``; a cluster's masters agree
@@ -32,72 +34,43 @@ is measured on its supervisor's own clock (its start and the snapshot's heartbea
 the snapshot's age from PTTL, so clock skew between hosts does not distort it.
 
 Supervisor states (live, late, gone: by the server clock) and the split of each queue's
-leased jobs into running, prefetched and orphaned are derived in snapshot_records.py,
+leased jobs into running, prefetched and orphaned are derived in snapshot_decode.py,
 whose docstring states the rules. A gone supervisor is one whose lease lapsed or whose
 snapshot expired (it died without removing itself): it is listed while jobs are left in
 its lease, and otherwise for GONE_SHOWN_MS after its last heartbeat, then left out; the
 index itself is never modified here.
-
-JSON shape (`Snapshot.to_json`, what ``sandboxrunner top --json`` prints). Times are epoch
-ms, durations ms; lists are bounded as noted:
-
-  {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0",
-             "maxmemory_policy": "noeviction",   # anything else may evict jobs (any master's)
-             "maxmemory_bytes": int, "used_memory_bytes": int,   # summed over masters; 0: none
-             "nodes": [{"address", "role", "version", "queues": [..], "clients",
-                        "used_memory_bytes", "maxmemory_bytes", "maxmemory_policy",
-                        "ops_per_s", "replicas"}]},  # each master
-   "server_time_ms": int,
-   "totals": {"waiting", "active", "running", "prefetched", "orphaned", "completed",
-              "failed", "jobs_per_s", "supervisors"},
-   "queues": {"default": {"waiting", "delayed", "active", "running", "prefetched",
-                          "orphaned", "enqueued", "completed",
-                          "failed", "retried", "stalled", "handed_back", "jobs_per_s",
-                          "rate_per_s": [60 ints, oldest first],
-                          "oldest_waiting_ms": int | null, "supervisors": int,
-                          "paused": bool, "throttled": int},
-              "priority": {...}},
-   "supervisors": [{"sid", "state", "host", "pid", "mode", "queues": [..], "uptime_ms",
-                    "cpu_percent", "rss_bytes", "heartbeat_age_ms", "capacity",
-                    "busy", "prefetched", "orphaned",      # busy: jobs running
-                    "children": [{"queue", "pid", "state", "job_id", "job_name",
-                                  "cpu_percent", "rss_bytes", "jobs_served"}]}],
-   "running": [{"id", "name", "queue", "sid", "host", "supervisor_pid", "worker",
-                "elapsed_ms", "timeout_ms"}],   # most of its timeout used first;
-                                                  # worker: "thread" or a child's pid
-   "failures": [{"id", "queue", "name", "error_type", "error_kind", "message",
-                 "ended_ms"}],                           # newest first, FAILURES_SHOWN
-   "cron": [{"queue", "job", "pattern", "tz", "next_ms", "last_tick_ms", "last_outcome",
-             "last_job_id", "runs", "skips", "error", "manual_runs", "last_manual_ms",
-             "last_manual_job_id"}],
-   "logs": [{"id", "ts_ms", "level", "job_id", "source", "msg"}]}   # LOG_TAIL, oldest first
-
-A queue's ``waiting`` leaves out a wake marker (keys.WAKE_MARKER); ``stalled`` counts jobs
-taken back from supervisors that died, ``handed_back`` those a stopping supervisor handed
-back at the end of its grace period. A queue's ``active`` counts leased jobs (claimed,
-not settled), read live, and is the sum of its ``running``, ``prefetched`` and
-``orphaned``; a supervisor's ``busy``,
-``prefetched`` and ``orphaned`` add up to the queues' the same way. The ``running`` list
-holds what the supervisors published, so a job that just started is counted at once and
-listed after its supervisor's next heartbeat; a gone supervisor lists none.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .config import Config, redact_url
 from .cron_state import list_schedules
 from .durations import Durations
-from .job import ErrorInfo
-from .keys import QUEUES, WAKE_MARKER, Keys
+from .job_errors import ErrorInfo
+from .keys import QUEUES, Keys
 from .redis_errors import REDIS_OR_SOCKET_ERRORS, translate
-from .snapshot_records import (
+from .snapshot_decode import (
     RATE_WINDOW_S,
+    LeaseSplit,
+    decode_log_line,
+    decode_node,
+    decode_supervisor,
+    gone_supervisor,
+    has_wake_marker,
+    json_object,
+    last_beats,
+    leased_by_sid,
+    oldest_job,
+    rate_series,
+    server_version,
+    split_lease,
+    supervisor_state,
+)
+from .snapshot_records import (
     CronInfo,
     FailureInfo,
-    LeaseSplit,
     QueueStats,
     RedisMemory,
     RunningJobInfo,
@@ -106,14 +79,6 @@ from .snapshot_records import (
     as_int,
     as_text,
     cut_text,
-    decode_log_line,
-    decode_node,
-    decode_supervisor,
-    gone_supervisor,
-    rate_series,
-    server_version,
-    split_lease,
-    supervisor_state,
 )
 from .store import Store
 
@@ -143,33 +108,6 @@ def _job_key(keys: Keys, job_id: str) -> str | None:
         return keys.job(job_id)
     except ValueError:
         return None  # a malformed id pushed by hand: nothing to look up
-
-
-def _json_object(raw: Any) -> dict[str, Any] | None:
-    """A supervisor's snapshot, or None when it expired (or is not a JSON object)."""
-    try:
-        value = json.loads(as_text(raw) or "null")
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _leased_by_sid(by_queue: dict[str, list[tuple[str, int]]]) -> dict[str, dict[str, int]]:
-    """{queue: [(sid, leased)]} turned around: {sid: {queue: leased}}."""
-    out: dict[str, dict[str, int]] = {}
-    for q, rows in by_queue.items():
-        for sid, n in rows:
-            out.setdefault(sid, {})[q] = n
-    return out
-
-
-def _last_beats(queues: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Each supervisor's last heartbeat on any queue (server ms), from the ``sups`` zsets."""
-    out: dict[str, int] = {}
-    for raw in queues.values():
-        for sid, score in raw["sups"] or ():
-            out[as_text(sid)] = max(out.get(as_text(sid), 0), int(score))
-    return out
 
 
 class _Batch:
@@ -285,7 +223,7 @@ class SnapshotReader:
             active[q] = [(as_text(sid), batch.add("llen", k.active(q, as_text(sid))),
                           batch.add("lrange", k.active(q, as_text(sid)), 0, MAX_ACTIVE_IDS - 1))
                          for sid, _ in raw["sups"] or ()]
-            oldest_key = _job_key(k, _oldest_job(raw["oldest_ids"]))
+            oldest_key = _job_key(k, oldest_job(raw["oldest_ids"]))
             if oldest_key:
                 oldest[q] = batch.add("hget", oldest_key, "enq")
             for job_id in map(as_text, raw["failure_ids"] or ()):
@@ -297,7 +235,7 @@ class SnapshotReader:
             "snapshots": [(sid, score, batch.reply(got), as_int(batch.reply(ttl, -2), -2))
                           for sid, score, got, ttl in snapshots],
             # sid -> queue -> jobs in its lease
-            "leased": _leased_by_sid({q: [(sid, as_int(batch.reply(n, 0))) for sid, n, _ in at]
+            "leased": leased_by_sid({q: [(sid, as_int(batch.reply(n, 0))) for sid, n, _ in at]
                                       for q, at in active.items()}),
             # None: some list was longer than we read, so membership can't be decided
             "active_ids": None if any(as_int(batch.reply(n, 0)) > MAX_ACTIVE_IDS
@@ -316,7 +254,7 @@ class SnapshotReader:
         enq = second["oldest"].get(q)
         return QueueStats(
             name=q,
-            waiting=as_int(raw["waiting"]) - _has_marker(raw["oldest_ids"]),
+            waiting=as_int(raw["waiting"]) - has_wake_marker(raw["oldest_ids"]),
             delayed=as_int(raw["delayed"]),
             active=split.active,
             running=split.running,
@@ -340,16 +278,16 @@ class SnapshotReader:
                      ) -> tuple[tuple[SupervisorInfo, ...], tuple[RunningJobInfo, ...],
                                 dict[str, LeaseSplit]]:
         """Every supervisor to show, the jobs they run, and each queue's leased jobs split
-        (snapshot_records.py's docstring): from the snapshots of the indexed ones, and
+        (snapshot_decode.py's docstring): from the snapshots of the indexed ones, and
         from the queues' ``sups`` (server clock) for those whose snapshot is not there."""
         leased: dict[str, dict[str, int]] = second["leased"]
-        last_beat = _last_beats(first["queues"])
+        last_beat = last_beats(first["queues"])
         shown: list[SupervisorInfo] = []
         running: list[RunningJobInfo] = []
         splits = {q: LeaseSplit() for q in self.queues}
         for sid, score, raw, pttl in second["snapshots"]:
             mine = leased.get(sid, {})
-            snap = _json_object(raw)
+            snap = json_object(raw)
             if snap is None:  # expired: it stopped heartbeating three leases ago
                 per_queue = {q: split_lease(n, None, "gone") for q, n in mine.items()}
                 info = gone_supervisor(sid, max(0, now_ms - last_beat.get(sid, score)),
@@ -412,15 +350,3 @@ class SnapshotReader:
                      last_manual_job_id=r["last_manual_job_id"])
             for r in list_schedules(self._store, self.queues)
         )
-
-
-def _has_marker(oldest: Any) -> bool:
-    """Whether the two oldest entries of a wait list hold its wake marker (at most one; put
-    only onto an empty list, it is the oldest entry while it is there)."""
-    return any(as_text(entry) == WAKE_MARKER for entry in oldest or ())
-
-
-def _oldest_job(oldest: Any) -> str:
-    """The oldest job id among a wait list's two oldest entries ('' when none)."""
-    jobs = [as_text(entry) for entry in oldest or () if as_text(entry) != WAKE_MARKER]
-    return jobs[-1] if jobs else ""

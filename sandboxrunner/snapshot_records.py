@@ -1,42 +1,61 @@
-"""The records of one `top` snapshot, and the pure functions that build them from raw
-Redis replies: tolerant decoding, the per-second rate series, a supervisor's state, its
-heartbeat age and its running jobs' elapsed time (clocks: snapshot.py's docstring), how
-its leased jobs split into running, prefetched and orphaned, one log line.
+"""The records of one snapshot of a deployment (what `top` and the web dashboard show),
+and the JSON shape `Snapshot.to_json` gives them. Nothing here talks to Redis: snapshot.py
+reads the replies and snapshot_decode.py turns them into these records. The tolerant
+decoding of one value (anything in Redis may have been written by hand) is here, as the
+records' own decoding uses it.
 
-Nothing here talks to Redis: snapshot.py reads the replies and hands them over. The JSON
-shape of `Snapshot.to_json` is documented in snapshot.py's docstring. A web dashboard
-reuses these records and derivations; they are the one place each rule is stated:
+JSON shape (`Snapshot.to_json`, what ``sandboxrunner top --json`` prints). Times are epoch
+ms, durations ms; lists are bounded as noted:
 
-Supervisor state, from the age of its last heartbeat on the Redis server's clock
-(`supervisor_state`): ``live``; ``late`` past half its lease without a heartbeat (the
-silence heartbeat.lua also treats as a sign of trouble); ``gone`` once its lease lapsed,
-whether or not another supervisor is there to take its jobs back, or once its snapshot
-expired. A gone supervisor's uptime stops at its last heartbeat, and it runs nothing.
+  {"redis": {"url": "redis://:***@host:6379/0", "version": "valkey 9.0.0",
+             "maxmemory_policy": "noeviction",   # anything else may evict jobs (any master's)
+             "maxmemory_bytes": int, "used_memory_bytes": int,   # summed over masters; 0: none
+             "nodes": [{"address", "role", "version", "queues": [..], "clients",
+                        "used_memory_bytes", "maxmemory_bytes", "maxmemory_policy",
+                        "ops_per_s", "replicas"}]},  # each master
+   "server_time_ms": int,
+   "totals": {"waiting", "active", "running", "prefetched", "orphaned", "completed",
+              "failed", "jobs_per_s", "supervisors"},
+   "queues": {"default": {"waiting", "delayed", "active", "running", "prefetched",
+                          "orphaned", "enqueued", "completed",
+                          "failed", "retried", "stalled", "handed_back", "jobs_per_s",
+                          "rate_per_s": [60 ints, oldest first],
+                          "oldest_waiting_ms": int | null, "supervisors": int,
+                          "paused": bool, "throttled": int},
+              "priority": {...}},
+   "supervisors": [{"sid", "state", "host", "pid", "mode", "queues": [..], "uptime_ms",
+                    "cpu_percent", "rss_bytes", "heartbeat_age_ms", "capacity",
+                    "busy", "prefetched", "orphaned",      # busy: jobs running
+                    "children": [{"queue", "pid", "state", "job_id", "job_name",
+                                  "cpu_percent", "rss_bytes", "jobs_served"}]}],
+   "running": [{"id", "name", "queue", "sid", "host", "supervisor_pid", "worker",
+                "elapsed_ms", "timeout_ms"}],   # most of its timeout used first;
+                                                  # worker: "thread" or a child's pid
+   "failures": [{"id", "queue", "name", "error_type", "error_kind", "message",
+                 "ended_ms"}],                           # newest first, snapshot.FAILURES_SHOWN
+   "cron": [{"queue", "job", "pattern", "tz", "next_ms", "last_tick_ms", "last_outcome",
+             "last_job_id", "runs", "skips", "error", "manual_runs", "last_manual_ms",
+             "last_manual_job_id"}],
+   "logs": [{"id", "ts_ms", "level", "job_id", "source", "msg"}]}  # snapshot.LOG_TAIL, oldest first
 
-Leased jobs (`split_lease`): a queue's ``active`` jobs are those in the supervisors'
-leases, read live, split three ways so that every count shown adds up:
-  running     being run: in process mode at most one per child of the pool (a pool
-              starts a job as soon as a child is free), in thread mode all of them
-              (a thread supervisor claims no more than its free slots);
-  prefetched  claimed by a process pool ahead of a free child: the backlog, which
-              waits in the supervisor's memory (its deadline starts when a child takes
-              it) and which no other supervisor can take meanwhile;
-  orphaned    in the lease of a gone supervisor: a live supervisor of the queue takes
-              them back (runs them again) at its next heartbeat, or the next to start.
-A supervisor's ``busy`` and ``prefetched`` are the sums of its queues' splits, and a
-queue's are the sums over its supervisors, so the queue line, the supervisor line and
-``running`` agree. The list of running jobs comes from the supervisors' heartbeats, so a
-job started since the last one is counted before it is listed.
+A queue's ``waiting`` leaves out a wake marker (keys.WAKE_MARKER); ``stalled`` counts jobs
+taken back from supervisors that died, ``handed_back`` those a stopping supervisor handed
+back at the end of its grace period. A queue's ``active`` counts leased jobs (claimed,
+not settled), read live, and is the sum of its ``running``, ``prefetched`` and
+``orphaned``; a supervisor's ``busy``,
+``prefetched`` and ``orphaned`` add up to the queues' the same way. The ``running`` list
+holds what the supervisors published, so a job that just started is counted at once and
+listed after its supervisor's next heartbeat; a gone supervisor lists none.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-RATE_WINDOW_S = 60
 MAX_TEXT_CHARS = 500  # a message or log line is cut here: the screen shows one line
+
+
 
 
 @dataclass(frozen=True)
@@ -227,7 +246,7 @@ class Snapshot:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """The documented JSON shape (snapshot.py's docstring)."""
+        """The documented JSON shape (this module's docstring)."""
         queues = {}
         for q in self.queues:
             row = asdict(q)
@@ -267,7 +286,7 @@ def as_int(value: Any, default: int = 0) -> int:
         return default
 
 
-def _float(value: Any) -> float:
+def as_float(value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -276,179 +295,3 @@ def _float(value: Any) -> float:
 
 def cut_text(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + "…"
-
-
-def rate_series(raw: dict[Any, Any], now_s: int) -> tuple[int, ...]:
-    """The ring's ``second:count`` slots as counts for the last RATE_WINDOW_S seconds."""
-    counts = [0] * RATE_WINDOW_S
-    for value in raw.values():
-        second, _, count = as_text(value).partition(":")
-        age = now_s - as_int(second, -1)
-        if 0 <= age < RATE_WINDOW_S:
-            counts[RATE_WINDOW_S - 1 - age] = as_int(count)
-    return tuple(counts)
-
-
-def _sid_parts(sid: str) -> tuple[str, int]:
-    """Host and pid from a supervisor id ``host-pid-hex`` (a host may contain dashes)."""
-    parts = sid.rsplit("-", 2)
-    return (parts[0], as_int(parts[1])) if len(parts) == 3 else (sid, 0)
-
-
-def supervisor_state(age_ms: int, lease_ms: int) -> str:
-    """live, late or gone for a last heartbeat AGE_MS old (server clock); see the top."""
-    if age_ms > lease_ms:
-        return "gone"
-    return "late" if age_ms > lease_ms // 2 else "live"
-
-
-@dataclass(frozen=True)
-class LeaseSplit:
-    """One supervisor's leased jobs of one queue, or sums of them (see the top)."""
-
-    running: int = 0
-    prefetched: int = 0
-    orphaned: int = 0
-
-    def __add__(self, other: LeaseSplit) -> LeaseSplit:
-        return LeaseSplit(self.running + other.running, self.prefetched + other.prefetched,
-                          self.orphaned + other.orphaned)
-
-    @property
-    def active(self) -> int:
-        return self.running + self.prefetched + self.orphaned
-
-
-def split_lease(leased: int, capacity: int | None, state: str) -> LeaseSplit:
-    """LEASED jobs of a supervisor in STATE whose executor runs CAPACITY at once (None:
-    unknown, as for a supervisor whose snapshot was not read)."""
-    if state == "gone":
-        return LeaseSplit(orphaned=leased)
-    running = leased if capacity is None else min(leased, capacity)
-    return LeaseSplit(running=running, prefetched=leased - running)
-
-
-def gone_supervisor(sid: str, age_ms: int, splits: dict[str, LeaseSplit]) -> SupervisorInfo:
-    """A supervisor known only by its id (its snapshot expired): gone."""
-    host, pid = _sid_parts(sid)
-    return SupervisorInfo(sid=sid, state="gone", host=host, pid=pid, mode="", queues=(),
-                          uptime_ms=0, cpu_percent=0.0, rss_bytes=0, heartbeat_age_ms=age_ms,
-                          capacity=0, busy=0, prefetched=0,
-                          orphaned=sum(split.orphaned for split in splits.values()),
-                          children=())
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _executors(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    raw = snap.get("executors")
-    if not isinstance(raw, dict):
-        return {}
-    return {str(q): ex for q, ex in raw.items() if isinstance(ex, dict)}
-
-
-def _children(executors: dict[str, dict[str, Any]]) -> tuple[ChildInfo, ...]:
-    return tuple(
-        ChildInfo(queue=q, pid=as_int(c.get("pid")), state=str(c.get("state", "")),
-                  job_id=c.get("job_id"), job_name=c.get("job_name"),
-                  cpu_percent=_float(c.get("cpu_percent")), rss_bytes=as_int(c.get("rss_bytes")),
-                  jobs_served=as_int(c.get("jobs_served")))
-        for q, ex in executors.items() for c in _dicts(ex.get("children")))
-
-
-def _snapshot_age_ms(snap: dict[str, Any], pttl: int, now_ms: int) -> int:
-    # PTTL gives the snapshot's age on the server's clock; a supervisor that publishes no
-    # ttl_ms leaves only a comparison of two hosts' clocks
-    ttl_ms = as_int(snap.get("ttl_ms"))
-    return max(0, ttl_ms - pttl if ttl_ms and pttl >= 0
-               else now_ms - as_int(snap.get("heartbeat_ms")))
-
-
-def decode_supervisor(sid: str, snap: dict[str, Any], pttl: int, now_ms: int,
-                      default_lease_ms: int, leased: dict[str, int],
-                      ) -> tuple[SupervisorInfo, list[RunningJobInfo], dict[str, LeaseSplit]]:
-    """A supervisor from its published snapshot and LEASED (queue -> jobs in its lease,
-    read live): its record, the jobs it runs, and its leased jobs split per queue."""
-    age_ms = _snapshot_age_ms(snap, pttl, now_ms)
-    state = supervisor_state(age_ms, as_int(snap.get("lease_ms")) or default_lease_ms)
-    executors = _executors(snap)
-    splits = {q: split_lease(n, as_int(executors[q].get("capacity")) if q in executors
-                             else None, state) for q, n in leased.items()}
-    total = sum(splits.values(), LeaseSplit())
-    beat_ms = as_int(snap.get("heartbeat_ms"))
-    started_ms = int(_float(snap.get("started_at")) * 1000)
-    host, pid = str(snap.get("host", "")), as_int(snap.get("pid"))
-    gone = state == "gone"
-    info = SupervisorInfo(
-        sid=sid, state=state, host=host, pid=pid, mode=str(snap.get("mode", "")),
-        queues=tuple(str(q) for q in snap.get("queues") or ()),
-        # a gone supervisor's uptime stops at its last heartbeat
-        uptime_ms=max(0, beat_ms - started_ms + (0 if gone else age_ms)),
-        cpu_percent=_float(snap.get("cpu_percent")), rss_bytes=as_int(snap.get("rss_bytes")),
-        heartbeat_age_ms=age_ms,
-        capacity=sum(as_int(ex.get("capacity")) for ex in executors.values()),
-        busy=total.running, prefetched=total.prefetched, orphaned=total.orphaned,
-        children=() if gone else _children(executors),  # they died with it
-    )
-    # started_at and heartbeat_ms are both the supervisor's clock: skew cancels out
-    jobs = [] if gone else [
-        RunningJobInfo(id=str(r.get("id", "")), name=str(r.get("name", "")),
-                       queue=str(r.get("queue", "")), sid=sid, host=host, supervisor_pid=pid,
-                       worker=str(r.get("worker", "")), timeout_ms=as_int(r.get("timeout_ms")),
-                       elapsed_ms=max(0, beat_ms - int(_float(r.get("started_at")) * 1000)
-                                      + age_ms), **_progress_of(r))
-        for r in _dicts(snap.get("running"))
-    ]
-    return info, jobs, splits
-
-
-def _progress_of(row: dict[str, Any]) -> dict[str, Any]:
-    """The progress fields of a running job's row (none when it never reported)."""
-    fraction = row.get("progress")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        return {}
-    message = row.get("progress_message")
-    return {"progress": min(1.0, max(0.0, float(fraction))),
-            "progress_message": message if isinstance(message, str) else None}
-
-
-def server_version(info: dict[str, Any]) -> str:
-    """``valkey 9.0.0`` or ``redis 7.0.15``, from a server's INFO."""
-    if "valkey_version" in info:
-        return f"valkey {info['valkey_version']}"
-    return f"redis {info.get('redis_version', '?')}"
-
-
-def decode_node(address: str, info: dict[str, Any], queues: tuple[str, ...]) -> NodeInfo:
-    """A master's record from its INFO (default sections)."""
-    return NodeInfo(address=address, role=str(info.get("role", "master")),
-                    version=server_version(info), queues=queues,
-                    clients=as_int(info.get("connected_clients")),
-                    used_memory_bytes=as_int(info.get("used_memory")),
-                    maxmemory_bytes=as_int(info.get("maxmemory")),
-                    maxmemory_policy=str(info.get("maxmemory_policy") or ""),
-                    ops_per_s=as_int(info.get("instantaneous_ops_per_sec")),
-                    replicas=as_int(info.get("connected_slaves")))
-
-
-def decode_log_line(entry: Any) -> LogLine:
-    entry_id, fields = entry
-    fields = {as_text(f): v for f, v in (fields or {}).items()}
-    try:
-        line = json.loads(as_text(fields.get("line")))
-    except ValueError:
-        line = None
-    if not isinstance(line, dict):
-        line = {"msg": as_text(fields.get("line")), "level": "info"}
-    msg = str(line.get("msg", ""))
-    if isinstance(line.get("err"), dict):
-        msg += f" [{line['err'].get('type', 'Error')}: {line['err'].get('message', '')}]"
-    if "data" in line:
-        msg += " " + json.dumps(line["data"], default=str)
-    entry_text = as_text(entry_id)
-    ts_ms = int(_float(line.get("ts")) * 1000) or as_int(entry_text.partition("-")[0])
-    return LogLine(id=entry_text, ts_ms=ts_ms, level=str(line.get("level", "info")),
-                   job_id=as_text(fields.get("job")), source=str(line.get("source", "")),
-                   msg=cut_text(msg.replace("\n", " ")))

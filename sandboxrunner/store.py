@@ -33,13 +33,13 @@ from .connection import caller_retry
 from .job import ClaimedJob as ClaimedJob
 from .job import (
     EnqueueResult,
-    ErrorInfo,
     Outcome,
     PreparedJob,
     claimed_batch,
     text,
 )
 from .job import Settlement as Settlement
+from .job_errors import ErrorInfo
 from .keys import QUEUES, Keys, queue_of_job
 from .progress import ProgressReport
 from .redirects import Replicas

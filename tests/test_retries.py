@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from sandboxrunner import InvalidJobData, JobFailed, JobTimeout
-from sandboxrunner.job import ErrorInfo, PreparedJob, Settlement, Status
+from sandboxrunner.job import PreparedJob, Settlement, Status
+from sandboxrunner.job_errors import ErrorInfo
 from sandboxrunner.keys import Keys
 from sandboxrunner.snapshot import SnapshotReader
 from sandboxrunner.store import Store

@@ -28,7 +28,7 @@ Pages (app.py routes them; a route is relative to where the app is mounted):
   /metrics               the Prometheus text format (metrics.py), from the shared snapshot
                          and the job durations, each read at most once per ``refresh_s``
   /api/metrics           the same numbers as JSON (the shape in metrics.py's docstring)
-  /api/snapshot          the snapshot as JSON (the shape in snapshot.py's docstring)
+  /api/snapshot          the snapshot as JSON (the shape in snapshot_records.py's docstring)
   /api/jobs/ID, /api/jobs/ID/log?after=STREAM_ID, /api/queues/Q/jobs?status=&cursor=
                          a job, its log lines after a stream id, a page of a queue's jobs
 

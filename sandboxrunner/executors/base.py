@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import UnknownJob
-from ..job import ClaimedJob, ErrorKind, Settlement
+from ..job import ClaimedJob, Settlement
+from ..job_errors import ErrorKind
 from ..registry import JobSpec, Registry
 
 Report = Callable[[Settlement], None]

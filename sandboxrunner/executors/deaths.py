@@ -10,7 +10,7 @@ import os
 import signal
 from collections import deque
 
-from ..job import ErrorKind
+from ..job_errors import ErrorKind
 from ..store import Settlement
 from .base import failure, timed_out
 

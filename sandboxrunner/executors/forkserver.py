@@ -1,6 +1,7 @@
-"""The supervisor's side of its fork server: starting it, asking it for children and
-reaping them through it, and replacing it when it dies (its own side: in_forkserver.py;
-the design and its reasons: executors/__init__.py).
+"""The supervisor's side of its fork server: asking it for children and reaping them
+through it, and replacing it when it dies (how one server process is started, handshaken
+and stopped: forkserver_process.py; its own side: in_forkserver.py; the design and its
+reasons: executors/__init__.py).
 
 One fork server per supervisor, shared by its pools over one socket; each request is
 answered before the next is sent, under `_lock`. Forked when the process has one thread
@@ -14,14 +15,9 @@ ForkServerUnavailable at once, and the pools are woken when the new one is ready
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import pickle
 import select
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -29,23 +25,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
 from ..config import Config
 from ..context import SlotCounters
 from ..errors import JobLoadError
 from ..proctitle import fork_server_title
-from ..registry import JobSpec, Registry
+from ..registry import Registry
 from . import in_forkserver, pipes
 from .deaths import RespawnLimiter
+from .forkserver_process import (
+    CLOSE_TIMEOUT_S,
+    START_TIMEOUT_S,
+    ServerProcess,
+    StartFailed,
+    close_quietly,
+    fork_server,
+    spawn_server,
+)
 from .process_tree import open_pidfd
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT_S = 60.0  # a spawned server imports the jobs first
 REQUEST_TIMEOUT_S = 10.0  # a server that takes longer to fork is killed and replaced
-CLOSE_TIMEOUT_S = 5.0
-SPAWN_COMMAND = "from sandboxrunner.executors.in_forkserver import run_spawned; run_spawned()"
 
 
 class ForkServerUnavailable(Exception):
@@ -60,40 +60,6 @@ def may_fork_here() -> bool:
         return threading.active_count() == 1
 
 
-@dataclass(eq=False)
-class ServerProcess:
-    """One running fork server, as its supervisor knows it."""
-
-    pid: int
-    sock: socket.socket
-    known: dict[str, JobSpec]  # the supervisor's specs the server holds too
-    popen: subprocess.Popen[bytes] | None  # spawned; None when forked
-    alive: bool = True
-
-    def reap(self, timeout_s: float) -> str:
-        """How it ended, once it did; '' if it still runs after TIMEOUT_S."""
-        if self.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                return _ended(self.popen.wait(timeout_s))
-            return ""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                return "reaped elsewhere"
-            if pid:
-                return _ended(os.waitstatus_to_exitcode(status))
-            if time.monotonic() >= deadline:
-                return ""
-            time.sleep(0.005)
-
-    def kill(self) -> None:
-        """SIGKILL it (it is our child and not reaped yet: the pid is its own)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-
-
 @dataclass(frozen=True)
 class Spawned:
     """A child the fork server forked, with the supervisor's ends of its pipes."""
@@ -104,10 +70,6 @@ class Spawned:
     out_fd: int
     pidfd: int
     server: ServerProcess
-
-
-class _StartFailed(Exception):
-    """A fork server did not reach READY (internal: logged, or raised as JobLoadError)."""
 
 
 class ForkServer:
@@ -131,7 +93,7 @@ class ForkServer:
         if forked:  # before any thread: the cheap way, nothing imported again
             try:
                 self._current = self._fork()
-            except _StartFailed as exc:
+            except StartFailed as exc:
                 self._start_error = str(exc)
             self._started.set()
         self._thread = threading.Thread(target=self._watch, name="sr-forkserver", daemon=True)
@@ -159,10 +121,10 @@ class ForkServer:
             if kind != pipes.SPAWNED:
                 raise OSError(f"the fork server could not fork: {body}")
         except BaseException:
-            _close(ours)
+            close_quietly(ours)
             raise
         finally:
-            _close([cmd_r, msg_w, out_w])  # the child's ends: it has them now
+            close_quietly([cmd_r, msg_w, out_w])  # the child's ends: it has them now
         pid = int(body[0])
         return Spawned(pid, cmd_w, msg_r, out_r, open_pidfd(pid), server)
 
@@ -210,7 +172,7 @@ class ForkServer:
             broken = isinstance(exc, TimeoutError | pipes.ProtocolError)
             self._give_up_on(server, f"did not answer properly ({exc})" if broken else "")
             raise ForkServerUnavailable(str(exc)) from exc
-        _close(extra)
+        close_quietly(extra)
         if reply == 0:
             self._give_up_on(server, "")  # it died: the watching thread says so
             raise ForkServerUnavailable("the fork server died")
@@ -234,7 +196,7 @@ class ForkServer:
         if self._current is None:
             try:
                 server = self._spawn()
-            except _StartFailed as exc:
+            except StartFailed as exc:
                 self._start_error = str(exc)
                 self._started.set()
                 return
@@ -264,14 +226,14 @@ class ForkServer:
         while not self._closed.wait(delay):
             try:
                 server = self._spawn()
-            except _StartFailed as exc:
+            except StartFailed as exc:
                 delay = max(self._limiter.record(time.monotonic()), 1.0)
                 log.error("could not start a new fork server (%s); trying again in %.1f s",
                           exc, delay)
                 continue
             with self._lock:
                 if self._closed.is_set():  # closed while it started: `close` missed it
-                    self._stop(server)
+                    server.stop()
                     return
                 self._current = server
                 listeners = list(self._listeners)
@@ -289,87 +251,19 @@ class ForkServer:
             sys_path=list(sys.path), jobs_dir=str(jobs_dir) if jobs_dir else None)
 
     def _fork(self) -> ServerProcess:
-        """Fork the server from this process, which runs one thread."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        specs = dict(self.registry.jobs)
-        setup = self._setup()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                ours.close()
-                in_forkserver.run_forked(setup, theirs, specs)
-            finally:
-                os._exit(1)
-        theirs.close()
-        server = self._handshake(ServerProcess(pid, ours, specs, None))
-        log.debug("fork server (pid %d) forked from this process", pid)
-        return server
+        return self._serving(fork_server(self._setup(), dict(self.registry.jobs)))
 
     def _spawn(self) -> ServerProcess:
-        """Start the server as a fresh interpreter; it reads its setup and the specs from
-        its stdin (pickle: it is our child, the one trusted reader)."""
-        specs = dict(self.registry.jobs)
-        blobs = {}
-        for name, spec in specs.items():
-            try:
-                blobs[name] = cloudpickle.dumps(spec)
-            except Exception as exc:  # noqa: BLE001 - cloudpickle raises many kinds
-                log.warning("job %s cannot be sent to the fork server (cloudpickle failed: "
-                            "%s); process mode will fail it", name, exc)
-        payload = pickle.dumps((self._setup(), blobs), pickle.HIGHEST_PROTOCOL)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            popen = subprocess.Popen(
-                [sys.executable, "-c", SPAWN_COMMAND, str(theirs.fileno())],
-                stdin=subprocess.PIPE, pass_fds=(theirs.fileno(), self.counters.fd),
-                start_new_session=True)
-        except OSError as exc:
-            ours.close()
-            raise _StartFailed(f"could not run {sys.executable}: {exc}") from exc
-        finally:
-            theirs.close()
-        assert popen.stdin is not None
-        with contextlib.suppress(BrokenPipeError):  # it died: the handshake says how
-            popen.stdin.write(payload)
-        with contextlib.suppress(BrokenPipeError):
-            popen.stdin.close()
-        known = {name: specs[name] for name in blobs}
-        server = self._handshake(ServerProcess(popen.pid, ours, known, popen))
-        log.debug("fork server (pid %d) spawned: this process runs threads", popen.pid)
-        return server
+        return self._serving(spawn_server(self._setup(), dict(self.registry.jobs),
+                                          self.counters.fd))
 
-    def _handshake(self, server: ServerProcess) -> ServerProcess:
-        """Wait for SERVER's READY; drop the specs it could not load from `known`."""
-        server.sock.settimeout(START_TIMEOUT_S)
-        try:
-            kind, body, fds = pipes.receive_message(server.sock)
-            _close(fds)
-        except (OSError, pipes.ProtocolError) as exc:
-            kind, body = 0, f"no answer ({exc})"
-        if kind != pipes.READY:
-            server.alive = False
-            server.kill()
-            how = server.reap(CLOSE_TIMEOUT_S)
-            server.sock.close()
-            why = body if kind == pipes.BROKEN else f"it exited ({how}) before it was ready"
-            raise _StartFailed(str(why))
-        for name, why in dict(body.get("missing", {})).items():
-            server.known.pop(name, None)
-            log.warning("the fork server could not load job %s (%s): a child gets it with "
-                        "each job instead", name, why)
+    @staticmethod
+    def _serving(server: ServerProcess) -> ServerProcess:
+        """SERVER, ready: from now on a request it does not answer in time replaces it."""
         server.sock.settimeout(REQUEST_TIMEOUT_S)
         return server
 
     # -- closing -----------------------------------------------------------------------
-    @staticmethod
-    def _stop(server: ServerProcess) -> None:
-        """Close SERVER's socket (EOF: it exits), and reap it; SIGKILL if it lingers."""
-        server.alive = False
-        server.sock.close()
-        if not server.reap(CLOSE_TIMEOUT_S):
-            server.kill()
-            server.reap(CLOSE_TIMEOUT_S)
-
     def close(self) -> None:
         """Stop the fork server (its pools have closed: it has no children left)."""
         if self._closed.is_set():
@@ -381,23 +275,7 @@ class ForkServer:
             server, self._current = self._current, None
             self._listeners.clear()
             if server is not None:
-                self._stop(server)
+                server.stop()
         if not self._thread.is_alive():
-            _close([self._wake_r, self._wake_w])
+            close_quietly([self._wake_r, self._wake_w])
         self.counters.close()
-
-
-def _ended(code: int) -> str:
-    """How a process ended, from its exit code (negative: the signal that killed it)."""
-    if code >= 0:
-        return f"exited with code {code}"
-    try:
-        return f"killed by {signal.Signals(-code).name}"
-    except ValueError:
-        return f"killed by signal {-code}"
-
-
-def _close(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)

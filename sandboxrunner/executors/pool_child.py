@@ -173,7 +173,7 @@ class Child:
     pidfd: int  # -1 without pidfd_open: the message pipe's EOF stands in
     proc: psutil.Process
     slot: int  # its counter in the pool's nested-call array (context.PoolSlots)
-    server: Any  # the fork server it came from (forkserver.ServerProcess)
+    server: Any  # the fork server it came from (forkserver_process.ServerProcess)
     known: dict[str, JobSpec]  # specs in the child's memory
     state: State = field(default_factory=lambda: Starting(
         time.monotonic() + STARTUP_TIMEOUT_S))

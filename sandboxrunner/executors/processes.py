@@ -48,7 +48,8 @@ import psutil
 from ..config import Config
 from ..context import LogSink, ProgressSink
 from ..errors import UnknownJob
-from ..job import ErrorKind, Settlement
+from ..job import Settlement
+from ..job_errors import ErrorKind
 from ..registry import JobSpec, Registry
 from ..store import ClaimedJob
 from .base import Report, RunningJob, deadline_after, failure
