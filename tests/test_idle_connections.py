@@ -12,54 +12,47 @@ from sandboxrunner.store import Store
 from tests.supervisors import client_for, make_config
 
 
-def _our_connections(redis_client: Any, lib_names: set[str]) -> int:
-    """Connections of this test's redis-py clients other than REDIS_CLIENT's own."""
+def _connections_made(redis_url: str, redis_client: Any, threads: int, together: bool
+                      ) -> int:
+    """How many connections a Store made while THREADS threads each sent 50 commands,
+    one thread after another, or all TOGETHER."""
     own = redis_client.client_id()
-    return sum(1 for c in redis_client.client_list()
-               if int(c["id"]) != own and c.get("lib-name") in lib_names)
+    names = {c.get("lib-name") for c in redis_client.client_list()}
+
+    def ours() -> int:
+        return sum(1 for c in redis_client.client_list()
+                   if int(c["id"]) != own and c.get("lib-name") in names)
+
+    store = Store(make_config(redis_url), redis_url)
+    try:
+        before = ours()
+        barrier = threading.Barrier(threads if together else 1)
+
+        def sends() -> None:
+            barrier.wait()
+            for _ in range(50):
+                store.server_time_ms()
+
+        started = [threading.Thread(target=sends) for _ in range(threads)]
+        for thread in started:
+            thread.start()
+            if not together:
+                thread.join()
+        for thread in started:
+            thread.join()
+        return ours() - before
+    finally:
+        store.close()
 
 
 def test_threads_one_after_another_share_one_connection(redis_url: str,
                                                          redis_client: Any) -> None:
-    store = Store(make_config(redis_url), redis_url)
-    try:
-        names = {c.get("lib-name") for c in redis_client.client_list()}
-        before = _our_connections(redis_client, names)
-
-        def sends() -> None:
-            for _ in range(20):
-                store.server_time_ms()
-
-        for _ in range(10):
-            thread = threading.Thread(target=sends)
-            thread.start()
-            thread.join()
-        assert _our_connections(redis_client, names) - before == 1
-    finally:
-        store.close()
+    assert _connections_made(redis_url, redis_client, 10, together=False) == 1
 
 
 def test_concurrent_threads_take_no_more_connections_than_sends_under_way(
         redis_url: str, redis_client: Any) -> None:
-    store = Store(make_config(redis_url), redis_url)
-    try:
-        names = {c.get("lib-name") for c in redis_client.client_list()}
-        before = _our_connections(redis_client, names)
-        barrier = threading.Barrier(4)
-
-        def sends() -> None:
-            barrier.wait()
-            for _ in range(200):
-                store.server_time_ms()
-
-        threads = [threading.Thread(target=sends) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert 1 <= _our_connections(redis_client, names) - before <= 4
-    finally:
-        store.close()
+    assert 1 <= _connections_made(redis_url, redis_client, 4, together=True) <= 4
 
 
 def test_a_connection_the_server_dropped_is_replaced_before_the_next_send(
