@@ -1,10 +1,10 @@
 """Thread-mode executor: jobs run on threads of the supervisor process.
 
 Sync handlers run on threads started on demand (up to ``concurrency``) and kept for
-reuse while work keeps coming (a thread is counted free once its handler returned, while
+reuse while work keeps coming (a thread counts as free once its handler returned, while
 it still writes the outcome: the next job waits for that write rather than start a
-thread); async handlers run on one event loop thread shared by the
-executor and take no thread of their own. A watchdog thread enforces deadlines.
+thread); async handlers run on one event loop thread shared by the executor and take no
+thread of their own. A watchdog thread enforces deadlines.
 
 A supervisor's fetch thread may also run a sync job itself (``admit_inline``): it then
 hands its fetching over to a stand-by fetch thread, which saves the job a thread
