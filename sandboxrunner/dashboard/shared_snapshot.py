@@ -39,53 +39,79 @@ HISTORY_S = 600  # the overview's chart: jobs/s over the last ten minutes
 CHART_BUCKET_S = 10
 
 
-class SharedSnapshot:
-    """The latest snapshot of READ (a `SnapshotReader.read`), renewed at most once per
-    INTERVAL_S whoever asks."""
+class SharedReading(Generic[T]):
+    """The last value READ returned, renewed at most once per INTERVAL_S whoever asks; a
+    failed read's error (ours: RedisUnavailable, RedisRefused) is kept for the interval
+    too and raised to each caller."""
 
-    def __init__(self, read: Callable[[], Snapshot], interval_s: float,
+    def __init__(self, read: Callable[[], T], interval_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._read, self._interval_s, self._clock = read, interval_s, clock
         self._lock = threading.Lock()
         self._taken_at = -float("inf")
-        self._snapshot: Snapshot | None = None
+        self._value: T | None = None
         self._error: SandboxRunnerError | None = None
-        self._history: deque[tuple[int, int]] = deque()  # (server ms, settled so far)
         self.reads = 0  # how many times Redis was read (tests and the page footer)
 
-    def get(self) -> Snapshot:
-        """The shared snapshot (read now if the last is older than the interval); our
-        error (RedisUnavailable, RedisRefused) if the last read failed."""
+    def get(self) -> T:
         with self._lock:
             if self._clock() - self._taken_at >= self._interval_s:
-                self._renew()
+                self.reads += 1
+                try:
+                    self._value, self._error = self._read(), None
+                except SandboxRunnerError as exc:  # Redis trouble (read translates it)
+                    self._error = exc
+                self._taken_at = self._clock()
             if self._error is not None:
                 raise self._error
-            assert self._snapshot is not None
-            return self._snapshot
+            assert self._value is not None
+            return self._value
 
     def invalidate(self) -> None:
-        """The next `get` reads afresh: an action changed what the last one shows."""
+        """The next `get` reads afresh."""
         with self._lock:
             self._taken_at = -float("inf")
 
-    def _renew(self) -> None:
-        self.reads += 1
-        try:
-            snapshot = self._read()
-        except SandboxRunnerError as exc:  # Redis trouble (read translates it), kept too
-            self._error, self._taken_at = exc, self._clock()
-            return
-        self._snapshot, self._error, self._taken_at = snapshot, None, self._clock()
+
+class SharedSnapshot:
+    """The latest snapshot of READ (a `SnapshotReader.read`), shared as a `SharedReading`,
+    and the completions each read saw (the overview's chart)."""
+
+    def __init__(self, read: Callable[[], Snapshot], interval_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._read = read
+        self._shared = SharedReading(self._read_and_note, interval_s, clock)
+        self._history_lock = threading.Lock()
+        self._history: deque[tuple[int, int]] = deque()  # (server ms, settled so far)
+
+    @property
+    def reads(self) -> int:
+        return self._shared.reads
+
+    def get(self) -> Snapshot:
+        """The shared snapshot (read now if the last is older than the interval); our
+        error if the last read failed."""
+        return self._shared.get()
+
+    def invalidate(self) -> None:
+        """The next `get` reads afresh: an action changed what the last one shows."""
+        self._shared.invalidate()
+
+    def _read_and_note(self) -> Snapshot:
+        snapshot = self._read()
         totals = snapshot.totals()
-        self._history.append((snapshot.server_time_ms, totals["completed"] + totals["failed"]))
-        while self._history and self._history[0][0] < snapshot.server_time_ms - HISTORY_S * 1000:
-            self._history.popleft()
+        oldest_ms = snapshot.server_time_ms - HISTORY_S * 1000
+        with self._history_lock:
+            self._history.append((snapshot.server_time_ms,
+                                  totals["completed"] + totals["failed"]))
+            while self._history and self._history[0][0] < oldest_ms:
+                self._history.popleft()
+        return snapshot
 
     def jobs_per_s_history(self) -> list[tuple[int, float]]:
         """(bucket start ms, jobs/s settled) per CHART_BUCKET_S over what this process saw
         in the last HISTORY_S seconds, oldest first; a gap (no reads) shows as nothing."""
-        with self._lock:
+        with self._history_lock:
             points = list(self._history)
         buckets: dict[int, tuple[int, int]] = {}  # start ms -> (settled, ms covered)
         for (t0, n0), (t1, n1) in zip(points, points[1:], strict=False):
@@ -95,31 +121,3 @@ class SharedSnapshot:
             done, span = buckets.get(start, (0, 0))
             buckets[start] = (done + n1 - n0, span + t1 - t0)
         return [(start, done * 1000 / span) for start, (done, span) in sorted(buckets.items())]
-
-
-class SharedReading(Generic[T]):
-    """The last value READ returned, renewed at most once per INTERVAL_S whoever asks; a
-    failed read's error (ours) is kept for the interval too, as SharedSnapshot keeps it."""
-
-    def __init__(self, read: Callable[[], T], interval_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._read, self._interval_s, self._clock = read, interval_s, clock
-        self._lock = threading.Lock()
-        self._taken_at = -float("inf")
-        self._value: T | None = None
-        self._error: SandboxRunnerError | None = None
-        self.reads = 0
-
-    def get(self) -> T:
-        with self._lock:
-            if self._clock() - self._taken_at >= self._interval_s:
-                self.reads += 1
-                try:
-                    self._value, self._error = self._read(), None
-                except SandboxRunnerError as exc:
-                    self._error = exc
-                self._taken_at = self._clock()
-            if self._error is not None:
-                raise self._error
-            assert self._value is not None
-            return self._value
