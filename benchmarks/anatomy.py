@@ -119,10 +119,12 @@ def _script_times(monitor_log: Path) -> dict[str, dict[str, float]]:
         if len(parts) < 5 or parts[3] != '"EVALSHA"':
             continue
         name = names.get(parts[4].strip('"'))
-        for arg in parts[5:] if name else ():
+        if name is None:
+            continue
+        for arg in parts[5:]:
             arg = arg.strip('"')
             if arg.startswith("default-") and len(arg) == 40:
-                seen.setdefault(arg, {})[name] = float(parts[0])  # type: ignore[index]
+                seen.setdefault(arg, {})[name] = float(parts[0])
     return seen
 
 
