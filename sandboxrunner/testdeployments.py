@@ -15,14 +15,14 @@ from __future__ import annotations
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from .errors import RedisUnavailable
-from .server_process import HOST, port_is_free
+from .server_process import HOST, START_ATTEMPTS, port_is_free
 from .testserver import TestServer
 
 HASH_SLOTS = 16384
@@ -65,16 +65,29 @@ def _info(port: int, section: str) -> dict[str, Any]:
         return dict(client.info(section))
 
 
-# a cluster node also listens on its port + 10000 (the cluster bus), so its port must be at
-# most 55535; the kernel's ephemeral ports (free_port) often are not
-CLUSTER_PORTS = range(20000, 55536)
+# A cluster node also listens on its port + 10000 (the cluster bus). Both are drawn below the
+# kernel's ephemeral range: a port from that range that was free when chosen can be handed to
+# any outgoing connection or free_port() before the node binds it.
 CLUSTER_BUS_OFFSET = 10000
+LOWEST_CLUSTER_PORT = 10000
 
 
-def cluster_node_ports(count: int) -> list[int]:
-    """COUNT ports where cluster nodes can listen, their bus ports free too."""
+def ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; macOS starts at 49152
+
+
+CLUSTER_PORTS = range(LOWEST_CLUSTER_PORT,
+                      max(ephemeral_ports_start(), 2 * CLUSTER_BUS_OFFSET + 1) - CLUSTER_BUS_OFFSET)
+
+
+def cluster_node_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
+    """COUNT ports where cluster nodes can listen, their bus ports free too, none of them
+    (nor their bus ports) in AVOID."""
     chosen: list[int] = []
-    used: set[int] = set()  # the ports chosen and their bus ports
+    used = {p for port in avoid for p in (port, port + CLUSTER_BUS_OFFSET)}
     while len(chosen) < count:
         port = random.choice(CLUSTER_PORTS)
         bus = port + CLUSTER_BUS_OFFSET
@@ -110,12 +123,24 @@ class TestCluster:
     def start(self) -> TestCluster:
         try:
             for server in self.servers:
-                server.start()
+                self._start_node(server)
             self._form()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_node(self, server: TestServer) -> None:
+        """Start one node; when that fails (its port taken meanwhile: another test's node
+        may have picked it too), on another port."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                server.start()
+                return
+            except RedisUnavailable:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                server.port = cluster_node_ports(1, avoid=self.ports)[0]
 
     def stop(self) -> None:
         for server in self.servers:
