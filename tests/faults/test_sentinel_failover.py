@@ -123,7 +123,7 @@ def _lose_the_master(sentinel: TestSentinel, how: str) -> int:
 
 def _settled(sentinel: TestSentinel, old: int, how: str) -> None:
     """Wait until the old master no longer takes writes (a forced failover: the
-    Sentinels demote it about 10 s after they named the new one)."""
+    Sentinels demote it a few seconds after they named the new one)."""
     if how == "forced":
         wait_for(lambda: node_client(old).info("replication")["role"] == "slave",
                  timeout_s=30, what="the old master demoted")
