@@ -153,6 +153,14 @@ end
 -- field costs Redis time on every enqueue and bytes on every waiting job.
 local function write_record(qprefix, id, name, data, timeout, cid, skey, retries, backoff,
                             now)
+  local key = qprefix .. 'job:' .. id
+  if cid == '' and skey == '' and backoff == '' and tonumber(retries) == 0 then
+    -- the common record, without building a table for it: about a third of a bulk
+    -- enqueue's time in Redis
+    redis.call('HSET', key, 'name', name, 'data', data, 'timeout', timeout,
+               'status', 'queued', 'enq', now)
+    return
+  end
   local fields = {'name', name, 'data', data, 'timeout', timeout, 'status', 'queued',
                   'enq', now}
   if cid ~= '' then fields[#fields + 1] = 'reply'; fields[#fields + 1] = cid end
@@ -164,7 +172,7 @@ local function write_record(qprefix, id, name, data, timeout, cid, skey, retries
     fields[#fields + 1] = 'retries'; fields[#fields + 1] = retries
   end
   if backoff ~= '' then fields[#fields + 1] = 'backoff'; fields[#fields + 1] = backoff end
-  redis.call('HSET', qprefix .. 'job:' .. id, unpack(fields))
+  redis.call('HSET', key, unpack(fields))
 end
 
 -- Create job record ID and queue it (see write_record). wait, stats: keys of the queue.
