@@ -12,7 +12,7 @@ from typing import Any
 from sandboxrunner.executors.threads import ThreadExecutor
 from sandboxrunner.job import ClaimedJob, Settlement
 from sandboxrunner.registry import load_registry
-from tests.supervisors import TEST_JOBS
+from tests.supervisors import TEST_JOBS, client_for, running_supervisor
 
 WRITE_S = 0.002  # what writing one outcome to Redis costs a thread, about
 
@@ -67,3 +67,29 @@ def test_jobs_that_block_still_run_side_by_side() -> None:
         assert executor.snapshot()["threads"] == 8
     finally:
         executor.shutdown(1000)
+
+
+def _drain(redis_url: str, name: str, items: list[Any], concurrency: int) -> tuple[int, float]:
+    """Enqueue ITEMS as one batch, then drain them with a thread-mode supervisor of
+    CONCURRENCY: the pool's thread count once done, and the seconds the drain took."""
+    with client_for(redis_url) as client:
+        handles = client.enqueue_many(name, items)
+        with running_supervisor(redis_url, concurrency=concurrency) as supervisor:
+            started = time.monotonic()
+            for handle in handles:
+                handle.result(wait_timeout=30_000)
+            took = time.monotonic() - started
+            return supervisor.executors["default"].snapshot()["threads"], took
+
+
+def test_a_backlog_of_short_jobs_drains_on_a_small_pool(redis_url: str) -> None:
+    # every claim used to take up to 200 jobs at once and start a thread for each one no
+    # thread was free to take: a deep queue of no-ops grew the pool to ~200 threads
+    threads, _ = _drain(redis_url, "echo", [{"n": i} for i in range(3000)], concurrency=300)
+    assert threads <= 40, f"{threads} threads to drain no-ops"
+
+
+def test_a_backlog_of_jobs_that_block_still_gets_a_thread_each(redis_url: str) -> None:
+    threads, took = _drain(redis_url, "slow", [{"seconds": 0.5}] * 100, concurrency=100)
+    assert took < 2.0, f"100 jobs of 0.5 s on 100 threads took {took:.1f} s"
+    assert threads >= 90  # a fetch thread may run one itself
