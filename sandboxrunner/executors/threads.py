@@ -5,16 +5,17 @@ handlers run on one event loop thread shared by the executor and take no thread 
 own. A watchdog thread enforces deadlines, and grows the pool when it stalls.
 
 The pool grows by stalls, not by claims. A job goes to an idle thread if there is one.
-Else it waits in the pool's queue for the next thread to become free (a thread counts as
-free once its handler returned, while it still writes the outcome), unless the pool has
-stalled: no thread became free and none was started for STALL_S. Then a thread is
-started for it; and while jobs wait through a stall the watchdog doubles the threads
-(as many as wait, at most) every STALL_S. A claim of 200 short jobs thus runs on the few
-threads that keep freeing up (starting a thread for every job no thread was free to take
-grew the pool to about 200 threads on a deep queue of no-ops, their stacks in the
-supervisor's RSS), while jobs that block get a thread each within a few STALL_S (100
-in about 0.15 s). A job that comes while every thread is busy and one freed within
-STALL_S may wait up to STALL_S for a thread.
+Else (the pool has threads) it waits in the pool's queue for the next thread to become
+free (a thread counts as free once its handler returned, while it still writes the
+outcome), unless the pool stalls: no thread became free and none was started for STALL_S,
+while threads are held inside handlers (blocking on I/O, sleeping, computing) for STALL_S
+or more. Then the watchdog starts a thread per held thread (as many as wait, at most): the
+pool doubles every STALL_S while the stall lasts. A claim of 200 short jobs thus runs on
+the few threads that keep freeing up (starting a thread for every job no thread was free
+to take grew the pool to about 200 threads on a deep queue of no-ops, their stacks in the
+supervisor's RSS), while jobs that block get a thread each within a few STALL_S (100 in
+about 0.15 s). A job that comes while every thread is busy and one freed within STALL_S
+may wait up to STALL_S for a thread.
 
 A supervisor's fetch thread may also run a sync job itself (``admit_inline``): it then
 hands its fetching over to a stand-by fetch thread, which saves the job a thread
@@ -116,6 +117,8 @@ class ThreadExecutor:
         self._threads = 0
         self._waiting = 0  # jobs in _tasks that no idle thread was reserved for
         self._last_change = 0.0  # when a thread last became free or was started
+        # thread ident -> when its handler was called (monotonic), while it runs one
+        self._in_handler: dict[int, float] = {}
         self._stopping = threading.Event()
         self._watch_cond = threading.Condition(self._lock)
         capture_job_output()  # released by shutdown
@@ -239,14 +242,14 @@ class ThreadExecutor:
         with self._lock:
             if self._idle_threads > 0:
                 self._idle_threads -= 1
-            elif self._threads == 0 or now - self._last_change > STALL_S:
+            elif self._threads == 0:
                 spawn = True
                 self._threads += 1
                 self._last_change = now
             else:  # the next thread to become free takes it, unless the pool stalls
                 self._waiting += 1
-                if self._next_wake > now + STALL_S:
-                    self._watch_cond.notify()
+                if self._next_wake > max(now, self._last_change + STALL_S):
+                    self._watch_cond.notify()  # it sleeps past the stall it should see
         self._tasks.put(task)
         if spawn:
             self._spawn(1)
@@ -261,7 +264,11 @@ class ThreadExecutor:
         module's docstring), counted as started."""
         if self._waiting == 0 or now - self._last_change < STALL_S:
             return 0
-        count = min(self._waiting, max(1, self._threads))
+        # only threads held inside a handler for STALL_S count: threads between jobs that
+        # wait for the GIL or a core (a loaded machine) would only be joined by more
+        # waiting threads, and that kind of stall grew the pool to its concurrency
+        stuck = sum(1 for called in list(self._in_handler.values()) if now - called >= STALL_S)
+        count = min(self._waiting, stuck)
         self._waiting -= count
         self._threads += count
         self._last_change = now
@@ -294,14 +301,16 @@ class ThreadExecutor:
                     self._idle_threads += 1
             self._finish(ctx.job.id, outcome)
 
-    @staticmethod
-    def _call_sync(spec: Any, data: Any, ctx: JobContext) -> Settlement:
+    def _call_sync(self, spec: Any, data: Any, ctx: JobContext) -> Settlement:
         token = current_job.set(ctx)
+        thread = threading.get_ident()
+        self._in_handler[thread] = time.monotonic()  # one dict store: no lock needed
         try:
             return Settlement.returned(ctx.job.id, spec.call(data, ctx))
         except BaseException as exc:  # noqa: BLE001 - a job's failure, reported to its caller
             return Settlement.raised(ctx.job.id, exc)
         finally:
+            self._in_handler.pop(thread, None)
             current_job.reset(token)
             ctx.output.close()  # its last partial lines, before its outcome is written
 
