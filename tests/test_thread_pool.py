@@ -1,7 +1,8 @@
-"""Thread mode's pool starts a thread only for a job that no thread is free to take: a
-thread whose handler returned takes the next job once it has written its outcome, so a
-flood of short jobs does not grow the pool toward ``concurrency`` (each thread costs the
-supervisor its stack: RSS stays flat), while jobs that block still get a thread each."""
+"""Thread mode's pool grows by stalls, not by claims (executors/threads.py): a job no idle
+thread can take waits for the next thread to free up (a thread counts as free once its
+handler returned, while it writes the outcome), so a flood or a deep backlog of short jobs
+runs on a few threads (each thread costs the supervisor its stack: RSS stays flat), while
+jobs that block still get a thread each."""
 
 from __future__ import annotations
 
