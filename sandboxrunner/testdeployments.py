@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from .errors import RedisUnavailable
-from .server_process import HOST, START_ATTEMPTS, port_is_free
+from .server_process import HOST, port_is_free
 from .testserver import TestServer
 
 HASH_SLOTS = 16384
@@ -85,18 +85,15 @@ CLUSTER_PORTS = range(LOWEST_CLUSTER_PORT,
                       max(ephemeral_ports_start(), 2 * CLUSTER_BUS_OFFSET + 1) - CLUSTER_BUS_OFFSET)
 
 
-def cluster_node_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
-    """COUNT ports where cluster nodes can listen, their bus ports free too, none of them
-    (nor their bus ports) in AVOID."""
-    chosen: list[int] = []
+def cluster_node_port(avoid: Collection[int] = ()) -> int:
+    """A port where a cluster node can listen, its bus port free too, neither of them a
+    port (or bus port) in AVOID."""
     used = {p for port in avoid for p in (port, port + CLUSTER_BUS_OFFSET)}
-    while len(chosen) < count:
+    while True:
         port = random.choice(CLUSTER_PORTS)
         bus = port + CLUSTER_BUS_OFFSET
         if not {port, bus} & used and port_is_free(port) and port_is_free(bus):
-            chosen.append(port)
-            used |= {port, bus}
-    return chosen
+            return port
 
 
 class TestCluster:
@@ -109,9 +106,10 @@ class TestCluster:
         options = {"cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
                    "cluster-node-timeout": str(CLUSTER_NODE_TIMEOUT_MS), **SYNC_AT_ONCE}
         self.masters_count = masters
-        ports = cluster_node_ports(masters * (1 + replicas))
+        # each node picks its port as it starts, away from the nodes started before it
         self.servers = [TestServer(Path(dir) / f"node{i}", binary=binary, options=options,
-                                   port=port) for i, port in enumerate(ports)]
+                                   pick_port=lambda: cluster_node_port(avoid=self.ports))
+                        for i in range(masters * (1 + replicas))]
 
     @property
     def url(self) -> str:
@@ -125,24 +123,12 @@ class TestCluster:
     def start(self) -> TestCluster:
         try:
             for server in self.servers:
-                self._start_node(server)
+                server.start()
             self._form()
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _start_node(self, server: TestServer) -> None:
-        """Start one node; when that fails (its port taken meanwhile: another test's node
-        may have picked it too), on another port."""
-        for attempt in range(START_ATTEMPTS):
-            try:
-                server.start()
-                return
-            except RedisUnavailable:
-                if attempt == START_ATTEMPTS - 1:
-                    raise
-                server.port = cluster_node_ports(1, avoid=self.ports)[0]
 
     def stop(self) -> None:
         for server in self.servers:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -34,17 +35,21 @@ class TestServer:
     __test__ = False  # its name starts with "Test"; keep pytest from collecting it
 
     def __init__(self, dir: Path, *, persist: bool = False, port: int | None = None,
+                 pick_port: Callable[[], int] = free_port,
                  options: dict[str, str] | None = None, binary: Path | None = None,
                  config: str = "", sentinel: bool = False) -> None:
-        """OPTIONS: extra server settings, e.g. {"requirepass": ...} (the URL then carries
-        the password) or {"enable-debug-command": "yes"}. BINARY: the server to run (else
-        `server_binary()`'s); CONFIG: the text of a config file it starts from (a Sentinel
-        rewrites its own); SENTINEL: run it as a Sentinel."""
+        """PORT: the one port to listen on (one start attempt); else PICK_PORT picks one
+        for each attempt (a port taken between its pick and the server's bind costs an
+        attempt, not the start). OPTIONS: extra server settings, e.g. {"requirepass": ...}
+        (the URL then carries the password) or {"enable-debug-command": "yes"}. BINARY:
+        the server to run (else `server_binary()`'s); CONFIG: the text of a config file it
+        starts from (a Sentinel rewrites its own); SENTINEL: run it as a Sentinel."""
         self.dir = Path(dir)
         self.persist = persist
         self.options = dict(options or {})
         self.binary, self.config, self.sentinel = binary, config, sentinel
         self.port: int = port or 0
+        self._pick_port = pick_port
         self._fixed_port = port is not None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -69,7 +74,7 @@ class TestServer:
         attempts = 1 if self._fixed_port else START_ATTEMPTS
         for _ in range(attempts):
             if not self._fixed_port:
-                self.port = free_port()
+                self.port = self._pick_port()
             offset = log_size(self.log_path)
             outcome = self._launch()
             if outcome == "ready":

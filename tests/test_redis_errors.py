@@ -23,6 +23,7 @@ import redis
 from sandboxrunner import errors
 from sandboxrunner.client import Client
 from sandboxrunner.server_process import free_port, server_binary
+from sandboxrunner.testdeployments import cluster_node_port
 from sandboxrunner.testserver import TestServer
 from sandboxrunner.worker import current_worker, init_worker
 from tests.clirun import one_error_line, project_with, run_cli
@@ -65,15 +66,9 @@ def _full_server(folder: Path) -> TestServer:
     return server
 
 
-def _cluster_port() -> int:
-    """A free port with room for its cluster bus (port + 10000)."""
-    return wait_for(lambda: next((p for p in [free_port()] if p <= 55535), None),
-                    what="a free port below 55536")
-
-
 def _cluster_node(folder: Path) -> tuple[TestServer, TestServer]:
     """Two cluster nodes; the second serves every slot, so the first answers MOVED."""
-    nodes = [TestServer(folder / name, port=_cluster_port(),
+    nodes = [TestServer(folder / name, pick_port=cluster_node_port,
                         options={"cluster-enabled": "yes",
                                  "cluster-config-file": "nodes.conf"}).start()
              for name in ("a", "b")]
