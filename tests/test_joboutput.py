@@ -232,6 +232,10 @@ def test_sandboxrunner_logs_shows_what_a_thread_mode_job_printed(
                                   stderr=subprocess.STDOUT, text=True)
     try:
         with client_for(redis_url, jobs_dir=str(jobs_dir)) as client:
+            # a loaded machine takes seconds to start it: a caller waiting before it first
+            # heartbeats is told no supervisor serves the queue
+            wait_for(lambda: client.store.live_supervisors("default") > 0, timeout_s=30,
+                     what="the supervisor heartbeating")
             handle = client.enqueue("chatty")
             assert handle.result(wait_timeout=20_000) == "logged"
         done = subprocess.run([sys.executable, "-m", "sandboxrunner", "logs", handle.id],
