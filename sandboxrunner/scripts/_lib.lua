@@ -46,14 +46,16 @@ end
 -- touches that key first and trims it, trim_done) and notify every waiting client. The
 -- caller counts it (count_settled).
 -- recent, failures: keys of the job's queue (failures only for STATUS 'failed': a
--- cancelled job is no failure); qprefix: the queue's key prefix.
+-- cancelled job is no failure); qprefix: the queue's key prefix. KNOWN: the record's skey
+-- and reply fields as {skey, reply} when the caller read them already (each call from a
+-- script costs Redis a few microseconds beyond the command), else nil.
 local function settle(qprefix, recent, failures, id, status, body, ttl_ms, channel_prefix,
-                      now, logged)
+                      now, logged, known)
   local jkey = qprefix .. 'job:' .. id
   local field = 'result'
   if status ~= 'completed' then field = 'error' end
   redis.call('HSET', jkey, 'status', status, 'end', now, field, body)
-  local fields = redis.call('HMGET', jkey, 'skey', 'reply')
+  local fields = known or redis.call('HMGET', jkey, 'skey', 'reply')
   local skey, reply = fields[1], fields[2]
   if skey and skey ~= '' then
     local holder = qprefix .. 'singleton:' .. skey

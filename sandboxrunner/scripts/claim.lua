@@ -71,7 +71,13 @@ local function add_record(id)
 end
 for _, id in ipairs(due) do add_record(id) end
 for _, id in ipairs(freed) do add_record(id) end
-if ARGV[4] == '1' then add_record(redis.call('LINDEX', KEYS[2], 0)) end
+-- the head of the lease (HEAD = '1'), read once: nothing below writes the lease before
+-- it is looked at
+local lease_head = nil
+if ARGV[4] == '1' then
+  lease_head = redis.call('LINDEX', KEYS[2], 0)
+  add_record(lease_head)
+end
 for i = 6, #ARGV do add_record(ARGV[i]) end
 if tonumber(ARGV[3]) > 0 then
   for _, id in ipairs(redis.call('LRANGE', KEYS[1], -tonumber(ARGV[3]), -1)) do
@@ -146,7 +152,7 @@ local ids = {}
 -- the head of the lease counts only if it is still queued (see above): checked below
 local head = nil
 if ARGV[4] == '1' then
-  head = redis.call('LINDEX', KEYS[2], 0)
+  head = lease_head
   if head == WAKE_MARKER then
     redis.call('LPOP', KEYS[2])
     head = nil

@@ -73,13 +73,15 @@ local now = now_ms()
 -- touch in _lib.lua; the records are in KEYS)
 local touched, cancelled = done_keys(qprefix, {'completed', 'failed', 'cancelled'}), {}
 local ran = {}  -- name and start of each job, for its duration
+local known = {}  -- skey and reply of each job, for settle (one read of the record)
 for i = 6, #ARGV, 4 do
   local f = redis.call('HMGET', qprefix .. 'job:' .. ARGV[i], 'skey', 'cancel', 'name',
-                       'start')
+                       'start', 'reply')
   if f[1] and f[1] ~= '' then touched[#touched + 1] = qprefix .. 'singleton:' .. f[1] end
   if ARGV[i + 3] ~= '0' then touched[#touched + 1] = qprefix .. 'log:' .. ARGV[i] end
   cancelled[i] = f[2] == '1'
   ran[i] = {f[3], tonumber(f[4])}
+  known[i] = {f[1], f[5]}
 end
 touch(touched)
 local recorded, completed, failed = 0, 0, 0
@@ -90,7 +92,8 @@ for i = 6, #ARGV, 4 do
     observe(ran[i][1], ran[i][2], now)
     if status ~= 'failed'
         or not retry_later(qprefix, KEYS[6], KEYS[7], KEYS[2], id, body, now) then
-      settle(qprefix, KEYS[3], KEYS[4], id, status, body, ttl, chan, now, ARGV[i + 3] ~= '0')
+      settle(qprefix, KEYS[3], KEYS[4], id, status, body, ttl, chan, now, ARGV[i + 3] ~= '0',
+             known[i])
       if status == 'completed' then completed = completed + 1
       elseif status == 'failed' then failed = failed + 1
       else
