@@ -8,7 +8,8 @@ process drives it two ways, each for ``--seconds``: the **one-client** pattern o
 and sequential **round trips** (``run_job``-equivalents). Meanwhile:
 
 - psutil reads the CPU time of each side (client, supervisor, its children, Redis): CPU
-  microseconds per job, as ``python -m benchmarks`` reports them;
+  microseconds per job, as ``python -m benchmarks`` reports them, and the kernel's part
+  of it (system time: socket calls, thread wake-ups, pipes);
 - ``py-spy record --gil --nonblocking`` samples the client, the supervisor and each child
   (only the thread holding the GIL: the Python a process runs, not its waits; nonblocking:
   the process is never paused). Each sample is put in the first **step** whose function
@@ -58,8 +59,9 @@ STEPS = {
         ("settle: finish script", ("Store.finish",)),
         ("claim: BLMOVE + claim script", ("Store.wait_and_claim", "Store.claim")),
         ("the job (handler call, its context)", ("resolve", "_call_sync", "_call_async")),
-        ("hand-over: thread pool, fetch role", ("ThreadExecutor.", "Slots.", "HeldJobs.",
-                                                "QueueFetcher.loop")),
+        ("thread pool: admit, hand over, pass the fetch role", ("ThreadExecutor.", "Slots.",
+                                                                "HeldJobs.",
+                                                                "QueueFetcher.loop")),
         ("hand-over: pipes to children", ("ProcessExecutor.", "Pool.", "pipes.")),
         ("heartbeat, job logs, reporter", ("_heartbeat", "joblog", "RedisLogSink",
                                           "_reporter")),
@@ -88,9 +90,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _cpu_s(proc: psutil.Process) -> float:
+def _cpu_s(proc: psutil.Process) -> tuple[float, float]:
+    """User and system CPU seconds of PROC."""
     times = proc.cpu_times()
-    return times.user + times.system
+    return times.user, times.system
 
 
 def split_samples(raw: Path, role: str, jobs: int, rate: int) -> dict[str, Any]:
@@ -169,8 +172,12 @@ def profile_mode(mode: str, url: str, workdir: Path, seconds: float,
                     variant.roundtrip(200, 0, time.monotonic() + 60)
                     jobs += 200
             elapsed = time.monotonic() - started
-            cpu = {name: round((_cpu_s(p) - before[name]) * 1e6 / jobs, 1)
-                   for name, p in procs.items()}
+            after = {name: _cpu_s(p) for name, p in procs.items()}
+            cpu = {name: round((sum(after[name]) - sum(before[name])) * 1e6 / jobs, 1)
+                   for name in procs}
+            # the kernel's part: socket calls, thread wake-ups (futex), pipe I/O
+            system = {name: round((after[name][1] - before[name][1]) * 1e6 / jobs, 1)
+                      for name in procs}
             stats = server.info("commandstats")
             for spy in spy_procs:
                 spy.wait(timeout=seconds + 30)
@@ -178,7 +185,7 @@ def profile_mode(mode: str, url: str, workdir: Path, seconds: float,
             spy_jobs = int(jobs * (int(seconds) + 1) / elapsed)
             out[workload] = {
                 "jobs": jobs, "jobs_per_s": round(jobs / elapsed, 1), "cpu_us_per_job": cpu,
-                "redis": _redis_split(stats, jobs),
+                "system_cpu_us_per_job": system, "redis": _redis_split(stats, jobs),
                 "samples": {name: split_samples(path, name.split(" ")[0], spy_jobs, rate)
                             for name, path in spies.items() if path.exists()}}
     finally:
@@ -189,7 +196,8 @@ def profile_mode(mode: str, url: str, workdir: Path, seconds: float,
 def print_mode(mode: str, result: dict[str, Any]) -> None:
     for workload, row in result.items():
         print(f"\n== {mode}, {workload}: {row['jobs_per_s']:,.0f} jobs/s; CPU us/job "
-              + ", ".join(f"{k} {v}" for k, v in row["cpu_us_per_job"].items()))
+              + ", ".join(f"{k} {v} ({row['system_cpu_us_per_job'][k]} in the kernel)"
+                          for k, v in row["cpu_us_per_job"].items()))
         print(f"   redis: {row['redis']}")
         for name, split in row["samples"].items():
             print(f"   {name}: {split['gil_us_per_job']} us/job holding the GIL")

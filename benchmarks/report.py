@@ -71,6 +71,7 @@ def _throughput_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                    (ours >= over_celery * c["jobs_per_s"])
                                    if ours is not None else None))
     out += _enqueue_figures(rows)
+    out += _cpu_figures(rows)
     return out
 
 
@@ -88,6 +89,33 @@ def _enqueue_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                            f">= {1 / ENQUEUE_COST_TARGET:.2f}x huey (<= {ENQUEUE_COST_TARGET:g}x "
                            "its time per call)",
                            mine * ENQUEUE_COST_TARGET >= theirs if mine and theirs else None))
+    return out
+
+
+CPU_TARGET = 0.5  # CPU per job (client + workers + Redis), at most this much of the best peer's
+
+
+def _cpu_ms(row: dict[str, Any]) -> float | None:
+    usage = row.get("usage") or {}
+    sides = [usage.get(k) for k in ("client_cpu_ms", "workers_cpu_ms", "redis_cpu_ms")]
+    return None if any(v is None for v in sides) else round(sum(sides), 3)
+
+
+def _cpu_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CPU per job of the one-client pattern, every side, against the thriftiest peer of
+    either mode in the same run."""
+    peers = [{**r, "cpu_ms": _cpu_ms(r)} for mode in (THREADS, PROCESSES)
+             for r in _ok(rows, None, mode, ONE_CLIENT)]
+    best = min((r for r in peers if r["cpu_ms"]), key=lambda r: r["cpu_ms"], default=None)
+    out = []
+    for mode in (THREADS, PROCESSES):
+        ours = _ok(rows, "sandboxrunner", mode, ONE_CLIENT)
+        mine = _cpu_ms(ours[0]) if ours else None
+        if mine is None or best is None:
+            continue
+        out.append(_figure(f"CPU ms per job, one client, {mode} (client + workers + redis)",
+                           mine, best, "cpu_ms", False, f"<= {CPU_TARGET:g}x best peer",
+                           mine <= CPU_TARGET * best["cpu_ms"]))
     return out
 
 
