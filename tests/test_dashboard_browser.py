@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By
 
 from sandboxrunner import JobFailed
@@ -62,6 +66,14 @@ def _text(driver, element_id: str) -> str | None:
         element_id)
 
 
+def _shows(driver, element_id: str, words: str) -> bool:
+    """Whether element ELEMENT_ID holds WORDS now; False while a page is still loading."""
+    try:
+        return words in (_text(driver, element_id) or "")
+    except WebDriverException:  # the script ran while the next page replaced this one
+        return False
+
+
 def test_the_overview_shows_live_supervisors_and_a_progress_bar_moving(
         redis_url: str, read_only_base: str, browser) -> None:  # noqa: F811
     with running_supervisor(redis_url, use_separate_process=True, concurrency=2), \
@@ -105,9 +117,11 @@ def test_retry_from_a_failed_jobs_page_runs_it_again(
         browser.get(f"{actions_base}/jobs/{handle.id}")
         assert _text(browser, "status") == "failed"
         wait_for(lambda: _click(browser, "retry"), what="a click on Retry")
-        assert "again" in browser.find_element(By.ID, "question").text
+        # each click submits a form: the next page may not have loaded when click() returns
+        wait_for(lambda: _shows(browser, "question", "again"),
+                 what="the question whether to run it again")
         browser.find_element(By.ID, "confirm").click()
-        assert "retried" in browser.find_element(By.ID, "done").text
+        wait_for(lambda: _shows(browser, "done", "retried"), what="the page saying it was retried")
         browser.find_element(By.ID, "back").click()
         # it ran again (and failed again, as this job always does): two attempts
         wait_for(lambda: client.get_job(handle.id).attempts == 2 and
