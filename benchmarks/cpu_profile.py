@@ -70,6 +70,8 @@ STEPS = {
 STEPS["child"] = [("the job (its record, context, handler, outcome)", ("ChildRuntime.run",)),
                   ("pipe: read, decode, send", ("FrameReader", "decode_run", "Sender.")),
                   ("waiting for the next job", ("ChildRuntime.serve",))]
+STEPS["fork server"] = []  # it forks children and reaps them: no step of a job
+ROLES = {"client": "client", "supervisor": "supervisor", "fork server": "fork server"}
 # (kind, pattern of the innermost frame's file)
 KINDS = [
     ("socket I/O (hiredis, redis-py reads and sends)", r"_parsers/|socket|selectors"),
@@ -127,9 +129,9 @@ def _redis_split(stats: dict[str, Any], jobs: int) -> dict[str, Any]:
     """INFO commandstats as us per job: scripts (inclusive), their inner commands, the rest."""
     per = {name.removeprefix("cmdstat_"): row for name, row in stats.items()}
     scripts = sum(row["usec"] for name, row in per.items() if name in ("evalsha", "eval"))
-    outside = ("evalsha", "eval", "blmove", "hmget", "config|resetstat", "ping", "info")
-    # commands a script makes are counted under their own names too; only BLMOVE and the
-    # few plain reads come from outside one (hmget is both: counted inside, slightly high)
+    # commands a script makes are counted under their own names too; on this path only
+    # BLMOVE (and the tool's own calls) run outside a script
+    outside = ("evalsha", "eval", "blmove", "config|resetstat", "ping", "info")
     inner = sum(row["usec"] for name, row in per.items() if name not in outside)
     calls = sum(row["calls"] for name, row in per.items() if name not in outside)
     return {"scripts_us_per_job": round(scripts / jobs, 1),
@@ -151,9 +153,15 @@ def profile_mode(mode: str, url: str, workdir: Path, seconds: float,
         server = redis.Redis.from_url(url)
         redis_proc = psutil.Process(int(server.info("server")["process_id"]))
         for workload in ("one client", "round trip"):
-            children = supervisor.children(recursive=True)
+            # process mode: the fork server (the parent of the others) and the children
+            below = supervisor.children(recursive=True)
+            parents = {c.ppid() for c in below}
+            servers = [c for c in below if c.pid in parents]
+            children = [c for c in below if c.pid not in parents]
             procs = {"client": psutil.Process(), "supervisor": supervisor,
-                     **{f"child {i}": c for i, c in enumerate(children)}, "redis": redis_proc}
+                     **({"fork server": servers[0]} if servers else {}),
+                     **{f"child {i}": c for i, c in enumerate(children, 1)},
+                     "redis": redis_proc}
             spies = {name: (workdir / f"{mode}-{workload}-{name}.txt".replace(" ", "-"))
                      for name in procs if name != "redis"}
             spy_procs = [subprocess.Popen(
@@ -186,7 +194,7 @@ def profile_mode(mode: str, url: str, workdir: Path, seconds: float,
             out[workload] = {
                 "jobs": jobs, "jobs_per_s": round(jobs / elapsed, 1), "cpu_us_per_job": cpu,
                 "system_cpu_us_per_job": system, "redis": _redis_split(stats, jobs),
-                "samples": {name: split_samples(path, name.split(" ")[0], spy_jobs, rate)
+                "samples": {name: split_samples(path, ROLES.get(name, "child"), spy_jobs, rate)
                             for name, path in spies.items() if path.exists()}}
     finally:
         variant.stop()
