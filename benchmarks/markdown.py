@@ -57,9 +57,16 @@ def throughput_markdown(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def latency_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    parts = [f"{row['variant']} {row['p50_ms']:.2f} / {row['p99_ms']:.2f}" for row in rows
+    parts = [f"{row['variant'].removeprefix('baseline: ')} {row['p50_ms']:.2f} / "
+             f"{row['p99_ms']:.2f}" for row in rows
              if row.get("status") == "ok" and "p50_ms" in row]
-    return ["Round trip (sequential calls on a no-op, p50 / p99 ms): " + "; ".join(parts) + "."]
+    return ["Round trip (sequential calls on a no-op, p50 / p99 ms), the floors first: "
+            + "; ".join(parts) + "."]
+
+
+def _value(value: float) -> str:
+    """A figure as the summary shows it: whole above 100, three digits below."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def summary_markdown(figures: list[dict[str, Any]]) -> list[str]:
@@ -70,9 +77,9 @@ def summary_markdown(figures: list[dict[str, Any]]) -> list[str]:
             continue
         peer, peer_value, ratio = f.get("best_peer"), f.get("best_peer_value"), f.get("ratio")
         shown_peer = "-" if peer in (None, "-") else (
-            peer if peer_value is None else f"{peer} {peer_value:,.3f}")
+            peer if peer_value is None else f"{peer} {_value(peer_value)}")
         met = {True: "yes", False: "no"}.get(f.get("met"), "n/a")
-        lines.append(f"| {f['figure']} | {f['sandboxrunner']:,.3f} | {shown_peer} | "
+        lines.append(f"| {f['figure']} | {_value(f['sandboxrunner'])} | {shown_peer} | "
                      f"{'' if ratio is None else f'{ratio:.2f}x'} | {f['target']} | {met} |")
     return lines
 
