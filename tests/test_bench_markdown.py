@@ -67,3 +67,18 @@ def test_the_command_prints_the_tables_of_a_results_file(tmp_path: Path) -> None
     assert "commit abc1234" in out
     assert "| huey process | 1,800 (1,620-1,980) |" in out
     assert "| CPU ms per job, one client, threads" in out
+
+
+def test_a_peer_acting_before_the_deadline_mark_is_not_the_best_peer() -> None:
+    def timeout_row(system: str, failed_after_s: float) -> dict[str, Any]:
+        runs = [{"kind": "sleep", "failed_after_s": failed_after_s, "pool_full_after_s": 0.01,
+                 "next_ran_after_s": 0.01}]
+        return {"system": system, "label": system, "status": "ok", "runs": runs}
+
+    rows = [timeout_row("sandboxrunner", 0.009), timeout_row("rq", -0.02),
+            timeout_row("huey", 0.006)]
+    figures = {f["figure"]: f for f in summarize({"timeout": rows})}
+    failed = figures["timeout, sleep job: failure recorded (worst run, s)"]
+    # RQ's clock starts before the job does: its negative figure is no comparison
+    assert failed["best_peer"] == "huey"
+    assert failed["met"] is True
