@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.harness import RESULTS_DIR
 from benchmarks.patterns import ASYNCIO, ONE_CLIENT, THREADS_8
-from benchmarks.report import summarize
+from benchmarks.report import cpu_sides, summarize
 
 PIPELINED = "pipelined (ours)"
 
@@ -32,9 +32,8 @@ def _rate(row: dict[str, Any] | None) -> str:
 
 
 def _cpu(row: dict[str, Any] | None) -> str:
-    usage = (row or {}).get("usage") or {}
-    sides = [usage.get(k) for k in ("client_cpu_ms", "workers_cpu_ms", "redis_cpu_ms")]
-    if any(v is None for v in sides):
+    sides = cpu_sides(row) if row else None
+    if sides is None:
         return ""
     return " / ".join(f"{v:.3f}" for v in sides) + f" = {sum(sides):.3f}"
 

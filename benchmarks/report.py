@@ -95,10 +95,19 @@ def _enqueue_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 CPU_TARGET = 0.5  # CPU per job (client + workers + Redis), at most this much of the best peer's
 
 
-def _cpu_ms(row: dict[str, Any]) -> float | None:
+CPU_SIDES = ("client_cpu_ms", "workers_cpu_ms", "redis_cpu_ms")
+
+
+def cpu_sides(row: dict[str, Any]) -> list[float] | None:
+    """A throughput row's CPU ms per job: client, workers, Redis (None if not measured)."""
     usage = row.get("usage") or {}
-    sides = [usage.get(k) for k in ("client_cpu_ms", "workers_cpu_ms", "redis_cpu_ms")]
-    return None if any(v is None for v in sides) else round(sum(sides), 3)
+    sides = [usage.get(k) for k in CPU_SIDES]
+    return None if any(v is None for v in sides) else sides
+
+
+def _cpu_ms(row: dict[str, Any]) -> float | None:
+    sides = cpu_sides(row)
+    return None if sides is None else round(sum(sides), 3)
 
 
 def _cpu_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
