@@ -45,6 +45,13 @@ from tests.supervisors import client_for, running_supervisor, wait_for
 
 CALLS_AFTER = 20
 FAILOVER_WAIT_S = 30.0
+# the enqueue loop's pause between calls: unpaused it enqueued about as fast as the
+# supervisor ran the jobs, so the backlog a failover leaves (the jobs enqueued on the new
+# master while the supervisor reconnected) drained at a few dozen jobs a second, and each
+# run_job call waited behind it for seconds: on a loaded machine fewer than CALLS_AFTER
+# calls came back within 30 s (seen after a double failover, where the Sentinels promoted
+# a second replica a second after the first)
+ENQUEUE_PAUSE_S = 0.01
 # scenario -> (how the master goes, sandboxrunner settings)
 SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
     "crash": ("crash", {}),
@@ -87,6 +94,7 @@ class Callers:
     def _enqueue(self) -> None:
         self.acknowledged.append(self.client.enqueue("fault_work", self.work).id)
         self.acknowledged_at[self.acknowledged[-1]] = time.monotonic()
+        self._stop.wait(ENQUEUE_PAUSE_S)
 
     def _loop(self, call: Any) -> None:
         while not self._stop.is_set():
