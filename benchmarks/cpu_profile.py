@@ -41,7 +41,7 @@ from typing import Any
 import psutil
 import redis
 
-from benchmarks.harness import RESULTS_DIR
+from benchmarks.harness import RESULTS_DIR, SCRIPT_COMMANDS
 from benchmarks.patterns import ONE_CLIENT, run_pattern
 from benchmarks.sandboxrunner_bench import SandboxrunnerVariant
 from benchmarks.variant import PROCESSES, THREADS
@@ -128,15 +128,13 @@ def split_samples(raw: Path, role: str, jobs: int, rate: int) -> dict[str, Any]:
 def _redis_split(stats: dict[str, Any], jobs: int) -> dict[str, Any]:
     """INFO commandstats as us per job: scripts (inclusive), their inner commands, the rest."""
     per = {name.removeprefix("cmdstat_"): row for name, row in stats.items()}
-    scripts = sum(row["usec"] for name, row in per.items() if name in ("evalsha", "eval"))
-    # commands a script makes are counted under their own names too; on this path only
-    # BLMOVE (and the tool's own calls) run outside a script
-    outside = ("evalsha", "eval", "blmove", "config|resetstat", "ping", "info")
+    script_rows = [row for name, row in per.items() if name in SCRIPT_COMMANDS]
+    # on this path only BLMOVE (and the tool's own calls) run outside a script
+    outside = SCRIPT_COMMANDS | {"blmove", "config|resetstat", "ping", "info"}
     inner = sum(row["usec"] for name, row in per.items() if name not in outside)
     calls = sum(row["calls"] for name, row in per.items() if name not in outside)
-    return {"scripts_us_per_job": round(scripts / jobs, 1),
-            "script_calls_per_job": round(sum(per.get(n, {}).get("calls", 0)
-                                              for n in ("evalsha", "eval")) / jobs, 2),
+    return {"scripts_us_per_job": round(sum(row["usec"] for row in script_rows) / jobs, 1),
+            "script_calls_per_job": round(sum(row["calls"] for row in script_rows) / jobs, 2),
             "inner_commands_us_per_job": round(inner / jobs, 1),
             "inner_commands_per_job": round(calls / jobs, 2),
             "blmove_us_per_job": round(per.get("blmove", {}).get("usec", 0) / jobs, 1)}

@@ -274,6 +274,10 @@ class TimeoutRun:
 # --------------------------------------------------------------------------- usage
 
 
+# commands that run a script: the commands it makes are counted under their own names too
+SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
+
+
 @dataclass
 class Usage:
     """Where one measurement spent its CPU, and what it asked of Redis, per job."""
@@ -315,8 +319,7 @@ class UsageMeter:
         n = max(1, n)
         calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
         calls.pop("config|resetstat", None)
-        scripts = sum(v for k, v in calls.items() if k.split("|")[0] in
-                      ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"))
+        scripts = sum(v for k, v in calls.items() if k.split("|")[0] in SCRIPT_COMMANDS)
         top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
         return Usage(client_cpu_ms=(end[0] - self.start[0]) * 1000 / n,
                      workers_cpu_ms=(end[1] - self.start[1]) * 1000 / n,

@@ -93,9 +93,7 @@ def _enqueue_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 CPU_TARGET = 0.5  # CPU per job (client + workers + Redis), at most this much of the best peer's
-
-
-CPU_SIDES = ("client_cpu_ms", "workers_cpu_ms", "redis_cpu_ms")
+CPU_SIDES = ("client_cpu_ms", "workers_cpu_ms", "redis_cpu_ms")  # harness.Usage's fields
 
 
 def cpu_sides(row: dict[str, Any]) -> list[float] | None:
